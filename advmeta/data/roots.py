@@ -1,0 +1,103 @@
+"""Where datasets and their array caches live.
+
+Data roots are searched in a fixed order: the explicit ``data_root`` (``--data-root``), then
+``$ADVMETA_DATA``, then the per-user cache directory (``$XDG_CACHE_HOME/advmeta`` or
+``~/.cache/advmeta``), which is also where downloads go when no earlier root is writable.
+Decoded array caches go next to the data (``<dataset>/.advmeta_cache``) when that folder is
+writable, otherwise under ``$ADVMETA_CACHE`` or the per-user cache directory.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+CACHE_DIRNAME = ".advmeta_cache"
+
+
+@dataclass(frozen=True)
+class Root:
+    """One place searched for data, with where its path came from (for error messages)."""
+
+    path: Path
+    origin: str  # "--data-root", "$ADVMETA_DATA" or "user cache"
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.origin})"
+
+
+def user_cache_dir() -> Path:
+    """The per-user directory for downloads and caches (``$XDG_CACHE_HOME/advmeta``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "advmeta"
+
+
+def data_roots(data_root: str | os.PathLike[str] | None = None) -> list[Root]:
+    """The data roots to search, in precedence order, without duplicates.
+
+    Args:
+        data_root: an explicit root (the ``--data-root`` option); searched first.
+
+    Returns:
+        Roots in order: explicit, ``$ADVMETA_DATA``, per-user cache. Paths need not exist.
+    """
+    out: list[Root] = []
+    if data_root is not None and str(data_root) != "":
+        out.append(Root(Path(data_root).expanduser().resolve(), "--data-root"))
+    env = os.environ.get("ADVMETA_DATA")
+    if env:
+        out.append(Root(Path(env).expanduser().resolve(), "$ADVMETA_DATA"))
+    out.append(Root(user_cache_dir().resolve(), "user cache"))
+    seen: set[Path] = set()
+    unique = []
+    for r in out:
+        if r.path not in seen:
+            seen.add(r.path)
+            unique.append(r)
+    return unique
+
+
+def is_writable_dir(path: Path) -> bool:
+    """Whether ``path`` (or its nearest existing parent) may be written to.
+
+    Honours the permission bits even for root: root bypasses them, but a folder published
+    read-only (``r-x``, like a shared data folder) is meant to stay untouched.
+    """
+    p = path
+    while not p.exists():
+        if p.parent == p:
+            return False
+        p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK):
+        return False
+    st = p.stat()
+    if st.st_mode & stat.S_IWOTH:
+        return True
+    if st.st_uid == os.geteuid():
+        return bool(st.st_mode & stat.S_IWUSR)
+    if st.st_gid in os.getgroups() or st.st_gid == os.getegid():
+        return bool(st.st_mode & stat.S_IWGRP)
+    return os.geteuid() != 0  # os.access already said yes for a non-root user
+
+
+def cache_dirs(dataset_dir: Path) -> list[Path]:
+    """Folders an array cache of ``dataset_dir`` is read from, in order (first is preferred)."""
+    dirs = [dataset_dir / CACHE_DIRNAME]
+    env = os.environ.get("ADVMETA_CACHE")
+    if env:
+        dirs.insert(0, Path(env).expanduser().resolve())
+    dirs.append(user_cache_dir() / "arrays")
+    return dirs
+
+
+def writable_cache_dir(dataset_dir: Path) -> tuple[Path, str]:
+    """The folder a new array cache of ``dataset_dir`` is written to, and why it was chosen."""
+    env = os.environ.get("ADVMETA_CACHE")
+    if env:
+        return Path(env).expanduser().resolve(), "$ADVMETA_CACHE"
+    local = dataset_dir / CACHE_DIRNAME
+    if is_writable_dir(local):
+        return local, "next to the data"
+    return user_cache_dir() / "arrays", f"per-user cache ({dataset_dir} is not writable)"

@@ -1,0 +1,51 @@
+"""The runtime environment: devices, threads and the versions recorded in every result row."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+
+import torch
+
+from advmeta.errors import ResourceError
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """The torch device for ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Raises:
+        ResourceError: a CUDA device was asked for and none exists.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ResourceError(f"device {device!r} was requested but this machine has no CUDA GPU")
+        dev = torch.device(device)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ResourceError(f"device {device!r} does not exist ({torch.cuda.device_count()} GPUs)")
+        return dev
+    if device == "cpu":
+        return torch.device("cpu")
+    raise ResourceError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+def set_threads(n: int | None = None) -> int:
+    """Match torch's intra-op threads to the CPUs this process was given (``OMP_NUM_THREADS``)."""
+    if n is None:
+        n = int(os.environ.get("OMP_NUM_THREADS", "0")) or (os.cpu_count() or 1)
+    n = max(1, n)
+    torch.set_num_threads(n)
+    return n
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that determine a result."""
+    out = {"python": platform.python_version()}
+    for pkg in ("advmeta", "torch", "torchvision", "numpy", "ray"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out

@@ -1,0 +1,65 @@
+"""Perturbation budgets on the 0–255 scale.
+
+METHODS.md §0: ε is written ``k/255`` in configs, the CLI and results, and used as a float on
+[0, 1] images. Results store both.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+from advmeta.errors import ConfigError
+
+Eps = float | int | str
+
+
+def parse_eps(eps: Eps) -> float:
+    """ε as a float on the [0, 1] scale.
+
+    Accepts ``"8/255"``, ``"0.2/255"``, ``"0.03"`` or a number. Raises :class:`ConfigError` for
+    malformed, negative or non-finite values.
+
+    Examples:
+        >>> parse_eps("8/255") == 8 / 255
+        True
+        >>> parse_eps(0.5)
+        0.5
+    """
+    if isinstance(eps, bool):
+        raise ConfigError(f"malformed epsilon {eps!r}")
+    if isinstance(eps, (int, float)):
+        value = float(eps)
+    elif isinstance(eps, str):
+        text = eps.strip()
+        try:
+            if "/" in text:
+                num, _, den = text.partition("/")
+                value = float(num) / float(den)
+            else:
+                value = float(text)
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(f"malformed epsilon {eps!r}: write it as k/255 (e.g. 8/255) or a float") from None
+    else:
+        raise ConfigError(f"malformed epsilon {eps!r}: write it as k/255 (e.g. 8/255) or a float")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"epsilon must be a finite number >= 0, got {eps!r}")
+    return value
+
+
+def format_eps(eps: Eps) -> str:
+    """ε as the string ``k/255`` with k written as short as it is exact (``"0.2/255"``).
+
+    Examples:
+        >>> format_eps(8 / 255)
+        '8/255'
+        >>> format_eps("0.2/255")
+        '0.2/255'
+    """
+    k = parse_eps(eps) * 255
+    for digits in range(0, 7):
+        r = round(k, digits)
+        if abs(r - k) < 1e-9:
+            text = f"{r:.{digits}f}"
+            return f"{text}/255"
+    return f"{Fraction(k).limit_denominator(10**6)}/255"

@@ -1,0 +1,1 @@
+"""Documented experiment scripts whose printed figures go into issues and the README."""

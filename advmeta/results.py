@@ -1,0 +1,192 @@
+"""The one schema of advmeta's results, used by the evaluator, the Ray layer, the CLI and the tests.
+
+Two tables per sweep, both Parquet:
+
+- ``summary``: one row per (trial, evaluation scenario, attack, ε, fine-tune step): accuracy with
+  its 95% confidence interval over the test episodes, and every setting that produced it.
+- ``episodes``: one row per (trial, scenario, attack, ε, fine-tune step, test episode).
+
+``results/README.md`` is generated from this module (``python -m advmeta.results``); a test
+checks that it is in sync.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Column:
+    """One documented column: name, pandas dtype, unit and meaning."""
+
+    name: str
+    dtype: str
+    unit: str
+    doc: str
+
+
+_ID = [
+    Column("sweep", "string", "", "name of the sweep (grid or tune run) the row belongs to"),
+    Column("trial_id", "string", "", "stable id of the trial: hash of its full configuration"),
+    Column("status", "string", "", "`ok`, or `error` for a trial that failed after its retries"),
+    Column("error", "string", "", "the failed trial's error (type: message); empty when ok"),
+]
+_SETTINGS = [
+    Column("method", "string", "", "learner name (maml, aq, tafl, …; L2L trainers: plain, pgm, grad-l2l, …)"),
+    Column("hparams", "string", "", "JSON of every hyper-parameter of the learner's dataclass"),
+    Column("dataset", "string", "", "dataset name (omniglot, miniimagenet, cifar-fs, fc100, glyphs, …)"),
+    Column("split", "string", "", "split evaluated (test, val)"),
+    Column("image_size", "Int64", "pixels", "side of the (square) input images"),
+    Column("n_way", "Int64", "classes", "N of N-way"),
+    Column("k_shot", "Int64", "images/class", "K of K-shot (support images per class)"),
+    Column("q_query", "Int64", "images/class", "query images per class"),
+    Column("n_episodes", "Int64", "episodes", "number of test episodes the accuracy averages over"),
+    Column("seed", "Int64", "", "seed of training and of the test-episode bank"),
+    Column("bn_mode", "string", "", "batch-norm mode at evaluation: `batch` (transductive) or `running`"),
+    Column("first_order", "boolean", "", "first-order meta-gradient (no second derivatives); null if not MAML-family"),
+    Column("train_iterations", "Int64", "iterations", "meta-training iterations (epochs for L2L trainers)"),
+    Column("train_eps", "float64", "[0,1] scale", "ε of the training attack (0 when none)"),
+    Column("train_eps_str", "string", "k/255", "ε of the training attack as k/255"),
+]
+_SCENARIO = [
+    Column("scenario", "string", "", "evaluation scenario, e.g. `whitebox`, `surrogate`, `finetune`, `l2l`"),
+    Column("support", "string", "", "support set at meta-test: `clean`, `adv40` (40% adversarial) or `adv`"),
+    Column("query", "string", "", "query set at meta-test: `clean` or `adv`"),
+    Column("attack", "string", "", "attack name (`none` for clean; `worst` = per-query minimum over attacks)"),
+    Column("attack_params", "string", "", "JSON of the attack's settings (steps, step size, norm, loss, …)"),
+    Column("eps", "float64", "[0,1] scale", "ε of the test attack (0 for clean)"),
+    Column("eps_str", "string", "k/255", "ε of the test attack as k/255"),
+    Column("finetune_step", "Int64", "steps", "inner/fine-tune steps taken at meta-test before evaluating"),
+]
+_METRICS = [
+    Column("acc", "float64", "%", "mean accuracy over episodes, 0–100"),
+    Column("acc_ci95", "float64", "%", "half-width of the 95% confidence interval: 1.96·σ/√n"),
+    Column("loss", "float64", "nats", "mean cross-entropy on the (possibly attacked) query"),
+    Column("train_seconds", "float64", "s", "wall time of training"),
+    Column("eval_seconds", "float64", "s", "wall time of this evaluation scenario"),
+]
+_PROVENANCE = [
+    Column("advmeta_version", "string", "", "version of advmeta"),
+    Column("torch_version", "string", "", "version of torch"),
+    Column("ray_version", "string", "", "version of ray (`absent` when run without it)"),
+    Column("python_version", "string", "", "version of Python"),
+    Column("device", "string", "", "device the trial ran on (cpu, cuda:0, …)"),
+    Column("created_at", "string", "ISO 8601 UTC", "when the row was written"),
+]
+
+SUMMARY_COLUMNS: tuple[Column, ...] = tuple(_ID + _SETTINGS + _SCENARIO + _METRICS + _PROVENANCE)
+
+EPISODE_COLUMNS: tuple[Column, ...] = tuple(
+    _ID[:2]
+    + [c for c in _SETTINGS if c.name in {"method", "dataset", "split", "seed"}]
+    + [c for c in _SCENARIO if c.name in {"scenario", "support", "query", "attack", "eps_str", "finetune_step"}]
+    + [
+        Column("episode_index", "Int64", "", "index of the test episode in the bank (same episodes for every method)"),
+        Column("acc", "float64", "%", "accuracy on this episode's query, 0–100"),
+        Column("loss", "float64", "nats", "mean cross-entropy on this episode's query"),
+        Column("l_ar", "float64", "nats", "TAFL's L_AR = max{CE(adv) − CE(clean), δ} summed over the queries; null otherwise"),
+    ]
+)
+
+HPARAM_PREFIX = "hp_"
+"""Each hyper-parameter of a learner also gets a column ``hp_<field>`` (float64, Int64, boolean or
+string after its type) so sweeps can be filtered without parsing ``hparams``; null where a method
+has no such field."""
+
+_TABLES = {"summary": SUMMARY_COLUMNS, "episodes": EPISODE_COLUMNS}
+
+
+def mean_ci95(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and 95% CI half-width (1.96·σ/√n, σ the sample standard deviation) of ``values``."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        return math.nan, math.nan
+    if arr.size == 1:
+        return float(arr[0]), math.nan
+    return float(arr.mean()), float(1.96 * arr.std(ddof=1) / math.sqrt(arr.size))
+
+
+def hparam_columns(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``hparams`` JSON plus one ``hp_<field>`` entry per scalar hyper-parameter."""
+    out: dict[str, Any] = {"hparams": json.dumps(dict(hparams), sort_keys=True, default=str)}
+    for key, value in hparams.items():
+        if value is None or isinstance(value, (bool, int, float, str)):
+            out[HPARAM_PREFIX + key] = value
+        else:
+            out[HPARAM_PREFIX + key] = json.dumps(value, default=str)
+    return out
+
+
+def to_frame(rows: Iterable[Mapping[str, Any]], kind: str = "summary") -> pd.DataFrame:
+    """Rows as a DataFrame with the documented columns first, in order and with their dtypes.
+
+    Missing documented columns are filled with nulls; ``hp_*`` columns are kept (typed from their
+    values); any other unknown key is an error, so the schema cannot drift silently.
+    """
+    columns = _TABLES[kind]
+    frame = pd.DataFrame(list(rows))
+    known = {c.name for c in columns}
+    extra = [c for c in frame.columns if c not in known and not str(c).startswith(HPARAM_PREFIX)]
+    if extra:
+        raise KeyError(f"columns not in the {kind} schema: {extra}")
+    for col in columns:
+        if col.name not in frame.columns:
+            frame[col.name] = pd.Series([None] * len(frame), dtype=object)
+        frame[col.name] = frame[col.name].astype(col.dtype)
+    hp = sorted(c for c in frame.columns if str(c).startswith(HPARAM_PREFIX))
+    for name in hp:
+        frame[name] = frame[name].astype(_hparam_dtype(frame[name]))
+    return frame[[c.name for c in columns] + hp]
+
+
+def _hparam_dtype(values: pd.Series) -> str:
+    # Typed after the Python values (the dataclass fields), not guessed from them: 2.0 stays float.
+    kinds = {type(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))}
+    if kinds and kinds <= {bool, np.bool_}:
+        return "boolean"
+    if kinds and kinds <= {int, np.int64}:
+        return "Int64"
+    if kinds and kinds <= {int, float, np.int64, np.float64}:
+        return "float64"
+    return "string"
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write ``frame`` to ``path`` through a temporary file and an atomic rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def schema_markdown() -> str:
+    """The column documentation of both tables, as Markdown (the body of results/README.md)."""
+    lines: list[str] = []
+    for kind, columns in _TABLES.items():
+        lines += [f"### `{kind}`", "", "| column | dtype | unit | meaning |", "|---|---|---|---|"]
+        lines += [f"| `{c.name}` | {c.dtype} | {c.unit} | {c.doc} |" for c in columns]
+        lines.append("")
+    lines += [f"Plus, in `summary`, one `{HPARAM_PREFIX}<field>` column per learner hyper-parameter "
+              "(typed after the field; null where a method lacks it).", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(schema_markdown())
