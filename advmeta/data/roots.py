@@ -4,13 +4,16 @@ Data roots are searched in a fixed order: the explicit ``data_root`` (``--data-r
 ``$ADVMETA_DATA``, then the per-user cache directory (``$XDG_CACHE_HOME/advmeta`` or
 ``~/.cache/advmeta``), which is also where downloads go when no earlier root is writable.
 Decoded array caches go next to the data (``<dataset>/.advmeta_cache``) when that folder is
-writable, otherwise under ``$ADVMETA_CACHE`` or the per-user cache directory.
+writable, otherwise in the per-user cache directory; ``$ADVMETA_CACHE`` overrides both.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,21 +85,46 @@ def is_writable_dir(path: Path) -> bool:
     return os.geteuid() != 0  # os.access already said yes for a non-root user
 
 
-def cache_dirs(dataset_dir: Path) -> list[Path]:
-    """Folders an array cache of ``dataset_dir`` is read from, in order (first is preferred)."""
-    dirs = [dataset_dir / CACHE_DIRNAME]
+_OVERRIDE: ContextVar[Path | None] = ContextVar("advmeta_cache_override", default=None)
+
+
+def _override() -> Path | None:
+    forced = _OVERRIDE.get()
+    if forced is not None:
+        return forced
     env = os.environ.get("ADVMETA_CACHE")
-    if env:
-        dirs.insert(0, Path(env).expanduser().resolve())
-    dirs.append(user_cache_dir() / "arrays")
-    return dirs
+    return Path(env).expanduser().resolve() if env else None
+
+
+@contextmanager
+def cache_override(path: Path) -> Iterator[Path]:
+    """Within the block, array caches are read from and written to ``path`` only.
+
+    ``advmeta data check`` uses it with an empty folder to force a full decode.
+    """
+    token = _OVERRIDE.set(Path(path))
+    try:
+        yield Path(path)
+    finally:
+        _OVERRIDE.reset(token)
+
+
+def cache_dirs(dataset_dir: Path) -> list[Path]:
+    """Folders an array cache of ``dataset_dir`` is read from, in order (first is preferred).
+
+    ``$ADVMETA_CACHE`` (or :func:`cache_override`), when set, is the only one.
+    """
+    forced = _override()
+    if forced is not None:
+        return [forced]
+    return [dataset_dir / CACHE_DIRNAME, user_cache_dir() / "arrays"]
 
 
 def writable_cache_dir(dataset_dir: Path) -> tuple[Path, str]:
     """The folder a new array cache of ``dataset_dir`` is written to, and why it was chosen."""
-    env = os.environ.get("ADVMETA_CACHE")
-    if env:
-        return Path(env).expanduser().resolve(), "$ADVMETA_CACHE"
+    forced = _override()
+    if forced is not None:
+        return forced, "$ADVMETA_CACHE"
     local = dataset_dir / CACHE_DIRNAME
     if is_writable_dir(local):
         return local, "next to the data"
