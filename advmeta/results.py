@@ -38,7 +38,7 @@ class Column:
 _ID = [
     Column("sweep", "string", "", "name of the sweep (grid or tune run) the row belongs to"),
     Column("trial_id", "string", "", "stable id of the trial: hash of its full configuration"),
-    Column("status", "string", "", "`ok`, or `error` for a trial that failed after its retries"),
+    Column("status", "string", "", "`ok`; `error` for a trial that failed after its retries; `stopped` for one ended early by ASHA"),
     Column("error", "string", "", "the failed trial's error (type: message); empty when ok"),
 ]
 _SETTINGS = [

@@ -52,7 +52,10 @@ _register_subcommands()
 def main() -> None:
     """Console entry point: run the app, turning user errors into one line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click *returns* a command's typer.Exit code instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except AdvmetaError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)

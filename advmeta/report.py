@@ -1,0 +1,215 @@
+"""Tables and figures of a sweep's results (no Ray): what ``advmeta report`` writes.
+
+Tables (Markdown and LaTeX) give mean ± 95% CI with the best value of each column marked (within
+each block of comparable rows): ADML's support × query table under the surrogate attack, the
+white-box table (TAFL's, R-MAML's SA/RA), the L2L table. Figures (PNG): accuracy against ε,
+the γ × k heatmap, accuracy against the fine-tune step (ADML Figures 2–3), and the KDE of
+TAFL's L_AR per method.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from advmeta.results import HPARAM_PREFIX
+
+_SKIP_HP = {"inner_steps", "test_inner_steps"}
+
+
+@dataclass
+class Table:
+    """One rendered table: ``mean``/``ci`` frames indexed by row labels with column labels."""
+
+    title: str
+    mean: pd.DataFrame
+    ci: pd.DataFrame
+    best: pd.DataFrame
+    """Booleans: the best (highest) mean of its column within its block of rows."""
+
+
+def load(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``summary`` and ``episodes`` tables of a sweep folder (local path or URI)."""
+    import pyarrow.parquet as pq
+
+    from advmeta.bank import filesystem
+
+    fs, root = filesystem(str(folder))
+    summary = pq.read_table(f"{root}/summary.parquet", filesystem=fs).to_pandas()
+    try:
+        episodes = pq.read_table(f"{root}/episodes.parquet", filesystem=fs).to_pandas()
+    except (FileNotFoundError, OSError):
+        episodes = pd.DataFrame()
+    return summary, episodes
+
+
+def row_labels(frame: pd.DataFrame, shots: bool = True) -> pd.Series:
+    """``method`` plus the hyper-parameters that vary among that method's rows (``tafl gamma=2 k=1``).
+
+    Args:
+        frame: summary rows.
+        shots: prefix ``K-shot`` when the rows mix shots (and the table has no column for it).
+    """
+    hp_cols = [c for c in frame.columns if c.startswith(HPARAM_PREFIX) and c[len(HPARAM_PREFIX):] not in _SKIP_HP]
+    labels = frame["method"].astype(str).copy()
+    for method, idx in frame.groupby("method").groups.items():
+        sub = frame.loc[idx]
+        varying = [c for c in hp_cols if sub[c].astype(str).nunique(dropna=False) > 1]
+        if varying:
+            labels.loc[idx] = sub.apply(lambda r: f"{method} " + " ".join(
+                f"{c[len(HPARAM_PREFIX):]}={_fmt(r[c])}" for c in varying), axis=1)
+    if shots and "k_shot" in frame and frame["k_shot"].nunique() > 1:
+        has = frame["k_shot"].notna()
+        labels = labels.where(~has, frame["k_shot"].astype("string").fillna("") + "-shot " + labels)
+    return labels.astype(str)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _steps(params: Any) -> str:
+    try:
+        steps = json.loads(params).get("steps")
+    except (TypeError, ValueError, AttributeError):
+        return ""
+    return f"-{steps}" if steps else ""
+
+
+def _pivot(frame: pd.DataFrame, rows: list[str], cols: list[str], title: str, block: list[str]) -> Table:
+    mean = frame.pivot_table(index=rows, columns=cols, values="acc", aggfunc="first", sort=False)
+    ci = frame.pivot_table(index=rows, columns=cols, values="acc_ci95", aggfunc="first", sort=False)
+    ci = ci.reindex(index=mean.index, columns=mean.columns)
+    if block:
+        grp = mean.groupby(level=block, sort=False)
+        best = mean.eq(grp.transform("max")) & mean.notna()
+    else:
+        best = mean.eq(mean.max()) & mean.notna()
+    return Table(title, mean, ci, best)
+
+
+def _last_step(frame: pd.DataFrame) -> pd.DataFrame:
+    last = frame.groupby("trial_id")["finetune_step"].transform("max")
+    return frame[frame["finetune_step"] == last]
+
+
+def tables(summary: pd.DataFrame) -> list[Table]:
+    """The report's tables from a summary frame (rows of failed trials are left out)."""
+    ok = summary[summary["status"] == "ok"].copy()
+    if ok.empty:
+        return []
+    ok["row"] = row_labels(ok)
+    out: list[Table] = []
+    sur = _last_step(ok[ok["scenario"] == "surrogate"])
+    if not sur.empty:
+        sur = sur.assign(shots=sur["k_shot"].astype(str) + "-shot", row=row_labels(sur, shots=False),
+                         col=sur["eps_str"] + " " + sur["query"] + " query")
+        out.append(_pivot(sur, ["shots", "support", "row"], ["col"],
+                          "Surrogate FGSM in support × query (ADML Tables 1–2)", ["shots", "support"]))
+    wb = ok[ok["scenario"] == "whitebox"]
+    if not wb.empty:
+        wb = _last_step(wb)
+        wb = wb.assign(row=row_labels(wb), col=np.where(wb["attack"] == "none", "clean",
+                                    wb["attack"] + wb["attack_params"].map(_steps) + " " + wb["eps_str"]))
+        out.append(_pivot(wb, ["row"], ["col"], "White-box attacks on the query (TAFL table, R-MAML SA/RA)", []))
+    l2l = ok[ok["scenario"] == "l2l"]
+    if not l2l.empty:
+        l2l = l2l.assign(row=row_labels(l2l), col=np.where(l2l["attack"] == "none", "clean", l2l["attack"] + " " + l2l["eps_str"]))
+        l2l = l2l[~l2l["attack_params"].astype(str).str.contains('"curve"')]
+        out.append(_pivot(l2l, ["row"], ["col"], "L2L: accuracy under attack", []))
+    return out
+
+
+def _cell(m: float, c: float, best: bool, latex: bool) -> str:
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return "–"
+    ci = "" if c is None or (isinstance(c, float) and math.isnan(c)) else c
+    if latex:
+        num = f"\\textbf{{{m:.2f}}}" if best else f"{m:.2f}"
+        return num + (f" $\\pm$ {ci:.2f}" if ci != "" else "")
+    text = f"{m:.2f}" + (f" ± {ci:.2f}" if ci != "" else "")
+    return f"**{text}**" if best else text
+
+
+def _index_text(key: Any) -> list[str]:
+    return [str(k) for k in key] if isinstance(key, tuple) else [str(key)]
+
+
+def to_markdown(table: Table) -> str:
+    """The table in GitHub Markdown (best of each column in bold)."""
+    names = [str(n) for n in table.mean.index.names]
+    cols = [str(c if not isinstance(c, tuple) else " ".join(map(str, c))) for c in table.mean.columns]
+    lines = [f"### {table.title}", "", "| " + " | ".join(names + cols) + " |",
+             "|" + "---|" * (len(names) + len(cols))]
+    for key in table.mean.index:
+        cells = [_cell(table.mean.at[key, c], table.ci.at[key, c], bool(table.best.at[key, c]), False)
+                 for c in table.mean.columns]
+        lines.append("| " + " | ".join(_index_text(key) + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _tex(s: str) -> str:
+    return s.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
+
+
+def to_latex(table: Table) -> str:
+    """The table as a LaTeX ``tabular`` (booktabs rules; best of each column in bold)."""
+    names = [str(n) for n in table.mean.index.names]
+    cols = [str(c if not isinstance(c, tuple) else " ".join(map(str, c))) for c in table.mean.columns]
+    lines = [f"% {table.title}", "\\begin{tabular}{" + "l" * len(names) + "c" * len(cols) + "}", "\\toprule",
+             " & ".join(_tex(x) for x in names + cols) + " \\\\", "\\midrule"]
+    for key in table.mean.index:
+        cells = [_cell(table.mean.at[key, c], table.ci.at[key, c], bool(table.best.at[key, c]), True)
+                 for c in table.mean.columns]
+        lines.append(" & ".join([_tex(x) for x in _index_text(key)] + cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def gaussian_kde(samples: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Gaussian kernel density of ``samples`` on ``grid`` with Scott's bandwidth (numpy only)."""
+    x = np.asarray(samples, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size < 2 or np.std(x) == 0:
+        return np.zeros_like(grid, dtype=np.float64)
+    h = 1.06 * np.std(x, ddof=1) * x.size ** (-1 / 5)
+    z = (grid[:, None] - x[None, :]) / h
+    return np.exp(-0.5 * z**2).sum(1) / (x.size * h * math.sqrt(2 * math.pi))
+
+
+def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """Write ``report.md``, ``tables.tex`` and ``figures/*.png`` for the sweep in ``folder``.
+
+    Returns:
+        ``{"markdown": path, "latex": path, "figures": [paths], "tables": n}``.
+    """
+    from advmeta.report_figures import figures
+
+    summary, episodes = load(folder)
+    out_dir = Path(out) if out is not None else Path(folder) / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tabs = tables(summary)
+    failed = summary[summary["status"] != "ok"]
+    md = [f"# Results of `{Path(str(folder)).name}`", "",
+          f"{summary['trial_id'].nunique()} trials, {len(summary)} summary rows; accuracy in % as mean ± 95% CI "
+          "over test episodes (1.96·σ/√n); best of each column in bold.", ""]
+    for t in tabs:
+        md.append(to_markdown(t))
+    if len(failed):
+        md += ["### Trials that did not finish", "", "| trial | method | status | error |", "|---|---|---|---|"]
+        md += [f"| {r.trial_id} | {r.method} | {r.status} | {str(r.error)[:160]} |"
+               for r in failed.drop_duplicates("trial_id").itertuples()]
+        md.append("")
+    figs = figures(summary, episodes, out_dir / "figures")
+    md += [f"![{p.stem}](figures/{p.name})" for p in figs]
+    (out_dir / "report.md").write_text("\n".join(md) + "\n")
+    (out_dir / "tables.tex").write_text("\n".join(to_latex(t) for t in tabs))
+    return {"markdown": out_dir / "report.md", "latex": out_dir / "tables.tex", "figures": figs, "tables": len(tabs)}

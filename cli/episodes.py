@@ -1,0 +1,70 @@
+"""``advmeta episodes``: make a bank of clean + surrogate-attacked episodes with Ray Data."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def episodes(
+    output: str = typer.Option(..., "--output", "-o", help="Bank folder (a path or pyarrow URI)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Few-shot dataset (default: first real one found, else glyphs)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder."),
+    split: str = typer.Option("test", "--split", help="train | val | test (train banks feed ADML/MAML-AD)."),
+    n_way: int = typer.Option(5, "--n-way"),
+    k_shot: int = typer.Option(1, "--k-shot"),
+    q_query: int = typer.Option(15, "--q-query"),
+    n_episodes: int = typer.Option(600, "--episodes", help="Episodes 0 … n-1."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the episodes and of the surrogate."),
+    eps: str = typer.Option("2/255,0.2/255", "--eps", help="ε of the surrogate FGSM (list or range, k/255)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Image side (default: the dataset's)."),
+    surrogate_steps: int = typer.Option(1500, "--surrogate-steps", help="Training steps of the fixed surrogate."),
+    actors: int = typer.Option(2, "--actors", help="Ray Data actor pool size (0: single process, no Ray)."),
+    cpus_per_actor: float = typer.Option(0.5, "--cpus-per-actor", help="CPUs per actor (0.5 keeps 2-core machines flowing)."),
+    gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", help="GPUs per actor (fractions share a GPU)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Episodes per batch."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bank."),
+) -> None:
+    """Sample episodes by index and attack them once with the fixed surrogate (ADML's protocol).
+
+    Every evaluation that reads the bank (``advmeta sweep --banks DIR``) meets the same
+    adversarial episodes, and the surrogate attack is not recomputed per method.
+    """
+    from advmeta.bank import BankSpec, surrogate_key
+    from advmeta.errors import ConfigError, ResourceError
+    from advmeta.ranges import Kind, as_list, parse_values
+    from advmeta.tune.command import resolve_dataset
+    from advmeta.tune.episodes import BankJob, generate
+    from advmeta.tune.session import ray_session
+
+    if n_episodes < 1:
+        raise ConfigError("--episodes must be >= 1")
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"unknown split {split!r}; known: train, val, test")
+    eps_list = tuple(as_list(parse_values(eps, Kind.EPS, "--eps")))
+    ds = resolve_dataset(dataset, data_root)
+    from advmeta.data import load_fewshot
+
+    shape = tuple(load_fewshot(ds, data_root=data_root, image_size=image_size).image_shape)
+    spec = BankSpec(dataset=ds, split=split, n_way=n_way, k_shot=k_shot, q_query=q_query, seed=seed,
+                    n_episodes=n_episodes, eps=eps_list, attack="fgsm",
+                    attack_params={"labels": "true on the surrogate's split, else its predictions"},
+                    surrogate=surrogate_key("conv4", surrogate_steps, seed, image_size), image_shape=shape,  # type: ignore[arg-type]
+                    image_size=image_size)
+    job = BankJob(spec, data_root, surrogate_steps, "conv4", batch_size, actors, cpus_per_actor, gpus_per_actor)
+    if actors == 0:
+        result = generate(output, job, overwrite=overwrite)
+    else:
+        with ray_session(address) as cluster:
+            if gpus_per_actor > 0 and cluster.get("GPU", 0) == 0:
+                raise ResourceError("--gpus-per-actor > 0 but the Ray cluster has no GPU")
+            result = generate(output, job, overwrite=overwrite)
+    typer.echo(f"bank: {result['path']}: {result['episodes']} episodes × {len(eps_list)} ε = {result['rows']} rows "
+               f"in {result['seconds']:.1f} s ({result['episodes_per_second']:.1f} episodes/s)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``advmeta episodes``."""
+    app.command("episodes")(episodes)

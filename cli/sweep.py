@@ -1,0 +1,81 @@
+"""``advmeta sweep``: run a grid of trials on Ray Tune (a laptop or a cluster), resumably."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from advmeta.errors import ConfigError
+
+
+def sweep(
+    grid: str = typer.Option("paper-tables", "--grid", "-g", help="Grid name (see --list) or path to a .toml grid."),
+    budget: str = typer.Option("quick", "--budget", "-b", help="smoke (minutes on 2 cores) | quick | paper."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Few-shot dataset (default: first real one found, else glyphs)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder (default: $ADVMETA_DATA, then the user cache)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Sweep folder (default: <storage>/<grid>)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Root for results and checkpoints: a path or pyarrow URI (s3://…); default results/."),
+    seed: int = typer.Option(0, "--seed", help="Seed of training and of the test episodes."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Only these methods (comma-separated)."),
+    cpus_per_trial: Optional[float] = typer.Option(None, "--cpus-per-trial", help="CPUs per trial (default 1)."),
+    gpus_per_trial: Optional[float] = typer.Option(None, "--gpus-per-trial", help="GPUs per trial, fractions share a GPU (default: 1 if the cluster has GPUs)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local one)."),
+    num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs of a new local Ray cluster (default: all)."),
+    max_failures: int = typer.Option(1, "--max-failures", help="Retries of a crashed trial from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the sweep recorded in the output folder (same trials)."),
+    banks: Optional[str] = typer.Option(None, "--banks", help="Folder of episode banks (advmeta episodes); default <output>/banks."),
+    make_banks: bool = typer.Option(True, "--make-banks/--no-banks", help="Make missing surrogate-attacked test banks with Ray Data first (else each trial attacks its own episodes)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Render tables and figures at the end."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the trials and exit."),
+    list_grids: bool = typer.Option(False, "--list", help="List the grids and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line."),
+) -> None:
+    """Run every trial of a grid (train, evaluate, record) and write Parquet results and a report.
+
+    Re-running the same command (or --resume) continues an interrupted sweep: finished trials
+    are never recomputed, unfinished ones resume from their last checkpoint.
+    """
+    from advmeta.tune.budgets import get_budget
+    from advmeta.tune.command import execute, exit_code, resolve_dataset, resumed_specs, sweep_dir
+    from advmeta.tune.grids import expand, grid_names, load_grid
+    from advmeta.tune.runner import SweepOptions
+
+    if list_grids:
+        for name in grid_names():
+            desc = " ".join(str(load_grid(name)[1].get("description", "")).split())
+            typer.echo(f"{name}: {desc}")
+        return
+    get_budget(budget)  # a bad budget is an error before anything else happens
+    name, data = load_grid(grid)
+    folder = sweep_dir(name, output, storage)
+    if resume:
+        name, specs, manifest = resumed_specs(folder)
+        info = {k: manifest.get(k) for k in ("grid", "budget", "dataset", "seed")}
+    else:
+        ds = resolve_dataset(dataset, data_root)
+        wanted = [m.strip() for m in methods.split(",")] if methods else None
+        from advmeta.tune.families import family_of
+
+        for m in wanted or []:
+            family_of(m)  # an unknown method is an error, not an empty sweep
+        specs = expand(name, data, get_budget(budget), dataset=ds, seed=seed, methods=wanted)
+        info = {"grid": grid, "budget": budget, "dataset": ds, "seed": seed}
+    if dry_run:
+        for spec in specs:
+            typer.echo(f"{spec.trial_id}  {spec.label}  [{', '.join(spec.table)}]")
+        typer.echo(f"{len(specs)} trials -> {folder}")
+        return
+    if max_failures < 0:
+        raise ConfigError("--max-failures must be >= 0")
+    opts = SweepOptions(address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                        max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
+                        progress=not quiet, banks={"test": banks} if banks else {}, make_banks=make_banks)
+    outcome = execute(name, specs, folder, opts, info, report=report, quiet=False)
+    raise typer.Exit(exit_code(outcome))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``advmeta sweep``."""
+    app.command("sweep")(sweep)

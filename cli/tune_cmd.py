@@ -1,0 +1,93 @@
+"""``advmeta tune METHOD --field VALUES …``: a search over any hyper-parameter of one learner."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from advmeta.errors import ConfigError
+
+
+def tune_command(
+    ctx: typer.Context,
+    method: str = typer.Argument(..., help="Learner (maml, aq, tafl, …) or L2L trainer."),
+    budget: str = typer.Option("quick", "--budget", "-b", help="smoke | quick | paper."),
+    search: str = typer.Option("grid", "--search", help="grid (every combination) | random (--samples draws)."),
+    samples: int = typer.Option(1, "--samples", help="Random draws, or seeds per grid point."),
+    scheduler: str = typer.Option("none", "--scheduler", help="none | asha (early stopping on --metric)."),
+    metric: str = typer.Option("val_acc", "--metric", help="Training metric ASHA compares."),
+    test_eps: Optional[str] = typer.Option(None, "--test-eps", help="ε of the evaluation (list/range; default: the training ε tried)."),
+    attacks: str = typer.Option("pgd", "--attacks", help="White-box attacks of the evaluation (comma-separated)."),
+    n_way: int = typer.Option(5, "--n-way", help="N of N-way."),
+    k_shot: int = typer.Option(1, "--k-shot", help="K of K-shot."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Few-shot dataset (default: first real one found, else glyphs)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Sweep folder (default: <storage>/tune-<method>)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Root for results: a path or pyarrow URI; default results/."),
+    seed: int = typer.Option(0, "--seed", help="Seed (and of the random search)."),
+    cpus_per_trial: Optional[float] = typer.Option(None, "--cpus-per-trial", help="CPUs per trial (default 1)."),
+    gpus_per_trial: Optional[float] = typer.Option(None, "--gpus-per-trial", help="GPUs per trial (fractions share a GPU)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS)."),
+    num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs of a new local Ray cluster."),
+    max_failures: int = typer.Option(1, "--max-failures", help="Retries of a crashed trial."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the search recorded in the output folder."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Render tables and figures at the end."),
+    params: bool = typer.Option(False, "--params", help="List the method's hyper-parameters and exit."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the trials and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line."),
+) -> None:
+    """Search hyper-parameters of METHOD: e.g. ``advmeta tune tafl --gamma 0:5 --k 0.1,1,10``.
+
+    Any field of the method's Config is an option: a list ``a,b,c``, a range ``lo:hi`` (step 1
+    in a grid, continuous in a random search) or ``lo:hi:step``; ε also as ``2/255:8/255:2/255``;
+    ``--eps`` names the training ε. See the fields with ``--params``.
+    """
+    from advmeta.ranges import Kind, as_list, parse_values
+    from advmeta.tune.budgets import get_budget
+    from advmeta.tune.command import execute, exit_code, resolve_dataset, resumed_specs, sweep_dir
+    from advmeta.tune.families import family_of
+    from advmeta.tune.runner import SweepOptions
+    from advmeta.tune.space import describe_fields, parse_overrides, tune_trials
+
+    family_of(method)  # an unknown method is an error before anything else
+    if params:
+        for line in describe_fields(method):
+            typer.echo(line)
+        return
+    overrides = parse_overrides(method, ctx.args)
+    bud = get_budget(budget)
+    name = f"tune-{method}"
+    folder = sweep_dir(name, output, storage)
+    if resume:
+        name, specs, _ = resumed_specs(folder)
+        info: dict[str, object] = {"resumed": True}
+    else:
+        if not overrides and search == "grid" and samples == 1:
+            typer.echo("note: no hyper-parameter given; running the defaults once "
+                       f"(see `advmeta tune {method} --params`)", err=True)
+        eps = as_list(parse_values(test_eps, Kind.EPS, "--test-eps")) if test_eps else None
+        ds = resolve_dataset(dataset, data_root)
+        specs = tune_trials(method, overrides, bud, dataset=ds, seed=seed, n_way=n_way, k_shot=k_shot,
+                            search=search, samples=samples, test_eps=eps,
+                            attacks=[a.strip() for a in attacks.split(",") if a.strip()], sweep=name)
+        info = {"method": method, "budget": budget, "dataset": ds, "seed": seed, "search": search,
+                "samples": samples}
+    if dry_run:
+        for spec in specs:
+            typer.echo(f"{spec.trial_id}  {spec.label}")
+        typer.echo(f"{len(specs)} trials -> {folder}")
+        return
+    if max_failures < 0:
+        raise ConfigError("--max-failures must be >= 0")
+    opts = SweepOptions(address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                        max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
+                        scheduler=scheduler, metric=metric, progress=not quiet)
+    outcome = execute(name, specs, folder, opts, info, report=report)
+    raise typer.Exit(exit_code(outcome))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``advmeta tune``."""
+    app.command("tune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(tune_command)

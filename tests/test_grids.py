@@ -1,0 +1,104 @@
+"""Grids expand to the expected trials; bad grids are one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from advmeta.errors import ConfigError
+from advmeta.learners import learner_names
+from advmeta.tune.budgets import BUDGETS, get_budget
+from advmeta.tune.grids import expand, grid_names, load_grid
+
+SMOKE = get_budget("smoke")
+
+
+def _expand(name: str, **kw: object) -> list:  # type: ignore[type-arg]
+    grid, data = load_grid(name)
+    return expand(grid, data, SMOKE, dataset="omniglot", seed=0, **kw)  # type: ignore[arg-type]
+
+
+def test_shipped_grids() -> None:
+    assert {"paper-tables", "tafl", "epsilon", "methods"} <= set(grid_names())
+
+
+def test_paper_tables_trials() -> None:
+    specs = _expand("paper-tables")
+    meta = [s for s in specs if s.family == "meta"]
+    # ADML table: 13 learners × {1, 5}-shot; the TAFL and R-MAML tables' 1-shot trials are the
+    # same training runs (merged, evaluated for each table); plus the five L2L trainers.
+    assert len(meta) == 26
+    assert sorted(s.method for s in specs if s.family == "l2l") == sorted(
+        ["plain", "pgm", "naive-l2l", "grad-l2l", "2step-l2l"])
+    assert len({s.trial_id for s in specs}) == len(specs) == 31
+    maml1 = next(s for s in meta if s.method == "maml" and s.train["k_shot"] == 1)
+    assert set(maml1.table) == {"adml", "tafl", "rmaml"}
+    assert {e["scenario"] for e in maml1.evals} == {"surrogate", "whitebox"}
+    adml = [s for s in meta if s.method == "adml"]
+    assert all(s.hparams["first_order"] is False for s in adml)
+    surrogate = next(e for e in maml1.evals if e["scenario"] == "surrogate")
+    assert surrogate["support"] == ["clean", "adv40", "adv"] and surrogate["eps"] == ["2/255", "0.2/255"]
+
+
+def test_tafl_grid_is_gamma_by_k() -> None:
+    specs = _expand("tafl")
+    assert len(specs) == 6 * 3
+    pairs = {(s.hparams["gamma"], s.hparams["k"]) for s in specs}
+    assert pairs == {(g, k) for g in (0.0, 1.0, 2.0, 3.0, 4.0, 5.0) for k in (0.1, 1.0, 10.0)}
+
+
+def test_epsilon_grid_crosses_train_eps_where_the_method_has_it() -> None:
+    specs = _expand("epsilon")
+    assert len([s for s in specs if s.method == "maml"]) == 1  # MAML has no training ε
+    assert len(specs) == 1 + 4 * 4
+    assert {s.hparams.get("train_eps") for s in specs if s.method == "tafl"} == {"0.2/255", "2/255", "4/255", "8/255"}
+
+
+def test_methods_grid_has_every_learner() -> None:
+    assert sorted(s.method for s in _expand("methods")) == sorted(learner_names())
+
+
+def test_budgets_change_numbers_not_trials() -> None:
+    grid, data = load_grid("paper-tables")
+    a = expand(grid, data, BUDGETS["smoke"], dataset="omniglot", seed=0)
+    b = expand(grid, data, BUDGETS["paper"], dataset="omniglot", seed=0)
+    assert len(a) == len(b)
+    assert a[0].train["iterations"] < b[0].train["iterations"]
+
+
+def test_trial_ids_are_stable_and_seed_dependent() -> None:
+    a = [s.trial_id for s in _expand("tafl")]
+    assert a == [s.trial_id for s in _expand("tafl")]
+    grid, data = load_grid("tafl")
+    b = [s.trial_id for s in expand(grid, data, SMOKE, dataset="omniglot", seed=1)]
+    assert not set(a) & set(b)
+
+
+def test_methods_filter() -> None:
+    specs = _expand("paper-tables", methods=["tafl"])
+    assert {s.method for s in specs} == {"tafl"} and len(specs) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[tables]]\nmethods = ["nope"]\n', "unknown method 'nope'"),
+        ('[[tables]]\nmethods = ["tafl"]\n[tables.hparams]\ngammma = [1.0]\n', "no method has a hyper-parameter 'gammma'"),
+        ('[[tables]]\nmethods = ["tafl"]\ncolour = 1\n', "unknown keys"),
+        ('[[tables]\n', "invalid TOML"),
+        ('description = "no tables"\n', "at least one"),
+        ('[[tables]]\nmethods = ["maml"]\n[tables.method_hparams.maml]\ngamma = 1.0\n', "no hyper-parameter 'gamma'"),
+    ],
+)
+def test_bad_grids(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        grid, data = load_grid(str(path))
+        expand(grid, data, SMOKE, dataset="omniglot", seed=0)
+
+
+def test_unknown_grid_name_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="known: .*paper-tables"):
+        load_grid("papertables")

@@ -1,0 +1,72 @@
+"""Ranges and lists of hyper-parameter values: parsing and rejection of bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from advmeta.errors import ConfigError
+from advmeta.ranges import Kind, ValueRange, as_list, kind_of, parse_values
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "expected"),
+    [
+        ("0:5", Kind.FLOAT, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]),
+        ("0:1:0.25", Kind.FLOAT, [0.0, 0.25, 0.5, 0.75, 1.0]),
+        ("0.1,1,10", Kind.FLOAT, [0.1, 1.0, 10.0]),
+        ("1:10:3", Kind.INT, [1, 4, 7, 10]),
+        ("3", Kind.INT, [3]),
+        ("true,false", Kind.BOOL, [True, False]),
+        ("pgd,fgsm", Kind.STR, ["pgd", "fgsm"]),
+        ("2/255:8/255:2/255", Kind.EPS, ["2/255", "4/255", "6/255", "8/255"]),
+        ("0.2/255,2/255", Kind.EPS, ["0.2/255", "2/255"]),
+        ("0:1:0.1", Kind.FLOAT, [round(0.1 * i, 12) for i in range(11)]),
+        ("-1:1", Kind.FLOAT, [-1.0, 0.0, 1.0]),
+    ],
+)
+def test_parse_values(text: str, kind: Kind, expected: list[object]) -> None:
+    assert as_list(parse_values(text, kind)) == expected
+
+
+def test_range_without_step_is_continuous_for_a_search() -> None:
+    rng = parse_values("0:5")
+    assert isinstance(rng, ValueRange) and rng.step is None and (rng.lo, rng.hi) == (0.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "message"),
+    [
+        ("0:5:0", Kind.FLOAT, "step"),
+        ("0:5:-1", Kind.FLOAT, "step"),
+        ("a:b", Kind.FLOAT, "not a number"),
+        ("5:0", Kind.FLOAT, "lo > hi"),
+        ("1:2:3:4", Kind.FLOAT, "lo:hi"),
+        ("1,,2", Kind.FLOAT, "empty"),
+        ("", Kind.FLOAT, "empty"),
+        ("x", Kind.FLOAT, "not a valid float"),
+        ("1.5", Kind.INT, "not a valid int"),
+        ("maybe", Kind.BOOL, "not a valid bool"),
+        ("true:false", Kind.BOOL, "boolean"),
+        ("8/0", Kind.EPS, "epsilon"),
+        ("-2/255", Kind.EPS, "epsilon"),
+        ("2/255:x/255", Kind.EPS, "not a number"),
+        ("0:1e9:1e-9", Kind.FLOAT, "values"),
+        ("1:2,3", Kind.FLOAT, "mixes"),
+        ("inf", Kind.FLOAT, "not a valid float"),
+    ],
+)
+def test_bad_input_is_a_one_line_config_error(text: str, kind: Kind, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_values(text, kind, option="--x")
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith("--x")
+
+
+def test_kind_of_reads_annotations_and_eps_names() -> None:
+    assert kind_of("float", "gamma") is Kind.FLOAT
+    assert kind_of("int", "inner_steps") is Kind.INT
+    assert kind_of("bool", "first_order") is Kind.BOOL
+    assert kind_of("str", "train_eps") is Kind.EPS
+    assert kind_of("str", "train_step_size") is Kind.EPS
+    assert kind_of("Eps", "eps") is Kind.EPS
+    assert kind_of("str", "train_attack") is Kind.STR

@@ -1,0 +1,116 @@
+"""Units of the runner without a Ray cluster: resources, ledger, trial ids, search spaces, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from advmeta.errors import ConfigError, ResourceError
+from advmeta.ranges import ValueRange
+from advmeta.results import to_frame
+from advmeta.tune.budgets import get_budget
+from advmeta.tune.ledger import Ledger, error_row
+from advmeta.tune.session import resolve_resources
+from advmeta.tune.space import parse_overrides, tune_trials
+from advmeta.tune.trial import TrialSpec
+
+
+def test_resources_default_to_the_cluster() -> None:
+    r = resolve_resources(None, None, {"CPU": 2.0})
+    assert (r.cpus_per_trial, r.gpus_per_trial, r.max_concurrent) == (1.0, 0.0, 2)
+    g = resolve_resources(None, None, {"CPU": 16.0, "GPU": 1.0})
+    assert g.gpus_per_trial == 1.0 and g.max_concurrent == 1
+    q = resolve_resources(2, 0.25, {"CPU": 16.0, "GPU": 1.0})
+    assert q.max_concurrent == 4 and q.as_tune() == {"cpu": 2, "gpu": 0.25}
+
+
+@pytest.mark.parametrize(("cpus", "gpus", "cluster", "error", "match"), [
+    (1, 0.5, {"CPU": 2.0}, ResourceError, "no GPU"),
+    (1, 2, {"CPU": 2.0, "GPU": 1.0}, ResourceError, "exceeds the cluster's 1 GPUs"),
+    (4, 0, {"CPU": 2.0}, ResourceError, "exceeds the cluster's 2 CPUs"),
+    (-1, 0, {"CPU": 2.0}, ConfigError, ">= 0"),
+    (0, 0, {"CPU": 2.0}, ConfigError, "needs some resources"),
+])
+def test_impossible_resources_fail_fast(cpus: float, gpus: float, cluster: dict[str, float],
+                                        error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        resolve_resources(cpus, gpus, cluster)
+
+
+def _spec(**hp: object) -> TrialSpec:
+    return TrialSpec("s", "toy", "toy", dict(hp), {"seed": 0, "iterations": 3}, ({"scenario": "whitebox"},), "smoke")
+
+
+def test_trial_id_is_stable_and_ignores_sweep_name() -> None:
+    a = _spec(gamma=1.0, k=2.0)
+    b = TrialSpec("other", "toy", "toy", {"k": 2.0, "gamma": 1.0}, {"iterations": 3, "seed": 0},
+                  ({"scenario": "whitebox"},), "smoke")
+    assert a.trial_id == b.trial_id == TrialSpec.from_dict(a.to_dict()).trial_id
+    assert a.trial_id != _spec(gamma=1.5, k=2.0).trial_id
+
+
+def test_ledger_records_done_and_errors(tmp_path: Path) -> None:
+    ledger = Ledger(str(tmp_path))
+    ok, bad = _spec(gamma=1.0), _spec(gamma=2.0)
+    assert ledger.status_of(ok.trial_id) == "pending"
+    row = {"sweep": "s", "trial_id": ok.trial_id, "status": "ok", "error": "", "method": "toy", "acc": 50.0}
+    ledger.write_result(ok, [row], [], {"val_acc": 1.0})
+    ledger.write_error(bad, "RuntimeError: boom")
+    assert (ledger.status_of(ok.trial_id), ledger.status_of(bad.trial_id)) == ("ok", "error")
+    summary, episodes = ledger.merge([ok, bad, ok])
+    assert list(summary["status"]) == ["ok", "error"] and summary["error"].iloc[1] == "RuntimeError: boom"
+    assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temporaries
+    ledger.write_result(bad, [{**row, "trial_id": bad.trial_id}], [], {})
+    assert ledger.status_of(bad.trial_id) == "ok" and ledger.error_of(bad.trial_id) is None
+
+
+def test_error_row_fits_the_schema() -> None:
+    frame = to_frame([error_row(_spec(gamma=1.0), "ValueError: x")], "summary")
+    assert frame["status"].iloc[0] == "error" and pd.isna(frame["acc"].iloc[0])
+
+
+def test_tune_overrides_any_field_and_rejects_unknown() -> None:
+    parsed = parse_overrides("tafl", ["--gamma", "0:5", "--k=0.1,1,10", "--first-order", "true,false",
+                                      "--eps", "2/255:4/255:2/255"])
+    assert isinstance(parsed["gamma"], ValueRange) and parsed["k"] == [0.1, 1.0, 10.0]
+    assert parsed["first_order"] == [True, False] and "train_eps" in parsed
+    specs = tune_trials("tafl", parsed, get_budget("smoke"), dataset="glyphs", seed=0)
+    assert len(specs) == 6 * 3 * 2 * 2
+    assert specs[0].evals[0]["eps"] == ["2/255", "4/255"]  # evaluated at every training ε tried
+    with pytest.raises(ConfigError, match="no hyper-parameter --colour"):
+        parse_overrides("tafl", ["--colour", "1"])
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_overrides("tafl", ["--gamma", "1", "--gamma", "2"])
+
+
+def test_report_tables_mark_the_best(tmp_path: Path) -> None:
+    from advmeta.report import tables, to_latex, to_markdown, write_report
+
+    rows = []
+    for method, clean, adv in (("maml", 60.0, 5.0), ("adml", 55.0, 40.0)):
+        for attack, acc in (("none", clean), ("pgd", adv)):
+            rows.append({"sweep": "s", "trial_id": method, "status": "ok", "error": "", "method": method,
+                         "hparams": "{}", "scenario": "whitebox", "support": "clean",
+                         "query": "clean" if attack == "none" else "adv", "attack": attack,
+                         "attack_params": '{"steps": 20}' if attack == "pgd" else "{}", "eps": 2 / 255,
+                         "eps_str": "2/255", "finetune_step": 10, "acc": acc, "acc_ci95": 1.5, "k_shot": 1})
+    frame = to_frame(rows, "summary")
+    (table,) = tables(frame)
+    md = to_markdown(table)
+    assert "| maml | **60.00 ± 1.50** | 5.00 ± 1.50 |" in md
+    assert "| adml | 55.00 ± 1.50 | **40.00 ± 1.50** |" in md
+    assert "\\textbf{40.00} $\\pm$ 1.50" in to_latex(table)
+    frame.to_parquet(tmp_path / "summary.parquet")
+    paths = write_report(tmp_path)
+    assert paths["markdown"].read_text().count("**") == 4
+
+
+def test_ledger_on_a_filesystem_uri(tmp_path: Path) -> None:
+    ledger = Ledger(f"file://{tmp_path}/sweep")
+    spec = _spec(gamma=1.0)
+    ledger.write_result(spec, [{"trial_id": spec.trial_id, "method": "toy", "acc": 1.0, "hp_gamma": 1.0}], [], {})
+    summary, _ = ledger.merge([spec])
+    assert ledger.is_done(spec.trial_id) and len(summary) == 1
+    assert pd.read_parquet(tmp_path / "sweep" / "summary.parquet")["hp_gamma"].dtype == "float64"

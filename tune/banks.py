@@ -1,0 +1,66 @@
+"""The episode banks a sweep needs, made once with Ray Data before its trials start.
+
+Every meta-learning trial with a ``surrogate`` evaluation (ADML's tables) needs the same
+surrogate-attacked test episodes as every other trial of its episode shape. Instead of each
+trial attacking them again, the sweep makes one bank per distinct (dataset, image size, shape,
+seed, surrogate, ε) with :func:`advmeta.tune.episodes.make_bank_ray`, and the trials read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from advmeta.bank import BankSpec, find_bank, surrogate_key
+from advmeta.tune.episodes import BankJob, generate
+from advmeta.tune.trial import TrialSpec
+
+
+def requirements(specs: Sequence[TrialSpec]) -> list[dict[str, Any]]:
+    """The distinct banks the trials' surrogate evaluations read."""
+    needs: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        if spec.family != "meta":
+            continue
+        t = dict(spec.train)
+        for ev in spec.evals:
+            if ev.get("scenario") != "surrogate":
+                continue
+            req = {"dataset": t["dataset"], "split": ev.get("split", "test"), "n_way": int(t.get("n_way", 5)),
+                   "k_shot": int(t.get("k_shot", 1)), "q_query": int(t.get("q_query", 15)), "seed": int(t.get("seed", 0)),
+                   "image_size": t.get("image_size"), "surrogate_steps": int(t.get("surrogate_steps", 1500))}
+            key = json.dumps(req, sort_keys=True)
+            entry = needs.setdefault(key, {**req, "eps": [], "n_episodes": 0})
+            entry["eps"] += [e for e in ev.get("eps", []) if e not in entry["eps"]]
+            entry["n_episodes"] = max(entry["n_episodes"], int(ev.get("episodes", 100)))
+    return list(needs.values())
+
+
+def ensure_banks(specs: Sequence[TrialSpec], root: str, data_root: str | None, actors: int,
+                 cpus_per_actor: float, gpus_per_actor: float) -> list[str]:
+    """Make the banks ``specs`` need under ``root`` unless a matching one is there already.
+
+    Ray must be initialised. Returns the paths of the banks made.
+    """
+    from advmeta.data import load_fewshot
+
+    made = []
+    for req in requirements(specs):
+        skey = surrogate_key("conv4", req["surrogate_steps"], req["seed"], req["image_size"])
+        if find_bank(root, dataset=req["dataset"], split=req["split"], n_way=req["n_way"], k_shot=req["k_shot"],
+                     q_query=req["q_query"], seed=req["seed"], eps=req["eps"], n_episodes=req["n_episodes"],
+                     surrogate=skey) is not None:
+            continue
+        shape = tuple(load_fewshot(req["dataset"], data_root=data_root, image_size=req["image_size"]).image_shape)
+        spec = BankSpec(dataset=req["dataset"], split=req["split"], n_way=req["n_way"], k_shot=req["k_shot"],
+                        q_query=req["q_query"], seed=req["seed"], n_episodes=req["n_episodes"], eps=tuple(req["eps"]),
+                        attack="fgsm", surrogate=skey, image_shape=shape, image_size=req["image_size"])  # type: ignore[arg-type]
+        name = hashlib.sha256(spec.to_json().encode()).hexdigest()[:10]
+        path = f"{root.rstrip('/')}/{req['dataset']}-{req['n_way']}w{req['k_shot']}s-{name}"
+        job = BankJob(spec, data_root, req["surrogate_steps"], "conv4", batch_size=8, actors=actors,
+                      cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor)
+        generate(path, job, overwrite=True)
+        made.append(path)
+    return made

@@ -1,0 +1,108 @@
+"""Compute budgets: how long each trial trains and how many episodes it is evaluated on.
+
+- ``smoke``: a whole grid in minutes on 2 CPU cores (the tests use it); numbers are noise.
+- ``quick`` (default): meaningful numbers on a laptop in about an hour for a grid.
+- ``paper``: the papers' iterations and episode counts (a GPU cluster's job).
+
+A budget only sets *how much* is computed; *what* is computed (methods, shots, ε, attacks) is
+the grid's. Values a grid table sets itself win over the budget's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from advmeta.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One budget level.
+
+    Attributes:
+        name: smoke | quick | paper.
+        iterations: meta-training iterations (outer updates) of a meta-learner.
+        meta_batch: tasks per outer update.
+        val_every: validate (and report to Tune) every this many iterations.
+        val_episodes: validation episodes per validation.
+        checkpoint_every: checkpoint every this many iterations.
+        q_query: query images per class at training and test.
+        test_episodes: test episodes per evaluation scenario (ADML: 600; others 1000).
+        attack_steps: steps of iterative test attacks (PGD, MI-FGSM, C&W); the papers' own
+            counts at ``paper``.
+        image_size: side the images are resized to (``None``: the dataset's native size).
+        inner_steps: MAML inner steps at meta-training (``None``: the learner's default).
+        test_inner_steps: fine-tune steps at meta-test (``None``: the learner's default).
+        l2l_epochs: epochs of an L2L-family trainer.
+        l2l_train_per_class: training images per class of an L2L trainer (``None``: all).
+        l2l_classifier: classifier of an L2L trainer (the paper: WRN-34-10).
+        l2l_classifier_kwargs: its arguments.
+        l2l_num_classes: classes kept for an L2L trainer (``None``: all).
+        surrogate_steps: training steps of the fixed surrogate (ADML's protocol).
+        l2l_test_images: held-out images an L2L trainer is attacked on (``None``: all).
+    """
+
+    name: str
+    iterations: int
+    meta_batch: int
+    val_every: int
+    val_episodes: int
+    checkpoint_every: int
+    q_query: int
+    test_episodes: int
+    attack_steps: int
+    image_size: int | None
+    inner_steps: int | None
+    test_inner_steps: int | None
+    l2l_epochs: int
+    l2l_train_per_class: int | None
+    l2l_classifier: str
+    l2l_classifier_kwargs: tuple[tuple[str, int], ...]
+    l2l_num_classes: int | None
+    surrogate_steps: int = 1500
+    l2l_test_images: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The budget as a plain dict (recorded with every trial)."""
+        out = asdict(self)
+        out["l2l_classifier_kwargs"] = dict(self.l2l_classifier_kwargs)
+        return out
+
+    def learner_overrides(self) -> dict[str, int]:
+        """Learner fields the budget sets (applied to the methods that have them)."""
+        out = {}
+        if self.inner_steps is not None:
+            out["inner_steps"] = self.inner_steps
+        if self.test_inner_steps is not None:
+            out["test_inner_steps"] = self.test_inner_steps
+        return out
+
+
+BUDGETS: dict[str, Budget] = {
+    "smoke": Budget(
+        name="smoke", iterations=6, meta_batch=2, val_every=3, val_episodes=2, checkpoint_every=3,
+        q_query=3, test_episodes=4, attack_steps=2, image_size=28, inner_steps=1, test_inner_steps=2,
+        l2l_epochs=1, l2l_train_per_class=8, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 10), ("widen", 1)),
+        l2l_num_classes=5, surrogate_steps=10, l2l_test_images=50,
+    ),
+    "quick": Budget(
+        name="quick", iterations=400, meta_batch=4, val_every=100, val_episodes=20, checkpoint_every=100,
+        q_query=15, test_episodes=100, attack_steps=10, image_size=28, inner_steps=None, test_inner_steps=None,
+        l2l_epochs=5, l2l_train_per_class=200, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 16), ("widen", 2)),
+        l2l_num_classes=10, surrogate_steps=300, l2l_test_images=1000,
+    ),
+    "paper": Budget(
+        name="paper", iterations=60000, meta_batch=4, val_every=1000, val_episodes=100, checkpoint_every=1000,
+        q_query=15, test_episodes=600, attack_steps=20, image_size=None, inner_steps=None, test_inner_steps=None,
+        l2l_epochs=100, l2l_train_per_class=None, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 34), ("widen", 10)),
+        l2l_num_classes=None, surrogate_steps=1500,
+    ),
+}
+
+
+def get_budget(name: str) -> Budget:
+    """The budget called ``name``; :class:`ConfigError` listing the known ones otherwise."""
+    try:
+        return BUDGETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown budget {name!r}; known: {', '.join(BUDGETS)}") from None

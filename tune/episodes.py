@@ -1,0 +1,131 @@
+"""Episode banks made in parallel with Ray Data (ADML's surrogate protocol, computed once).
+
+``ray.data.range(n)`` → ``map_batches(EpisodeMaker, compute=ActorPoolStrategy(...))`` → Parquet
+with Arrow's standard fixed-shape tensor columns. Each actor loads the dataset and the cached
+surrogate once; each batch samples its episodes by index (a pure function of the index, so the
+output does not depend on which actor ran it or in which order) and attacks them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow.fs as pafs
+
+from advmeta.bank import MANIFEST, BankSpec, EpisodeMaker, filesystem, write_bank, write_manifest
+from advmeta.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class BankJob:
+    """How a bank is made.
+
+    Attributes:
+        spec: what the bank holds.
+        data_root: data folder.
+        surrogate_steps: the surrogate's training steps (part of its identity).
+        surrogate_arch: the surrogate's architecture.
+        batch_size: episodes per ``map_batches`` batch.
+        actors: size of the actor pool (0: a single-process loop, no Ray).
+        cpus_per_actor: CPUs each actor takes (0.5 on 2 cores: 1 starves Ray Data's own tasks).
+        gpus_per_actor: GPUs each actor takes (fractions share a GPU).
+        device: torch device in the actors.
+    """
+
+    spec: BankSpec
+    data_root: str | None = None
+    surrogate_steps: int = 1500
+    surrogate_arch: str = "conv4"
+    batch_size: int = 16
+    actors: int = 2
+    cpus_per_actor: float = 0.5
+    gpus_per_actor: float = 0.0
+    device: str = "auto"
+
+
+def prepare_surrogate(job: BankJob) -> None:
+    """Train and cache the surrogate in this process, so that the actors only load it."""
+    from advmeta.data import load_fewshot
+    from advmeta.env import resolve_device
+    from advmeta.surrogate import SurrogateConfig, get_surrogate
+
+    ds = load_fewshot(job.spec.dataset, data_root=job.data_root, image_size=job.spec.image_size)
+    get_surrogate(ds, SurrogateConfig(arch=job.surrogate_arch, steps=job.surrogate_steps, seed=job.spec.seed),
+                  device=resolve_device("cpu" if job.gpus_per_actor == 0 else job.device), progress=False)
+
+
+def make_bank_local(path: str, job: BankJob) -> float:
+    """The single-process loop: the reference the Ray version is checked and timed against.
+
+    Returns:
+        Seconds spent making and writing the bank.
+    """
+    t0 = time.perf_counter()
+    maker = EpisodeMaker(job.spec, job.data_root, job.surrogate_steps, job.surrogate_arch, "cpu")
+    n, b = job.spec.n_episodes, job.batch_size
+    write_bank(path, job.spec, (maker({"id": np.arange(s, min(n, s + b))}) for s in range(0, n, b)))
+    return time.perf_counter() - t0
+
+
+def make_bank_ray(path: str, job: BankJob) -> float:
+    """Make the bank with Ray Data (Ray must be initialised, see :func:`advmeta.tune.session.ray_session`).
+
+    Returns:
+        Seconds spent making and writing the bank.
+
+    Raises:
+        ConfigError: an actor pool of size < 1, or a batch size < 1.
+    """
+    import ray
+    from ray.data import DataContext
+    from ray.data.extensions import FixedShapeTensorFormat
+
+    if job.actors < 1 or job.batch_size < 1:
+        raise ConfigError("--actors and --batch-size must be >= 1 for a Ray Data bank")
+    ctx = DataContext.get_current()
+    ctx.arrow_fixed_shape_tensor_format = FixedShapeTensorFormat.ARROW_NATIVE
+    ctx.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    fs, root = filesystem(path)
+    t0 = time.perf_counter()
+    device = job.device if job.gpus_per_actor > 0 else "cpu"
+    ds = ray.data.range(job.spec.n_episodes).map_batches(
+        EpisodeMaker,
+        fn_constructor_args=(job.spec, job.data_root, job.surrogate_steps, job.surrogate_arch, device),
+        batch_size=int(job.batch_size),
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=job.actors),
+        num_cpus=job.cpus_per_actor,
+        num_gpus=job.gpus_per_actor or None,
+    )
+    ds.write_parquet(path if "://" in path else root)
+    write_manifest(path, job.spec)  # last: a bank without a manifest is incomplete
+    return time.perf_counter() - t0
+
+
+def bank_exists(path: str) -> bool:
+    """Whether a complete bank (with its manifest) is at ``path``."""
+    fs, root = filesystem(path)
+    return fs.get_file_info(f"{root}/{MANIFEST}").type == pafs.FileType.File
+
+
+def generate(path: str, job: BankJob, *, overwrite: bool = False) -> dict[str, Any]:
+    """Make a bank at ``path`` (with Ray Data, or in-process when ``job.actors == 0``).
+
+    Returns:
+        ``{"path", "episodes", "rows", "seconds", "episodes_per_second"}``.
+    """
+    fs, root = filesystem(path)
+    if bank_exists(path) and not overwrite:
+        raise ConfigError(f"an episode bank already exists at {path} (use --overwrite)")
+    if fs.get_file_info(root).type != pafs.FileType.NotFound:
+        fs.delete_dir_contents(root, missing_dir_ok=True)
+    prepare_surrogate(job)
+    seconds = make_bank_local(path, job) if job.actors == 0 else make_bank_ray(path, job)
+    n = job.spec.n_episodes
+    return {"path": path, "episodes": n, "rows": n * len(job.spec.eps), "seconds": seconds,
+            "episodes_per_second": n / max(seconds, 1e-9)}

@@ -1,0 +1,93 @@
+"""Method families: which core functions train and evaluate a method.
+
+- ``meta``: the few-shot learners of :mod:`advmeta.learners`, trained by :func:`advmeta.train.train`
+  and evaluated by :func:`advmeta.evaluate.evaluate` (:mod:`advmeta.tune.family_meta`).
+- ``l2l``: the L2L trainers of :mod:`advmeta.l2l` (:mod:`advmeta.tune.family_l2l`).
+- ``toy``: a fake, fast, deterministic trainer used by the runner's own tests and benchmark
+  (:mod:`advmeta.tune._toy`); it exercises every path of the Ray layer without the core.
+
+Each family module exposes ``methods() -> list[str]``, ``config_class(method) -> type`` (a
+dataclass whose fields are the tunable hyper-parameters) and ``run(spec, ctx, report)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+from advmeta.errors import ConfigError
+
+_MODULES = {"meta": "advmeta.tune.family_meta", "l2l": "advmeta.tune.family_l2l", "toy": "advmeta.tune._toy"}
+
+Report = Callable[[dict[str, Any], "Path | None"], None]
+"""``report(metrics, checkpoint_path_or_None)``: what a family calls at each validation."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where and how trials run; not part of a trial's identity.
+
+    Attributes:
+        sweep_dir: the sweep's folder (local path or URI): ledger, results.
+        work_dir: a local folder for the trial's training state (checkpoints).
+        data_root: data folder (``None``: ``$ADVMETA_DATA`` → the per-user cache).
+        device: ``auto`` | ``cpu`` | ``cuda``.
+        threads: torch threads for the trial (its CPUs).
+        banks: episode-bank paths by purpose (``test``, ``train``), or empty.
+        progress: let the core print its own progress (never inside Ray trials).
+    """
+
+    sweep_dir: str
+    work_dir: str = ""
+    data_root: str | None = None
+    device: str = "auto"
+    threads: int = 1
+    banks: dict[str, str] = field(default_factory=dict)
+    progress: bool = False
+
+
+class Family(Protocol):
+    """What a family module provides."""
+
+    def methods(self) -> list[str]: ...
+    def config_class(self, method: str) -> type: ...
+    def run(self, spec: Any, ctx: RunContext, report: Report) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]: ...
+
+
+def get_family(name: str) -> ModuleType:
+    """The module of family ``name``."""
+    try:
+        return importlib.import_module(_MODULES[name])
+    except KeyError:
+        raise ConfigError(f"unknown method family {name!r}; known: {', '.join(_MODULES)}") from None
+
+
+def family_of(method: str) -> str:
+    """The family a method belongs to; :class:`ConfigError` listing every method if none."""
+    for name in ("toy", "l2l", "meta"):
+        try:
+            if method in get_family(name).methods():
+                return name
+        except ImportError:
+            continue  # a part of the core not installed yet: its methods are unknown
+    raise ConfigError(f"unknown method {method!r}; known: {', '.join(all_methods())}")
+
+
+def all_methods(include_toy: bool = False) -> list[str]:
+    """Every method of every family (the toy family only on request)."""
+    names: list[str] = []
+    for fam in ("meta", "l2l") + (("toy",) if include_toy else ()):
+        try:
+            names += get_family(fam).methods()
+        except ImportError:
+            continue
+    return names
+
+
+def config_class(method: str) -> type:
+    """The hyper-parameter dataclass of ``method``."""
+    return get_family(family_of(method)).config_class(method)

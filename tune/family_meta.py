@@ -1,0 +1,148 @@
+"""The ``meta`` family: few-shot learners trained by advmeta.train and evaluated by advmeta.evaluate.
+
+A trial's evaluation protocols (grid ``evals``) become :class:`advmeta.protocol.EvalProtocol` s;
+protocols that differ only in what they measure are merged into one evaluation, so the test
+episodes are adapted to once. When an episode bank matching the trial exists (``ctx.banks``),
+the surrogate scenario reads its pre-attacked episodes instead of attacking again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from advmeta.tune.families import Report, RunContext
+
+_ITERATIVE = ("pgd", "mifgsm", "cw-linf", "cw-l2", "apgd-ce", "apgd-dlr")
+
+
+def methods() -> list[str]:
+    """Every registered learner."""
+    from advmeta.learners import learner_names
+
+    return learner_names()
+
+
+def config_class(method: str) -> type:
+    """The learner's ``Config`` dataclass."""
+    from advmeta.learners import get_learner
+
+    return get_learner(method).Config  # type: ignore[no-any-return]
+
+
+def train_config(spec: Any, ctx: RunContext) -> Any:
+    """The :class:`advmeta.train.TrainConfig` of a trial."""
+    from advmeta.train import TrainConfig
+
+    t = dict(spec.train)
+    kwargs = {k: t[k] for k in ("dataset", "image_size", "n_way", "k_shot", "q_query", "meta_batch", "iterations",
+                                "val_every", "val_episodes", "checkpoint_every", "seed", "surrogate_steps",
+                                "backbone", "width", "bn_mode", "meta_lr", "split_scheme") if k in t}
+    # threads stay None (the trial's OMP_NUM_THREADS, set by Ray and by the trainable): the
+    # checkpoint records the config, and resuming with other --cpus-per-trial must still match.
+    return TrainConfig(method=spec.method, hparams=dict(spec.hparams), data_root=ctx.data_root,
+                       device=ctx.device, threads=None, **kwargs)
+
+
+def protocols(spec: Any, ctx: RunContext) -> list[Any]:
+    """The trial's ``evals`` as EvalProtocols, merged where compatible."""
+    from advmeta.protocol import EvalProtocol
+
+    groups: dict[str, dict[str, Any]] = {}
+    for ev in spec.evals:
+        scenario = str(ev.get("scenario", "whitebox"))
+        steps = ev.get("attack_steps")
+        n = int(ev.get("episodes", 100))
+        key = f"{ev.get('split', 'test')}|{n}|{steps}"
+        g = groups.setdefault(key, {"split": ev.get("split", "test"), "n_episodes": n, "steps": steps,
+                                    "scenarios": ["finetune"], "attacks": [], "eps": [], "surrogate_eps": [],
+                                    "surrogate_supports": []})
+        if scenario not in g["scenarios"]:
+            g["scenarios"].append(scenario)
+        if scenario == "whitebox":
+            g["attacks"] += [a for a in ev.get("attacks", ["pgd"]) if a not in g["attacks"] and a != "none"]
+            g["eps"] += [e for e in ev.get("eps", ["2/255"]) if e not in g["eps"]]
+        elif scenario == "surrogate":
+            g["surrogate_eps"] += [e for e in ev.get("eps", ["2/255"]) if e not in g["surrogate_eps"]]
+            g["surrogate_supports"] += [s for s in ev.get("support", ["clean"]) if s not in g["surrogate_supports"]]
+    out = []
+    for g in groups.values():
+        params = {a: {"steps": int(g["steps"])} for a in g["attacks"] if a in _ITERATIVE and g["steps"]}
+        kwargs: dict[str, Any] = {"split": g["split"], "n_episodes": g["n_episodes"], "scenarios": tuple(g["scenarios"]),
+                                  "chunk": min(50, g["n_episodes"]), "device": ctx.device, "sweep": spec.sweep,
+                                  "trial_id": spec.trial_id, "attack_params": params}
+        if g["attacks"]:
+            kwargs.update(attacks=tuple(g["attacks"]), eps=tuple(g["eps"]))
+        if g["surrogate_eps"]:
+            kwargs.update(surrogate_eps=tuple(g["surrogate_eps"]), surrogate_supports=tuple(g["surrogate_supports"]))
+        out.append(EvalProtocol(**kwargs))
+    return out
+
+
+def bank_source(ctx: RunContext, cfg: Any, protocol: Any) -> Any:
+    """A ``Bank`` callable over a matching episode bank in ``ctx.banks``, or ``None``."""
+    from advmeta.bank import find_bank
+
+    root = ctx.banks.get("test")
+    if not root or "surrogate" not in protocol.scenarios:
+        return None
+    bank = find_bank(root, dataset=cfg.dataset, split=protocol.split, n_way=cfg.n_way, k_shot=cfg.k_shot,
+                     q_query=cfg.q_query, seed=cfg.seed, eps=protocol.surrogate_eps,
+                     n_episodes=protocol.n_episodes, surrogate=surrogate_key(cfg))
+    if bank is None:
+        return None
+    from advmeta.bank import episodes_pair
+
+    def source(idx: Any, eps: float) -> tuple[Any, Any]:
+        return episodes_pair(bank, idx, eps)
+
+    source.path = bank.path  # type: ignore[attr-defined]
+    return source
+
+
+def surrogate_key(cfg: Any) -> str:
+    """Identity of the surrogate a training config uses (what a bank must have been made with)."""
+    from advmeta.bank import surrogate_key as key
+
+    return key(cfg.surrogate_arch, cfg.surrogate_steps, cfg.seed, cfg.image_size)
+
+
+def _dedupe(rows: list[dict[str, Any]], key_cols: tuple[str, ...]) -> list[dict[str, Any]]:
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for r in rows:
+        params = "" if r.get("attack") == "none" else r.get("attack_params")
+        key = tuple(r.get(c) for c in key_cols) + (params,)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def run(spec: Any, ctx: RunContext, report: Report) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Train (resuming from ``ctx.work_dir``), then evaluate every protocol of the trial."""
+    from advmeta.evaluate import evaluate
+    from advmeta.train import train
+
+    cfg = train_config(spec, ctx)
+    ckpt, metrics = train(cfg, Path(ctx.work_dir), resume=True, progress=ctx.progress, report=report)
+    rows: list[dict[str, Any]] = []
+    episode_rows: list[dict[str, Any]] = []
+    used: list[str] = []
+    for protocol in protocols(spec, ctx):
+        source = bank_source(ctx, cfg, protocol)
+        if source is not None:
+            used.append(source.path)  # type: ignore[attr-defined]
+        r, e = evaluate(ckpt, protocol, progress=ctx.progress, bank=source)
+        rows += r
+        episode_rows += e
+    keys = ("scenario", "support", "query", "attack", "eps_str", "finetune_step")
+    rows = _dedupe(rows, keys)
+    # Protocols merged from several tables share their clean rows; attacked rows with other
+    # settings (PGD-10 vs PGD-20) are kept: the summary tells them apart by attack_params.
+    clean = _dedupe([r for r in episode_rows if r.get("attack") == "none"], keys + ("episode_index",))
+    episode_rows = clean + [r for r in episode_rows if r.get("attack") != "none"]
+    final: Mapping[str, Any] = {k: v for k, v in metrics.items() if k != "history"}
+    return rows, episode_rows, {**final, "device": rows[0]["device"] if rows else ctx.device,
+                                "episode_bank": ",".join(used)}

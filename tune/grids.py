@@ -1,0 +1,218 @@
+"""Grids: TOML files that say which trials a sweep runs, expanded into :class:`TrialSpec` s.
+
+A grid file (``tune/grids/<name>.toml``, or any path given to ``--grid``) has a ``description``,
+optional ``[defaults]`` and a list of ``[[tables]]``. In a table, every list is an axis that is
+crossed with the others:
+
+.. code-block:: toml
+
+    [[tables]]
+    name = "tafl"                       # what the table reproduces (the report's heading)
+    methods = ["maml", "adml", "aq", "tafl"]
+    k_shot = [1]                        # also: n_way, q_query, dataset
+    [tables.hparams]                    # learner fields; a field applies to the methods having it
+    train_eps = ["2/255"]
+    [tables.method_hparams.adml]        # per-method fixed values
+    first_order = false
+    [[tables.evals]]                    # evaluation protocols of every trial of the table
+    scenario = "whitebox"
+    attacks = ["pgd", "mifgsm", "cw-linf"]
+    eps = ["2/255"]
+
+Trials with the same training settings from different tables are trained once and evaluated
+with the union of their protocols. Budget values (iterations, episodes, …) fill what a table
+does not set itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tomllib
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from advmeta.errors import ConfigError
+from advmeta.tune.budgets import Budget
+from advmeta.tune.families import config_class, family_of
+from advmeta.tune.trial import TrialSpec
+
+_TRAIN_AXES = ("dataset", "n_way", "k_shot", "q_query")
+_TABLE_KEYS = {"name", "title", "methods", "hparams", "method_hparams", "evals", "eval", "family", "train",
+               *_TRAIN_AXES}
+
+
+def grid_names() -> list[str]:
+    """Names of the grids shipped in ``advmeta/tune/grids``."""
+    folder = resources.files("advmeta.tune") / "grids"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml") and not p.name.startswith("_"))
+
+
+def load_grid(name_or_path: str) -> tuple[str, dict[str, Any]]:
+    """Read a grid by name (shipped) or path (``*.toml``).
+
+    Returns:
+        (name, data): the grid's name (file stem) and its parsed TOML.
+
+    Raises:
+        ConfigError: unknown grid name, missing file or invalid TOML.
+    """
+    path = Path(name_or_path).expanduser()
+    if name_or_path.endswith(".toml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"grid file {name_or_path} does not exist")
+        text, name = path.read_text(), path.stem
+    else:
+        if name_or_path not in grid_names():
+            raise ConfigError(f"unknown grid {name_or_path!r}; known: {', '.join(grid_names())} (or a path to a .toml file)")
+        text = (resources.files("advmeta.tune") / "grids" / f"{name_or_path}.toml").read_text()
+        name = name_or_path
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"grid {name_or_path}: invalid TOML: {err}") from None
+    if not isinstance(data.get("tables"), list) or not data["tables"]:
+        raise ConfigError(f"grid {name_or_path}: needs at least one [[tables]] entry")
+    return name, data
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _fields(method: str) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(config_class(method))}
+
+
+def _train_settings(budget: Budget, family: str, axes: Mapping[str, Any], seed: int,
+                    extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Training settings of a trial: the table's axes over the budget's numbers."""
+    train: dict[str, Any] = {"seed": seed, "budget": budget.name}
+    if family == "l2l":
+        train.update({"epochs": budget.l2l_epochs, "train_per_class": budget.l2l_train_per_class,
+                      "classifier": budget.l2l_classifier, "classifier_kwargs": dict(budget.l2l_classifier_kwargs),
+                      "num_classes": budget.l2l_num_classes, "image_size": budget.image_size,
+                      "dataset": classification_dataset(axes.get("dataset"))})
+    else:
+        train.update({"n_way": 5, "q_query": budget.q_query, "iterations": budget.iterations,
+                      "meta_batch": budget.meta_batch, "val_every": budget.val_every,
+                      "val_episodes": budget.val_episodes, "checkpoint_every": budget.checkpoint_every,
+                      "image_size": budget.image_size, "surrogate_steps": budget.surrogate_steps})
+        train.update({k: v for k, v in axes.items() if v is not None})
+    train.update(extra)
+    return train
+
+
+_CLASSIFICATION_OF = {"omniglot": "omniglot-cls", "miniimagenet": "miniimagenet-64", "cifar-fs": "cifar100",
+                      "fc100": "cifar100"}
+
+
+def classification_dataset(fewshot: str | None) -> str:
+    """The plain classification set an L2L trainer uses alongside a few-shot dataset.
+
+    CIFAR-10 (the L2L paper's) when its files are found; else the classification view of the
+    sweep's few-shot dataset (Omniglot → ``omniglot-cls``, mini-ImageNet → ``miniimagenet-64``).
+    """
+    if fewshot in ("cifar10", "cifar100", "miniimagenet-64", "omniglot-cls", "glyphs-cls"):
+        return fewshot
+    try:
+        from advmeta.data.catalog import find
+
+        if find("cifar10") is not None:
+            return "cifar10"
+    except ImportError:
+        pass
+    return _CLASSIFICATION_OF.get(str(fewshot), "cifar10")
+
+
+def _evals(table: Mapping[str, Any], budget: Budget) -> list[dict[str, Any]]:
+    evals = _as_list(table.get("evals", table.get("eval", [])))
+    out = []
+    for ev in evals:
+        if not isinstance(ev, Mapping):
+            raise ConfigError(f"table {table.get('name')!r}: each eval must be a table of settings")
+        full = {"episodes": budget.test_episodes, "attack_steps": budget.attack_steps, "split": "test",
+                "n_test": budget.l2l_test_images}
+        full.update(ev)
+        for key in ("attacks", "eps", "support", "query"):
+            if key in full:
+                full[key] = _as_list(full[key])
+        out.append(full)
+    return out
+
+
+def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str | None, seed: int,
+           methods: Sequence[str] | None = None, sweep: str | None = None) -> list[TrialSpec]:
+    """The trials of a grid.
+
+    Args:
+        name: the grid's name.
+        data: the parsed grid (see the module docstring).
+        budget: the budget level.
+        dataset: the few-shot dataset replacing ``"auto"`` (and used where a table names none).
+        seed: the sweep's seed (every trial's training seed and test-episode seed).
+        methods: keep only these methods (``None``: all).
+        sweep: the sweep's name (default: the grid's).
+
+    Raises:
+        ConfigError: unknown method, unknown hyper-parameter, or a malformed table.
+    """
+    defaults = dict(data.get("defaults", {}))
+    merged: dict[str, TrialSpec] = {}
+    order: list[str] = []
+    for table in data["tables"]:
+        tname = str(table.get("name", "table"))
+        unknown = set(table) - _TABLE_KEYS
+        if unknown:
+            raise ConfigError(f"grid {name}, table {tname!r}: unknown keys {sorted(unknown)}")
+        table = {**defaults, **table}
+        hp_axes = {k: _as_list(v) for k, v in dict(table.get("hparams", {})).items()}
+        per_method = dict(table.get("method_hparams", {}))
+        table_methods = _as_list(table.get("methods", []))
+        if "*" in table_methods:  # every learner of the core, present and future
+            from advmeta.tune.families import get_family
+
+            table_methods = [m for m in table_methods if m != "*"] + [
+                m for m in get_family("meta").methods() if m not in table_methods]
+        for m in per_method:
+            if m not in table_methods:
+                raise ConfigError(f"grid {name}, table {tname!r}: method_hparams for {m!r}, which is not in methods")
+        for field_name in hp_axes:
+            if not any(field_name in _fields(m) for m in table_methods):
+                raise ConfigError(f"grid {name}, table {tname!r}: no method has a hyper-parameter {field_name!r}")
+        evals = _evals(table, budget)
+        axes = {k: _as_list(table[k]) for k in _TRAIN_AXES if k in table}
+        for method in table_methods:
+            if methods is not None and method not in methods:
+                continue
+            family = family_of(method)
+            fields = _fields(method)
+            fixed = dict(per_method.get(method, {}))
+            bad = [k for k in fixed if k not in fields]
+            if bad:
+                raise ConfigError(f"grid {name}, table {tname!r}: {method} has no hyper-parameter {bad[0]!r}; "
+                                  f"its fields: {', '.join(fields)}")
+            own_axes = {k: v for k, v in hp_axes.items() if k in fields}
+            from_budget = {k: v for k, v in budget.learner_overrides().items() if k in fields}
+            for combo in itertools.product(*own_axes.values()) if own_axes else [()]:
+                hp = from_budget | dict(zip(own_axes, combo)) | fixed
+                for train_combo in itertools.product(*axes.values()) if axes else [()]:
+                    ax = dict(zip(axes, train_combo))
+                    if ax.get("dataset") in (None, "auto"):
+                        ax["dataset"] = dataset
+                    train = _train_settings(budget, family, ax, seed, dict(table.get("train", {})))
+                    spec = TrialSpec(sweep or name, family, method, hp, train, tuple(evals), budget.name, (tname,))
+                    key = spec.with_evals(()).trial_id
+                    if key in merged:
+                        prev = merged[key]
+                        union = list(prev.evals) + [e for e in evals if e not in prev.evals]
+                        merged[key] = dataclasses.replace(prev, evals=tuple(union),
+                                                          table=tuple(dict.fromkeys(prev.table + (tname,))))
+                    else:
+                        merged[key] = spec
+                        order.append(key)
+    if not order:
+        raise ConfigError(f"grid {name}: no trials (methods filter {list(methods or [])} matched nothing?)")
+    return [merged[k] for k in order]

@@ -1,0 +1,129 @@
+"""The one progress display of a sweep: trials done / running / failed and an ETA, on stderr.
+
+Ray's own tables are switched off (:mod:`advmeta.tune.session`); this Tune callback draws a
+single line that is rewritten in place on a terminal, and printed once per change otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from ray.tune import Callback
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(round(s))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+class SweepProgress(Callback):
+    """Counts trials and draws ``sweep NAME: 3/12 done, 2 running, 0 failed, ETA 4m10s``.
+
+    Args:
+        name: the sweep's name.
+        total: trials in the sweep (including those finished in earlier runs).
+        already_done: trials finished before this run started.
+        concurrency: trials that can run at once (for the ETA).
+        stream: where to draw (stderr).
+        enabled: draw at all (``--quiet`` turns it off).
+        on_complete: called with the trial's config after each completed trial (the runner
+            merges partial results there).
+    """
+
+    def __init__(self, name: str, total: int, already_done: int, concurrency: int,
+                 stream: TextIO | None = None, enabled: bool = True,
+                 on_complete: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.name = name
+        self.total = total
+        self.done = already_done
+        self.start_done = already_done
+        self.failed = 0
+        self.running: set[str] = set()
+        self.concurrency = max(1, concurrency)
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self.on_complete = on_complete
+        self.t0 = time.monotonic()
+        self.durations: list[float] = []
+        self._started: dict[str, float] = {}
+        self._last = ""
+        self._last_counts = (already_done, 0)
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state; streams and closures stay here.
+        state = dict(self.__dict__)
+        state["stream"] = None
+        state["on_complete"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.stream is None:
+            self.stream = sys.stderr
+
+    def line(self) -> str:
+        """The current progress line."""
+        remaining = self.total - self.done - self.failed
+        eta = ""
+        if self.durations and remaining > 0:
+            mean = sum(self.durations) / len(self.durations)
+            eta = f", ETA {_fmt_seconds(mean * remaining / self.concurrency)}"
+        elapsed = _fmt_seconds(time.monotonic() - self.t0)
+        return (f"sweep {self.name}: {self.done}/{self.total} done, {len(self.running)} running, "
+                f"{self.failed} failed, {elapsed} elapsed{eta}")
+
+    def draw(self, final: bool = False) -> None:
+        """Redraw the line (on a terminal in place; elsewhere only when it changed)."""
+        if not self.enabled:
+            return
+        text = self.line()
+        if self._tty:
+            self.stream.write("\r\x1b[2K" + text + ("\n" if final else ""))
+            self.stream.flush()
+        elif (self.done, self.failed) != self._last_counts or not self._last:
+            # Not a terminal (a log file, CI): one line per finished or failed trial.
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            self._last_counts = (self.done, self.failed)
+        self._last = text
+
+    # Tune callback hooks -------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.running.add(trial.trial_id)
+        self._started.setdefault(trial.trial_id, time.monotonic())
+        self.draw()
+
+    def on_trial_restore(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.running.add(trial.trial_id)
+        self.draw()
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.running.discard(trial.trial_id)  # it will start again from its checkpoint
+        self.draw()
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.running.discard(trial.trial_id)
+        self.done += 1
+        started = self._started.pop(trial.trial_id, None)
+        if started is not None:
+            self.durations.append(time.monotonic() - started)
+        if self.on_complete is not None:
+            self.on_complete(trial.config)
+        self.draw()
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.running.discard(trial.trial_id)
+        self.failed += 1
+        self._started.pop(trial.trial_id, None)
+        self.draw()
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self.draw(final=True)

@@ -1,0 +1,222 @@
+"""Run a sweep: the trials not yet finished go to a Ray Tune ``Tuner``; results are merged.
+
+"Every trial exactly once, nothing finished recomputed" comes from the completion ledger
+(:mod:`advmeta.tune.ledger`): each run starts a fresh Tuner over the trials without a
+``DONE.json``, each of those resumes from its own checkpoints, and the merged tables hold each
+trial of the manifest once. This survives a SIGKILL of the driver at any moment, which a
+restore of Tune's experiment state (saved periodically) alone would not.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from advmeta.errors import ConfigError
+from advmeta.tune.families import RunContext
+from advmeta.tune.ledger import Ledger
+from advmeta.tune.session import Resources, precheck_gpus, ray_session, resolve_resources
+from advmeta.tune.trial import TrialSpec
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """How a sweep runs (none of this changes a trial's identity).
+
+    Attributes:
+        address: Ray cluster to join (``None``: ``RAY_ADDRESS`` or a new local cluster).
+        cpus_per_trial: CPUs per trial (``None``: 1).
+        gpus_per_trial: GPUs per trial, fractional allowed (``None``: 1 if the cluster has GPUs).
+        max_failures: retries of a crashed trial from its last checkpoint.
+        num_cpus: CPUs of a new local cluster (``None``: the machine's).
+        object_store_mb: object store of a new local cluster (``None``: Ray's default).
+        data_root: data folder passed to the core.
+        device: ``auto`` | ``cpu`` | ``cuda`` for the core.
+        scheduler: ``none`` or ``asha`` (early stopping on ``metric``).
+        metric: metric reported by training that ASHA compares.
+        mode: ``max`` or ``min``.
+        progress: draw the progress line on stderr.
+        banks: episode banks by purpose (``{"test": folder}``), forwarded to the families.
+        make_banks: make the test-episode banks the trials' surrogate evaluations need (with
+            Ray Data, once per episode shape) before the trials start; in ``banks["test"]``,
+            default ``<sweep>/banks``.
+        reuse_actors: let Tune reuse trial processes (saves the import cost per trial).
+    """
+
+    address: str | None = None
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    max_failures: int = 1
+    num_cpus: int | None = None
+    object_store_mb: int | None = None
+    data_root: str | None = None
+    device: str = "auto"
+    scheduler: str = "none"
+    metric: str = "val_acc"
+    mode: str = "max"
+    progress: bool = True
+    banks: dict[str, str] = field(default_factory=dict)
+    make_banks: bool = True
+    reuse_actors: bool = True
+
+
+@dataclass
+class SweepOutcome:
+    """What a run of a sweep did."""
+
+    summary: pd.DataFrame
+    episodes: pd.DataFrame
+    total: int
+    done: int
+    failed: int
+    stopped: int
+    pending: int
+    wall_seconds: float
+    trial_seconds: list[float]
+    resources: Resources | None
+
+    @property
+    def complete(self) -> bool:
+        """Every trial finished or recorded as failed."""
+        return self.pending == 0
+
+
+def _throttled(fn: Any, seconds: float) -> Any:
+    """``fn`` called at most once per ``seconds`` (partial results while a long sweep runs)."""
+    last = [-float("inf")]
+
+    def call(*_: Any) -> None:
+        if time.monotonic() - last[0] >= seconds:
+            last[0] = time.monotonic()
+            fn()
+
+    return call
+
+
+def _scheduler(opts: SweepOptions, max_t: int) -> Any:
+    if opts.scheduler == "none":
+        return None
+    if opts.scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        return ASHAScheduler(time_attr="training_iteration", metric=opts.metric, mode=opts.mode,
+                             max_t=max(1, max_t), grace_period=1, reduction_factor=2)
+    raise ConfigError(f"unknown scheduler {opts.scheduler!r}; known: none, asha")
+
+
+def _error_text(err: BaseException | None) -> str:
+    if err is None:
+        return "unknown error"
+    # Tune wraps the trial's exception; its cause carries the user-facing type and message.
+    inner = getattr(err, "cause", None) or err.__cause__ or err
+    msg = str(inner).strip().splitlines()
+    text = next((m for m in reversed(msg) if m.strip()), "") if msg else ""
+    return f"{type(inner).__name__}: {text}"[:2000]
+
+
+def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: SweepOptions,
+              info: dict[str, Any] | None = None) -> SweepOutcome:
+    """Run (or continue) a sweep of ``specs`` whose results live in ``sweep_dir``.
+
+    Args:
+        name: the sweep's name (progress line, ``sweep`` column).
+        specs: every trial of the sweep (finished ones are skipped).
+        sweep_dir: the sweep folder (local path or pyarrow URI).
+        opts: how to run.
+        info: extra facts for the manifest (grid, budget, command).
+
+    Returns:
+        A :class:`SweepOutcome`; the merged tables are also written to ``sweep_dir``.
+
+    Raises:
+        ResourceError: GPUs requested where the cluster has none (before any trial starts).
+    """
+    precheck_gpus(opts.gpus_per_trial, opts.address)  # before Ray is even imported
+    from ray import tune
+
+    from advmeta.tune.progress import SweepProgress
+    from advmeta.tune.trainable import run_trial
+
+    specs = list(dict((s.trial_id, s) for s in specs).values())
+    ledger = Ledger(sweep_dir)
+    ledger.write_manifest({"name": name, **(info or {})}, specs)
+    # Failed trials are retried by a new run; finished and early-stopped ones are final.
+    pending = [s for s in specs if ledger.status_of(s.trial_id) not in ("ok", "stopped")]
+    t0 = time.perf_counter()
+    trial_seconds: list[float] = []
+    resources: Resources | None = None
+    if pending:
+        with ray_session(opts.address, opts.num_cpus, opts.object_store_mb) as cluster:
+            resources = resolve_resources(opts.cpus_per_trial, opts.gpus_per_trial, cluster)
+            by_id = {s.trial_id: s for s in pending}
+            banks = dict(opts.banks)
+            if opts.make_banks:
+                banks.setdefault("test", ledger.root.rstrip("/") + "/banks")
+                _make_banks(pending, banks["test"], opts, resources)
+            ctx = RunContext(sweep_dir=ledger.root, data_root=opts.data_root, device=opts.device,
+                             threads=max(1, int(resources.cpus_per_trial)), banks=banks)
+            trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources.as_tune())
+            progress = SweepProgress(name, len(specs), len(specs) - len(pending), resources.max_concurrent,
+                                     enabled=opts.progress,
+                                     on_complete=_throttled(lambda: ledger.merge(specs), 30.0))
+            max_t = max(int(s.train.get("iterations", s.train.get("epochs", 1))) for s in pending)
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"trial": tune.grid_search([s.to_dict() for s in pending])},
+                tune_config=tune.TuneConfig(
+                    num_samples=1, scheduler=_scheduler(opts, max_t), reuse_actors=opts.reuse_actors,
+                    trial_name_creator=lambda t: t.config["trial"]["trial_id"],
+                    trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
+                ),
+                run_config=tune.RunConfig(
+                    name="run-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"),
+                    storage_path=_ray_storage(ledger), verbose=0, callbacks=[progress],
+                    failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                ),
+            )
+            grid = tuner.fit()
+            for result in grid:
+                spec = by_id.get(str((result.config or {}).get("trial", {}).get("trial_id")))
+                if spec is None:
+                    continue
+                metrics = result.metrics or {}
+                if "trial_seconds" in metrics:
+                    trial_seconds.append(float(metrics["trial_seconds"]))
+                if result.error is not None and not ledger.is_done(spec.trial_id):
+                    ledger.write_error(spec, _error_text(result.error))
+                elif opts.scheduler != "none" and not ledger.is_done(spec.trial_id) and metrics:
+                    it = metrics.get("training_iteration", "?")
+                    ledger.write_error(spec, f"stopped early by ASHA after {it} reports", status="stopped")
+    summary, episodes = ledger.merge(specs)
+    status = [ledger.status_of(s.trial_id) for s in specs]
+    return SweepOutcome(summary, episodes, len(specs), status.count("ok"), status.count("error"),
+                        status.count("stopped"), status.count("pending"), time.perf_counter() - t0,
+                        trial_seconds, resources)
+
+
+def _make_banks(specs: Sequence[TrialSpec], root: str, opts: SweepOptions, resources: Resources) -> None:
+    """Make the missing episode banks with Ray Data (one actor per CPU, half a CPU each)."""
+    import sys
+
+    from advmeta.tune.banks import ensure_banks, requirements
+
+    if not requirements(specs):
+        return
+    if opts.progress:
+        print(f"episode banks: making the surrogate-attacked test episodes once, in {root}", file=sys.stderr)
+    gpus = 0.25 if resources.cluster_gpus > 0 and (opts.gpus_per_trial or 0) > 0 else 0.0
+    ensure_banks(specs, root, opts.data_root, actors=max(1, int(resources.cluster_cpus)),
+                 cpus_per_actor=0.5, gpus_per_actor=gpus)
+
+
+def _ray_storage(ledger: Ledger) -> str:
+    """Ray Tune's storage path: ``<sweep>/ray`` (an absolute path, or the URI for remote storage)."""
+    if ledger.local:
+        return ledger.path.rstrip("/") + "/ray"
+    return ledger.root.rstrip("/") + "/ray"

@@ -1,0 +1,175 @@
+"""Search spaces of ``advmeta tune``: ranges and lists over any field of a learner's ``Config``.
+
+``--gamma 0:5 --k 0.1,1,10`` become the trials of a grid (every combination), or ``--samples``
+draws of a random search (seeded, so re-running the command draws the same trials and resumes).
+Ranges without a step are sampled continuously by the random search (log-uniformly where the
+field is declared ``log=True`` in the learner), and stepped by 1 in a grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from advmeta.errors import ConfigError
+from advmeta.ranges import Kind, ValueRange, Values, as_list, kind_of, parse_values
+from advmeta.tune.budgets import Budget
+from advmeta.tune.families import config_class, family_of
+from advmeta.tune.trial import TrialSpec
+
+_ALIASES = {"eps": ("train_eps", "eps")}
+"""``--eps`` names the training ε of whichever field the learner has."""
+
+
+def tunable_fields(method: str) -> dict[str, dataclasses.Field[Any]]:
+    """The scalar fields of ``method``'s Config (tuples and dicts are not tunable from the CLI)."""
+    out = {}
+    for f in dataclasses.fields(config_class(method)):
+        text = str(f.type)
+        if any(t in text for t in ("tuple", "dict", "list", "Mapping", "Sequence")):
+            continue
+        out[f.name] = f
+    return out
+
+
+def describe_fields(method: str) -> list[str]:
+    """One line per tunable field: ``--name (type, default X, range lo:hi): doc``."""
+    lines = []
+    for name, f in tunable_fields(method).items():
+        meta = dict(f.metadata or {})
+        rng = f", range {meta['low']:g}:{meta['high']:g}" if meta.get("low") is not None else ""
+        doc = meta.get("doc") or ""
+        lines.append(f"--{name.replace('_', '-')} ({kind_of(f.type, name).value}, default {f.default!r}{rng}) {doc}")
+    return lines
+
+
+def parse_overrides(method: str, args: Sequence[str]) -> dict[str, Values]:
+    """Parse ``--field VALUES`` / ``--field=VALUES`` pairs for ``method``.
+
+    Raises:
+        ConfigError: an unknown field (the message lists the known ones), a missing value or a
+            malformed range/list.
+    """
+    fields = tunable_fields(method)
+    out: dict[str, Values] = {}
+    i = 0
+    args = list(args)
+    while i < len(args):
+        token = args[i]
+        if not token.startswith("--"):
+            raise ConfigError(f"unexpected argument {token!r}; hyper-parameters are given as --name VALUES")
+        key, eq, value = token[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args) or (args[i + 1].startswith("--") and not _is_number(args[i + 1])):
+                raise ConfigError(f"--{key} needs a value (a list a,b,c or a range lo:hi[:step])")
+            value = args[i + 1]
+            i += 1
+        i += 1
+        name = key.replace("-", "_")
+        for alias in _ALIASES.get(name, ()):
+            if alias in fields:
+                name = alias
+                break
+        if name not in fields:
+            known = ", ".join("--" + n.replace("_", "-") for n in fields)
+            raise ConfigError(f"{method} has no hyper-parameter --{key}; known: {known}")
+        if name in out:
+            raise ConfigError(f"--{key} given twice")
+        out[name] = parse_values(value, kind_of(fields[name].type, name), option=f"--{key}")
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.split(":")[0].split(",")[0].split("/")[0])
+        return True
+    except ValueError:
+        return False
+
+
+def _sample(values: Values, field: dataclasses.Field[Any], rng: np.random.Generator) -> Any:
+    if isinstance(values, ValueRange) and values.step is None and values.kind in (Kind.FLOAT, Kind.EPS):
+        log = bool((field.metadata or {}).get("log")) and values.lo > 0
+        u = rng.uniform(math.log(values.lo), math.log(values.hi)) if log else rng.uniform(values.lo, values.hi)
+        x = math.exp(u) if log else u
+        return float(x) if values.kind is Kind.FLOAT else _eps(x)
+    if isinstance(values, ValueRange) and values.step is None and values.kind is Kind.INT:
+        return int(rng.integers(int(values.lo), int(values.hi) + 1))
+    choices = as_list(values)
+    return choices[int(rng.integers(len(choices)))]
+
+
+def _eps(x: float) -> str:
+    from advmeta.eps import format_eps
+
+    return format_eps(round(x * 255, 4) / 255)
+
+
+def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *, dataset: str, seed: int,
+                n_way: int = 5, k_shot: int = 1, search: str = "grid", samples: int = 1,
+                test_eps: Sequence[str] | None = None, attacks: Sequence[str] = ("pgd",),
+                sweep: str | None = None) -> list[TrialSpec]:
+    """The trials of ``advmeta tune``.
+
+    Args:
+        method: the learner (or L2L trainer).
+        overrides: parsed ``--field`` values.
+        budget: the budget level.
+        dataset: the few-shot dataset.
+        seed: the base seed; a grid repeated ``samples`` times uses seeds ``seed … seed+samples-1``.
+        n_way: N of N-way.
+        k_shot: K of K-shot.
+        search: ``grid`` (every combination × ``samples`` seeds) or ``random`` (``samples`` draws).
+        samples: repeats (grid) or draws (random).
+        test_eps: ε of the evaluation (default: every training ε tried, else 2/255).
+        attacks: white-box attacks of the evaluation.
+        sweep: the sweep's name (default ``tune-<method>``).
+
+    Raises:
+        ConfigError: unknown search, ``samples`` < 1.
+    """
+    from advmeta.tune.grids import _train_settings
+
+    if samples < 1:
+        raise ConfigError("--samples must be >= 1")
+    family = family_of(method)
+    fields = tunable_fields(method)
+    sweep = sweep or f"tune-{method}"
+    if test_eps is None:
+        train_eps = sorted({v for k, vals in overrides.items() if kind_of(fields[k].type, k) is Kind.EPS
+                            and k != "train_step_size" for v in as_list(vals)})
+        test_eps = train_eps or (["8/255"] if family == "l2l" else ["2/255"])
+    if family == "l2l":
+        # The L2L evaluation names attacks with their steps (pgd-20); one ε plus a curve over the rest.
+        l2l_attacks = [a if a != "pgd" else "pgd-20" for a in attacks]
+        evals: tuple[dict[str, Any], ...] = ({
+            "scenario": "l2l", "attacks": ["none", *[a for a in l2l_attacks if a != "none"]],
+            "eps": list(test_eps), "n_test": budget.l2l_test_images},)
+    else:
+        evals = ({"scenario": "whitebox", "attacks": list(attacks), "eps": list(test_eps), "support": ["clean"],
+                  "query": ["clean", "adv"], "episodes": budget.test_episodes, "attack_steps": budget.attack_steps,
+                  "split": "test"},)
+    base = {k: v for k, v in budget.learner_overrides().items() if k in fields}
+    combos: list[tuple[dict[str, Any], int]] = []
+    if search == "grid":
+        keys = list(overrides)
+        for values in itertools.product(*(as_list(overrides[k]) for k in keys)):
+            for rep in range(samples):
+                combos.append((dict(zip(keys, values)), seed + rep))
+    elif search == "random":
+        rng = np.random.default_rng(seed)
+        for _ in range(samples):
+            combos.append(({k: _sample(v, fields[k], rng) for k, v in overrides.items()}, seed))
+    else:
+        raise ConfigError(f"unknown search {search!r}; known: grid, random")
+    specs = []
+    for hp, s in combos:
+        axes = {"dataset": dataset, "n_way": n_way, "k_shot": k_shot} if family != "l2l" else {"dataset": dataset}
+        train = _train_settings(budget, family, axes, s, {})
+        specs.append(TrialSpec(sweep, family, method, base | hp, train, evals, budget.name, ("tune",)))
+    return list(dict((sp.trial_id, sp) for sp in specs).values())

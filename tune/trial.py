@@ -1,0 +1,108 @@
+"""One trial of a sweep: what is trained, how it is evaluated, and its stable id.
+
+A :class:`TrialSpec` is plain data (JSON-able) so that it travels through Ray Tune's config, is
+written next to the trial's results, and hashes to the same ``trial_id`` on every machine and on
+every re-run of a sweep — the key of the completion ledger (:mod:`advmeta.tune.ledger`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from advmeta.eps import format_eps
+
+
+def _canonical(value: Any) -> Any:
+    """Sort dict keys recursively and turn tuples into lists, so equal specs hash equally."""
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return value  # keep 2.0 as a float: the dataclass field decides the type
+    return value
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything that defines one trial (paths and devices are not part of it).
+
+    Attributes:
+        sweep: the sweep's name (grid name or ``tune-<method>``).
+        family: ``meta`` (advmeta.train/evaluate), ``l2l`` (advmeta.l2l) or ``toy`` (tests).
+        method: learner or trainer name.
+        hparams: overrides of the learner's ``Config`` fields (the rest keep their defaults).
+        train: training settings (dataset, n_way, k_shot, q_query, iterations, seed, …).
+        evals: evaluation protocols, each a dict (scenario, attacks, eps, support, query, …).
+        budget: the budget level the numbers come from.
+        table: names of the grid tables that asked for this trial.
+    """
+
+    sweep: str
+    family: str
+    method: str
+    hparams: Mapping[str, Any]
+    train: Mapping[str, Any]
+    evals: tuple[Mapping[str, Any], ...] = ()
+    budget: str = "quick"
+    table: tuple[str, ...] = field(default=(), compare=False)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields the trial id is a hash of (not the sweep's name or its tables)."""
+        return _canonical({"family": self.family, "method": self.method, "hparams": dict(self.hparams),
+                           "train": dict(self.train), "evals": [dict(e) for e in self.evals],
+                           "budget": self.budget})
+
+    @property
+    def trial_id(self) -> str:
+        """12 hex digits of the SHA-256 of :meth:`identity`; stable across machines and runs."""
+        text = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        """A short human description: ``tafl 5w1s gamma=2 k=1``."""
+        shots = f"{self.train.get('n_way', '?')}w{self.train.get('k_shot', '?')}s" if "k_shot" in self.train else ""
+        hp = " ".join(f"{k}={_short(v)}" for k, v in sorted(self.hparams.items()))
+        return " ".join(p for p in (self.method, shots, hp) if p)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (what Ray Tune's config carries)."""
+        out = self.identity()
+        out.update({"sweep": self.sweep, "table": list(self.table), "trial_id": self.trial_id})
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialSpec:
+        """Inverse of :meth:`to_dict` (the ``trial_id`` key, if any, is recomputed, not trusted)."""
+        return cls(
+            sweep=str(data["sweep"]), family=str(data["family"]), method=str(data["method"]),
+            hparams=dict(data.get("hparams", {})), train=dict(data.get("train", {})),
+            evals=tuple(dict(e) for e in data.get("evals", ())), budget=str(data.get("budget", "quick")),
+            table=tuple(data.get("table", ())),
+        )
+
+    def with_evals(self, evals: tuple[Mapping[str, Any], ...]) -> TrialSpec:
+        """A copy with other evaluation protocols."""
+        return TrialSpec(self.sweep, self.family, self.method, self.hparams, self.train, evals, self.budget, self.table)
+
+    def with_hparams(self, extra: Mapping[str, Any]) -> TrialSpec:
+        """A copy with more hyper-parameter overrides (Tune's search-space samples)."""
+        merged = dict(self.hparams)
+        merged.update(extra)
+        return TrialSpec(self.sweep, self.family, self.method, merged, self.train, self.evals, self.budget, self.table)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str) and "/" in value:
+        try:
+            return format_eps(value)
+        except Exception:  # noqa: BLE001 - a label never fails
+            return value
+    return str(value)
