@@ -47,19 +47,29 @@ def project(x: Tensor, delta: Tensor, eps: float) -> Tensor:
 
 
 def normalised_input_gradient(model_fn: ModelFn, x: Tensor, y: Tensor) -> Tensor:
-    """``∇ₓ CE(f(x), y) / max|∇ₓ CE|`` — one scalar maximum over the whole batch.
+    """``∇ₓ CE(f(x), y) / max|∇ₓ CE|`` — one scalar maximum per batch.
 
     The gradient is a constant (detached); no gradient accumulates in the classifier's parameters.
+    With a leading task dimension the maximum is taken per task (each task is its own batch).
 
     Shape:
-        x: (B, C, H, W); y: (B,); returns (B, C, H, W) with values in [-1, 1].
+        x: (B, C, H, W) or (T, B, C, H, W); y: x's leading dimensions; returns x's shape, in [-1, 1].
     """
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        loss = F.cross_entropy(model_fn(x), y, reduction="sum")
+        logits = model_fn(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)
     # the batch maximum (not per-sample) keeps the relative gradient sizes the paper feeds g_φ
-    return grad / grad.abs().amax().clamp_min(1e-12)
+    dims = tuple(range(grad.dim() - 4, grad.dim()))
+    return grad / grad.abs().amax(dim=dims, keepdim=True).clamp_min(1e-12)
+
+
+def _call(attacker: nn.Module, x: Tensor, grad: Tensor | None = None) -> Tensor:
+    """g_φ on images with any leading dimensions (the tasks of a meta-batch become one batch)."""
+    flat = x.reshape(-1, *x.shape[-3:])
+    out = attacker(flat) if grad is None else attacker(flat, grad.reshape(flat.shape))
+    return out.reshape(x.shape)
 
 
 def learned_perturbation(
@@ -69,8 +79,9 @@ def learned_perturbation(
 
     Args:
         method: one of the learned methods.
-        attacker: g_φ mapping (B, C·k, H, W) → (B, C, H, W), bounded by ε·tanh.
-        model_fn: the classifier's logits (its mode is the caller's choice).
+        attacker: g_φ called as ``attacker(x)`` (naive) or ``attacker(x, grad)`` (the others),
+            returning (B, C, H, W) bounded by ε·tanh — :class:`advmeta.models.l2l_attacker.L2LAttacker`.
+        model_fn: the classifier's logits (its mode is the caller's choice), (..., C, H, W) → (..., K).
         x: clean images in [0, 1].
         y: labels.
         eps: ℓ∞ budget.
@@ -79,12 +90,13 @@ def learned_perturbation(
         δ with the graph through g_φ, ‖δ‖∞ ≤ ε and x + δ ∈ [0, 1].
 
     Shape:
-        x: (B, C, H, W); y: (B,); returns (B, C, H, W).
+        x: (B, C, H, W) or (T, B, C, H, W) (a meta-batch of query sets); y: x's leading
+        dimensions; returns x's shape.
     """
     if method is Method.NAIVE:
-        return project(x, attacker(x), eps)
+        return project(x, _call(attacker, x), eps)
     grad = normalised_input_gradient(model_fn, x, y)
-    delta0 = project(x, attacker(torch.cat([x, grad], dim=1)), eps)
+    delta0 = project(x, _call(attacker, x, grad), eps)
     if method is Method.GRAD:
         return delta0
     if method is Method.TWO_STEP:
@@ -92,7 +104,7 @@ def learned_perturbation(
         # constant, while δ₀ itself stays differentiable through both the sum and g's input
         x1 = x + delta0
         grad1 = normalised_input_gradient(model_fn, x1, y)
-        return project(x, delta0 + attacker(torch.cat([x1, grad1], dim=1)), eps)
+        return project(x, delta0 + _call(attacker, x1, grad1), eps)
     raise ValueError(f"{method.value} has no learned perturbation")
 
 

@@ -73,6 +73,38 @@ def _check_finite(value: float, what: str) -> None:
         raise NonFiniteLossError(f"{what} became {value}; lower the learning rate or check the data")
 
 
+def attacker_step(
+    classifier: nn.Module, attacker: nn.Module, attacker_opt: torch.optim.Optimizer, x: Tensor, y: Tensor, delta: Tensor
+) -> float:
+    """The attacker half: one optimiser step *maximising* CE(f(x + δ), y) over φ only.
+
+    The classifier runs in eval mode and its parameters receive no gradient (the gradient is
+    taken w.r.t. φ alone), so neither θ, its ``.grad`` nor its batch-norm statistics change.
+
+    Args:
+        classifier: f_θ.
+        attacker: g_φ (only used through ``delta``'s graph).
+        attacker_opt: optimiser over φ.
+        x: clean images.
+        y: labels.
+        delta: δ = g_φ(...) with its graph.
+
+    Returns:
+        The CE before the step (the attacker's objective).
+    """
+    params = [p for p in attacker.parameters() if p.requires_grad]
+    with eval_mode(classifier):
+        adv_loss = F.cross_entropy(classifier(x + delta), y)
+    value = adv_loss.item()
+    _check_finite(value, "attacker loss")
+    grads = torch.autograd.grad(-adv_loss, params, allow_unused=True)
+    attacker_opt.zero_grad(set_to_none=True)
+    for p, g in zip(params, grads):
+        p.grad = g  # None for a parameter the output does not depend on: Adam skips it
+    attacker_opt.step()
+    return value
+
+
 def alternating_step(
     method: Method,
     classifier: nn.Module,
@@ -133,17 +165,5 @@ def alternating_step(
     classifier_opt.step()
     correct = int((logits.argmax(1) == y).sum())
 
-    attacker_loss = math.nan
-    if learned:
-        # attacker half: gradient ascent on the same CE, taken w.r.t. φ only so θ gets no gradient
-        params = [p for p in attacker.parameters() if p.requires_grad]
-        with eval_mode(classifier):
-            adv_loss = F.cross_entropy(classifier(x + delta), y)
-        attacker_loss = adv_loss.item()
-        _check_finite(attacker_loss, "attacker loss")
-        grads = torch.autograd.grad(-adv_loss, params, allow_unused=True)
-        attacker_opt.zero_grad(set_to_none=True)
-        for p, g in zip(params, grads):
-            p.grad = g  # None for a parameter the output does not depend on: Adam skips it
-        attacker_opt.step()
+    attacker_loss = attacker_step(classifier, attacker, attacker_opt, x, y, delta) if learned else math.nan
     return StepResult(classifier_loss=loss.item(), correct=correct, attacker_loss=attacker_loss)
