@@ -25,6 +25,7 @@ from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
 from advmeta.data import EpisodeSampler, EpisodeSpec, load_fewshot
+from advmeta.env import configure_allocator
 
 
 class PILEpisodes:
@@ -63,8 +64,12 @@ def main() -> None:
     ap.add_argument("--sampler-episodes", type=int, default=200, help="per round")
     ap.add_argument("--meta-batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (both loaders)")
+    ap.add_argument("--system-allocator", action="store_true",
+                    help="leave glibc's default mmap/trim thresholds (see advmeta.env.configure_allocator)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if not args.system_allocator:
+        configure_allocator()  # as advmeta's train/evaluate/CLI do; it applies to both loaders
     n, k, q = 5, 5, 15
 
     t0 = time.perf_counter()

@@ -1,0 +1,253 @@
+"""Evaluation of a meta-trained checkpoint on a fixed bank of test episodes (METHODS.md §10).
+
+``evaluate(checkpoint, EvalProtocol(...))`` returns the summary rows (accuracy ± 95% CI per
+scenario, attack, ε and fine-tune step) and the per-episode rows of :mod:`advmeta.results`.
+Attacks run batched over many episodes at once, at the adapted weights, in the same batch-norm
+mode as the evaluation.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from advmeta import checkpoint as ckpt_io
+from advmeta.env import resolve_device, versions
+from advmeta.eps import format_eps, parse_eps
+from advmeta.factory import build_learner
+from advmeta.learners import AttackSpec, Learner
+from advmeta.protocol import Bank, EvalProtocol
+from advmeta.results import hparam_columns, mean_ci95
+from advmeta.train import TrainConfig, load_dataset, make_surrogate
+
+Key = tuple[str, str, str, str, str, int]  # scenario, support, query, attack, eps_str, step
+
+
+def load_learner(checkpoint: str | Path, device: torch.device) -> tuple[Learner, TrainConfig, dict[str, Any], Any]:
+    """The trained learner of a checkpoint (network in ``eval()`` mode), its config, state and dataset."""
+    state = ckpt_io.load(checkpoint, map_location=device)
+    cfg = TrainConfig(**state["train_config"])
+    ds = load_dataset(cfg)
+    learner = build_learner(cfg, ds.image_shape, device)
+    learner.net.load_state_dict(state["model"])
+    learner.net.eval()
+    return learner, cfg, state, ds
+
+
+def query_scores(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-query correctness and cross-entropy. Shape: (T, B, N), (T, B) → (T, B), (T, B)."""
+    ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
+    return (logits.argmax(-1) == y), ce
+
+
+def mix_support(clean: Tensor, adv: Tensor, y: Tensor, n_adv: int) -> Tensor:
+    """The support with the last ``n_adv`` images of every class replaced by their adversarial version."""
+    same = (y[:, :, None] == y[:, None, :]) & torch.ones(y.shape[1], y.shape[1], dtype=torch.bool,
+                                                        device=y.device).tril(-1)[None]
+    rank = same.sum(-1)  # position of each image within its class
+    k = y.shape[1] // (int(y.max()) + 1)
+    mask = (rank >= k - n_adv).view(*y.shape, *([1] * (clean.dim() - 2)))
+    return torch.where(mask, adv, clean)
+
+
+class _Acc:
+    """Per-episode results grouped by row key."""
+
+    def __init__(self) -> None:
+        self.acc: dict[Key, list[float]] = defaultdict(list)
+        self.loss: dict[Key, list[float]] = defaultdict(list)
+        self.lar: dict[Key, list[float | None]] = defaultdict(list)
+        self.idx: dict[Key, list[int]] = defaultdict(list)
+        self.seconds: dict[Key, float] = defaultdict(float)
+        self.meta: dict[Key, tuple[str, float]] = {}
+
+    def add(self, key: Key, correct: Tensor, ce: Tensor, index: Tensor, params: str, eps: float,
+            lar: Tensor | None = None, seconds: float = 0.0) -> None:
+        self.acc[key] += (correct.float().mean(1) * 100).tolist()
+        self.loss[key] += ce.mean(1).tolist()
+        self.lar[key] += lar.tolist() if lar is not None else [None] * correct.shape[0]
+        self.idx[key] += index.tolist()
+        self.seconds[key] += seconds
+        self.meta[key] = (params, eps)
+
+
+def _generators(seed: int, index: Tensor, tag: str, device: torch.device) -> list[torch.Generator]:
+    from advmeta.data import stable_hash
+
+    return [torch.Generator(device=device).manual_seed(stable_hash(str(seed), str(int(i)), tag) % (2**63))
+            for i in index]
+
+
+def _whitebox(learner: Learner, fn: Any, ep: Any, step: int, protocol: EvalProtocol, seed: int, acc: _Acc,
+              clean: tuple[Tensor, Tensor]) -> None:
+    y = ep.query_y
+    clean_ok, clean_ce = clean
+    for eps in protocol.eps:
+        e, es = parse_eps(eps), format_eps(eps)
+        worst_ok, worst_ce = clean_ok.clone(), clean_ce.clone()
+        t_all = 0.0
+        for name in protocol.attacks:
+            spec = AttackSpec(name, eps, protocol.params_of(name))
+            t0 = time.perf_counter()
+            x_adv = spec(fn, ep.query_x, y, _generators(seed, ep.index, f"{name}|{es}", ep.query_x.device))
+            with torch.no_grad():
+                ok, ce = query_scores(fn(x_adv), y)
+            dt = time.perf_counter() - t0
+            t_all += dt
+            lar = torch.clamp(ce.sum(1) - clean_ce.sum(1), min=protocol.l_ar_delta)
+            acc.add(("whitebox", "clean", "adv", name, es, step), ok, ce, ep.index, spec.params_json(), e, lar, dt)
+            worst_ok &= ok
+            worst_ce = torch.maximum(worst_ce, ce)
+        if protocol.worst and len(protocol.attacks) > 1:
+            lar = torch.clamp(worst_ce.sum(1) - clean_ce.sum(1), min=protocol.l_ar_delta)
+            acc.add(("whitebox", "clean", "adv", "worst", es, step), worst_ok, worst_ce, ep.index,
+                    json.dumps({"attacks": list(protocol.attacks)}), e, lar, t_all)
+
+
+def _surrogate(learner: Learner, ep_clean: Any, ep_adv: Any, eps: float, steps: int, k_shot: int,
+               protocol: EvalProtocol, acc: _Acc) -> None:
+    es = format_eps(eps)
+    params = json.dumps({"surrogate": "fgsm", "labels": "predicted (unseen classes)"})
+    supports = {"clean": ep_clean.support_x, "adv": ep_adv.support_x}
+    if "adv40" in protocol.surrogate_supports and k_shot >= 5:
+        supports["adv40"] = mix_support(ep_clean.support_x, ep_adv.support_x, ep_clean.support_y, round(0.4 * k_shot))
+    for s_name in protocol.surrogate_supports:
+        if s_name not in supports:
+            continue
+        t0 = time.perf_counter()
+        fns = learner.adapted(supports[s_name], ep_clean.support_y, steps)
+        for q_name, qx in (("clean", ep_clean.query_x), ("adv", ep_adv.query_x)):
+            for step, fn in enumerate(fns):
+                with torch.no_grad():
+                    ok, ce = query_scores(fn(qx), ep_clean.query_y)
+                acc.add(("surrogate", s_name, q_name, "transfer" if q_name == "adv" or s_name != "clean" else "none",
+                         es, step), ok, ce, ep_clean.index, params, eps, seconds=time.perf_counter() - t0)
+                t0 = time.perf_counter()
+
+
+def evaluate(checkpoint: str | Path, protocol: EvalProtocol | None = None, progress: bool = True,
+             bank: Bank | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Evaluate a checkpoint under ``protocol``.
+
+    Args:
+        checkpoint: a checkpoint written by :func:`advmeta.train.train`.
+        protocol: the scenarios, attacks, ε and episode bank (default :class:`EvalProtocol`).
+        progress: print one line per chunk of episodes on stderr.
+        bank: optional precomputed source of (clean, surrogate-adversarial) episodes by bank
+            index and ε, used by the ``surrogate`` scenario instead of computing the surrogate
+            FGSM here (see :data:`advmeta.protocol.Bank`).
+
+    Returns:
+        ``(rows, episode_rows)``: dicts with the columns of ``advmeta.results.SUMMARY_COLUMNS``
+        (plus ``hp_*``) and ``EPISODE_COLUMNS``.
+    """
+    from advmeta.data import EpisodeSampler, EpisodeSpec
+
+    protocol = protocol or EvalProtocol()
+    device = resolve_device(protocol.device)
+    learner, cfg, state, ds = load_learner(checkpoint, device)
+    n_way, k_shot = protocol.n_way or cfg.n_way, protocol.k_shot or cfg.k_shot
+    q_query = protocol.q_query or cfg.q_query
+    seed = cfg.seed if protocol.seed is None else protocol.seed
+    sampler = EpisodeSampler(ds, protocol.split, EpisodeSpec(n_way=n_way, k_shot=k_shot, q_query=q_query), seed=seed)
+    steps = learner.test_steps if protocol.finetune_steps is None else protocol.finetune_steps
+    if not learner.maml_family:
+        steps = 0
+    surrogate = None
+    if "surrogate" in protocol.scenarios and bank is None:
+        surrogate = make_surrogate(cfg, ds, device, progress)
+    acc = _Acc()
+    t_start = time.perf_counter()
+    for start in range(0, protocol.n_episodes, protocol.chunk):
+        idx = list(range(start, min(protocol.n_episodes, start + protocol.chunk)))
+        ep = sampler.sample(idx, device=device)
+        t0 = time.perf_counter()
+        fns = learner.adapted(ep.support_x, ep.support_y, steps)
+        adapt_s = time.perf_counter() - t0
+        for step, fn in enumerate(fns):
+            with torch.no_grad():
+                clean = query_scores(fn(ep.query_x), ep.query_y)
+            if "finetune" in protocol.scenarios:
+                acc.add(("finetune", "clean", "clean", "none", "0/255", step), *clean, ep.index, "{}", 0.0,
+                        seconds=adapt_s / len(fns))
+            last = step == len(fns) - 1
+            if "whitebox" in protocol.scenarios and (last or protocol.attack_every_step):
+                if last:
+                    acc.add(("whitebox", "clean", "clean", "none", "0/255", step), *clean, ep.index, "{}", 0.0)
+                _whitebox(learner, fn, ep, step, protocol, seed, acc, clean)
+        if "surrogate" in protocol.scenarios:
+            for eps in protocol.surrogate_eps:
+                e = parse_eps(eps)
+                if bank is not None:
+                    ep_c, ep_a = bank(idx, e)
+                    ep_c, ep_a = ep_c.to(device), ep_a.to(device)
+                else:
+                    ep_c, ep_a = ep, surrogate.attack_episodes(ep, e, protocol.split)
+                _surrogate(learner, ep_c, ep_a, e, steps, k_shot, protocol, acc)
+        if progress:
+            sys.stderr.write(f"\reval {cfg.method}: {idx[-1] + 1}/{protocol.n_episodes} episodes "
+                             f"({time.perf_counter() - t_start:.0f} s)   ")
+            sys.stderr.flush()
+    if progress:
+        sys.stderr.write("\n")
+    return _rows(acc, learner, cfg, state, protocol, device, (n_way, k_shot, q_query), seed)
+
+
+def _rows(acc: _Acc, learner: Learner, cfg: TrainConfig, state: dict[str, Any], protocol: EvalProtocol,
+          device: torch.device, shape: tuple[int, int, int], seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from advmeta.learners import config_dict
+
+    v = versions()
+    hp = config_dict(learner.cfg)
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    base = {
+        "sweep": protocol.sweep, "trial_id": protocol.trial_id, "status": "ok", "error": "",
+        "method": cfg.method, **hparam_columns(hp), "dataset": cfg.dataset, "split": protocol.split,
+        "image_size": int(learner_image_size(state)), "n_way": shape[0], "k_shot": shape[1], "q_query": shape[2],
+        "seed": seed, "bn_mode": cfg.bn_mode, "first_order": learner.first_order,
+        "train_iterations": int(state["iteration"]), "train_eps": learner.train_eps,
+        "train_eps_str": format_eps(learner.train_eps), "train_seconds": float(state.get("train_seconds", np.nan)),
+        "advmeta_version": v["advmeta"], "torch_version": v["torch"], "ray_version": v["ray"],
+        "python_version": v["python"], "device": str(device), "created_at": now,
+    }
+    rows, eps_rows = [], []
+    for key in acc.acc:
+        scenario, support, query, attack, eps_str, step = key
+        params, eps = acc.meta[key]
+        mean, ci = mean_ci95(acc.acc[key])
+        rows.append({**base, "scenario": scenario, "support": support, "query": query, "attack": attack,
+                     "attack_params": params, "eps": eps, "eps_str": eps_str, "finetune_step": step,
+                     "n_episodes": len(acc.acc[key]), "acc": mean, "acc_ci95": ci,
+                     "loss": float(np.mean(acc.loss[key])), "eval_seconds": acc.seconds[key]})
+        for i, a, l, r in zip(acc.idx[key], acc.acc[key], acc.loss[key], acc.lar[key]):
+            eps_rows.append({"sweep": protocol.sweep, "trial_id": protocol.trial_id, "method": cfg.method,
+                             "dataset": cfg.dataset, "split": protocol.split, "seed": seed, "scenario": scenario,
+                             "support": support, "query": query, "attack": attack, "eps_str": eps_str,
+                             "finetune_step": step, "episode_index": i, "acc": a, "loss": l, "l_ar": r})
+    return rows, eps_rows
+
+
+def learner_image_size(state: dict[str, Any]) -> int:
+    """Image side recorded in a checkpoint."""
+    return int(state["image_shape"][1])
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table of summary rows (scenario, support/query, attack, ε, step, acc ± CI)."""
+    lines = []
+    for r in rows:
+        lines.append(f"{r['method']:<12} {r['scenario']:<9} {r['support']:>5}/{r['query']:<5} {r['attack']:<8} "
+                     f"{r['eps_str']:>8} step {r['finetune_step']:>2}: {r['acc']:6.2f} ± {r['acc_ci95']:.2f}%"
+                     f"  loss {r['loss']:.3f}")
+    return "\n".join(lines)

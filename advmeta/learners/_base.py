@@ -1,0 +1,140 @@
+"""The learner protocol shared by every meta-learner.
+
+A learner owns its hyper-parameters (``Config``), the network it trains, and three operations:
+``meta_loss`` (the training objective of a meta-batch), ``update`` (one meta-update with the
+optimisers of :meth:`optimizers`) and ``adapted`` (meta-test: one logits function per fine-tune
+step, which the evaluator attacks and scores).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from advmeta.errors import NonFiniteLossError
+from advmeta.learners._attack import ModelFn
+
+# A surrogate attack: (images (T, B, C, H, W), split-level labels (T, B) or None, ε) -> images.
+SurrogateFn = Callable[[Tensor, Tensor | None, float], Tensor]
+
+
+class Learner:
+    """Base class of the meta-learners.
+
+    Args:
+        config: the learner's ``Config`` instance (its hyper-parameters).
+        net: the network (built by the trainer from the backbone and :meth:`wrap_model`).
+        vectorize: run the tasks of a meta-batch with ``torch.func.vmap`` instead of a loop.
+        surrogate: the fixed surrogate's FGSM, for learners that train on surrogate images.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type]
+    maml_family: ClassVar[bool] = False
+    needs_surrogate: ClassVar[bool] = False
+    # The meta-loss is the mean over tasks of independent per-task losses, so the loop path may
+    # back-propagate task by task (less memory, PERFORMANCE.md); False where tasks interact (TAFL).
+    task_separable: ClassVar[bool] = True
+    default_backbone: ClassVar[str] = "conv4"
+
+    def __init__(self, config: Any, net: nn.Module, *, vectorize: bool = False,
+                 surrogate: SurrogateFn | None = None) -> None:
+        self.cfg = config
+        self.net = net
+        self.vectorize = vectorize
+        self.surrogate = surrogate
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def model_kwargs(cls, config: Any) -> dict[str, Any]:
+        """Extra keyword arguments of ``build_model`` that the hyper-parameters set (e.g. FCE)."""
+        return {}
+
+    @classmethod
+    def wrap_model(cls, config: Any, backbone: nn.Module) -> nn.Module:
+        """The trained network around the backbone (e.g. ProtoNet's learnable scale)."""
+        return backbone
+
+    def train_shots(self, k_shot: int, q_query: int, n_unlabeled: int) -> tuple[int, int, int]:
+        """Shots, queries and unlabeled images per class of a training episode."""
+        return k_shot, q_query, n_unlabeled
+
+    def optimizers(self, meta_lr: float) -> list[torch.optim.Optimizer]:
+        """The meta-optimisers (Adam on every parameter)."""
+        return [torch.optim.Adam(self.net.parameters(), lr=meta_lr)]
+
+    # -- facts recorded in result rows ----------------------------------------------------------
+    @property
+    def first_order(self) -> bool | None:
+        return getattr(self.cfg, "first_order", None)
+
+    @property
+    def train_eps(self) -> float:
+        from advmeta.eps import parse_eps
+
+        return parse_eps(getattr(self.cfg, "train_eps", 0.0))
+
+    @property
+    def test_steps(self) -> int:
+        """Fine-tune steps at meta-test (0 for learners without fine-tuning)."""
+        return int(getattr(self.cfg, "test_inner_steps", 0))
+
+    # -- training -------------------------------------------------------------------------------
+    def meta_loss(self, episodes: Any, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        """The meta-training loss of a batch of episodes and statistics to log."""
+        raise NotImplementedError
+
+    def update(self, optimizers: list[torch.optim.Optimizer], episodes: Any,
+               generator: torch.Generator | None = None) -> dict[str, float]:
+        """One meta-update; raises NonFiniteLossError instead of stepping on a NaN/inf loss.
+
+        On the loop path of a task-separable learner each task's loss is back-propagated as soon
+        as it is computed (the same gradient as one backward of the mean, less memory).
+        """
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        n = len(episodes)
+        if self.task_separable and not self.vectorize and n > 1:
+            total, per_task = 0.0, []
+            for t in range(n):
+                loss, stats = self.meta_loss(episodes.task(t), generator)
+                check_finite(loss)
+                (loss / n).backward()
+                total += float(loss.detach()) / n
+                per_task.append(stats)
+            stats = {k: sum(s[k] for s in per_task) / n for k in per_task[0]}
+            loss_value = total
+        else:
+            loss, stats = self.meta_loss(episodes, generator)
+            check_finite(loss)
+            loss.backward()
+            loss_value = float(loss.detach())
+        for opt in optimizers:
+            opt.step()
+        return {"loss": loss_value, **stats}
+
+    # -- meta-test ------------------------------------------------------------------------------
+    def adapted(self, support_x: Tensor, support_y: Tensor, steps: int) -> list[ModelFn]:
+        """Logits functions of the query after 0..``steps`` fine-tune steps on the support.
+
+        Shape:
+            support_x: (T, N*K, C, H, W); support_y: (T, N*K); each returned function maps
+            (T, B, C, H, W) → (T, B, N). Learners without fine-tuning return one function.
+        """
+        raise NotImplementedError
+
+
+def check_finite(loss: Tensor) -> None:
+    """Raise :class:`NonFiniteLossError` when ``loss`` is NaN or infinite."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise NonFiniteLossError(f"non-finite meta-training loss ({value}); lower the learning rates or ε")
+
+
+def accuracy(logits: Tensor, y: Tensor) -> float:
+    """Accuracy in % over all queries."""
+    return float((logits.argmax(-1) == y).float().mean() * 100)

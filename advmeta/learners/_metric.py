@@ -1,0 +1,39 @@
+"""Shared machinery of the metric learners (ProtoNet, Matching and Relation Networks).
+
+Their networks map a whole episode, ``net(support_x, support_y, query_x) -> (Q, N)`` logits, so
+an attack on the query goes through the whole episode (the prototypes or attention are
+recomputed from the clean support at every attack step). There is no fine-tuning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from advmeta.learners._attack import ModelFn
+from advmeta.learners._base import Learner, accuracy
+from advmeta.learners._tasks import ce
+
+
+class MetricBase(Learner):
+    """A learner classifying the query from the support in one forward pass."""
+
+    def episode_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        """Per-task logits. Shape: (T, S, C, H, W), (T, S), (T, B, C, H, W) → (T, B, N)."""
+        n_way = int(support_y.max()) + 1
+        return torch.stack([self.net(support_x[t], support_y[t], query_x[t], n_way)
+                            for t in range(support_x.shape[0])])
+
+    def task_loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The training loss of the query logits (cross-entropy)."""
+        return ce(logits, y)
+
+    def meta_loss(self, episodes: Any, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        out = self.episode_logits(episodes.support_x, episodes.support_y, episodes.query_x)
+        return self.task_loss(out, episodes.query_y), {"acc": accuracy(out, episodes.query_y)}
+
+    def adapted(self, support_x: Tensor, support_y: Tensor, steps: int) -> list[ModelFn]:
+        sx, sy = support_x.detach(), support_y
+        return [lambda x: self.episode_logits(sx, sy, x)]

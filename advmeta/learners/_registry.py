@@ -1,0 +1,83 @@
+"""The learner registry and the helper that declares documented hyper-parameters.
+
+Every learner is a class registered with :func:`register_learner`; the registry discovers the
+modules of :mod:`advmeta.learners`, so adding a learner is a one-file change. A learner's
+hyper-parameters are a frozen dataclass ``Learner.Config`` whose fields are declared with
+:func:`hp`: each carries its documentation (and, optionally, a search range) in
+``field.metadata``, so ``dataclasses.fields(cls.Config)`` is all a CLI needs to build help texts
+and search spaces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from advmeta.registry import Registry
+
+LEARNERS: Registry[type] = Registry("learner", "advmeta.learners")
+
+C = TypeVar("C", bound=type)
+
+
+def register_learner(name: str) -> Callable[[C], C]:
+    """Class decorator registering a learner under ``name`` and setting ``cls.name``."""
+
+    def deco(cls: C) -> C:
+        cls.name = name  # type: ignore[attr-defined]
+        return LEARNERS.register(name)(cls)
+
+    return deco
+
+
+def hp(
+    default: Any,
+    doc: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    log: bool = False,
+    choices: Sequence[Any] | None = None,
+) -> Any:
+    """A documented hyper-parameter field.
+
+    Args:
+        default: the default value ([choice] defaults of METHODS.md are marked so in ``doc``).
+        doc: one-line meaning of the field (shown by the CLI, copied into the class docstring).
+        low: lower end of the natural search range (numbers only).
+        high: upper end of the natural search range.
+        log: whether the range is searched on a log scale.
+        choices: the closed set of allowed values (strings, booleans).
+
+    Returns:
+        A ``dataclasses.field`` whose ``metadata`` holds ``doc``, ``low``, ``high``, ``log``, ``choices``.
+    """
+    meta = {"doc": doc, "low": low, "high": high, "log": log,
+            "choices": tuple(choices) if choices is not None else None}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def hparams(cls: C) -> C:
+    """Make ``cls`` a frozen dataclass and append an ``Attributes`` section built from the fields."""
+    cls = dataclasses.dataclass(frozen=True)(cls)
+    lines = [(cls.__doc__ or "").rstrip(), "", "Attributes:"]
+    for f in dataclasses.fields(cls):
+        lines.append(f"    {f.name} (default {f.default!r}): {f.metadata.get('doc', '')}")
+    cls.__doc__ = "\n".join(lines)
+    return cls
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """A learner config as a plain dict (the ``hparams`` of result rows and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def get_learner(name: str) -> type:
+    """The learner class registered as ``name`` (a ConfigError listing known names otherwise)."""
+    return LEARNERS.get(name)
+
+
+def learner_names() -> list[str]:
+    """Sorted names of every registered learner."""
+    return LEARNERS.names()

@@ -1,0 +1,56 @@
+"""AQ — Adversarial Querying on MAML (METHODS.md §5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from advmeta.learners._attack import AttackSpec
+from advmeta.learners._base import accuracy
+from advmeta.learners._maml import MAMLBase, MAMLConfig
+from advmeta.learners._registry import hp, hparams, register_learner
+from advmeta.learners._tasks import Params, ce
+
+
+@hparams
+class AQConfig(MAMLConfig):
+    """AQ-MAML's hyper-parameters: MAML's plus the training attack on the query."""
+
+    first_order: bool = hp(True, "drop second derivatives; AQ's public code is first order", choices=(False, True))
+    train_attack: str = hp("pgd", "training attack on the query at the adapted weights")
+    train_eps: str = hp("8/255", "ε of the training attack (AQ: 8/255; 16/255 on Omniglot)")
+    train_attack_steps: int = hp(1, "steps of the training attack (AQ-MAML: 1)", low=1, high=10)
+    train_step_size: str = hp("8/255", "step size of the training attack (AQ-MAML: ε)")
+    train_random_start: bool = hp(True, "random start of the training attack", choices=(False, True))
+
+
+def train_attack_spec(cfg: Any) -> AttackSpec:
+    """The training attack a config describes."""
+    return AttackSpec(cfg.train_attack, cfg.train_eps, {
+        "steps": cfg.train_attack_steps, "step_size": cfg.train_step_size, "random_start": cfg.train_random_start})
+
+
+@register_learner("aq")
+class AQ(MAMLBase):
+    """MAML whose meta-loss is CE on the query attacked at the adapted weights θ′.
+
+    The support stays clean. The query is attacked once, at the inner step whose loss is used
+    (the public AQ code attacks at every inner step and discards all but the last).
+
+    References:
+        Goldblum, Fowl & Goldstein, "Adversarially Robust Few-Shot Learning: A Meta-Learning
+        Approach", NeurIPS 2020.
+    """
+
+    Config = AQConfig
+
+    def adversarial_query(self, fast: Params, episodes: Any, generator: torch.Generator | None) -> Tensor:
+        """The query attacked at the (detached) adapted weights."""
+        return self.attack(train_attack_spec(self.cfg), fast, episodes.query_x, episodes.query_y, generator)
+
+    def outer_loss(self, fast: Params, episodes: Any, generator: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
+        x_adv = self.adversarial_query(fast, episodes, generator)
+        out = self.logits(fast, x_adv)
+        return ce(out, episodes.query_y), {"acc_adv": accuracy(out, episodes.query_y)}

@@ -1,0 +1,95 @@
+"""The evaluation protocol: which scenarios, attacks, budgets and episodes an evaluation runs.
+
+METHODS.md §10: a fixed bank of test episodes shared by every method (same seed → same
+episodes); clean accuracy and loss at every fine-tune step; white-box attacks on the query at
+the adapted weights with the per-query worst case over attacks; ADML's surrogate table
+(support {clean, 40 % adversarial, adversarial} × query {clean, adversarial}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from advmeta.eps import Eps
+from advmeta.errors import ConfigError
+
+SCENARIOS = ("finetune", "whitebox", "surrogate")
+
+# Test-time settings of each attack (METHODS.md §1, §5): PGD-20 of 2/255, MI-FGSM 10 steps,
+# C&W and APGD 100 iterations. Overridden per attack by EvalProtocol.attack_params.
+DEFAULT_ATTACK_PARAMS: dict[str, dict[str, Any]] = {
+    "pgd": {"steps": 20, "step_size": "2/255", "random_start": True},
+    "mifgsm": {"steps": 10},
+    "cw-linf": {"steps": 100, "step_size": "2/255"},
+    "cw-l2": {"steps": 100},
+    "apgd-ce": {"steps": 100},
+    "apgd-dlr": {"steps": 100},
+    "fgsm": {},
+    "fgsm-rs": {},
+}
+
+# bank(indices, eps) -> (clean episodes, their surrogate-FGSM version at eps): a precomputed
+# source of ADML-protocol episodes (the Ray layer builds one in parallel); None = compute here.
+Bank = Callable[[Sequence[int], float], tuple[Any, Any]]
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """Settings of one evaluation of a checkpoint.
+
+    Attributes:
+        split: class split of the test episodes (``test`` or ``val``).
+        n_episodes: size of the episode bank (paper budgets: 600 ADML-style, 1000 otherwise).
+        n_way, k_shot, q_query: episode shape (None: as trained).
+        seed: seed of the episode bank (None: the training seed); same seed → same episodes.
+        finetune_steps: fine-tune steps at meta-test (None: the learner's ``test_inner_steps``).
+        scenarios: any of ``finetune`` (clean, every step), ``whitebox``, ``surrogate``.
+        attacks: white-box attacks on the query at the adapted weights.
+        eps: ε of the white-box attacks (``"8/255"``).
+        attack_params: per-attack settings overriding :data:`DEFAULT_ATTACK_PARAMS`.
+        worst: add the per-query worst case over the attacks (``attack="worst"``).
+        attack_every_step: attack at every fine-tune step (AQ's protocol), not only the last.
+        surrogate_eps: ε of ADML's surrogate FGSM (``2/255`` and ``0.2/255`` in the paper).
+        surrogate_supports: support rows of ADML's table; ``adv40`` is used only when K ≥ 5.
+        l_ar_delta: δ of the per-episode L_AR recorded with every white-box attack.
+        chunk: episodes evaluated (and attacked) at once.
+        device: ``auto``, ``cpu``, ``cuda``.
+        sweep, trial_id: identifiers copied into the rows.
+    """
+
+    split: str = "test"
+    n_episodes: int = 600
+    n_way: int | None = None
+    k_shot: int | None = None
+    q_query: int | None = None
+    seed: int | None = None
+    finetune_steps: int | None = None
+    scenarios: tuple[str, ...] = ("finetune", "whitebox")
+    attacks: tuple[str, ...] = ("pgd",)
+    eps: tuple[Eps, ...] = ("8/255",)
+    attack_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    worst: bool = True
+    attack_every_step: bool = False
+    surrogate_eps: tuple[Eps, ...] = ("2/255", "0.2/255")
+    surrogate_supports: tuple[str, ...] = ("clean", "adv40", "adv")
+    l_ar_delta: float = 1e-3
+    chunk: int = 50
+    device: str = "auto"
+    sweep: str = ""
+    trial_id: str = ""
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.scenarios if s not in SCENARIOS]
+        if bad:
+            raise ConfigError(f"unknown scenario(s) {bad}; known: {', '.join(SCENARIOS)}")
+        if self.n_episodes < 1 or self.chunk < 1:
+            raise ConfigError("n_episodes and chunk must be >= 1")
+        bad = [s for s in self.surrogate_supports if s not in ("clean", "adv40", "adv")]
+        if bad:
+            raise ConfigError(f"unknown surrogate support(s) {bad}; known: clean, adv40, adv")
+
+    def params_of(self, attack: str) -> dict[str, Any]:
+        """Settings of ``attack``: the defaults updated with this protocol's overrides."""
+        return {**DEFAULT_ATTACK_PARAMS.get(attack, {}), **dict(self.attack_params.get(attack, {}))}

@@ -1,0 +1,174 @@
+"""The fixed surrogate classifier whose FGSM images ADML and MAML-AD train on (METHODS.md §4).
+
+ADML's adversarial images come from a pretrained network that never changes (the paper: VGG16
+pretrained on the dataset). Ours: a classifier trained on the meta-training classes, cached on
+disk keyed by (dataset, image size, arch, width, steps, seed) and reused by every method and
+every evaluation. :meth:`Surrogate.attack_episodes` turns a batch of episodes into their
+surrogate-adversarial version; the Ray layer calls it in parallel to precompute banks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advmeta import checkpoint as ckpt_io
+
+
+@dataclass(frozen=True)
+class SurrogateConfig:
+    """Training settings of the surrogate.
+
+    Attributes:
+        arch: registered model name (a classifier with ``n_classes``).
+        width: conv filters.
+        steps: Adam steps of training.
+        batch_size: images per step.
+        lr: Adam learning rate.
+        seed: seed of the initialisation and the minibatches.
+    """
+
+    arch: str = "conv4"
+    width: int = 64
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/advmeta/surrogates`` (or ``~/.cache/advmeta/surrogates``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "advmeta" / "surrogates"
+
+
+def cache_path(ds: Any, cfg: SurrogateConfig, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the surrogate of ``ds`` with ``cfg`` is cached."""
+    _, h, _ = ds.image_shape
+    name = f"{ds.name}-{h}px-{cfg.arch}-w{cfg.width}-s{cfg.steps}-b{cfg.batch_size}-seed{cfg.seed}.pt"
+    return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / name
+
+
+class Surrogate:
+    """A trained classifier over the meta-training classes, used only to craft FGSM images.
+
+    Args:
+        net: the classifier (kept in ``eval()`` mode: running batch-norm statistics).
+        split: the split whose classes it was trained on (``train``).
+    """
+
+    def __init__(self, net: nn.Module, split: str = "train") -> None:
+        self.net = net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.split = split
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits over the training classes. Shape: (..., C, H, W) → (..., n_classes)."""
+        flat = x.reshape(-1, *x.shape[-3:])
+        out = self.net(flat)
+        return out.view(*x.shape[:-3], out.shape[-1])
+
+    def __call__(self, x: Tensor, labels: Tensor | None, eps: float) -> Tensor:
+        """FGSM of ``x`` on the surrogate at ``eps``.
+
+        Args:
+            x: images (..., C, H, W) in [0, 1].
+            labels: split-level class ids of the surrogate's classes (...), or None for images
+                of classes it never saw: then its own prediction is the label [choice: FGSM
+                needs a label, and test classes are not among the surrogate's outputs].
+            eps: ε on the [0, 1] scale.
+
+        Returns:
+            Detached adversarial images, same shape.
+        """
+        from advmeta.attacks import get_attack
+
+        if eps == 0:
+            return x.detach()
+        x = x.detach().to(next(self.net.parameters()).dtype)
+        if labels is None:
+            with torch.no_grad():
+                labels = self.logits(x).argmax(-1)
+        return get_attack("fgsm")(self.logits, x, labels, eps=eps).detach()
+
+    def attack_episodes(self, episodes: Any, eps: float, split: str) -> Any:
+        """The episodes with support and query replaced by their surrogate FGSM at ``eps``.
+
+        Labels are the true classes when ``split`` is the surrogate's own split, else its
+        predictions. Shape: as the input :class:`~advmeta.data.Episodes`.
+        """
+        known = split == self.split
+        out = {}
+        for name in ("support", "query"):
+            x, y = getattr(episodes, f"{name}_x"), getattr(episodes, f"{name}_y")
+            labels = torch.gather(episodes.classes.to(y.device), 1, y) if known else None
+            out[f"{name}_x"] = self(x, labels, eps).to(x.dtype)
+        return dataclasses.replace(episodes, **out)
+
+
+def _training_images(ds: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
+    sp = ds.split(split)
+    xs, ys = [], []
+    for c in range(sp.num_classes):
+        n = sp.num_images(c)
+        xs.append(sp.images(c, np.arange(n)))
+        ys.append(np.full(n, c, dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def train_surrogate(ds: Any, cfg: SurrogateConfig, device: torch.device, progress: bool = False) -> nn.Module:
+    """Train the surrogate classifier on every image of the meta-training classes."""
+    from advmeta.models import build_model
+
+    x, y = _training_images(ds, "train")
+    c, h, _ = ds.image_shape
+    torch.manual_seed(cfg.seed)
+    net = build_model(cfg.arch, in_channels=c, n_classes=int(y.max()) + 1, width=cfg.width, image_size=h,
+                      bn_mode="running").to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    rng = np.random.default_rng(cfg.seed)
+    net.train()
+    for step in range(cfg.steps):
+        idx = rng.integers(0, len(y), cfg.batch_size)
+        xb = torch.from_numpy(x[idx]).to(device, torch.float32) / 255.0
+        loss = F.cross_entropy(net(xb), torch.from_numpy(y[idx]).to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress and (step + 1) % 50 == 0:
+            sys.stderr.write(f"\rsurrogate {step + 1}/{cfg.steps} loss {float(loss.detach()):.3f}   ")
+    if progress:
+        sys.stderr.write("\n")
+    return net.eval()
+
+
+def get_surrogate(ds: Any, cfg: SurrogateConfig | None = None, device: torch.device | str = "cpu",
+                  cache_dir: str | os.PathLike[str] | None = None, progress: bool = False) -> Surrogate:
+    """The cached surrogate of ``ds`` (trained and cached on first use)."""
+    from advmeta.models import build_model
+
+    cfg = cfg or SurrogateConfig()
+    device = torch.device(device)
+    path = cache_path(ds, cfg, cache_dir)
+    c, h, _ = ds.image_shape
+    if path.exists():
+        state = ckpt_io.load(path, map_location=device)
+        net = build_model(cfg.arch, in_channels=c, n_classes=state["n_classes"], width=cfg.width, image_size=h,
+                          bn_mode="running").to(device)
+        net.load_state_dict(state["model"])
+        return Surrogate(net)
+    net = train_surrogate(ds, cfg, device, progress)
+    n_classes = net.head.out_features if hasattr(net, "head") else None
+    ckpt_io.save_atomic({"format": ckpt_io.FORMAT, "config": dataclasses.asdict(cfg), "n_classes": n_classes,
+                         "dataset": ds.name, "image_shape": tuple(ds.image_shape), "model": net.state_dict()}, path)
+    return Surrogate(net)

@@ -1,0 +1,94 @@
+"""Evaluation: the result schema, the fixed episode bank, the worst case, L_AR and the bank hook."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from advmeta.evaluate import evaluate, mix_support
+from advmeta.protocol import EvalProtocol
+from advmeta.results import SUMMARY_COLUMNS, to_frame
+from advmeta.train import TrainConfig, train
+
+FAST = dict(n_episodes=6, chunk=3, q_query=2, finetune_steps=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("eval")
+    cfg = TrainConfig(method="maml", hparams={"inner_lr": 0.4, "inner_steps": 1, "test_inner_steps": 1},
+                      dataset="glyphs", n_way=3, q_query=2, meta_batch=2, width=8, iterations=2, val_episodes=2,
+                      device="cpu", cache_dir=str(out / "cache"), surrogate_steps=3)
+    return train(cfg, out / "run", progress=False)[0]
+
+
+def test_rows_fill_the_schema(ckpt: Path) -> None:
+    rows, eps_rows = evaluate(ckpt, EvalProtocol(attacks=("pgd", "fgsm"), eps=("8/255", "16/255"),
+                                                 attack_params={"pgd": {"steps": 3}}, **FAST), progress=False)
+    frame = to_frame(rows)
+    to_frame(eps_rows, "episodes")
+    filled = {"method", "hparams", "dataset", "split", "image_size", "n_way", "k_shot", "q_query", "n_episodes",
+              "seed", "bn_mode", "first_order", "train_iterations", "train_eps", "train_eps_str", "scenario",
+              "support", "query", "attack", "attack_params", "eps", "eps_str", "finetune_step", "acc", "acc_ci95",
+              "loss", "train_seconds", "eval_seconds", "advmeta_version", "torch_version", "python_version",
+              "device", "created_at", "status"}
+    assert filled <= {c.name for c in SUMMARY_COLUMNS}
+    assert not frame[sorted(filled)].isna().any().any()
+    assert "hp_inner_lr" in frame.columns
+    wb = frame[frame.scenario == "whitebox"]
+    assert set(wb.attack) == {"none", "pgd", "fgsm", "worst"}
+    assert set(wb[wb.attack == "pgd"].eps_str) == {"8/255", "16/255"}
+    assert '"steps": 3' in wb[wb.attack == "pgd"].attack_params.iloc[0]
+    ft = frame[frame.scenario == "finetune"]
+    assert sorted(ft.finetune_step) == [0, 1] and (ft.n_episodes == 6).all()
+
+
+def test_worst_case_and_l_ar(ckpt: Path) -> None:
+    proto = EvalProtocol(attacks=("pgd", "fgsm"), eps=("32/255",), attack_params={"pgd": {"steps": 3}}, **FAST)
+    _, eps_rows = evaluate(ckpt, proto, progress=False)
+    ep = pd.DataFrame(eps_rows)
+    wb = ep[(ep.scenario == "whitebox") & (ep.attack != "none")].pivot(index="episode_index", columns="attack",
+                                                                       values="acc")
+    assert (wb["worst"] <= wb[["pgd", "fgsm"]].min(axis=1) + 1e-9).all()
+    lar = ep[(ep.scenario == "whitebox") & (ep.attack == "pgd")].l_ar
+    assert lar.notna().all() and (lar >= 1e-3 - 1e-12).all()
+
+
+def test_same_seed_same_episodes(ckpt: Path) -> None:
+    proto = EvalProtocol(scenarios=("finetune",), **FAST)
+    a, _ = evaluate(ckpt, proto, progress=False)
+    b, _ = evaluate(ckpt, dataclasses.replace(proto, chunk=4), progress=False)
+    c, _ = evaluate(ckpt, dataclasses.replace(proto, seed=123), progress=False)
+    assert [r["acc"] for r in a] == [r["acc"] for r in b]
+    assert [r["acc"] for r in a] != [r["acc"] for r in c]
+
+
+def test_bank_hook_supplies_the_surrogate_episodes(ckpt: Path) -> None:
+    calls = []
+
+    def bank(indices, eps):  # noqa: ANN001, ANN202
+        from advmeta.data import EpisodeSampler, EpisodeSpec, load_fewshot
+
+        calls.append((list(indices), eps))
+        ds = load_fewshot("glyphs")
+        ep = EpisodeSampler(ds, "test", EpisodeSpec(3, 1, 2), seed=0).sample(indices)
+        return ep, ep  # an "attack" that changes nothing
+
+    proto = EvalProtocol(scenarios=("surrogate",), surrogate_eps=("2/255",), **FAST)
+    rows, _ = evaluate(ckpt, proto, progress=False, bank=bank)
+    assert calls and calls[0] == ([0, 1, 2], 2 / 255)
+    acc = {(r["support"], r["query"], r["finetune_step"]): r["acc"] for r in rows}
+    assert acc[("clean", "clean", 1)] == acc[("adv", "adv", 1)] == acc[("clean", "adv", 1)]
+
+
+def test_mix_support_replaces_40_percent_of_each_class() -> None:
+    y = torch.arange(3).repeat_interleave(5)[None]
+    clean, adv = torch.zeros(1, 15, 1, 2, 2), torch.ones(1, 15, 1, 2, 2)
+    mixed = mix_support(clean, adv, y, 2)
+    per_class = mixed[0, :, 0, 0, 0].view(3, 5)
+    assert per_class.sum(1).tolist() == [2.0, 2.0, 2.0]
+    assert per_class[:, -2:].eq(1).all()
