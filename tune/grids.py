@@ -86,6 +86,13 @@ def _fields(method: str) -> dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(config_class(method))}
 
 
+def with_dataset_defaults(method: str, dataset: str | None, hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """``hparams`` over the method's per-dataset defaults (e.g. α = 0.4 on Omniglot, METHODS §2)."""
+    from advmeta.learners._defaults import dataset_defaults
+
+    return dataset_defaults(config_class(method), dataset) | dict(hparams)
+
+
 def _train_settings(budget: Budget, family: str, axes: Mapping[str, Any], seed: int,
                     extra: Mapping[str, Any]) -> dict[str, Any]:
     """Training settings of a trial: the table's axes over the budget's numbers."""
@@ -203,7 +210,9 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
                     if ax.get("dataset") in (None, "auto"):
                         ax["dataset"] = dataset
                     train = _train_settings(budget, family, ax, seed, dict(table.get("train", {})))
-                    spec = TrialSpec(sweep or name, family, method, hp, train, tuple(evals), budget.name, (tname,))
+                    trial_hp = with_dataset_defaults(method, train.get("dataset"), hp)
+                    spec = TrialSpec(sweep or name, family, method, trial_hp, train, tuple(evals), budget.name,
+                                     (tname,))
                     key = spec.with_evals(()).trial_id
                     if key in merged:
                         prev = merged[key]

@@ -133,7 +133,7 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
     Raises:
         ConfigError: unknown search, ``samples`` < 1.
     """
-    from advmeta.tune.grids import _train_settings
+    from advmeta.tune.grids import _train_settings, with_dataset_defaults
 
     if samples < 1:
         raise ConfigError("--samples must be >= 1")
@@ -171,5 +171,6 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
     for hp, s in combos:
         axes = {"dataset": dataset, "n_way": n_way, "k_shot": k_shot} if family != "l2l" else {"dataset": dataset}
         train = _train_settings(budget, family, axes, s, {})
-        specs.append(TrialSpec(sweep, family, method, base | hp, train, evals, budget.name, ("tune",)))
+        trial_hp = with_dataset_defaults(method, train.get("dataset"), base | hp)
+        specs.append(TrialSpec(sweep, family, method, trial_hp, train, evals, budget.name, ("tune",)))
     return list(dict((sp.trial_id, sp) for sp in specs).values())

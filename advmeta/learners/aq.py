@@ -22,14 +22,15 @@ class AQConfig(MAMLConfig):
     train_attack: str = hp("pgd", "training attack on the query at the adapted weights")
     train_eps: str = hp("8/255", "ε of the training attack (AQ: 8/255; 16/255 on Omniglot)")
     train_attack_steps: int = hp(1, "steps of the training attack (AQ-MAML: 1)", low=1, high=10)
-    train_step_size: str = hp("8/255", "step size of the training attack (AQ-MAML: ε)")
+    train_step_size: str = hp("eps", "step size of the training attack; `eps`: equal to train_eps (AQ-MAML's one step of ε)")
     train_random_start: bool = hp(True, "random start of the training attack", choices=(False, True))
 
 
 def train_attack_spec(cfg: Any) -> AttackSpec:
     """The training attack a config describes."""
+    step_size = cfg.train_eps if cfg.train_step_size == "eps" else cfg.train_step_size
     return AttackSpec(cfg.train_attack, cfg.train_eps, {
-        "steps": cfg.train_attack_steps, "step_size": cfg.train_step_size, "random_start": cfg.train_random_start})
+        "steps": cfg.train_attack_steps, "step_size": step_size, "random_start": cfg.train_random_start})
 
 
 @register_learner("aq")
