@@ -214,6 +214,10 @@ class EpisodeBank:
         data = self._load(key)
         return {name: data[name][idx] for name in data}
 
+    def __call__(self, indices: Sequence[int], eps: Any) -> tuple[Any, Any]:
+        """The bank as a :data:`advmeta.protocol.Bank`: :func:`episodes_pair` of ``indices``."""
+        return episodes_pair(self, indices, eps)
+
 
 def find_bank(root: str, *, dataset: str, split: str, n_way: int, k_shot: int, q_query: int, seed: int,
               eps: Sequence[Any], n_episodes: int, surrogate: str) -> EpisodeBank | None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from advmeta import checkpoint as ckpt_io
-from advmeta.env import resolve_device, versions
+from advmeta.env import configure_allocator, resolve_device, versions
 from advmeta.eps import format_eps, parse_eps
 from advmeta.factory import build_learner
 from advmeta.learners import AttackSpec, Learner
@@ -154,6 +154,7 @@ def evaluate(checkpoint: str | Path, protocol: EvalProtocol | None = None, progr
     """
     from advmeta.data import EpisodeSampler, EpisodeSpec
 
+    configure_allocator()
     protocol = protocol or EvalProtocol()
     device = resolve_device(protocol.device)
     learner, cfg, state, ds = load_learner(checkpoint, device)

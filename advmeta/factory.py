@@ -42,7 +42,7 @@ def use_vmap(vectorize: str, device: torch.device) -> bool:
 
 
 def build_learner(cfg: Any, image_shape: tuple[int, int, int], device: torch.device,
-                  surrogate: Any = None) -> Learner:
+                  surrogate: Any = None, bank: Any = None) -> Learner:
     """The learner a :class:`~advmeta.train.TrainConfig` describes, its network on ``device``.
 
     The network is initialised from the global torch RNG (seed it first for reproducibility).
@@ -62,4 +62,4 @@ def build_learner(cfg: Any, image_shape: tuple[int, int, int], device: torch.dev
     if cls.maml_family:
         kwargs["n_classes"] = cfg.n_way
     net = cls.wrap_model(lcfg, build_model(backbone, **kwargs)).to(device)
-    return cls(lcfg, net, vectorize=vec, surrogate=surrogate)
+    return cls(lcfg, net, vectorize=vec, surrogate=surrogate, bank=bank)

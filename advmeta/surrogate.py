@@ -105,15 +105,35 @@ class Surrogate:
         """The episodes with support and query replaced by their surrogate FGSM at ``eps``.
 
         Labels are the true classes when ``split`` is the surrogate's own split, else its
-        predictions. Shape: as the input :class:`~advmeta.data.Episodes`.
+        predictions. Computed by :func:`attack_per_episode`, so the images do not depend on how
+        many episodes were attacked together. Shape: as the input :class:`~advmeta.data.Episodes`.
         """
-        known = split == self.split
-        out = {}
-        for name in ("support", "query"):
-            x, y = getattr(episodes, f"{name}_x"), getattr(episodes, f"{name}_y")
-            labels = torch.gather(episodes.classes.to(y.device), 1, y) if known else None
-            out[f"{name}_x"] = self(x, labels, eps).to(x.dtype)
-        return dataclasses.replace(episodes, **out)
+        return attack_per_episode(self, episodes, eps, known=split == self.split)
+
+
+def attack_per_episode(attack: Any, episodes: Any, eps: float, known: bool) -> Any:
+    """Episodes with support and query replaced by ``attack(x, labels, eps)``, one episode at a time.
+
+    Each call sees the support (or the query) of a single episode, shaped (1, N·K, C, H, W):
+    the batch size can change which convolution kernel runs and so the rounding of the
+    gradient's sign, and per-episode calls make a bank written in chunks of any size, an
+    evaluation and a trainer's meta-batch meet bit-identical adversarial images.
+
+    Args:
+        attack: a surrogate attack ``(images, split-level labels or None, eps) -> images``
+            (a :class:`Surrogate`, or a stand-in in tests).
+        episodes: the clean :class:`~advmeta.data.Episodes`.
+        eps: ε on the [0, 1] scale.
+        known: the episodes' classes are the surrogate's (labels = true classes), else None.
+    """
+    out = {}
+    for name in ("support", "query"):
+        x, y = getattr(episodes, f"{name}_x"), getattr(episodes, f"{name}_y")
+        labels = torch.gather(episodes.classes.to(y.device), 1, y) if known else None
+        parts = [attack(x[t:t + 1], None if labels is None else labels[t:t + 1], eps).to(x.dtype)
+                 for t in range(x.shape[0])]
+        out[f"{name}_x"] = torch.cat(parts) if parts else x
+    return dataclasses.replace(episodes, **out)
 
 
 def _training_images(ds: Any, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -20,10 +20,15 @@ import numpy as np
 import torch
 
 from advmeta import checkpoint as ckpt_io
-from advmeta.env import resolve_device, set_threads
+from advmeta.env import configure_allocator, resolve_device, set_threads
 from advmeta.errors import ConfigError
 from advmeta.factory import build_learner, learner_config
 from advmeta.learners import config_dict, get_learner
+from advmeta.protocol import Bank
+from advmeta.train_bank import check_training_bank, training_bank_request
+
+__all__ = ["TrainConfig", "RUN_ONLY_FIELDS", "train", "training_bank_request", "check_training_bank", "validate",
+           "load_dataset", "make_surrogate"]
 from advmeta.results import mean_ci95
 
 Report = Callable[[dict[str, Any], "Path | None"], None]
@@ -98,6 +103,19 @@ class TrainConfig:
         out["hparams"] = dict(self.hparams)
         return out
 
+    def result_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the fields that do not change the result (:data:`RUN_ONLY_FIELDS`).
+
+        Resume compares this, so the same run continued on another device, with another data
+        path, cache or thread count (or the loop instead of vmap) is still the same run.
+        """
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY_FIELDS}
+
+
+# Where and how a run executes, not what it computes. ``vectorize``: the loop and vmap paths give
+# the same numbers up to float rounding (tests/test_train.py), as CPU and CUDA do.
+RUN_ONLY_FIELDS = frozenset({"device", "data_root", "cache_dir", "threads", "vectorize"})
+
 
 def load_dataset(cfg: TrainConfig) -> Any:
     """The few-shot dataset of a configuration."""
@@ -154,7 +172,7 @@ class _Progress:
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: bool = True,
-          report: Report | None = None) -> tuple[Path, dict[str, Any]]:
+          report: Report | None = None, bank: Bank | None = None) -> tuple[Path, dict[str, Any]]:
     """Meta-train ``cfg.method`` and write checkpoints to ``out_dir/checkpoint.pt``.
 
     Args:
@@ -164,6 +182,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
         progress: draw a progress bar on stderr.
         report: called as ``report(metrics, checkpoint_path_or_None)`` after every validation
             and checkpoint (the Ray layer forwards it to ``tune.report``).
+        bank: pre-attacked training episodes (:data:`advmeta.protocol.Bank`, e.g. an
+            :class:`advmeta.bank.EpisodeBank` made by ``advmeta episodes --split train`` with
+            the shape of :func:`training_bank_request`): ADML and MAML-AD read their surrogate
+            images from it instead of training the surrogate and attacking here (the same
+            images, so the same result); other learners ignore it.
 
     Returns:
         The final checkpoint's path and the metrics (``val_acc``, ``val_acc_ci95``,
@@ -171,9 +194,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
 
     Raises:
         NonFiniteLossError: a meta-training loss was NaN or infinite.
+        ConfigError: the bank does not hold this run's training episodes.
     """
     from advmeta.data import EpisodeSampler, EpisodeSpec
 
+    configure_allocator()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "checkpoint.pt"
@@ -182,9 +207,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     device = resolve_device(cfg.device)
     ds = load_dataset(cfg)
     cls_needs = get_learner(cfg.method).needs_surrogate
-    surrogate = make_surrogate(cfg, ds, device, progress) if cls_needs else None
+    bank = bank if cls_needs else None
+    if bank is not None:
+        check_training_bank(bank, cfg)
+    surrogate = make_surrogate(cfg, ds, device, progress) if cls_needs and bank is None else None
     torch.manual_seed(cfg.seed)
-    learner = build_learner(cfg, ds.image_shape, device, surrogate=surrogate)
+    learner = build_learner(cfg, ds.image_shape, device, surrogate=surrogate, bank=bank)
     optimizers = learner.optimizers(cfg.meta_lr)
     k, q, u = learner.train_shots(cfg.k_shot, cfg.q_query, 0)
     train_sampler = EpisodeSampler(ds, "train", EpisodeSpec(n_way=cfg.n_way, k_shot=k, q_query=q, n_unlabeled=u),
@@ -195,7 +223,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     metrics: dict[str, Any] = {}
     if resume and path.exists():
         state = ckpt_io.load(path, map_location=device)
-        if state["train_config"] != cfg.to_dict():
+        saved_cfg = {k: v for k, v in state["train_config"].items() if k not in RUN_ONLY_FIELDS}
+        if saved_cfg != cfg.result_dict():
             raise ConfigError(f"{path} was written by a different configuration; use another out_dir or resume=False")
         learner.net.load_state_dict(state["model"])
         for opt, s in zip(optimizers, state["optimizers"]):

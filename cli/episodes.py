@@ -11,7 +11,7 @@ def episodes(
     output: str = typer.Option(..., "--output", "-o", help="Bank folder (a path or pyarrow URI)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Few-shot dataset (default: first real one found, else glyphs)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder."),
-    split: str = typer.Option("test", "--split", help="train | val | test (train banks feed ADML/MAML-AD)."),
+    split: str = typer.Option("test", "--split", help="train | val | test (train banks feed ADML/MAML-AD: give their doubled shape, 2K shots and 2Q queries, and iterations × meta-batch episodes)."),
     n_way: int = typer.Option(5, "--n-way"),
     k_shot: int = typer.Option(1, "--k-shot"),
     q_query: int = typer.Option(15, "--q-query"),
@@ -30,7 +30,8 @@ def episodes(
     """Sample episodes by index and attack them once with the fixed surrogate (ADML's protocol).
 
     Every evaluation that reads the bank (``advmeta sweep --banks DIR``) meets the same
-    adversarial episodes, and the surrogate attack is not recomputed per method.
+    adversarial episodes, and the surrogate attack is not recomputed per method. A ``--split
+    train`` bank feeds ADML/MAML-AD training instead (the same images they would compute).
     """
     from advmeta.bank import BankSpec, surrogate_key
     from advmeta.errors import ConfigError, ResourceError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ def small(method: str, tmp_path: Path, **kw) -> TrainConfig:  # noqa: ANN003
     hp = {"inner_steps": 1, "test_inner_steps": 1} if method not in ("protonet", "aq-protonet", "matching",
                                                                       "relation") else {}
     hp.update(kw.pop("hparams", {}))
-    return TrainConfig(method=method, hparams=hp, cache_dir=str(tmp_path / "cache"), **{**SMALL, **kw})
+    return TrainConfig(method=method, hparams=hp, **{**SMALL, "cache_dir": str(tmp_path / "cache"), **kw})
 
 
 @pytest.mark.parametrize("method", learner_names())
@@ -61,6 +62,33 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
         train(small("maml", tmp_path, iterations=3, seed=1), tmp_path / "a", progress=False)
 
 
+def test_resume_ignores_run_only_fields(tmp_path: Path) -> None:
+    """Another device spelling, data path, cache, thread count or vectorize path is the same run."""
+    cfg = small("maml", tmp_path, iterations=4)
+    ref_path, _ = train(cfg, tmp_path / "ref", progress=False)
+    ref_state = torch.load(ref_path, weights_only=False)["model"]
+
+    def interrupt(metrics: dict, ckpt: Path | None) -> None:
+        if metrics["iteration"] == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(cfg, tmp_path / "a", progress=False, report=interrupt)
+    moved = small("maml", tmp_path, iterations=4, device="auto" if not torch.cuda.is_available() else "cpu",
+                  data_root=str(tmp_path / "elsewhere"), cache_dir=str(tmp_path / "cache2"), threads=1,
+                  vectorize="loop")
+    assert moved.result_dict() == cfg.result_dict()
+    # vmap gives the loop's numbers up to rounding (test below), so it resumes the same run too.
+    assert dataclasses.replace(moved, vectorize="vmap").result_dict() == cfg.result_dict()
+    assert dataclasses.replace(moved, seed=1).result_dict() != cfg.result_dict()
+    # data_root is where the data is, not what it is: point it at the same glyphs (built in).
+    path, metrics = train(moved, tmp_path / "a", progress=False)
+    assert metrics["iteration"] == 4
+    state = torch.load(path, weights_only=False)["model"]
+    for k in ref_state:
+        assert torch.equal(state[k], ref_state[k]), k
+
+
 def test_non_finite_loss_raises(tmp_path: Path) -> None:
     cfg = small("maml", tmp_path, iterations=3, hparams={"inner_lr": 1e30})
     with pytest.raises(NonFiniteLossError):
@@ -90,3 +118,52 @@ def test_vmap_path_with_manual_batch_norm_matches_the_loop() -> None:
         grads.append(torch.autograd.grad(loss, list(net.parameters())))
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-10), (a - b).abs().max()
+
+
+def write_training_bank(cfg: TrainConfig, path: Path, batch_size: int = 3) -> None:
+    """A bank of the run's training episodes, made in-process in chunks unlike the meta-batch."""
+    import numpy as np
+
+    from advmeta.bank import BankSpec, EpisodeMaker, write_bank
+    from advmeta.data import load_fewshot
+    from advmeta.train import training_bank_request
+
+    req = training_bank_request(cfg)
+    assert req is not None
+    shape = tuple(load_fewshot(cfg.dataset, image_size=cfg.image_size).image_shape)
+    spec = BankSpec(dataset=req["dataset"], split="train", n_way=req["n_way"], k_shot=req["k_shot"],
+                    q_query=req["q_query"], seed=req["seed"], n_episodes=req["n_episodes"], eps=tuple(req["eps"]),
+                    surrogate=req["surrogate"], image_shape=shape, image_size=req["image_size"])  # type: ignore[arg-type]
+    maker = EpisodeMaker(spec, None, req["surrogate_steps"], req["surrogate_arch"], "cpu")
+    n = spec.n_episodes
+    write_bank(str(path), spec, (maker({"id": np.arange(s, min(n, s + batch_size))}) for s in range(0, n, batch_size)))
+
+
+@pytest.fixture(scope="module")
+def surrogate_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One surrogate cache for the trainers and the bank makers of this module (trained once)."""
+    return tmp_path_factory.mktemp("xdg")
+
+
+@pytest.mark.parametrize("method", ["adml", "maml-ad"])
+def test_training_bank_gives_the_same_parameters(method: str, tmp_path: Path, surrogate_home: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADML / MAML-AD read their surrogate images from a bank: bit-identical to attacking in-process."""
+    from advmeta.bank import EpisodeBank
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(surrogate_home))
+    cfg = small(method, tmp_path, iterations=3, meta_batch=2, cache_dir=None, hparams={"train_eps": "8/255"})
+    ref_path, ref = train(cfg, tmp_path / "ref", progress=False)
+    write_training_bank(cfg, tmp_path / "bank")
+    bank = EpisodeBank(str(tmp_path / "bank"))
+    path, metrics = train(cfg, tmp_path / "banked", progress=False, bank=bank)
+    ref_state = torch.load(ref_path, weights_only=False)["model"]
+    state = torch.load(path, weights_only=False)["model"]
+    for k in ref_state:
+        assert torch.equal(ref_state[k], state[k]), k
+    assert metrics["val_acc"] == ref["val_acc"]
+    # A bank of another run (seed) is refused by its manifest, before any training.
+    with pytest.raises(ConfigError, match="seed"):
+        train(dataclasses.replace(cfg, seed=1), tmp_path / "other", progress=False, bank=bank)
+    with pytest.raises(ConfigError, match="n_episodes"):
+        train(dataclasses.replace(cfg, iterations=9), tmp_path / "longer", progress=False, bank=bank)

@@ -221,5 +221,45 @@ def test_ray_data_bank_matches_the_single_process_loop(ray_cluster: object, tmp_
         ref = sampler.sample([4, 1])
         assert torch.equal(clean.query_x, ref.query_x) and torch.equal(clean.classes, ref.classes)
         ref_adv = surrogate.attack_episodes(ref, float(eps.split("/")[0]) / 255, "test")
-        assert torch.allclose(adv.support_x, ref_adv.support_x, atol=1e-6)
+        assert torch.equal(adv.support_x, ref_adv.support_x)  # attacked per episode: exact
         assert (adv.query_x - clean.query_x).abs().max() <= float(eps.split("/")[0]) / 255 + 1e-6
+
+
+def test_ray_data_training_bank_feeds_adml(ray_cluster: object, tmp_path: Path) -> None:
+    """A ``train`` bank written by Ray Data (as ``advmeta episodes --split train``) is what the
+    sweep's ADML trials find, and training from it gives the parameters of attacking in-process."""
+    import torch
+
+    from advmeta.bank import BankSpec, EpisodeBank
+    from advmeta.train import TrainConfig, train, training_bank_request
+    from advmeta.tune.episodes import BankJob, generate
+    from advmeta.tune.families import RunContext
+    from advmeta.tune.family_meta import train_bank_source
+
+    cfg = TrainConfig(method="adml", hparams={"inner_steps": 1, "test_inner_steps": 1, "train_eps": "8/255"},
+                      dataset="glyphs", image_size=16, n_way=3, k_shot=1, q_query=2, meta_batch=2, iterations=3,
+                      width=8, val_every=3, val_episodes=2, checkpoint_every=3, device="cpu", surrogate_steps=5, seed=3)
+    req = training_bank_request(cfg)
+    assert req is not None and (req["k_shot"], req["q_query"], req["n_episodes"]) == (2, 4, 6)
+    spec = BankSpec(dataset="glyphs", split="train", n_way=3, k_shot=2, q_query=4, seed=3, n_episodes=6,
+                    eps=tuple(req["eps"]), surrogate=req["surrogate"], image_shape=(1, 16, 16), image_size=16)
+    generate(str(tmp_path / "banks" / "train"), BankJob(spec, None, surrogate_steps=5, batch_size=4, actors=2))
+    bank = train_bank_source(RunContext(sweep_dir="", banks={"test": str(tmp_path / "banks")}), cfg)
+    assert isinstance(bank, EpisodeBank) and bank.spec == spec
+    path, _ = train(cfg, tmp_path / "banked", progress=False, bank=bank)
+    ref_path, _ = train(cfg, tmp_path / "ref", progress=False)
+    state, ref = (torch.load(p, weights_only=False)["model"] for p in (path, ref_path))
+    for k in ref:
+        assert torch.equal(state[k], ref[k]), k
+
+
+@pytest.mark.slow
+def test_sweep_adml_trial_reads_its_training_bank(ray_cluster: object, tmp_path: Path) -> None:
+    """End to end: the sweep makes the smoke ``train`` bank with Ray Data and the ADML trial reads it."""
+    grid = {"tables": [{"name": "t", "methods": ["adml"], "k_shot": [1],
+                        "evals": [{"scenario": "whitebox", "attacks": ["fgsm"], "eps": ["2/255"]}]}]}
+    specs = expand("adml", grid, get_budget("smoke"), dataset="glyphs", seed=0)
+    out = run_sweep("adml", specs, str(tmp_path), SweepOptions(progress=False, device="cpu"))
+    assert out.done == 1, pd.read_parquet(tmp_path / "summary.parquet")["error"].tolist()
+    done = json.loads((tmp_path / "trials" / specs[0].trial_id / "DONE.json").read_text())
+    assert "/glyphs-train-" in done["metrics"]["episode_bank"]

@@ -114,3 +114,22 @@ def test_ledger_on_a_filesystem_uri(tmp_path: Path) -> None:
     summary, _ = ledger.merge([spec])
     assert ledger.is_done(spec.trial_id) and len(summary) == 1
     assert pd.read_parquet(tmp_path / "sweep" / "summary.parquet")["hp_gamma"].dtype == "float64"
+
+
+def test_sweeps_make_small_training_banks_for_adml_only() -> None:
+    """ADML / MAML-AD trials ask for a ``train`` bank of their doubled episodes; MAML does not;
+    a bank too large to store is left to the trials."""
+    from advmeta.tune.banks import TRAIN_BANK_MAX_BYTES, bank_bytes, requirements
+    from advmeta.tune.grids import expand
+
+    grid = {"tables": [{"name": "t", "methods": ["maml", "adml", "maml-ad"], "k_shot": [1],
+                        "evals": [{"scenario": "whitebox", "attacks": ["fgsm"], "eps": ["2/255"]}]}]}
+    budget = get_budget("smoke")
+    reqs = requirements(expand("t", grid, budget, dataset="glyphs", seed=0))
+    train_reqs = [r for r in reqs if r["split"] == "train"]
+    assert len(train_reqs) == 1  # ADML and MAML-AD share the episodes (same shape, seed, ε)
+    r = train_reqs[0]
+    assert (r["k_shot"], r["q_query"], r["eps"]) == (2, 2 * budget.q_query, ["2/255"])
+    assert r["n_episodes"] == budget.iterations * budget.meta_batch
+    assert bank_bytes(r, (1, 28, 28)) < TRAIN_BANK_MAX_BYTES
+    assert bank_bytes({**r, "n_episodes": 60000 * 32}, (1, 28, 28)) > TRAIN_BANK_MAX_BYTES

@@ -4,6 +4,10 @@ Every meta-learning trial with a ``surrogate`` evaluation (ADML's tables) needs 
 surrogate-attacked test episodes as every other trial of its episode shape. Instead of each
 trial attacking them again, the sweep makes one bank per distinct (dataset, image size, shape,
 seed, surrogate, ε) with :func:`advmeta.tune.episodes.make_bank_ray`, and the trials read it.
+
+ADML and MAML-AD trials likewise read their pre-attacked *training* episodes from a ``train``
+bank (:func:`advmeta.train.training_bank_request`), made when it is small enough to store
+(:data:`TRAIN_BANK_MAX_BYTES`); larger runs attack in the trial, with the same result.
 """
 
 from __future__ import annotations
@@ -17,13 +21,44 @@ from advmeta.bank import BankSpec, find_bank, surrogate_key
 from advmeta.tune.episodes import BankJob, generate
 from advmeta.tune.trial import TrialSpec
 
+# A training bank stores every (clean and attacked) image of iterations × meta_batch episodes:
+# at smoke and small quick budgets a few MB; at paper budgets terabytes, so those trials attack
+# their episodes themselves (the same images, computed per episode either way).
+TRAIN_BANK_MAX_BYTES = 256 * 2**20
+
+
+def _training_requirement(spec: TrialSpec) -> dict[str, Any] | None:
+    """The training bank an ADML / MAML-AD trial can read (None for other methods)."""
+    from advmeta.train import training_bank_request
+    from advmeta.tune.families import RunContext
+    from advmeta.tune.family_meta import train_config
+
+    req = training_bank_request(train_config(spec, RunContext(sweep_dir="")))
+    if req is None or req["surrogate_arch"] != "conv4":
+        return None
+    return {k: req[k] for k in ("dataset", "split", "n_way", "k_shot", "q_query", "seed", "image_size",
+                                "surrogate_steps", "eps", "n_episodes")}
+
+
+def bank_bytes(req: dict[str, Any], image_shape: Sequence[int]) -> int:
+    """Bytes of a bank's images (float32, clean and attacked, every ε)."""
+    c, h, w = image_shape
+    per_episode = req["n_way"] * (req["k_shot"] + req["q_query"]) * c * h * w * 4 * 2
+    return int(req["n_episodes"]) * per_episode * len(req["eps"])
+
 
 def requirements(specs: Sequence[TrialSpec]) -> list[dict[str, Any]]:
-    """The distinct banks the trials' surrogate evaluations read."""
+    """The distinct banks the trials' surrogate evaluations and surrogate training read."""
     needs: dict[str, dict[str, Any]] = {}
     for spec in specs:
         if spec.family != "meta":
             continue
+        train_req = _training_requirement(spec)
+        if train_req is not None:
+            key = json.dumps({k: v for k, v in train_req.items() if k not in ("eps", "n_episodes")}, sort_keys=True)
+            entry = needs.setdefault(key, {**train_req, "eps": [], "n_episodes": 0})
+            entry["eps"] += [e for e in train_req["eps"] if e not in entry["eps"]]
+            entry["n_episodes"] = max(entry["n_episodes"], int(train_req["n_episodes"]))
         t = dict(spec.train)
         for ev in spec.evals:
             if ev.get("scenario") != "surrogate":
@@ -54,11 +89,13 @@ def ensure_banks(specs: Sequence[TrialSpec], root: str, data_root: str | None, a
                      surrogate=skey) is not None:
             continue
         shape = tuple(load_fewshot(req["dataset"], data_root=data_root, image_size=req["image_size"]).image_shape)
+        if req["split"] == "train" and bank_bytes(req, shape) > TRAIN_BANK_MAX_BYTES:
+            continue  # too large to store: the trials attack their training episodes themselves
         spec = BankSpec(dataset=req["dataset"], split=req["split"], n_way=req["n_way"], k_shot=req["k_shot"],
                         q_query=req["q_query"], seed=req["seed"], n_episodes=req["n_episodes"], eps=tuple(req["eps"]),
                         attack="fgsm", surrogate=skey, image_shape=shape, image_size=req["image_size"])  # type: ignore[arg-type]
         name = hashlib.sha256(spec.to_json().encode()).hexdigest()[:10]
-        path = f"{root.rstrip('/')}/{req['dataset']}-{req['n_way']}w{req['k_shot']}s-{name}"
+        path = f"{root.rstrip('/')}/{req['dataset']}-{req['split']}-{req['n_way']}w{req['k_shot']}s-{name}"
         job = BankJob(spec, data_root, req["surrogate_steps"], "conv4", batch_size=8, actors=actors,
                       cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor)
         generate(path, job, overwrite=True)

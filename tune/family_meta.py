@@ -3,7 +3,8 @@
 A trial's evaluation protocols (grid ``evals``) become :class:`advmeta.protocol.EvalProtocol` s;
 protocols that differ only in what they measure are merged into one evaluation, so the test
 episodes are adapted to once. When an episode bank matching the trial exists (``ctx.banks``),
-the surrogate scenario reads its pre-attacked episodes instead of attacking again.
+the surrogate scenario reads its pre-attacked episodes instead of attacking again, and ADML /
+MAML-AD read their surrogate-attacked training episodes from a ``train`` bank.
 """
 
 from __future__ import annotations
@@ -101,6 +102,24 @@ def bank_source(ctx: RunContext, cfg: Any, protocol: Any) -> Any:
     return source
 
 
+def train_bank_source(ctx: RunContext, cfg: Any) -> Any:
+    """The training bank of an ADML / MAML-AD trial in ``ctx.banks`` (``train``, else ``test``), or ``None``.
+
+    The result is an :class:`advmeta.bank.EpisodeBank`: a ``Bank`` that :func:`advmeta.train.train`
+    reads the surrogate images of its training episodes from.
+    """
+    from advmeta.bank import find_bank
+    from advmeta.train import training_bank_request
+
+    req = training_bank_request(cfg)
+    root = ctx.banks.get("train") or ctx.banks.get("test")
+    if req is None or not root:
+        return None
+    return find_bank(root, dataset=req["dataset"], split="train", n_way=req["n_way"], k_shot=req["k_shot"],
+                     q_query=req["q_query"], seed=req["seed"], eps=req["eps"], n_episodes=req["n_episodes"],
+                     surrogate=req["surrogate"])
+
+
 def surrogate_key(cfg: Any) -> str:
     """Identity of the surrogate a training config uses (what a bank must have been made with)."""
     from advmeta.bank import surrogate_key as key
@@ -126,10 +145,12 @@ def run(spec: Any, ctx: RunContext, report: Report) -> tuple[list[dict[str, Any]
     from advmeta.train import train
 
     cfg = train_config(spec, ctx)
-    ckpt, metrics = train(cfg, Path(ctx.work_dir), resume=True, progress=ctx.progress, report=report)
+    train_bank = train_bank_source(ctx, cfg)
+    ckpt, metrics = train(cfg, Path(ctx.work_dir), resume=True, progress=ctx.progress, report=report,
+                          bank=train_bank)
     rows: list[dict[str, Any]] = []
     episode_rows: list[dict[str, Any]] = []
-    used: list[str] = []
+    used: list[str] = [train_bank.path] if train_bank is not None else []
     for protocol in protocols(spec, ctx):
         source = bank_source(ctx, cfg, protocol)
         if source is not None:

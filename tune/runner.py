@@ -42,9 +42,9 @@ class SweepOptions:
         mode: ``max`` or ``min``.
         progress: draw the progress line on stderr.
         banks: episode banks by purpose (``{"test": folder}``), forwarded to the families.
-        make_banks: make the test-episode banks the trials' surrogate evaluations need (with
-            Ray Data, once per episode shape) before the trials start; in ``banks["test"]``,
-            default ``<sweep>/banks``.
+        make_banks: make the episode banks the trials' surrogate evaluations (and, when
+            small, ADML / MAML-AD training) need with Ray Data, once per episode shape, before
+            the trials start; in ``banks["test"]``, default ``<sweep>/banks``.
         reuse_actors: let Tune reuse trial processes (saves the import cost per trial).
     """
 
@@ -209,7 +209,7 @@ def _make_banks(specs: Sequence[TrialSpec], root: str, opts: SweepOptions, resou
     if not requirements(specs):
         return
     if opts.progress:
-        print(f"episode banks: making the surrogate-attacked test episodes once, in {root}", file=sys.stderr)
+        print(f"episode banks: making the surrogate-attacked episodes once, in {root}", file=sys.stderr)
     gpus = 0.25 if resources.cluster_gpus > 0 and (opts.gpus_per_trial or 0) > 0 else 0.0
     ensure_banks(specs, root, opts.data_root, actors=max(1, int(resources.cluster_cpus)),
                  cpus_per_actor=0.5, gpus_per_actor=gpus)

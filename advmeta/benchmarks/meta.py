@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from advmeta.env import resolve_device, set_threads
+from advmeta.env import configure_allocator, resolve_device, set_threads
 from advmeta.learners import AttackSpec, get_learner
 from advmeta.models import build_model
 
@@ -130,6 +130,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
+    configure_allocator()
     device = resolve_device(args.device)
     threads = set_threads(args.threads)
     print(f"device {device}, {threads} threads, Conv4-64 1×28×28, {N_WAY}-way {K_SHOT}-shot, {Q_QUERY} queries/class, "

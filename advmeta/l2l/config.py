@@ -161,6 +161,11 @@ class L2LConfig:
         out["lr_milestones"] = list(self.lr_milestones)
         return out
 
+    def result_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the fields that do not change the result (device, data root):
+        resume compares this, so a run continues on another device or data path."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("device", "data_root")}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> L2LConfig:
         """Inverse of :meth:`to_dict`; unknown keys are a :class:`ConfigError`."""

@@ -94,7 +94,7 @@ def train_l2l(
 
     if resume and path.is_file():
         ck = load_checkpoint(path, device)
-        if ck.cfg.to_dict() != cfg.to_dict():
+        if ck.cfg.result_dict() != cfg.result_dict():
             warnings.warn(f"{path} holds another configuration; training from scratch and replacing it", stacklevel=2)
         else:
             raw = ck.raw

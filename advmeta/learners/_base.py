@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from advmeta.errors import NonFiniteLossError
 from advmeta.learners._attack import ModelFn
+from advmeta.protocol import Bank
 
 # A surrogate attack: (images (T, B, C, H, W), split-level labels (T, B) or None, ε) -> images.
 SurrogateFn = Callable[[Tensor, Tensor | None, float], Tensor]
@@ -30,6 +31,9 @@ class Learner:
         net: the network (built by the trainer from the backbone and :meth:`wrap_model`).
         vectorize: run the tasks of a meta-batch with ``torch.func.vmap`` instead of a loop.
         surrogate: the fixed surrogate's FGSM, for learners that train on surrogate images.
+        bank: precomputed (clean, surrogate-adversarial) training episodes by episode index
+            and ε (:data:`advmeta.protocol.Bank`); when set, those learners read their
+            adversarial images from it instead of calling ``surrogate``.
     """
 
     name: ClassVar[str] = ""
@@ -42,11 +46,12 @@ class Learner:
     default_backbone: ClassVar[str] = "conv4"
 
     def __init__(self, config: Any, net: nn.Module, *, vectorize: bool = False,
-                 surrogate: SurrogateFn | None = None) -> None:
+                 surrogate: SurrogateFn | None = None, bank: Bank | None = None) -> None:
         self.cfg = config
         self.net = net
         self.vectorize = vectorize
         self.surrogate = surrogate
+        self.bank = bank
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

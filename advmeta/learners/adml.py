@@ -2,38 +2,67 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from advmeta.eps import parse_eps
+from advmeta.errors import ConfigError
 from advmeta.learners._base import accuracy, check_finite
 from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import hp, hparams, register_learner
 from advmeta.learners._tasks import Params, ce, split_per_class
 from advmeta.learners.aq import AQConfig, train_attack_spec
+from advmeta.surrogate import attack_per_episode
+
+
+def surrogate_episodes(learner: Any, episodes: Any) -> Any:
+    """The surrogate-FGSM version (at ``train_eps``) of every image of ``episodes``.
+
+    Read from ``learner.bank`` by episode index when the learner has one (a bank made with
+    ``advmeta episodes --split train``), else computed with ``learner.surrogate`` one episode at
+    a time, as the bank maker does, so that both give bit-identical images.
+
+    Raises:
+        ConfigError: the bank's clean episodes are not these (another dataset, split scheme,
+            seed or shape).
+    """
+    eps = parse_eps(learner.cfg.train_eps)
+    if learner.bank is not None:
+        clean, adv = learner.bank(episodes.index.tolist(), eps)
+        dev = episodes.support_x.device
+        same = all(torch.equal(getattr(clean, f).to(dev), getattr(episodes, f))
+                   for f in ("support_y", "query_y", "classes", "support_x", "query_x"))
+        if not same:
+            raise ConfigError("the training episode bank does not hold this run's episodes "
+                              "(another dataset, split scheme, seed or episode shape)")
+        return dataclasses.replace(episodes, support_x=adv.support_x.to(dev, episodes.support_x.dtype),
+                                   query_x=adv.query_x.to(dev, episodes.query_x.dtype))
+    if learner.surrogate is None:
+        raise RuntimeError(f"{learner.name} needs the surrogate: pass surrogate= or bank= to the learner")
+    return attack_per_episode(learner.surrogate, episodes, eps, known=True)
 
 
 def surrogate_halves(learner: Any, episodes: Any, k_shot: int, q_query: int) -> dict[str, Tensor]:
     """Split a doubled episode into clean images and surrogate-FGSM images of *other* images.
 
     The first ``k_shot`` (``q_query``) images of each class stay clean; the rest are replaced
-    by their FGSM on the fixed surrogate at ``train_eps`` (labels: the split-level classes).
+    by their FGSM on the fixed surrogate at ``train_eps`` (labels: the split-level classes),
+    taken from :func:`surrogate_episodes`.
 
     Returns:
         ``sc_x, sc_y, sa_x, sa_y`` (support clean / adversarial) and ``qc_x, qc_y, qa_x, qa_y``.
     """
-    if learner.surrogate is None:
-        raise RuntimeError(f"{learner.name} needs the surrogate: pass surrogate= to the learner")
-    eps = parse_eps(learner.cfg.train_eps)
+    adv = surrogate_episodes(learner, episodes)
     out: dict[str, Tensor] = {}
-    for part, x, y, n in (("s", episodes.support_x, episodes.support_y, k_shot),
-                          ("q", episodes.query_x, episodes.query_y, q_query)):
-        xc, yc, xa, ya = split_per_class(x, y, n)
-        labels = torch.gather(episodes.classes, 1, ya)
+    for part, x, x_adv, y, n in (("s", episodes.support_x, adv.support_x, episodes.support_y, k_shot),
+                                 ("q", episodes.query_x, adv.query_x, episodes.query_y, q_query)):
+        xc, yc, _, ya = split_per_class(x, y, n)
+        _, _, xa, _ = split_per_class(x_adv, y, n)
         out[f"{part}c_x"], out[f"{part}c_y"] = xc, yc
-        out[f"{part}a_x"], out[f"{part}a_y"] = learner.surrogate(xa, labels, eps).detach(), ya
+        out[f"{part}a_x"], out[f"{part}a_y"] = xa.detach(), ya
     return out
 
 
