@@ -8,7 +8,9 @@ under ``$ADVMETA_DATA/omniglot``). Stages, each resumable (trained checkpoints a
    setting of 4/255 steps at 16/255); ε* = the smallest ε where MAML falls below 40%.
 2. AQ, R-MAML-out and TAFL with the same budget, trained at ε*; clean and PGD-20 at ε*.
 3. ADML (published: surrogate FGSM, trained at ε*) and MAML on ADML's surrogate table
-   (support {clean, adv} × query {clean, adv}) at ε*.
+   (support {clean, adv} × query {clean, adv}) at ε*. The fixed surrogate (a Conv4 classifier
+   over the 4,112 meta-training classes, ``--surrogate-steps`` Adam steps; cached) crafts both
+   ADML's training images and the table's; both learners are scored on the same attacked bank.
 
 Every figure is a mean over the same bank of ``--episodes`` Omniglot test episodes (Vinyals
 split) with its 95% CI. ``--stage`` runs a part; ``--eps`` fixes ε* instead of choosing it.
@@ -23,13 +25,18 @@ import pandas as pd
 from pathlib import Path
 from typing import Any
 
+from advmeta.env import set_threads
 from advmeta.eps import format_eps, parse_eps
 from advmeta.evaluate import evaluate
 from advmeta.protocol import EvalProtocol
 from advmeta.results import to_frame, write_parquet_atomic
-from advmeta.train import TrainConfig, train
+from advmeta.learners import get_learner
+from advmeta.train import TrainConfig, load_dataset, make_surrogate, train
 
 EPS_GRID = ("8/255", "16/255", "32/255", "64/255")
+# Methods without a surrogate never read TrainConfig.surrogate_steps: pin it so their checkpoints
+# (MAML's above all) do not depend on --surrogate-steps.
+UNUSED_SURROGATE_STEPS = 1000
 
 
 def base_config(args: argparse.Namespace, method: str, hparams: dict[str, Any]) -> TrainConfig:
@@ -37,7 +44,38 @@ def base_config(args: argparse.Namespace, method: str, hparams: dict[str, Any]) 
     return TrainConfig(method=method, hparams=hp, dataset="omniglot", data_root=args.data_root, n_way=5, k_shot=1,
                        q_query=args.train_queries, meta_batch=4, iterations=args.iterations, val_every=args.iterations,
                        val_episodes=50, checkpoint_every=100, seed=args.seed, device="cpu", threads=args.threads,
-                       surrogate_steps=args.surrogate_steps)
+                       surrogate_steps=args.surrogate_steps if get_learner(method).needs_surrogate
+                       else UNUSED_SURROGATE_STEPS)
+
+
+def surrogate_bank(args: argparse.Namespace, proto: EvalProtocol):
+    """The (clean, surrogate-FGSM) test episodes of ``proto``'s bank, computed once and shared.
+
+    Every learner of the surrogate table is scored on the same attacked images, from the
+    surrogate of ``--surrogate-steps`` (not the one named by the learner's own checkpoint).
+    """
+    import time
+
+    from advmeta.data import EpisodeSampler, EpisodeSpec
+
+    cfg = base_config(args, "adml", {})
+    set_threads(args.threads)  # train() sets them too, but the surrogate is trained before it
+    ds = load_dataset(cfg)
+    t0 = time.perf_counter()
+    sur = make_surrogate(cfg, ds, "cpu", progress=True)
+    print(f"[surrogate] {args.surrogate_steps} steps ready in {time.perf_counter() - t0:.0f} s", flush=True)
+    sampler = EpisodeSampler(ds, proto.split, EpisodeSpec(n_way=5, k_shot=1, q_query=args.test_queries),
+                             seed=args.seed)
+    cache: dict[tuple, tuple] = {}
+
+    def bank(idx, eps):
+        key = (tuple(idx), eps)
+        if key not in cache:
+            ep = sampler.sample(list(idx))
+            cache[key] = (ep, sur.attack_episodes(ep, eps, proto.split))
+        return cache[key]
+
+    return bank
 
 
 def protocol(args: argparse.Namespace, eps: tuple[str, ...], scenarios: tuple[str, ...] = ("whitebox",),
@@ -49,13 +87,13 @@ def protocol(args: argparse.Namespace, eps: tuple[str, ...], scenarios: tuple[st
 
 
 def run(args: argparse.Namespace, name: str, method: str, hparams: dict[str, Any], proto: EvalProtocol,
-        tag: str) -> list[dict]:
+        tag: str, bank: Any = None) -> list[dict]:
     """Train (or reuse) ``name`` and evaluate it; rows are saved as ``<name>-<tag>_summary.parquet``."""
     cfg = base_config(args, method, hparams)
     ckpt, metrics = train(cfg, Path(args.out) / name, progress=True)
     print(f"[{name}] trained {metrics.get('iteration')} it in {metrics.get('train_seconds', 0):.0f} s; "
           f"val {metrics.get('val_acc', float('nan')):.1f}%", flush=True)
-    rows, eps_rows = evaluate(ckpt, proto, progress=True)
+    rows, eps_rows = evaluate(ckpt, proto, progress=True, bank=bank)
     for r in rows:
         r["sweep"] = f"omniglot-{name}-{tag}"
     write_parquet_atomic(to_frame(rows), Path(args.out) / f"{name}-{tag}_summary.parquet")
@@ -129,7 +167,8 @@ def main() -> None:
     ap.add_argument("--first-order", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--surrogate-steps", type=int, default=1000)
+    ap.add_argument("--surrogate-steps", type=int, default=3000,
+                    help="Adam steps of the fixed surrogate (batch 64, lr 1e-3) of ADML and the surrogate table")
     ap.add_argument("--eps", default=None, help="fix eps* (k/255) instead of choosing it from MAML's PGD-20 curve")
     ap.add_argument("--stage", default="all", choices=("all", "maml", "robust", "adml", "report"))
     ap.add_argument("--methods", default="aq,rmaml-out,tafl")
@@ -155,10 +194,12 @@ def main() -> None:
         for m in args.methods.split(","):
             run(args, m, m, hps[m], protocol(args, (eps_star,)), "robust")
     if args.stage in ("all", "adml"):
-        for name, method, hp in (("adml", "adml", {"train_eps": eps_star, "inner_lr_adv": 0.4}), ("maml", "maml", {})):
+        proto = protocol(args, (eps_star,), ("surrogate",), (eps_star,))
+        bank = surrogate_bank(args, proto)
+        for name, method, hp in (("maml", "maml", {}), ("adml", "adml", {"train_eps": eps_star, "inner_lr_adv": 0.4})):
             if name not in args.adml_names.split(","):
                 continue
-            run(args, name, method, hp, protocol(args, (eps_star,), ("surrogate",), (eps_star,)), "surrogate")
+            run(args, name, method, hp, proto, "surrogate", bank)
     report(args, eps_star)
 
 
