@@ -20,7 +20,29 @@ import torch
 from torch import Tensor
 
 from advmeta.attacks._losses import make_objective
-from advmeta.attacks._core import Ball, Gen, ModelFn, Norm, Objective, ascent_direction, input_grad, random_delta
+from advmeta.attacks._core import (
+    Ball,
+    Gen,
+    ModelFn,
+    Norm,
+    Objective,
+    ascent_direction,
+    check_inputs,
+    check_steps,
+    input_grad,
+    parse_norm,
+    random_delta,
+)
+from advmeta.eps import Eps, parse_eps
+
+
+def check_apgd_args(x: Tensor, y: Tensor, eps: Eps, norm: str, steps: int,
+                    n_restarts: int) -> tuple[float, Norm, int, int]:
+    """The APGD attacks' shared argument checks: (ε, norm, steps, restarts) or a ConfigError."""
+    e, n = parse_eps(eps), parse_norm(norm)
+    steps, n_restarts = check_steps(steps), check_steps(n_restarts, "n_restarts")
+    check_inputs(x, y)
+    return e, n, steps, n_restarts
 
 
 def checkpoints(steps: int) -> list[int]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from advmeta.attacks._apgd import apgd
-from advmeta.attacks._core import Gen, ModelFn, check_inputs, check_steps, parse_norm
+from advmeta.attacks._apgd import apgd, check_apgd_args
+from advmeta.attacks._core import Gen, ModelFn
 from advmeta.attacks._registry import register_attack
-from advmeta.eps import Eps, parse_eps
+from advmeta.eps import Eps
 
 
 @register_attack("apgd-ce", stochastic=True)
@@ -28,11 +28,7 @@ def apgd_ce(
 
     Shape: x (..., C, H, W), y (...) -> same as x.
     """
-    e = parse_eps(eps)
-    n = parse_norm(norm)
-    steps = check_steps(steps)
-    n_restarts = check_steps(n_restarts, "n_restarts")
-    check_inputs(x, y)
+    e, n, steps, n_restarts = check_apgd_args(x, y, eps, norm, steps, n_restarts)
     x = x.detach()
     if e == 0:
         return x.clone()

@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from advmeta.attacks._apgd import apgd
-from advmeta.attacks._core import Gen, ModelFn, check_inputs, check_steps, parse_norm
+from advmeta.attacks._apgd import apgd, check_apgd_args
+from advmeta.attacks._core import Gen, ModelFn, check_steps
 from advmeta.attacks._registry import register_attack
-from advmeta.eps import Eps, parse_eps
+from advmeta.eps import Eps
 from advmeta.errors import ConfigError
 
 
@@ -43,11 +43,7 @@ def apgd_dlr(
     Raises:
         ConfigError: fewer than 3 classes, or targeted with fewer than 4.
     """
-    e = parse_eps(eps)
-    n = parse_norm(norm)
-    steps = check_steps(steps)
-    n_restarts = check_steps(n_restarts, "n_restarts")
-    check_inputs(x, y)
+    e, n, steps, n_restarts = check_apgd_args(x, y, eps, norm, steps, n_restarts)
     x = x.detach()
     if e == 0:
         return x.clone()
