@@ -6,31 +6,31 @@ from typing import Optional
 
 import typer
 
-from advmeta.errors import ConfigError
+from advmeta.cli import _options as opt
 
 
 def sweep(
     grid: str = typer.Option("paper-tables", "--grid", "-g", help="Grid name (see --list) or path to a .toml grid."),
-    budget: str = typer.Option("quick", "--budget", "-b", help="smoke (minutes on 2 cores) | quick | paper."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Few-shot dataset (default: first real one found, else glyphs)."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder (default: $ADVMETA_DATA, then the user cache)."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Sweep folder (default: <storage>/<grid>)."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Root for results and checkpoints: a path or pyarrow URI (s3://…); default results/."),
-    seed: int = typer.Option(0, "--seed", help="Seed of training and of the test episodes."),
+    budget: str = opt.BUDGET,
+    dataset: Optional[str] = opt.DATASET,
+    data_root: Optional[str] = opt.DATA_ROOT,
+    output: Optional[str] = opt.output_option("<grid>"),
+    storage: Optional[str] = opt.STORAGE,
+    seed: int = opt.SEED,
     methods: Optional[str] = typer.Option(None, "--methods", help="Only these methods (comma-separated)."),
-    cpus_per_trial: Optional[float] = typer.Option(None, "--cpus-per-trial", help="CPUs per trial (default 1)."),
-    gpus_per_trial: Optional[float] = typer.Option(None, "--gpus-per-trial", help="GPUs per trial, fractions share a GPU (default: 1 if the cluster has GPUs)."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local one)."),
-    num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs of a new local Ray cluster (default: all)."),
-    max_failures: int = typer.Option(1, "--max-failures", help="Retries of a crashed trial from its last checkpoint."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the sweep recorded in the output folder (same trials)."),
+    cpus_per_trial: Optional[float] = opt.CPUS_PER_TRIAL,
+    gpus_per_trial: Optional[float] = opt.GPUS_PER_TRIAL,
+    address: Optional[str] = opt.ADDRESS,
+    num_cpus: Optional[int] = opt.NUM_CPUS,
+    max_failures: int = opt.MAX_FAILURES,
+    resume: bool = opt.RESUME,
     banks: Optional[str] = typer.Option(None, "--banks", help="Folder of episode banks (advmeta episodes); default <output>/banks."),
     make_banks: bool = typer.Option(True, "--make-banks/--no-banks", help="Make missing surrogate-attacked test banks with Ray Data first (else each trial attacks its own episodes)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    report: bool = typer.Option(True, "--report/--no-report", help="Render tables and figures at the end."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List the trials and exit."),
+    device: str = opt.DEVICE,
+    report: bool = opt.REPORT,
+    dry_run: bool = opt.DRY_RUN,
     list_grids: bool = typer.Option(False, "--list", help="List the grids and exit."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line."),
+    quiet: bool = opt.QUIET,
 ) -> None:
     """Run every trial of a grid (train, evaluate, record) and write Parquet results and a report.
 
@@ -67,8 +67,7 @@ def sweep(
             typer.echo(f"{spec.trial_id}  {spec.label}  [{', '.join(spec.table)}]")
         typer.echo(f"{len(specs)} trials -> {folder}")
         return
-    if max_failures < 0:
-        raise ConfigError("--max-failures must be >= 0")
+    opt.check_max_failures(max_failures)
     opts = SweepOptions(address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                         max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
                         progress=not quiet, banks={"test": banks} if banks else {}, make_banks=make_banks)

@@ -6,13 +6,13 @@ from typing import Optional
 
 import typer
 
-from advmeta.errors import ConfigError
+from advmeta.cli import _options as opt
 
 
 def tune_command(
     ctx: typer.Context,
     method: str = typer.Argument(..., help="Learner (maml, aq, tafl, …) or L2L trainer."),
-    budget: str = typer.Option("quick", "--budget", "-b", help="smoke | quick | paper."),
+    budget: str = opt.BUDGET,
     search: str = typer.Option("grid", "--search", help="grid (every combination) | random (--samples draws)."),
     samples: int = typer.Option(1, "--samples", help="Random draws, or seeds per grid point."),
     scheduler: str = typer.Option("none", "--scheduler", help="none | asha (early stopping on --metric)."),
@@ -21,22 +21,22 @@ def tune_command(
     attacks: str = typer.Option("pgd", "--attacks", help="White-box attacks of the evaluation (comma-separated)."),
     n_way: int = typer.Option(5, "--n-way", help="N of N-way."),
     k_shot: int = typer.Option(1, "--k-shot", help="K of K-shot."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Few-shot dataset (default: first real one found, else glyphs)."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Data folder."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Sweep folder (default: <storage>/tune-<method>)."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Root for results: a path or pyarrow URI; default results/."),
-    seed: int = typer.Option(0, "--seed", help="Seed (and of the random search)."),
-    cpus_per_trial: Optional[float] = typer.Option(None, "--cpus-per-trial", help="CPUs per trial (default 1)."),
-    gpus_per_trial: Optional[float] = typer.Option(None, "--gpus-per-trial", help="GPUs per trial (fractions share a GPU)."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS)."),
-    num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs of a new local Ray cluster."),
-    max_failures: int = typer.Option(1, "--max-failures", help="Retries of a crashed trial."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the search recorded in the output folder."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    report: bool = typer.Option(True, "--report/--no-report", help="Render tables and figures at the end."),
+    dataset: Optional[str] = opt.DATASET,
+    data_root: Optional[str] = opt.DATA_ROOT,
+    output: Optional[str] = opt.output_option("tune-<method>"),
+    storage: Optional[str] = opt.STORAGE,
+    seed: int = opt.SEED,
+    cpus_per_trial: Optional[float] = opt.CPUS_PER_TRIAL,
+    gpus_per_trial: Optional[float] = opt.GPUS_PER_TRIAL,
+    address: Optional[str] = opt.ADDRESS,
+    num_cpus: Optional[int] = opt.NUM_CPUS,
+    max_failures: int = opt.MAX_FAILURES,
+    resume: bool = opt.RESUME,
+    device: str = opt.DEVICE,
+    report: bool = opt.REPORT,
     params: bool = typer.Option(False, "--params", help="List the method's hyper-parameters and exit."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List the trials and exit."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line."),
+    dry_run: bool = opt.DRY_RUN,
+    quiet: bool = opt.QUIET,
 ) -> None:
     """Search hyper-parameters of METHOD: e.g. ``advmeta tune tafl --gamma 0:5 --k 0.1,1,10``.
 
@@ -79,8 +79,7 @@ def tune_command(
             typer.echo(f"{spec.trial_id}  {spec.label}")
         typer.echo(f"{len(specs)} trials -> {folder}")
         return
-    if max_failures < 0:
-        raise ConfigError("--max-failures must be >= 0")
+    opt.check_max_failures(max_failures)
     opts = SweepOptions(address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                         max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
                         scheduler=scheduler, metric=metric, progress=not quiet)

@@ -291,3 +291,58 @@ def test_resume_after_interruption_gives_the_same_networks(tmp_path) -> None:
     for net_a, net_b in ((a.classifier, b.classifier), (a.attacker, b.attacker)):
         for (k, va), vb in zip(net_a.state_dict().items(), net_b.state_dict().values()):
             assert torch.equal(va, vb), k
+
+
+def test_flip_follows_the_dataset_unless_given() -> None:
+    """Characters are not flipped by default (a mirrored glyph is another glyph); natural images are."""
+    assert L2LConfig(dataset="miniimagenet-64").flips and L2LConfig(dataset="cifar10").flips
+    assert not L2LConfig(dataset="omniglot-cls").flips
+    assert L2LConfig(dataset="omniglot-cls", flip=True).flips and not L2LConfig(dataset="cifar10", flip=False).flips
+    # without a flip, every output is a pure shift of its input: an asymmetric image never comes back mirrored
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, :, 2:6, 1] = 1.0  # a vertical bar at column 1; shifts keep it a single column, a flip would too,
+    x[:, :, 2, 1:4] = 1.0  # so add a horizontal arm pointing right: mirrored, it would point left
+    out = augment(x, torch.Generator().manual_seed(0), pad=1, flip=False)
+    for img in out[:, 0]:
+        bar = (img.sum(0) >= 3).nonzero()
+        if len(bar) == 1:  # the bar stayed inside the crop
+            c = int(bar[0])
+            arm_row = int((img[:, c] > 0).nonzero()[0])
+            assert img[arm_row, c + 1 :].sum() >= 1 and img[arm_row, :c].sum() == 0
+    mirrored = augment(x, torch.Generator().manual_seed(0), pad=1, flip=True)
+    assert not torch.equal(mirrored, out)
+
+
+def test_l2l_params_are_documented() -> None:
+    """``advmeta tune <trainer> --params`` shows each field's attribute docstring."""
+    from advmeta.docs import attribute_docs
+    from advmeta.tune.space import describe_fields
+
+    docs = attribute_docs(L2LConfig)
+    assert docs["attacker_lr"] == "Adam learning rate of the attacker."
+    lines = describe_fields("grad-l2l")
+    assert any(line.startswith("--attacker-lr") and line.endswith("Adam learning rate of the attacker.") for line in lines)
+    assert all(not line.endswith(") ") for line in lines), lines  # every tunable field has a doc
+
+
+def test_interleaved_step_seconds_times_every_trainer() -> None:
+    from advmeta.l2l.timing import interleaved_step_seconds
+
+    tiny = {"classifier_kwargs": {"depth": 10, "widen": 1}}
+    cfgs = [L2LConfig(method="pgm", pgd_steps=2, **tiny), L2LConfig(method="grad-l2l", attacker="slim", **tiny)]
+    x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 0, 1])
+    sec = interleaved_step_seconds(cfgs, x, y, 2, rounds=1, device="cpu")
+    assert set(sec) == {"pgm", "grad-l2l-slim"} and all(s > 0 for s in sec.values())
+    with pytest.raises(ValueError, match="differ"):
+        interleaved_step_seconds(cfgs[:1] * 2, x, y, 2, rounds=1, device="cpu")
+    with pytest.raises(ValueError, match="rounds"):
+        interleaved_step_seconds(cfgs, x, y, 2, rounds=0, device="cpu")
+
+
+def test_benchmark_prints_every_trainer_against_pgm(capsys: pytest.CaptureFixture[str]) -> None:
+    from advmeta.benchmarks.l2l import main
+
+    sec = main(["--setting", "cpu", "--batch", "2", "--rounds", "1", "--threads", "1"])
+    out = capsys.readouterr().out
+    for name in ("plain", "pgm", "grad-l2l-slim", "grad-l2l-wide", "2step-l2l-slim", "2step-l2l-wide"):
+        assert name in sec and name in out

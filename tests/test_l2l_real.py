@@ -27,3 +27,26 @@ def test_grad_l2l_and_pgm_are_robust_and_grad_l2l_is_cheaper(miniimagenet_root: 
     assert grad["pgd-20"] >= plain["pgd-20"] + 7, s
     # time per training step, measured in interleaved rounds so both see the same machine load
     assert s["_step_seconds"]["grad-l2l-slim"] < s["_step_seconds"]["pgm"], s
+
+
+def test_script_reuses_training_and_evaluation(miniimagenet_root: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A second call with the same --out retrains nothing and re-attacks nothing, and gives the same table."""
+    from advmeta.experiments.l2l import main
+
+    argv = ["--data-root", str(miniimagenet_root.parent), "--out", str(tmp_path), "--classes", "2",
+            "--train-per-class", "8", "--test-per-class", "4", "--image-size", "8", "--depth", "10", "--widen", "1",
+            "--epochs", "1", "--batch-size", "8", "--methods", "plain,pgm", "--attacks", "none,fgsm", "--seeds", "0",
+            "--timing-rounds", "0", "--threads", "1"]
+    first = main(argv)
+    assert "evaluation reused" not in capsys.readouterr().err
+    evals = sorted(p.name for p in tmp_path.glob("*/eval-*.json"))
+    assert len(evals) == 2
+    second = main(argv)
+    err = capsys.readouterr().err
+    assert err.count("evaluation reused") == 2 and "epoch 1/1" not in err
+    assert {k: {a: v for a, v in s.items() if a != "epoch_s"} for k, s in first.items()} == \
+           {k: {a: v for a, v in s.items() if a != "epoch_s"} for k, s in second.items()}
+    # another protocol is another evaluation
+    main(argv[:-6] + ["--timing-rounds", "0", "--threads", "1", "--seeds", "0,1"])
+    assert len(list(tmp_path.glob("*/eval-*.json"))) == 4

@@ -22,10 +22,13 @@ def methods() -> list[str]:
 
 def config_class(method: str) -> type:
     """A dataclass of the tunable L2LConfig fields (the run settings left out)."""
+    from advmeta.docs import attribute_docs
     from advmeta.l2l import L2LConfig
 
-    keep = [(f.name, f.type, dataclasses.field(default=f.default) if f.default is not dataclasses.MISSING
-             else dataclasses.field(default_factory=f.default_factory))  # type: ignore[misc]
+    docs = attribute_docs(L2LConfig)  # shown by `advmeta tune <trainer> --params`, as the learners' metadata docs
+    keep = [(f.name, f.type, dataclasses.field(default=f.default, metadata={"doc": docs.get(f.name, "")})
+             if f.default is not dataclasses.MISSING
+             else dataclasses.field(default_factory=f.default_factory, metadata={"doc": docs.get(f.name, "")}))  # type: ignore[misc]
             for f in dataclasses.fields(L2LConfig) if f.name not in NOT_TUNABLE]
     return dataclasses.make_dataclass("L2LHParams", keep, frozen=True)
 

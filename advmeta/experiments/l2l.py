@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-from advmeta.env import set_threads
-from advmeta.eps import parse_eps
+from advmeta.env import resolve_device, set_threads
+from advmeta.eps import format_eps, parse_eps
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,7 +59,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--milestones", default="0.5,0.75",
                    help="LR ×0.1 points as fractions of the epochs (paper: 0.3,0.6,0.9 of 100 epochs; a few-epoch "
                         "run decays later so it can learn first)")
+    p.add_argument("--flip", choices=["auto", "yes", "no"], default="auto",
+                   help="horizontal flips in the augmentation (auto: not for omniglot-cls, whose mirrored glyphs are other glyphs)")
     p.add_argument("--eps", default="8/255")
+    p.add_argument("--pgd-step-size", default="auto",
+                   help="PGM Net's training PGD step, k/255 (auto: eps/4, the paper's 2/255 at 8/255)")
     p.add_argument("--attacks", default="none,fgsm,pgd-20", help="evaluation attacks (none, fgsm, pgd-<k>, cw-linf, apgd-ce, ...)")
     p.add_argument("--seeds", default="0,1", help="attack seeds; the worst is reported")
     p.add_argument("--eps-curve", default="", help="ε values for robust accuracy vs ε (PGD-20), e.g. 2/255,4/255")
@@ -76,38 +80,31 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def interleaved_step_seconds(cfgs: list, data, rounds: int, device: str) -> dict[str, float]:
-    """Median seconds of one training minibatch per trainer, timed in interleaved rounds.
+def cached_evaluation(ckpt: Path, protocol, data, device: str) -> list[dict]:  # noqa: ANN001
+    """:func:`advmeta.l2l.evaluate_l2l`, stored next to the checkpoint and reused while both the
+    checkpoint and the protocol are unchanged.
 
-    On a shared machine the load drifts over a run, so per-epoch times measured minutes apart
-    are not comparable; timing one step of each trainer in turn, on the same minibatch,
-    exposes every trainer to the same load.
+    Evaluations cost as much as training here, so an interrupted script, or one trainer's
+    evaluation run in another process (``--methods``), is never recomputed. The key hashes the
+    protocol and the checkpoint's bytes; the file is written atomically.
     """
-    import statistics
+    import dataclasses
+    import hashlib
+    import os
 
-    from advmeta.l2l import alternating_step
-    from advmeta.l2l.data import to_float
-    from advmeta.l2l.networks import build_attacker, build_classifier
-    from advmeta.l2l.train import _optimisers
+    from advmeta.l2l import evaluate_l2l
 
-    x = to_float(data.train_x[: cfgs[0].batch_size], device)
-    y = data.train_y[: cfgs[0].batch_size].to(device)
-    nets = {}
-    for cfg in cfgs:
-        f = build_classifier(cfg, data.image_shape, data.num_classes).to(device)
-        g = build_attacker(cfg, data.image_shape)
-        g = g.to(device) if g is not None else None
-        opt_f, _, opt_g = _optimisers(cfg, f, g)
-        nets[cfg.name] = (cfg, f, g, opt_f, opt_g)
-    times: dict[str, list[float]] = {n: [] for n in nets}
-    for r in range(rounds + 1):  # round 0 warms up (allocations, lazy initialisation)
-        for name, (cfg, f, g, opt_f, opt_g) in nets.items():
-            t0 = time.perf_counter()
-            alternating_step(cfg.method_enum, f, g, opt_f, opt_g, x, y, cfg.eps_value, pgd_steps=cfg.pgd_steps,
-                             pgd_step_size=parse_eps(cfg.pgd_step_size), generator=torch.Generator().manual_seed(r))
-            if r:
-                times[name].append(time.perf_counter() - t0)
-    return {n: statistics.median(t) for n, t in times.items()}
+    h = hashlib.sha256(json.dumps(dataclasses.asdict(protocol), sort_keys=True, default=str).encode())
+    h.update(ckpt.read_bytes())
+    path = ckpt.parent / f"eval-{h.hexdigest()[:16]}.json"
+    if path.is_file():
+        print(f"[{ckpt.parent.name}] evaluation reused: {path}", file=sys.stderr, flush=True)
+        return json.loads(path.read_text())
+    rows = evaluate_l2l(ckpt, protocol, data=data, device=device, progress=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows, default=str))
+    os.replace(tmp, path)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
@@ -117,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         {trainer: {attack: acc, attack + "_ci": half-width, "epoch_s": mean training seconds per
         epoch}}, plus ``"_step_seconds"``: {trainer: median seconds per minibatch, interleaved}.
     """
-    from advmeta.l2l import L2LConfig, L2LEvalProtocol, blackbox_matrix, blackbox_table, evaluate_l2l, load_l2l_data, train_l2l
+    from advmeta.l2l import L2LConfig, L2LEvalProtocol, blackbox_matrix, blackbox_table, load_l2l_data, train_l2l
     from advmeta.results import to_frame, write_parquet_atomic
 
     a = _args(argv)
@@ -134,20 +131,21 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         eps_curve=tuple(e for e in a.eps_curve.split(",") if e), steps_curve=tuple(int(k) for k in a.steps_curve.split(",") if k),
         worst_row=len(a.attacks.split(",")) > 2,
     )
+    step_size = format_eps(parse_eps(a.eps) / 4) if a.pgd_step_size == "auto" else a.pgd_step_size
     rows, summary, ckpts, cfgs = [], {}, {}, []
     for method in a.methods.split(","):
         cfg = L2LConfig(method=method, attacker=a.attacker, dataset=a.dataset, data_root=a.data_root,
                         image_size=a.image_size, num_classes=a.classes or None,
                         train_per_class=a.train_per_class or None, test_per_class=a.test_per_class or None,
                         classifier_kwargs={"depth": a.depth, "widen": a.widen}, eps=a.eps, epochs=a.epochs,
-                        batch_size=a.batch_size, lr=a.lr,
+                        batch_size=a.batch_size, lr=a.lr, pgd_step_size=step_size, flip={"auto": None, "yes": True, "no": False}[a.flip],
                         lr_milestones=tuple(float(m) for m in a.milestones.split(",") if m), seed=a.seed, device=a.device, eval_batches=0,
                         checkpoint_every=a.epochs)
         cfgs.append(cfg)
-        # resume: a finished run in --out is reused, so a second call only re-evaluates
+        # resume: a finished run in --out is reused, and so is a finished evaluation of it
         ckpt, metrics = train_l2l(cfg, out / cfg.name, resume=True, progress=True, data=data)
         ckpts[cfg.name] = ckpt
-        got = evaluate_l2l(ckpt, protocol, data=data, device=a.device, progress=False)
+        got = cached_evaluation(ckpt, protocol, data, a.device)
         rows += got
         summary[cfg.name] = {"epoch_s": metrics["epoch_seconds"]}
         for r in got:
@@ -159,7 +157,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         bb = blackbox_table(ckpts, attack="pgd-20", eps=a.eps, data=data, device=a.device, progress=False)
         rows += bb
     write_parquet_atomic(to_frame(rows), out / "summary.parquet")
-    step_s = interleaved_step_seconds(cfgs, data, a.timing_rounds, a.device) if a.timing_rounds else {}
+    step_s = {}
+    if a.timing_rounds:
+        from advmeta.l2l.data import to_float
+        from advmeta.l2l.timing import interleaved_step_seconds
+
+        n = cfgs[0].batch_size
+        step_s = interleaved_step_seconds(cfgs, to_float(data.train_x[:n]), data.train_y[:n], data.num_classes,
+                                          a.timing_rounds, resolve_device(a.device))
 
     cols = [c for c in summary[next(iter(summary))] if c != "epoch_s" and not c.endswith("_ci")]
     print(f"\nPer-image accuracy (%) on {len(data.test_y)} held-out images, ± binomial 95% half-width; "

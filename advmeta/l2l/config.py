@@ -103,6 +103,9 @@ class L2LConfig:
     batches the classifier is trained on."""
     augment: bool = True
     """Random crop (4-pixel padding) and horizontal flip of training images, as the paper's CIFAR code."""
+    flip: bool | None = None
+    """Whether the augmentation flips horizontally; None: yes for natural images, no for
+    handwritten characters (``omniglot-cls``), whose mirror image is another glyph."""
     seed: int = 0
     """Seed of initialisation, data order and every training perturbation."""
     device: str = "auto"
@@ -136,6 +139,11 @@ class L2LConfig:
     def eps_value(self) -> float:
         """ε on the [0, 1] scale."""
         return parse_eps(self.eps)
+
+    @property
+    def flips(self) -> bool:
+        """Whether training images are flipped (``flip`` with its dataset default resolved)."""
+        return self.flip if self.flip is not None else not self.dataset.startswith("omniglot")
 
     @property
     def name(self) -> str:

@@ -119,7 +119,7 @@ def train_l2l(
         for xb, yb in minibatches(data.train_x, data.train_y, cfg.batch_size, data_gen, drop_last=True):
             x, y = to_float(xb, device), yb.to(device)
             if cfg.augment:
-                x = augment(x, data_gen)
+                x = augment(x, data_gen, flip=cfg.flips)
             res = alternating_step(cfg.method_enum, classifier, attacker, opt_f, opt_g, x, y, eps,
                                    pgd_steps=cfg.pgd_steps, pgd_step_size=step_size,
                                    eval_mode_perturb=cfg.perturb_eval_mode, generator=attack_gen)

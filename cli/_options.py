@@ -1,0 +1,40 @@
+"""Typer options shared by ``advmeta sweep`` and ``advmeta tune``: one declaration each.
+
+A Typer option is a default value, so one ``OptionInfo`` object can serve several commands;
+keeping them here means the two commands cannot drift apart in names, defaults or help.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from advmeta.errors import ConfigError
+
+BUDGET = typer.Option("quick", "--budget", "-b", help="smoke (minutes on 2 cores) | quick | paper.")
+DATASET = typer.Option(None, "--dataset", help="Few-shot dataset (default: first real one found, else glyphs).")
+DATA_ROOT = typer.Option(None, "--data-root", help="Data folder (default: $ADVMETA_DATA, then the user cache).")
+STORAGE = typer.Option(None, "--storage", help="Root for results and checkpoints: a path or pyarrow URI (s3://…); default results/.")
+SEED = typer.Option(0, "--seed", help="Seed of training, of the test episodes and of a random search.")
+CPUS_PER_TRIAL = typer.Option(None, "--cpus-per-trial", help="CPUs per trial (default 1).")
+GPUS_PER_TRIAL = typer.Option(None, "--gpus-per-trial", help="GPUs per trial, fractions share a GPU (default: 1 if the cluster has GPUs).")
+ADDRESS = typer.Option(None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local one).")
+NUM_CPUS = typer.Option(None, "--num-cpus", help="CPUs of a new local Ray cluster (default: all).")
+MAX_FAILURES = typer.Option(1, "--max-failures", help="Retries of a crashed trial from its last checkpoint.")
+RESUME = typer.Option(False, "--resume", help="Continue the sweep recorded in the output folder (same trials).")
+DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda.")
+REPORT = typer.Option(True, "--report/--no-report", help="Render tables and figures at the end.")
+DRY_RUN = typer.Option(False, "--dry-run", help="List the trials and exit.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress line.")
+
+
+def output_option(default_name: str) -> Any:
+    """``--output/-o``, whose help names the command's default folder."""
+    return typer.Option(None, "--output", "-o", help=f"Sweep folder (default: <storage>/{default_name}).")
+
+
+def check_max_failures(max_failures: int) -> None:
+    """``--max-failures`` below zero is a one-line error."""
+    if max_failures < 0:
+        raise ConfigError("--max-failures must be >= 0")
