@@ -75,3 +75,26 @@ def test_frame_rejects_unknown_columns() -> None:
 def test_results_readme_is_generated_from_schema() -> None:
     text = (REPO / "results" / "README.md").read_text()
     assert results.schema_markdown() in text, "regenerate: python -m advmeta.results (see results/README.md)"
+
+
+def test_atomic_writes_are_readable_by_others_and_leave_nothing_on_failure(tmp_path) -> None:
+    """Results get open()'s permissions (0666 less the umask), not mkstemp's private 0600."""
+    import os
+
+    import pandas as pd
+
+    from advmeta.atomic import atomic_path, write_text_atomic
+    from advmeta.results import write_parquet_atomic
+
+    old = os.umask(0o022)
+    try:
+        pq = write_parquet_atomic(pd.DataFrame({"a": [1]}), tmp_path / "s.parquet")
+        txt = write_text_atomic(tmp_path / "t.json", "[]")
+    finally:
+        os.umask(old)
+    assert (pq.stat().st_mode & 0o777) == 0o644 and (txt.stat().st_mode & 0o777) == 0o644
+    with pytest.raises(RuntimeError):
+        with atomic_path(txt) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert txt.read_text() == "[]" and sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet", "t.json"]

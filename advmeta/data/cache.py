@@ -69,12 +69,9 @@ def _content_key(kind: str, params: dict[str, Any], checksums: dict[str, str]) -
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    from advmeta.atomic import write_text_atomic
+
+    write_text_atomic(path, text)
 
 
 def _open_entry(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:

@@ -14,11 +14,26 @@ Run (≈ 10 min on one CPU core; on a machine shared with other jobs pass ``--th
 
     ADVMETA_DATA=../shared/data python -m advmeta.experiments.l2l --threads 1 --out runs/l2l
 
-Re-running with the same ``--out`` reuses the trained networks and only re-evaluates, e.g. the
-full attack table and both curves::
+Re-running with the same ``--out`` reuses the trained networks *and* every finished evaluation
+(cached next to each checkpoint, keyed by the checkpoint and the protocol), so a run can be cut
+into pieces: train or evaluate one trainer per process with ``--methods`` (one per core), then
+call once more with every trainer for the combined table, the black-box table and the timing.
 
-    python -m advmeta.experiments.l2l --threads 1 --out runs/l2l --no-blackbox --timing-rounds 0 \
-        --attacks none,fgsm,pgd-20,pgd-100,cw-linf,apgd-ce --eps-curve 2/255,4/255,16/255 --steps-curve 5,10,50
+The two documented runs (``results/l2l-miniimagenet/`` and ``results/l2l-omniglot/``, each with
+its commands and printed output) are
+
+- mini-ImageNet, all 64 training classes (80 / 20 images per class) at 16×16, 40 epochs::
+
+      python -m advmeta.experiments.l2l --threads 1 --classes 0 --epochs 40 --out results/l2l-miniimagenet \
+          --attacks none,fgsm,pgd-20,pgd-100,cw-linf,apgd-ce --seeds 0,1 \
+          --eps-curve 2/255,4/255,16/255 --steps-curve 5,10,50
+
+- Omniglot, the first 200 background characters (16 / 4 drawings each) at 28×28, ε = 32/255
+  (8/255 barely moves a pen stroke; 32/255 is the ε* of the Omniglot few-shot protocol), 20 epochs::
+
+      python -m advmeta.experiments.l2l --threads 1 --dataset omniglot-cls --image-size 28 --classes 200 \
+          --eps 32/255 --epochs 20 --out results/l2l-omniglot \
+          --attacks none,fgsm,pgd-20,apgd-ce --seeds 0,1 --eps-curve 16/255,64/255
 
 Every option is a flag (``--help``); the paper's full setting is
 ``--dataset cifar10 --image-size 32 --classes 0 --depth 34 --widen 10 --epochs 100 --attacker wide
@@ -90,8 +105,8 @@ def cached_evaluation(ckpt: Path, protocol, data, device: str) -> list[dict]:  #
     """
     import dataclasses
     import hashlib
-    import os
 
+    from advmeta.atomic import write_text_atomic
     from advmeta.l2l import evaluate_l2l
 
     h = hashlib.sha256(json.dumps(dataclasses.asdict(protocol), sort_keys=True, default=str).encode())
@@ -101,9 +116,7 @@ def cached_evaluation(ckpt: Path, protocol, data, device: str) -> list[dict]:  #
         print(f"[{ckpt.parent.name}] evaluation reused: {path}", file=sys.stderr, flush=True)
         return json.loads(path.read_text())
     rows = evaluate_l2l(ckpt, protocol, data=data, device=device, progress=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(rows, default=str))
     return rows
 
 
