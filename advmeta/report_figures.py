@@ -26,6 +26,14 @@ def _plt():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _save(fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    """Lay out, write (PNG, 120 dpi) and close a figure; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+    return path
+
+
 def acc_vs_eps(summary: pd.DataFrame, path: Path) -> Path | None:
     """Robust accuracy against ε, one line per method (clean accuracy at ε = 0)."""
     wb = summary[(summary["scenario"] == "whitebox") & (summary["status"] == "ok")].copy()
@@ -51,10 +59,7 @@ def acc_vs_eps(summary: pd.DataFrame, path: Path) -> Path | None:
     ax.set_ylabel(f"accuracy under {attack} (%)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def gamma_k(summary: pd.DataFrame, path: Path) -> Path | None:
@@ -82,10 +87,7 @@ def gamma_k(summary: pd.DataFrame, path: Path) -> Path | None:
     ax.set_ylabel("γ")
     ax.set_title(f"TAFL robust acc. ({first['attack'].iloc[0]} {first['eps_str'].iloc[0]})", fontsize=9)
     fig.colorbar(im, ax=ax, label="%")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def acc_vs_step(summary: pd.DataFrame, path: Path) -> Path | None:
@@ -114,10 +116,7 @@ def acc_vs_step(summary: pd.DataFrame, path: Path) -> Path | None:
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=6, ncol=2)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def l_ar_kde(episodes: pd.DataFrame, path: Path) -> Path | None:
@@ -136,10 +135,7 @@ def l_ar_kde(episodes: pd.DataFrame, path: Path) -> Path | None:
     ax.set_ylabel("density")
     ax.set_title(f"L_AR over test episodes ({ep['attack'].iloc[0]} {ep['eps_str'].iloc[0]})", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def figures(summary: pd.DataFrame, episodes: pd.DataFrame, folder: Path) -> list[Path]:

@@ -38,9 +38,8 @@ def sweep(
     are never recomputed, unfinished ones resume from their last checkpoint.
     """
     from advmeta.tune.budgets import get_budget
-    from advmeta.tune.command import execute, exit_code, resolve_dataset, resumed_specs, sweep_dir
+    from advmeta.tune.command import resolve_dataset, resumed_specs, sweep_dir
     from advmeta.tune.grids import expand, grid_names, load_grid
-    from advmeta.tune.runner import SweepOptions
 
     if list_grids:
         for name in grid_names():
@@ -62,17 +61,10 @@ def sweep(
             family_of(m)  # an unknown method is an error, not an empty sweep
         specs = expand(name, data, get_budget(budget), dataset=ds, seed=seed, methods=wanted)
         info = {"grid": grid, "budget": budget, "dataset": ds, "seed": seed}
-    if dry_run:
-        for spec in specs:
-            typer.echo(f"{spec.trial_id}  {spec.label}  [{', '.join(spec.table)}]")
-        typer.echo(f"{len(specs)} trials -> {folder}")
-        return
-    opt.check_max_failures(max_failures)
-    opts = SweepOptions(address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                        max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
-                        progress=not quiet, banks={"test": banks} if banks else {}, make_banks=make_banks)
-    outcome = execute(name, specs, folder, opts, info, report=report, quiet=False)
-    raise typer.Exit(exit_code(outcome))
+    opt.list_or_run(name, specs, folder, info, dry_run=dry_run, label=lambda s: f"{s.label}  [{', '.join(s.table)}]",
+                    report=report, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                    max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
+                    progress=not quiet, banks={"test": banks} if banks else {}, make_banks=make_banks)
 
 
 def register(app: typer.Typer) -> None:

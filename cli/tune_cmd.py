@@ -46,9 +46,8 @@ def tune_command(
     """
     from advmeta.ranges import Kind, as_list, parse_values
     from advmeta.tune.budgets import get_budget
-    from advmeta.tune.command import execute, exit_code, resolve_dataset, resumed_specs, sweep_dir
+    from advmeta.tune.command import resolve_dataset, resumed_specs, sweep_dir
     from advmeta.tune.families import family_of
-    from advmeta.tune.runner import SweepOptions
     from advmeta.tune.space import describe_fields, parse_overrides, tune_trials
 
     family_of(method)  # an unknown method is an error before anything else
@@ -74,17 +73,10 @@ def tune_command(
                             attacks=[a.strip() for a in attacks.split(",") if a.strip()], sweep=name)
         info = {"method": method, "budget": budget, "dataset": ds, "seed": seed, "search": search,
                 "samples": samples}
-    if dry_run:
-        for spec in specs:
-            typer.echo(f"{spec.trial_id}  {spec.label}")
-        typer.echo(f"{len(specs)} trials -> {folder}")
-        return
-    opt.check_max_failures(max_failures)
-    opts = SweepOptions(address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                        max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
-                        scheduler=scheduler, metric=metric, progress=not quiet)
-    outcome = execute(name, specs, folder, opts, info, report=report)
-    raise typer.Exit(exit_code(outcome))
+    opt.list_or_run(name, specs, folder, info, dry_run=dry_run, label=lambda s: s.label, report=report,
+                    address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                    max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
+                    scheduler=scheduler, metric=metric, progress=not quiet)
 
 
 def register(app: typer.Typer) -> None:

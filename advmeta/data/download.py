@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from advmeta.atomic import atomic_path
 from advmeta.errors import CorruptDataError, DataNotFoundError
 
 TIMEOUT_S = 30.0
@@ -88,22 +88,19 @@ def fetch(remote: Remote, dest_dir: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     for url in remote.urls:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
         try:
-            h = hashlib.md5()
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:  # noqa: S310
-                while block := resp.read(1 << 20):
-                    h.update(block)
-                    out.write(block)
-            if remote.md5 is not None and h.hexdigest() != remote.md5:
-                raise CorruptDataError(f"downloaded {url} has md5 {h.hexdigest()}, expected {remote.md5}")
-            os.replace(tmp, target)
+            # a failed or corrupt download leaves nothing behind; a good one appears whole
+            with atomic_path(target) as tmp:
+                h = hashlib.md5()
+                with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:  # noqa: S310
+                    while block := resp.read(1 << 20):
+                        h.update(block)
+                        out.write(block)
+                if remote.md5 is not None and h.hexdigest() != remote.md5:
+                    raise CorruptDataError(f"downloaded {url} has md5 {h.hexdigest()}, expected {remote.md5}")
             break
         except (OSError, urllib.error.URLError, ValueError) as err:
             errors.append(f"{url}: {getattr(err, 'reason', err)}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     else:
         raise OSError("; ".join(errors))
     if remote.extract:

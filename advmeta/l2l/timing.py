@@ -19,6 +19,7 @@ from advmeta.eps import parse_eps
 from advmeta.l2l.config import L2LConfig
 from advmeta.l2l.networks import build_attacker, build_classifier
 from advmeta.l2l.step import alternating_step
+from advmeta.l2l.train import _optimisers
 
 
 def interleaved_step_seconds(
@@ -53,8 +54,7 @@ def interleaved_step_seconds(
         f = build_classifier(cfg, shape, num_classes).to(device)
         g = build_attacker(cfg, shape)
         g = g.to(device) if g is not None else None
-        opt_f = torch.optim.SGD(f.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        opt_g = torch.optim.Adam(g.parameters(), lr=cfg.attacker_lr) if g is not None else None
+        opt_f, _, opt_g = _optimisers(cfg, f, g)
         nets[cfg.name] = (cfg, f, g, opt_f, opt_g)
     times: dict[str, list[float]] = {n: [] for n in nets}
     for r in range(rounds + 1):
