@@ -278,7 +278,7 @@ class EpisodeMaker:
     """
 
     def __init__(self, spec: BankSpec, data_root: str | None = None, surrogate_steps: int = 1500,
-                 surrogate_arch: str = "conv4", device: str = "cpu") -> None:
+                 surrogate_arch: str = "conv4", device: str = "cpu", surrogate_classes: str = "all") -> None:
         from advmeta.data import EpisodeSampler, EpisodeSpec, load_fewshot
         from advmeta.env import resolve_device
         from advmeta.surrogate import SurrogateConfig, get_surrogate
@@ -288,7 +288,8 @@ class EpisodeMaker:
         ds = load_fewshot(spec.dataset, data_root=data_root, image_size=spec.image_size)
         self.sampler = EpisodeSampler(ds, spec.split, EpisodeSpec(n_way=spec.n_way, k_shot=spec.k_shot,
                                                                   q_query=spec.q_query), seed=spec.seed)
-        self.surrogate = get_surrogate(ds, SurrogateConfig(arch=surrogate_arch, steps=surrogate_steps, seed=spec.seed),
+        self.surrogate = get_surrogate(ds, SurrogateConfig(arch=surrogate_arch, steps=surrogate_steps, seed=spec.seed,
+                                                           classes=surrogate_classes),
                                        device=self.device)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -312,6 +313,7 @@ class EpisodeMaker:
         return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def surrogate_key(arch: str, steps: int, seed: int, image_size: int | None) -> str:
+def surrogate_key(arch: str, steps: int, seed: int, image_size: int | None, classes: str = "all") -> str:
     """Identity of a surrogate (what a bank records and an evaluation must match)."""
-    return json.dumps({"arch": arch, "steps": int(steps), "seed": int(seed), "image_size": image_size}, sort_keys=True)
+    return json.dumps({"arch": arch, "steps": int(steps), "seed": int(seed), "image_size": image_size,
+                       "classes": classes}, sort_keys=True)

@@ -115,10 +115,17 @@ def _whitebox(learner: Learner, fn: Any, ep: Any, step: int, protocol: EvalProto
                     json.dumps({"attacks": list(protocol.attacks)}), e, lar, t_all)
 
 
+def surrogate_params(cfg: TrainConfig) -> str:
+    """The ``attack_params`` JSON of the surrogate scenario's rows: which surrogate, which labels."""
+    labels = "true" if cfg.surrogate_classes == "all" else "predicted (unseen classes)"
+    return json.dumps({"surrogate": "fgsm", "arch": cfg.surrogate_arch, "steps": cfg.surrogate_steps,
+                       "classes": cfg.surrogate_classes, "labels": labels}, sort_keys=True)
+
+
 def _surrogate(learner: Learner, ep_clean: Any, ep_adv: Any, eps: float, steps: int, k_shot: int,
-               protocol: EvalProtocol, acc: _Acc) -> None:
+               protocol: EvalProtocol, acc: _Acc, params: str, clean_fns: list[Any] | None = None) -> None:
+    """ADML's table at one ε; ``clean_fns``: the clean support's adapted models, when already computed."""
     es = format_eps(eps)
-    params = json.dumps({"surrogate": "fgsm", "labels": "predicted (unseen classes)"})
     supports = {"clean": ep_clean.support_x, "adv": ep_adv.support_x}
     if "adv40" in protocol.surrogate_supports and k_shot >= 5:
         supports["adv40"] = mix_support(ep_clean.support_x, ep_adv.support_x, ep_clean.support_y, round(0.4 * k_shot))
@@ -126,7 +133,8 @@ def _surrogate(learner: Learner, ep_clean: Any, ep_adv: Any, eps: float, steps: 
         if s_name not in supports:
             continue
         t0 = time.perf_counter()
-        fns = learner.adapted(supports[s_name], ep_clean.support_y, steps)
+        reuse = s_name == "clean" and clean_fns is not None
+        fns = clean_fns if reuse else learner.adapted(supports[s_name], ep_clean.support_y, steps)
         for q_name, qx in (("clean", ep_clean.query_x), ("adv", ep_adv.query_x)):
             for step, fn in enumerate(fns):
                 with torch.no_grad():
@@ -168,6 +176,7 @@ def evaluate(checkpoint: str | Path, protocol: EvalProtocol | None = None, progr
     surrogate = None
     if "surrogate" in protocol.scenarios and bank is None:
         surrogate = make_surrogate(cfg, ds, device, progress)
+    sur_params = surrogate_params(cfg)
     acc = _Acc()
     t_start = time.perf_counter()
     for start in range(0, protocol.n_episodes, protocol.chunk):
@@ -195,7 +204,11 @@ def evaluate(checkpoint: str | Path, protocol: EvalProtocol | None = None, progr
                     ep_c, ep_a = ep_c.to(device), ep_a.to(device)
                 else:
                     ep_c, ep_a = ep, surrogate.attack_episodes(ep, e, protocol.split)
-                _surrogate(learner, ep_c, ep_a, e, steps, k_shot, protocol, acc)
+                # The clean support was adapted to above: reuse it (same episodes, same weights).
+                same = ep_c is ep or (torch.equal(ep_c.support_x, ep.support_x)
+                                      and torch.equal(ep_c.support_y, ep.support_y))
+                _surrogate(learner, ep_c, ep_a, e, steps, k_shot, protocol, acc, sur_params,
+                           fns if same and len(fns) == steps + 1 else None)
         if progress:
             sys.stderr.write(f"\reval {cfg.method}: {idx[-1] + 1}/{protocol.n_episodes} episodes "
                              f"({time.perf_counter() - t_start:.0f} s)   ")

@@ -17,12 +17,13 @@ from advmeta.errors import ConfigError
 
 SCENARIOS = ("finetune", "whitebox", "surrogate")
 
-# Test-time settings of each attack (METHODS.md §1, §5): PGD-20 of 2/255, MI-FGSM 10 steps,
-# C&W and APGD 100 iterations. Overridden per attack by EvalProtocol.attack_params.
+# Test-time settings of each attack (METHODS.md §1, §5): PGD-20, MI-FGSM 10 steps, C&W and APGD
+# 100 iterations. Step sizes follow ε ("auto": max(2/255, ε/4), i.e. the papers' 2/255 up to
+# ε = 8/255). Overridden per attack by EvalProtocol.attack_params.
 DEFAULT_ATTACK_PARAMS: dict[str, dict[str, Any]] = {
-    "pgd": {"steps": 20, "step_size": "2/255", "random_start": True},
+    "pgd": {"steps": 20, "step_size": "auto", "random_start": True},
     "mifgsm": {"steps": 10},
-    "cw-linf": {"steps": 100, "step_size": "2/255"},
+    "cw-linf": {"steps": 100, "step_size": "auto"},
     "cw-l2": {"steps": 100},
     "apgd-ce": {"steps": 100},
     "apgd-dlr": {"steps": 100},

@@ -193,7 +193,10 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
     """
     from advmeta.report_figures import figures
 
+    from advmeta.claims import claims_markdown, evaluate_claims, write_claims
+
     summary, episodes = load(folder)
+    manifest = load_manifest(folder)
     out_dir = Path(out) if out is not None else Path(folder) / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     tabs = tables(summary)
@@ -201,6 +204,11 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
     md = [f"# Results of `{Path(str(folder)).name}`", "",
           f"{summary['trial_id'].nunique()} trials, {len(summary)} summary rows; accuracy in % as mean ± 95% CI "
           "over test episodes (1.96·σ/√n); best of each column in bold.", ""]
+    md += eps_section(manifest)
+    claims = evaluate_claims(summary, episodes, manifest)
+    claim_paths = write_claims(claims, out_dir)
+    md += ["## Claims of the papers", "", f"(also `{Path(claim_paths['markdown']).name}` and "
+           f"`{Path(claim_paths['parquet']).name}`)", "", claims_markdown(claims), "## Tables", ""]
     for t in tabs:
         md.append(to_markdown(t))
     if len(failed):
@@ -210,6 +218,51 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
         md.append("")
     figs = figures(summary, episodes, out_dir / "figures")
     md += [f"![{p.stem}](figures/{p.name})" for p in figs]
-    (out_dir / "report.md").write_text("\n".join(md) + "\n")
-    (out_dir / "tables.tex").write_text("\n".join(to_latex(t) for t in tabs))
-    return {"markdown": out_dir / "report.md", "latex": out_dir / "tables.tex", "figures": figs, "tables": len(tabs)}
+    from advmeta.atomic import write_text_atomic
+
+    write_text_atomic(out_dir / "report.md", "\n".join(md) + "\n")
+    write_text_atomic(out_dir / "tables.tex", "\n".join(to_latex(t) for t in tabs))
+    return {"markdown": out_dir / "report.md", "latex": out_dir / "tables.tex", "figures": figs, "tables": len(tabs),
+            "claims": claim_paths["markdown"], "claims_parquet": claim_paths["parquet"],
+            "verdicts": claims["verdict"].value_counts().to_dict() if len(claims) else {}}
+
+
+def load_manifest(folder: str | Path) -> dict[str, Any] | None:
+    """The sweep's ``sweep.json`` (None when absent or unreadable)."""
+    from advmeta.bank import filesystem
+
+    fs, root = filesystem(str(folder))
+    try:
+        with fs.open_input_stream(f"{root}/sweep.json") as inp:
+            return dict(json.loads(inp.read().decode()))
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+
+
+_SOURCE_WORDS = {"paper": "the papers' ε on this dataset", "calibrated": "calibrated on the grid's MAML",
+                 "user": "given with --eps", "grid": "the grid file's own values"}
+
+
+def eps_section(manifest: dict[str, Any] | None) -> list[str]:
+    """Markdown lines: each table's ε and where it came from, and the calibration curve."""
+    if not manifest or not manifest.get("table_eps"):
+        return []
+    lines = ["## ε of each table", "", "| table | ε | source |", "|---|---|---|"]
+    for name, te in manifest["table_eps"].items():
+        eps = ", ".join(te.get("eps", [])) or "(the grid's own)"
+        lines.append(f"| {name} | {eps} | {te.get('source', '')}: {_SOURCE_WORDS.get(te.get('source', ''), '')} |")
+    cal = manifest.get("calibration")
+    if cal:
+        att = cal.get("attack", {})
+        lines += ["", f"Calibration (METHODS.md §10): the smallest ε of the ladder at which the grid's own MAML "
+                      f"5-way {manifest.get('dataset', '')} model falls below {cal.get('threshold', 40):g} % under "
+                      f"PGD-{att.get('steps', 20)} (step max(2/255, ε/4)) on {cal.get('n_episodes')} "
+                      f"{cal.get('split', 'val')} episodes ({att.get('search', 'bisect')} search over the ladder); "
+                      f"chosen: **{cal.get('eps')}**.", "",
+                  "| ε | MAML PGD accuracy (%) | clean (%) |", "|---|---|---|"]
+        lines += [f"| {p['eps']} | {p['acc']:.1f} ± {p['acc_ci95']:.1f} | {p['clean_acc']:.1f} |"
+                  for p in cal.get("curve", [])]
+    if manifest.get("wall_seconds") is not None:
+        lines += ["", f"Wall time of the sweep's last run: {float(manifest['wall_seconds']) / 60:.1f} min "
+                      f"on {manifest.get('cpus', '?')} CPUs."]
+    return lines + [""]

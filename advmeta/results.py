@@ -65,6 +65,10 @@ _SCENARIO = [
     Column("attack_params", "string", "", "JSON of the attack's settings (steps, step size, norm, loss, …)"),
     Column("eps", "float64", "[0,1] scale", "ε of the test attack (0 for clean)"),
     Column("eps_str", "string", "k/255", "ε of the test attack as k/255"),
+    Column("eps_source", "string", "", "where the row's ε came from: `paper` (the papers' ε on their dataset), "
+           "`calibrated` (smallest ε of 2…64/255 at which the grid's MAML falls below 40 % under PGD-20 on "
+           "validation episodes; see `calibration.parquet`), `user` (`--eps`), `grid` (the grid file's value); "
+           "empty for clean rows and runs outside a sweep"),
     Column("finetune_step", "Int64", "steps", "inner/fine-tune steps taken at meta-test before evaluating"),
 ]
 _METRICS = [

@@ -60,7 +60,9 @@ class TrainConfig:
         vectorize: ``loop``, ``vmap`` or ``auto`` (vmap on CUDA only, by the benchmark).
         threads: torch threads (None: ``OMP_NUM_THREADS`` or all CPUs).
         surrogate_arch: model of the fixed surrogate (ADML, MAML-AD, surrogate evaluation).
-        surrogate_steps: SGD steps of the surrogate's training.
+        surrogate_steps: Adam steps of the surrogate's training.
+        surrogate_classes: ``all`` (the paper's threat: every class of the dataset, true labels)
+            or ``train`` (meta-training classes only, predicted labels on unseen classes).
         cache_dir: where the surrogate checkpoints are cached (None: the per-user cache).
     """
 
@@ -88,6 +90,7 @@ class TrainConfig:
     threads: int | None = None
     surrogate_arch: str = "conv4"
     surrogate_steps: int = 1500
+    surrogate_classes: str = "all"
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -129,7 +132,8 @@ def make_surrogate(cfg: TrainConfig, ds: Any, device: torch.device, progress: bo
     """The fixed surrogate of this dataset/image size/arch/seed (trained once, then cached)."""
     from advmeta.surrogate import SurrogateConfig, get_surrogate
 
-    return get_surrogate(ds, SurrogateConfig(arch=cfg.surrogate_arch, steps=cfg.surrogate_steps, seed=cfg.seed),
+    return get_surrogate(ds, SurrogateConfig(arch=cfg.surrogate_arch, steps=cfg.surrogate_steps, seed=cfg.seed,
+                                             classes=cfg.surrogate_classes),
                          device=device, cache_dir=cfg.cache_dir, progress=progress)
 
 

@@ -45,7 +45,8 @@ def training_bank_request(cfg: TrainConfig) -> dict[str, Any] | None:
     return {"dataset": cfg.dataset, "split": "train", "n_way": cfg.n_way, "k_shot": k, "q_query": q,
             "seed": cfg.seed, "image_size": cfg.image_size, "eps": [format_eps(lcfg.train_eps)],
             "n_episodes": cfg.iterations * cfg.meta_batch,
-            "surrogate": surrogate_key(cfg.surrogate_arch, cfg.surrogate_steps, cfg.seed, cfg.image_size),
+            "surrogate": surrogate_key(cfg.surrogate_arch, cfg.surrogate_steps, cfg.seed, cfg.image_size,
+                                       cfg.surrogate_classes),
             "surrogate_arch": cfg.surrogate_arch, "surrogate_steps": cfg.surrogate_steps}
 
 

@@ -29,7 +29,9 @@ def report(
     paths = write_report(folder, out)
     if show:
         typer.echo(Path(paths["markdown"]).read_text())
-    typer.echo(f"wrote {paths['markdown']}, {paths['latex']} and {len(paths['figures'])} figures", err=True)
+    verdicts = ", ".join(f"{n} {v}" for v, n in sorted(paths["verdicts"].items()))
+    typer.echo(f"wrote {paths['markdown']}, {paths['latex']}, {len(paths['figures'])} figures and "
+               f"{paths['claims']} ({verdicts or 'no claims'})", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 import typer
+
+from advmeta.errors import ConfigError
 
 from advmeta.cli import _options as opt
 
@@ -18,6 +21,8 @@ def sweep(
     storage: Optional[str] = opt.STORAGE,
     seed: int = opt.SEED,
     methods: Optional[str] = typer.Option(None, "--methods", help="Only these methods (comma-separated)."),
+    eps: Optional[str] = typer.Option(None, "--eps", help="ε of every table (k/255, list a,b: first is the training ε) "
+                                      "instead of the papers' (their datasets) or the calibrated one (others)."),
     cpus_per_trial: Optional[float] = opt.CPUS_PER_TRIAL,
     gpus_per_trial: Optional[float] = opt.GPUS_PER_TRIAL,
     address: Optional[str] = opt.ADDRESS,
@@ -38,29 +43,35 @@ def sweep(
     are never recomputed, unfinished ones resume from their last checkpoint.
     """
     from advmeta.tune.budgets import get_budget
-    from advmeta.tune.command import resolve_dataset, resumed_specs, sweep_dir
-    from advmeta.tune.grids import expand, grid_names, load_grid
+    from advmeta.tune.command import plan_sweep, resolve_dataset, resumed_specs, sweep_dir
+    from advmeta.tune.grids import grid_names, load_grid
 
     if list_grids:
         for name in grid_names():
             desc = " ".join(str(load_grid(name)[1].get("description", "")).split())
             typer.echo(f"{name}: {desc}")
         return
+    t_start = time.time()
     get_budget(budget)  # a bad budget is an error before anything else happens
     name, data = load_grid(grid)
     folder = sweep_dir(name, output, storage)
     if resume:
         name, specs, manifest = resumed_specs(folder)
-        info = {k: manifest.get(k) for k in ("grid", "budget", "dataset", "seed")}
+        info = {k: manifest.get(k) for k in ("grid", "budget", "dataset", "seed", "table_eps", "calibration")}
     else:
         ds = resolve_dataset(dataset, data_root)
-        wanted = [m.strip() for m in methods.split(",")] if methods else None
+        wanted = [m.strip() for m in methods.split(",")] if methods is not None else None
+        if wanted is not None and not all(wanted):
+            raise ConfigError(f"--methods {methods!r}: empty method name; give a comma-separated list, e.g. maml,adml")
         from advmeta.tune.families import family_of
 
         for m in wanted or []:
             family_of(m)  # an unknown method is an error, not an empty sweep
-        specs = expand(name, data, get_budget(budget), dataset=ds, seed=seed, methods=wanted)
-        info = {"grid": grid, "budget": budget, "dataset": ds, "seed": seed}
+        user_eps = [e.strip() for e in eps.split(",")] if eps is not None else None
+        specs, info = plan_sweep(name, data, budget, ds, seed, wanted, user_eps, folder, data_root=data_root,
+                                 device=device, cpus_per_trial=cpus_per_trial, dry_run=dry_run, progress=not quiet)
+        info = {"grid": grid, "budget": budget, "dataset": ds, "seed": seed, **info}
+    info["started_at"] = t_start
     opt.list_or_run(name, specs, folder, info, dry_run=dry_run, label=lambda s: f"{s.label}  [{', '.join(s.table)}]",
                     report=report, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                     max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,

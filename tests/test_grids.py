@@ -38,12 +38,42 @@ def test_paper_tables_trials() -> None:
     adml = [s for s in meta if s.method == "adml"]
     assert all(s.hparams["first_order"] is False for s in adml)
     surrogate = next(e for e in maml1.evals if e["scenario"] == "surrogate")
-    assert surrogate["support"] == ["clean", "adv40", "adv"] and surrogate["eps"] == ["2/255", "0.2/255"]
+    # Omniglot has no paper ε: pending calibration until the sweep measures it.
+    assert surrogate["support"] == ["clean", "adv40", "adv"] and surrogate["eps"] == ["eps*"]
+    assert surrogate["eps_source"] == "calibrated"
+
+
+def test_paper_tables_follow_the_dataset() -> None:
+    """The papers' ε on mini-ImageNet (both of ADML's at the paper budget); calibrated elsewhere."""
+    from advmeta.tune.epsplan import plan
+
+    grid, data = load_grid("paper-tables")
+    paper = plan(data, "miniimagenet", "paper")
+    assert paper["adml"].eps == ("2/255", "0.2/255") and paper["adml"].source == "paper"
+    assert plan(data, "miniimagenet", "quick")["adml"].eps == ("2/255",)  # quick: one ε per table
+    assert paper["tafl"].eps == ("2/255",) and paper["l2l"].eps == ("8/255",)
+    cal = plan(data, "omniglot", "paper", calibrated="32/255")
+    assert cal["adml"].eps == ("32/255", "3.2/255") and cal["tafl"].source == "calibrated"
+    user = plan(data, "miniimagenet", "quick", user_eps=["4/255"])
+    assert {t.source for t in user.values()} == {"user"} and user["adml"].eps == ("4/255",)
+    specs = expand(grid, data, SMOKE, dataset="omniglot", seed=0, table_eps=cal)
+    aq = next(s for s in specs if s.method == "aq" and s.train["k_shot"] == 1)
+    assert aq.hparams["train_eps"] == "32/255"  # adversarial methods train at the calibrated ε
+    aqp = next(s for s in specs if s.method == "aq-protonet" and s.train["k_shot"] == 1)
+    assert aqp.hparams["train_step_size"] == "8/255"  # a fixed step follows ε: max(2/255, ε/4)
+    pgm = next(s for s in specs if s.method == "pgm")
+    assert pgm.hparams["eps"] == "32/255"
+    mini = expand(grid, data, SMOKE, dataset="miniimagenet", seed=0, table_eps=paper)
+    aq_mini = next(s for s in mini if s.method == "aq" and s.train["k_shot"] == 1)
+    assert "train_eps" not in aq_mini.hparams  # the learner's own (the paper's) training ε
+    wb = next(e for e in aq_mini.evals if e["scenario"] == "whitebox")
+    assert wb["eps"] == ["2/255"] and wb["eps_source"] == "paper"
 
 
 def test_tafl_grid_is_gamma_by_k() -> None:
-    specs = _expand("tafl")
+    specs = [s for s in _expand("tafl") if s.method == "tafl"]
     assert len(specs) == 6 * 3
+    assert [s.method for s in _expand("tafl") if s.method != "tafl"] == ["maml"]  # the calibration MAML
     pairs = {(s.hparams["gamma"], s.hparams["k"]) for s in specs}
     assert pairs == {(g, k) for g in (0.0, 1.0, 2.0, 3.0, 4.0, 5.0) for k in (0.1, 1.0, 10.0)}
 

@@ -104,7 +104,9 @@ def test_report_tables_mark_the_best(tmp_path: Path) -> None:
     assert "\\textbf{40.00} $\\pm$ 1.50" in to_latex(table)
     frame.to_parquet(tmp_path / "summary.parquet")
     paths = write_report(tmp_path)
-    assert paths["markdown"].read_text().count("**") == 4
+    tables_part = paths["markdown"].read_text().split("## Tables", 1)[1]
+    assert tables_part.count("**") == 4
+    assert (tmp_path / "report" / "claims.md").is_file() and (tmp_path / "report" / "claims.parquet").is_file()
 
 
 def test_ledger_on_a_filesystem_uri(tmp_path: Path) -> None:

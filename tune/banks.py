@@ -34,7 +34,8 @@ def _training_requirement(spec: TrialSpec) -> dict[str, Any] | None:
     from advmeta.tune.family_meta import train_config
 
     req = training_bank_request(train_config(spec, RunContext(sweep_dir="")))
-    if req is None or req["surrogate_arch"] != "conv4":
+    # Banks are made with the default surrogate (conv4 over every class); others attack in the trial.
+    if req is None or req["surrogate_arch"] != "conv4" or spec.train.get("surrogate_classes", "all") != "all":
         return None
     return {k: req[k] for k in ("dataset", "split", "n_way", "k_shot", "q_query", "seed", "image_size",
                                 "surrogate_steps", "eps", "n_episodes")}
@@ -60,11 +61,14 @@ def requirements(specs: Sequence[TrialSpec]) -> list[dict[str, Any]]:
             entry["eps"] += [e for e in train_req["eps"] if e not in entry["eps"]]
             entry["n_episodes"] = max(entry["n_episodes"], int(train_req["n_episodes"]))
         t = dict(spec.train)
+        if t.get("surrogate_classes", "all") != "all":
+            continue
         for ev in spec.evals:
             if ev.get("scenario") != "surrogate":
                 continue
             req = {"dataset": t["dataset"], "split": ev.get("split", "test"), "n_way": int(t.get("n_way", 5)),
-                   "k_shot": int(t.get("k_shot", 1)), "q_query": int(t.get("q_query", 15)), "seed": int(t.get("seed", 0)),
+                   "k_shot": int(t.get("k_shot", 1)), "q_query": int(ev.get("q_query", t.get("q_query", 15))),
+                   "seed": int(t.get("seed", 0)),
                    "image_size": t.get("image_size"), "surrogate_steps": int(t.get("surrogate_steps", 1500))}
             key = json.dumps(req, sort_keys=True)
             entry = needs.setdefault(key, {**req, "eps": [], "n_episodes": 0})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +38,73 @@ def resolve_dataset(dataset: str | None, data_root: str | None) -> str:
     return dataset
 
 
+def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed: int, methods: Sequence[str] | None,
+               user_eps: Sequence[str] | None, folder: str, *, data_root: str | None = None, device: str = "auto",
+               cpus_per_trial: float | None = None, dry_run: bool = False,
+               progress: bool = True) -> tuple[list[TrialSpec], dict[str, Any]]:
+    """The trials of a grid with every table's ε resolved (calibrating first where needed).
+
+    Where a table's ε must be calibrated (:mod:`advmeta.tune.epsplan`) and ``folder`` holds no
+    calibration for this grid's MAML yet, the calibration runs now (not on ``dry_run``: the
+    listing then shows the pending ε as ``eps*``).
+
+    Returns:
+        The trials and the facts for the manifest: ``table_eps`` (ε and source per table) and
+        ``calibration`` (the curve and choice, when calibrated).
+
+    Raises:
+        ConfigError: a malformed ``--eps``, or a calibrated ε on a grid without a MAML trial.
+    """
+    from advmeta.calibrate import Calibration
+    from advmeta.eps import parse_eps
+    from advmeta.tune import calibration as calib
+    from advmeta.tune.budgets import get_budget
+    from advmeta.tune.epsplan import needs_calibration, plan
+    from advmeta.tune.families import RunContext
+    from advmeta.tune.grids import expand
+
+    b = get_budget(budget)
+    for e in user_eps or []:
+        if parse_eps(e) <= 0:
+            raise ConfigError(f"--eps {e}: ε must be > 0")
+    info: dict[str, Any] = {}
+    calibrated, record, job = None, None, None
+    ctx = RunContext(sweep_dir=folder, data_root=data_root, device=device)
+    tables = needs_calibration(data, dataset, user_eps)
+    if tables:
+        provisional = expand(name, data, b, dataset=dataset, seed=seed)
+        cal_spec = calib.calibration_spec(provisional)
+        if cal_spec is None:
+            raise ConfigError(f"tables {', '.join(tables)} need an ε calibrated on the grid's MAML, but the grid has "
+                              f"no MAML trial on {dataset}; pass --eps k/255")
+        threads = max(1, int(cpus_per_trial or 1))
+        job = calib.job_for(cal_spec, ctx, b.calibration_episodes, threads, b.q_query)
+        record = calib.cached(folder, job)
+        if record is None and not dry_run:
+            keep = [s for s in provisional if methods is None or s.method in methods]
+            cal, record = calib.run(folder, job, calib.surrogate_configs(keep, ctx), progress=progress)
+        if record is not None:
+            cal = Calibration.from_dict(record["calibration"])
+            calibrated = cal.eps
+            info["calibration"] = {**cal.to_dict(), "maml_trial_val_acc": record.get("val_acc"),
+                                   "seconds": record.get("seconds")}
+    table_eps = plan(data, dataset, budget, user_eps, calibrated)
+    specs = expand(name, data, b, dataset=dataset, seed=seed, methods=methods, table_eps=table_eps)
+    if record is not None and job is not None and not dry_run:
+        calib.hand_over(folder, record, job, specs, ctx)
+    info["table_eps"] = {k: v.to_dict() for k, v in table_eps.items()}
+    if progress or dry_run:
+        for tname, te in table_eps.items():
+            if te.source == "grid":
+                continue
+            what = ", ".join(te.eps)
+            why = {"paper": f"the papers' ε on {dataset}", "user": "--eps",
+                   "calibrated": (f"calibrated on {dataset}" if calibrated else
+                                  "calibrated when the sweep starts (listed as eps*)")}[te.source]
+            print(f"ε of table {tname}: {what} ({why})", file=sys.stderr)
+    return specs, info
+
+
 def sweep_dir(name: str, output: str | None, storage: str | None) -> str:
     """The sweep's folder: ``--output``, else ``<storage>/<name>``, else ``results/<name>``."""
     if output:
@@ -62,13 +130,20 @@ def execute(name: str, specs: Sequence[TrialSpec], folder: str, opts: SweepOptio
             report: bool = True, quiet: bool = False) -> SweepOutcome:
     """Run the sweep, write the report, print the summary lines; the caller maps the exit code."""
     info = {**info, "command": shlex.join(["advmeta", *sys.argv[1:]]), "cwd": os.getcwd()}
+    started = float(info.get("started_at") or time.time())
+    previous = (Ledger(folder).read_manifest() or {}).get("wall_seconds_total", 0.0) if "://" not in folder else 0.0
     outcome = run_sweep(name, specs, folder, opts, info)
+    wall = time.time() - started
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    Ledger(folder).update_manifest({"wall_seconds": wall, "wall_seconds_total": float(previous or 0.0) + wall,
+                                    "load_average": list(load), "cpus": os.cpu_count()})
     lines = [f"{name}: {outcome.done}/{outcome.total} trials done"
              + (f", {outcome.failed} failed" if outcome.failed else "")
              + (f", {outcome.stopped} stopped early" if outcome.stopped else "")
              + (f", {outcome.pending} not run (interrupted: re-run the same command to continue)"
                 if outcome.pending else "")
-             + f" in {outcome.wall_seconds:.0f} s",
+             + f" in {outcome.wall_seconds:.0f} s; wall time {wall:.0f} s ({wall / 60:.1f} min) including "
+               f"calibration, on {os.cpu_count()} CPUs, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}",
              f"results: {folder}/summary.parquet ({len(outcome.summary)} rows), "
              f"{folder}/episodes.parquet ({len(outcome.episodes)} rows)"]
     if outcome.failed:
@@ -80,6 +155,8 @@ def execute(name: str, specs: Sequence[TrialSpec], folder: str, opts: SweepOptio
 
         paths = write_report(folder)
         lines.append(f"report: {paths['markdown']} ({len(paths['figures'])} figures)")
+        verdicts = ", ".join(f"{n} {v}" for v, n in sorted(paths["verdicts"].items()))
+        lines.append(f"claims: {paths['claims']} ({verdicts or 'no claims'})")
     if not quiet:
         for line in lines:
             print(line)

@@ -38,7 +38,7 @@ def train_config(spec: Any, ctx: RunContext) -> Any:
 
     t = dict(spec.train)
     kwargs = {k: t[k] for k in ("dataset", "image_size", "n_way", "k_shot", "q_query", "meta_batch", "iterations",
-                                "val_every", "val_episodes", "checkpoint_every", "seed", "surrogate_steps",
+                                "val_every", "val_episodes", "checkpoint_every", "seed", "surrogate_steps", "surrogate_classes",
                                 "backbone", "width", "bn_mode", "meta_lr", "split_scheme") if k in t}
     # threads stay None (the trial's OMP_NUM_THREADS, set by Ray and by the trainable): the
     # checkpoint records the config, and resuming with other --cpus-per-trial must still match.
@@ -55,8 +55,9 @@ def protocols(spec: Any, ctx: RunContext) -> list[Any]:
         scenario = str(ev.get("scenario", "whitebox"))
         steps = ev.get("attack_steps")
         n = int(ev.get("episodes", 100))
-        key = f"{ev.get('split', 'test')}|{n}|{steps}"
-        g = groups.setdefault(key, {"split": ev.get("split", "test"), "n_episodes": n, "steps": steps,
+        q = ev.get("q_query")
+        key = f"{ev.get('split', 'test')}|{n}|{steps}|{q}"
+        g = groups.setdefault(key, {"split": ev.get("split", "test"), "n_episodes": n, "steps": steps, "q_query": q,
                                     "scenarios": ["finetune"], "attacks": [], "eps": [], "surrogate_eps": [],
                                     "surrogate_supports": []})
         if scenario not in g["scenarios"]:
@@ -71,6 +72,7 @@ def protocols(spec: Any, ctx: RunContext) -> list[Any]:
     for g in groups.values():
         params = {a: {"steps": int(g["steps"])} for a in g["attacks"] if a in _ITERATIVE and g["steps"]}
         kwargs: dict[str, Any] = {"split": g["split"], "n_episodes": g["n_episodes"], "scenarios": tuple(g["scenarios"]),
+                                  "q_query": None if g["q_query"] is None else int(g["q_query"]),
                                   "chunk": min(50, g["n_episodes"]), "device": ctx.device, "sweep": spec.sweep,
                                   "trial_id": spec.trial_id, "attack_params": params}
         if g["attacks"]:
@@ -89,7 +91,7 @@ def bank_source(ctx: RunContext, cfg: Any, protocol: Any) -> Any:
     if not root or "surrogate" not in protocol.scenarios:
         return None
     bank = find_bank(root, dataset=cfg.dataset, split=protocol.split, n_way=cfg.n_way, k_shot=cfg.k_shot,
-                     q_query=cfg.q_query, seed=cfg.seed, eps=protocol.surrogate_eps,
+                     q_query=protocol.q_query or cfg.q_query, seed=cfg.seed, eps=protocol.surrogate_eps,
                      n_episodes=protocol.n_episodes, surrogate=surrogate_key(cfg))
     if bank is None:
         return None
@@ -124,7 +126,7 @@ def surrogate_key(cfg: Any) -> str:
     """Identity of the surrogate a training config uses (what a bank must have been made with)."""
     from advmeta.bank import surrogate_key as key
 
-    return key(cfg.surrogate_arch, cfg.surrogate_steps, cfg.seed, cfg.image_size)
+    return key(cfg.surrogate_arch, cfg.surrogate_steps, cfg.seed, cfg.image_size, cfg.surrogate_classes)
 
 
 def _dedupe(rows: list[dict[str, Any]], key_cols: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -36,12 +36,13 @@ from typing import Any
 
 from advmeta.errors import ConfigError
 from advmeta.tune.budgets import Budget
+from advmeta.tune.epsplan import TABLE, TableEps, method_eps_overrides, plan
 from advmeta.tune.families import config_class, family_of
 from advmeta.tune.trial import TrialSpec
 
 _TRAIN_AXES = ("dataset", "n_way", "k_shot", "q_query")
 _TABLE_KEYS = {"name", "title", "methods", "hparams", "method_hparams", "evals", "eval", "family", "train",
-               *_TRAIN_AXES}
+               "eps_paper", "calibrated_ratios", *_TRAIN_AXES}
 
 
 def grid_names() -> list[str]:
@@ -103,11 +104,14 @@ def _train_settings(budget: Budget, family: str, axes: Mapping[str, Any], seed: 
                       "num_classes": budget.l2l_num_classes, "image_size": budget.image_size,
                       "dataset": classification_dataset(axes.get("dataset"))})
     else:
-        train.update({"n_way": 5, "q_query": budget.q_query, "iterations": budget.iterations,
+        train.update({"n_way": 5, "q_query": budget.train_q_query or budget.q_query, "iterations": budget.iterations,
                       "meta_batch": budget.meta_batch, "val_every": budget.val_every,
                       "val_episodes": budget.val_episodes, "checkpoint_every": budget.checkpoint_every,
                       "image_size": budget.image_size, "surrogate_steps": budget.surrogate_steps})
         train.update({k: v for k, v in axes.items() if v is not None})
+        by_shot = dict(budget.iterations_by_shot)
+        if train.get("k_shot") in by_shot:
+            train["iterations"] = by_shot[train["k_shot"]]
     train.update(extra)
     return train
 
@@ -134,7 +138,7 @@ def classification_dataset(fewshot: str | None) -> str:
     return _CLASSIFICATION_OF.get(str(fewshot), "cifar10")
 
 
-def _evals(table: Mapping[str, Any], budget: Budget) -> list[dict[str, Any]]:
+def _evals(table: Mapping[str, Any], budget: Budget, table_eps: TableEps | None = None) -> list[dict[str, Any]]:
     evals = _as_list(table.get("evals", table.get("eval", [])))
     out = []
     for ev in evals:
@@ -142,7 +146,18 @@ def _evals(table: Mapping[str, Any], budget: Budget) -> list[dict[str, Any]]:
             raise ConfigError(f"table {table.get('name')!r}: each eval must be a table of settings")
         full = {"episodes": budget.test_episodes, "attack_steps": budget.attack_steps, "split": "test",
                 "n_test": budget.l2l_test_images}
+        if ev.get("scenario") == "whitebox" and budget.whitebox_episodes:
+            full["episodes"] = budget.whitebox_episodes
+        if ev.get("scenario") != "l2l":
+            full["q_query"] = budget.q_query
         full.update(ev)
+        if full.get("eps") == TABLE:
+            if table_eps is None or not table_eps.eps:
+                raise ConfigError(f"table {table.get('name')!r}: eps = \"table\" but the table's ε is unknown")
+            full["eps"] = list(table_eps.eps)
+            full["eps_source"] = table_eps.source
+        elif "eps" in full:
+            full["eps_source"] = "grid"
         for key in ("attacks", "eps", "support", "query"):
             if key in full:
                 full[key] = _as_list(full[key])
@@ -151,7 +166,8 @@ def _evals(table: Mapping[str, Any], budget: Budget) -> list[dict[str, Any]]:
 
 
 def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str | None, seed: int,
-           methods: Sequence[str] | None = None, sweep: str | None = None) -> list[TrialSpec]:
+           methods: Sequence[str] | None = None, sweep: str | None = None,
+           table_eps: Mapping[str, TableEps] | None = None) -> list[TrialSpec]:
     """The trials of a grid.
 
     Args:
@@ -162,11 +178,16 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
         seed: the sweep's seed (every trial's training seed and test-episode seed).
         methods: keep only these methods (``None``: all).
         sweep: the sweep's name (default: the grid's).
+        table_eps: the ε of each table (:func:`advmeta.tune.epsplan.plan`; default: planned
+            here, a calibrated ε still pending). Where it is calibrated or the user's, the
+            table's adversarial methods train at it too.
 
     Raises:
         ConfigError: unknown method, unknown hyper-parameter, or a malformed table.
     """
     defaults = dict(data.get("defaults", {}))
+    if table_eps is None:
+        table_eps = plan(data, str(dataset), budget.name)
     merged: dict[str, TrialSpec] = {}
     order: list[str] = []
     for table in data["tables"]:
@@ -189,7 +210,8 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
         for field_name in hp_axes:
             if not any(field_name in _fields(m) for m in table_methods):
                 raise ConfigError(f"grid {name}, table {tname!r}: no method has a hyper-parameter {field_name!r}")
-        evals = _evals(table, budget)
+        t_eps = table_eps.get(tname)
+        evals = _evals(table, budget, t_eps)
         axes = {k: _as_list(table[k]) for k in _TRAIN_AXES if k in table}
         for method in table_methods:
             if methods is not None and method not in methods:
@@ -203,8 +225,9 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
                                   f"its fields: {', '.join(fields)}")
             own_axes = {k: v for k, v in hp_axes.items() if k in fields}
             from_budget = {k: v for k, v in budget.learner_overrides().items() if k in fields}
+            from_eps = method_eps_overrides(fields, t_eps.primary) if t_eps is not None and t_eps.trains_methods else {}
             for combo in itertools.product(*own_axes.values()) if own_axes else [()]:
-                hp = from_budget | dict(zip(own_axes, combo)) | fixed
+                hp = from_budget | from_eps | dict(zip(own_axes, combo)) | fixed
                 for train_combo in itertools.product(*axes.values()) if axes else [()]:
                     ax = dict(zip(axes, train_combo))
                     if ax.get("dataset") in (None, "auto"):

@@ -88,6 +88,12 @@ class Ledger:
         self.write_json(self._p(MANIFEST), {**info, "advmeta_version": __version__,
                                               "trials": [s.to_dict() for s in specs]})
 
+    def update_manifest(self, fields: Mapping[str, Any]) -> None:
+        """Add ``fields`` to the manifest (e.g. the run's ``wall_seconds``); no-op without one."""
+        manifest = self.read_manifest()
+        if manifest is not None:
+            self.write_json(self._p(MANIFEST), {**manifest, **fields})
+
     def read_manifest(self) -> dict[str, Any] | None:
         """The manifest, or ``None`` when the folder holds no sweep."""
         path = self._p(MANIFEST)

@@ -98,6 +98,25 @@ def _throttled(fn: Any, seconds: float) -> Any:
     return call
 
 
+def cost_estimate(spec: TrialSpec) -> float:
+    """A rough relative cost of a trial (training updates × their weight + attacked evaluation).
+
+    Only the order matters: Tune starts trials in the order given, so the longest go first and
+    the last minutes of a sweep are not one long trial on one core while the others idle
+    (longest-processing-time-first packing).
+    """
+    t = spec.train
+    if spec.family == "l2l":
+        train = float(t.get("epochs", 1)) * float(t.get("num_classes") or 10) * 6.0
+    else:
+        adversarial = any(k in spec.hparams for k in ("train_eps", "eps")) or spec.method in ("adml", "maml-ad")
+        shots = float(t.get("k_shot", 1))
+        train = float(t.get("iterations", 1)) * (1.0 + 0.25 * (shots - 1)) * (2.0 if adversarial else 1.0)
+    attacked = sum(len(ev.get("attacks", [])) * float(ev.get("attack_steps") or 10) * float(ev.get("episodes", 100))
+                   for ev in spec.evals if ev.get("scenario") == "whitebox")
+    return train + 0.2 * attacked
+
+
 def _scheduler(opts: SweepOptions, max_t: int) -> Any:
     if opts.scheduler == "none":
         return None
@@ -147,6 +166,7 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
     ledger.write_manifest({"name": name, **(info or {})}, specs)
     # Failed trials are retried by a new run; finished and early-stopped ones are final.
     pending = [s for s in specs if ledger.status_of(s.trial_id) not in ("ok", "stopped")]
+    pending.sort(key=cost_estimate, reverse=True)  # stable: equal costs keep the grid's order
     t0 = time.perf_counter()
     trial_seconds: list[float] = []
     resources: Resources | None = None

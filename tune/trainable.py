@@ -26,14 +26,30 @@ from advmeta.tune.trial import TrialSpec
 _SKIP = {"sweep", "trial_id", "status", "error"}
 
 
+def eps_sources(spec: TrialSpec) -> dict[str, str]:
+    """``eps_str`` → where that ε came from (paper / calibrated / user / grid), from the trial's evals."""
+    from advmeta.eps import format_eps
+
+    out: dict[str, str] = {}
+    for ev in spec.evals:
+        for e in ev.get("eps", []) or []:
+            try:
+                out.setdefault(format_eps(e), str(ev.get("eps_source", "grid")))
+            except Exception:  # noqa: BLE001 - a malformed ε is reported by the evaluation itself
+                continue
+    return out
+
+
 def _finish_rows(rows: list[dict[str, Any]], spec: TrialSpec, device: str) -> list[dict[str, Any]]:
     """Add the id, status and provenance columns the core leaves to the runner."""
+    sources = eps_sources(spec)
     ver = versions()
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     out = []
     for row in rows:
         full = {k: v for k, v in row.items() if k not in _SKIP}
         full.update({"sweep": spec.sweep, "trial_id": spec.trial_id, "status": "ok", "error": ""})
+        full["eps_source"] = sources.get(str(full.get("eps_str")), "") if full.get("eps") else ""
         full.setdefault("advmeta_version", ver["advmeta"])
         full.setdefault("torch_version", ver["torch"])
         full["ray_version"] = ver["ray"]

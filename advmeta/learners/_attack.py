@@ -21,6 +21,16 @@ from advmeta.eps import Eps, format_eps, parse_eps
 ModelFn = Callable[[Tensor], Tensor]
 
 
+def auto_step_size(eps: float) -> str:
+    """The test step size that follows ε: max(2/255, ε/4), as ``k/255``.
+
+    2/255 at the papers' ε (AQ's PGD-20 at 8/255, R-MAML's PGD-10 at 2/255) and ε/4 above
+    8/255 (AQ's Omniglot setting: steps of 4/255 at 16/255), so that the iterative attacks
+    reach the boundary of a large ε-ball within their steps [choice].
+    """
+    return format_eps(max(2.0 / 255.0, eps / 4.0))
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     """An attack of :mod:`advmeta.attacks` with its budget and settings.
@@ -50,11 +60,18 @@ class AttackSpec:
         return get_attack(self.name)
 
     def accepted(self) -> dict[str, Any]:
-        """The settings the attack function accepts (what is run and recorded)."""
+        """The settings the attack function accepts (what is run and recorded).
+
+        A ``step_size`` of ``"auto"`` becomes :func:`auto_step_size` of ε, so the recorded
+        settings name the step that ran.
+        """
         sig = inspect.signature(self._fn())
+        params = dict(self.params)
+        if params.get("step_size") == "auto":
+            params["step_size"] = auto_step_size(self.eps_float)
         if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-            return dict(self.params)
-        return {k: v for k, v in self.params.items() if k in sig.parameters}
+            return params
+        return {k: v for k, v in params.items() if k in sig.parameters}
 
     def params_json(self) -> str:
         """JSON of the settings, ε excluded (it has its own columns)."""

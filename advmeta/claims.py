@@ -1,0 +1,419 @@
+"""The papers' claims, checked against a sweep's results (pandas only: no Ray, no torch).
+
+Claims are data, one TOML file per paper in ``tune/claims/`` (shipped inside ``advmeta.tune``)::
+
+    paper = "TAFL"
+    title = "Hou et al., ICPR 2020: Task-based Adversarial Focal Loss"
+    [metrics.robust]            # a named row selector, called as robust(<method>) in a value
+    scenario = "whitebox"       # keys: summary columns (query, attack, k_shot, hp_*, …), steps (from
+    attack = "worst"            # attack_params), eps = "table" | "clean" (attack none) | "8/255";
+    eps = "table"               # quantity = "acc" (default), a column, or "col / col"
+    [metrics.drop]              # or a weighted sum of selectors
+    terms = [{ weight = 1, query = "clean", attack = "none" }, { weight = -1, query = "adv", attack = "transfer" }]
+    [[claims]]
+    id = "tafl-ge-aq"
+    claim = "TAFL's robust accuracy is at least AQ's"
+    table = "tafl"              # or a list: the first one the manifest knows (table_eps or trials' tables)
+    value = "robust(tafl) - robust(aq)"   # ± c*metric(method) …, or A / B: a ratio, no CI
+    op = ">="                   # >=, >, <=, <
+    threshold = 0
+    # optional: for_each = "k_shot" (a verdict per value), where = {…} and where_by_table = {t = {…}}
+    # (added to every selector), kind = "peak" with along = "hp_gamma", note = "…" (shown when untestable)
+
+``eps = "table"`` is the table's primary ε from the manifest's ``table_eps``, else (said in the
+detail) the largest attacked ε of the matching rows. Rows used: status ``ok``, each trial's last
+fine-tune step (whitebox, surrogate, finetune), no curve rows, and only the manifest's trials of
+the table when it lists them. A selector matching several trials is ambiguous, except in a peak
+claim (best interior cell − larger end cell; cells average their trials). A sum's CI is paired
+(1.96·sd/√n of per-episode sums) when every term's episodes share one index set, else √Σw²ci².
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from advmeta.eps import format_eps, parse_eps
+from advmeta.errors import ConfigError
+from advmeta.results import SUMMARY_COLUMNS
+
+OPS = (">=", ">", "<=", "<")
+COLUMNS = ["paper", "title", "claim_id", "claim", "table", "group", "k_shot", "rows", "value", "ci95",
+           "ci_method", "op", "threshold", "verdict", "n_episodes", "detail"]
+KNOWN = frozenset(c.name for c in SUMMARY_COLUMNS) | {"eps", "steps"}
+_KEYS = {"id", "claim", "value", "op", "threshold", "table", "for_each", "where", "where_by_table", "kind", "along",
+         "note"}
+_CALL = re.compile(r"\s*([+-]?)\s*(?:(\d+\.?\d*|\.\d+)\s*\*\s*)?([A-Za-z_]\w*)\(\s*([\w.-]+)\s*\)\s*")
+_EP_KEY = ["scenario", "support", "query", "attack", "eps_str", "finetune_step"]
+
+
+@dataclass(frozen=True)
+class Term:
+    """``weight`` × ``quantity`` of the one row that ``where`` selects."""
+
+    weight: float
+    where: dict[str, Any]
+    quantity: str = "acc"
+
+
+def claims_dir() -> Path:
+    """The shipped claim files' folder, found without running any ``advmeta.tune`` code."""
+    spec = importlib.util.find_spec("advmeta.tune")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0]) / "claims"
+    from importlib import resources
+
+    return Path(str(resources.files("advmeta.tune") / "claims"))
+
+
+def _check(keys: Sequence[Any], origin: str) -> None:
+    if bad := [k for k in keys if k not in KNOWN and not re.fullmatch(r"hp_\w+", str(k))]:
+        raise ConfigError(f"{origin}: unknown columns {bad}")
+
+
+def _linear(text: str, metrics: Mapping[str, Any], origin: str) -> list[Term]:
+    terms: list[Term] = []
+    pos = 0
+    while pos < len(text) or not terms:
+        m = _CALL.match(text, pos)
+        if m is None or (terms and not m.group(1)):
+            raise ConfigError(f"{origin}: cannot read value {text!r} at {text[pos:]!r}")
+        if m.group(3) not in metrics:
+            raise ConfigError(f"{origin}: unknown metric {m.group(3)!r} (define it under [metrics])")
+        metric = dict(metrics[m.group(3)])
+        quantity, coef = str(metric.pop("quantity", "acc")), float(m.group(2) or 1) * (-1 if m.group(1) == "-" else 1)
+        for sub in metric.pop("terms", [{}]):
+            sub = dict(sub)
+            terms.append(Term(coef * float(sub.pop("weight", 1.0)), {**metric, **sub, "method": m.group(4)}, quantity))
+        pos = m.end()
+    return terms
+
+
+def load_claims(paths: Sequence[str | Path] | None = None) -> list[dict[str, Any]]:
+    """Parse and check claim files (default: the shipped ``tune/claims/*.toml``, by file name).
+
+    Returns:
+        One dict per claim: its keys plus ``paper``, ``title``, ``tables`` (a list), ``terms`` and
+        ``den`` (a ratio's denominator terms, else None).
+
+    Raises:
+        ConfigError: bad TOML, a missing or unknown key, an unknown op, metric or column.
+    """
+    out: list[dict[str, Any]] = []
+    for path in map(Path, paths if paths is not None else sorted(claims_dir().glob("*.toml"))):
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: {err}") from None
+        metrics = dict(data.get("metrics", {}))
+        for name, met in metrics.items():
+            keys = [k for k in met if k not in ("quantity", "terms")] + [k for t in met.get("terms", []) for k in t]
+            _check([k for k in keys if k != "weight"] + str(met.get("quantity", "acc")).replace(" ", "").split("/"),
+                   f"{path.name} metric {name}")
+        for i, claim in enumerate(data.get("claims", [])):
+            origin = f"{path.name} claim {claim.get('id', i)}"
+            if missing := {"id", "claim", "value", "op", "threshold"} - set(claim):
+                raise ConfigError(f"{origin}: missing {sorted(missing)}")
+            if unknown := set(claim) - _KEYS:
+                raise ConfigError(f"{origin}: unknown keys {sorted(unknown)}")
+            if claim["op"] not in OPS or claim.get("kind", "sum") not in ("sum", "peak"):
+                raise ConfigError(f"{origin}: op must be one of {OPS} and kind sum or peak")
+            sides = [_linear(s, metrics, origin) for s in str(claim["value"]).split("/", 1)]
+            if claim.get("kind") == "peak" and (len(sides) > 1 or len(sides[0]) > 1 or "along" not in claim):
+                raise ConfigError(f"{origin}: a peak needs along and a value of one metric(method)")
+            _check([claim.get("along", "k_shot"), claim.get("for_each", "k_shot"), *claim.get("where", {}),
+                    *[k for w in claim.get("where_by_table", {}).values() for k in w]], origin)
+            tables = claim.get("table", [])
+            out.append({**claim, "paper": data.get("paper", path.stem), "title": data.get("title", ""),
+                        "tables": [tables] if isinstance(tables, str) else list(tables), "terms": sides[0],
+                        "den": sides[1] if len(sides) == 2 else None})
+    return out
+
+
+def verdict(value: float, ci: float, op: str, threshold: float) -> str:
+    """``holds`` when all of value ± ci satisfies ``op threshold``, ``fails`` when none does, else ``inconclusive``."""
+    if value is None or ci is None or math.isnan(value) or math.isnan(ci):
+        return "inconclusive"
+    lo, hi = value - ci, value + ci
+    ok, bad = {">=": (lo >= threshold, hi < threshold), ">": (lo > threshold, hi <= threshold),
+               "<=": (hi <= threshold, lo > threshold), "<": (hi < threshold, lo >= threshold)}[op]
+    return "holds" if ok else "fails" if bad else "inconclusive"
+
+
+def prepare(summary: pd.DataFrame) -> pd.DataFrame:
+    """The rows claims use: ok, each trial's last fine-tune step, no curve rows; adds ``steps``."""
+    ok = summary[summary["status"].astype("string").eq("ok").fillna(False)].reset_index(drop=True)
+    step = pd.to_numeric(ok["finetune_step"], errors="coerce").astype(float)
+    staged = ok["scenario"].isin(["whitebox", "surrogate", "finetune"]).to_numpy(dtype=bool)
+    last = step[staged].groupby(ok.loc[staged, "trial_id"], dropna=False).transform("max").reindex(ok.index)
+    params = []  # plain dicts: pandas would turn the JSON into Arrow structs
+    for text in ok["attack_params"].tolist():
+        try:
+            params.append(p if isinstance(p := json.loads(text), dict) else {})
+        except (TypeError, ValueError):
+            params.append({})
+    ok["steps"] = pd.to_numeric(pd.Series([p.get("steps") for p in params], dtype=object), errors="coerce")
+    keep = (~staged | (step == last).to_numpy(dtype=bool)) & ~np.array([p.get("curve") is not None for p in params])
+    return ok[keep].reset_index(drop=True)
+
+
+def _mask(rows: pd.DataFrame, where: Mapping[str, Any]) -> pd.Series:
+    mask = pd.Series(True, index=rows.index)
+    for key, want in where.items():
+        if key == "eps" and want in ("clean", "table"):  # "table" is left only when no ε is known
+            mask &= rows["attack"].eq("none").fillna(False) if want == "clean" else False
+        elif key == "eps":
+            mask &= pd.Series(np.isclose(rows["eps"].astype(float), parse_eps(want), rtol=0, atol=1e-9), rows.index)
+        elif key not in rows:
+            mask &= False
+        elif isinstance(want, (int, float)) and not isinstance(want, bool):
+            mask &= (pd.to_numeric(rows[key], errors="coerce") - float(want)).abs().lt(1e-9).fillna(False)
+        else:
+            mask &= rows[key].astype("string").str.lower().eq(str(want).lower()).fillna(False)
+    return mask
+
+
+def _qty(rows: pd.DataFrame, quantity: str) -> pd.Series:
+    cols = quantity.replace(" ", "").split("/")
+    return rows[cols[0]].astype(float) / (rows[cols[1]].astype(float) if len(cols) == 2 else 1.0)
+
+
+def _label(term: Term, row: pd.Series | None = None) -> str:
+    """``tafl worst@2/255``, ``maml clean``, ``adml clean/adv transfer@2/255`` (a row's, or a selector's)."""
+    get = term.where.get if row is None else row.get
+    if term.quantity != "acc":
+        return f"{get('method')} ({term.quantity.replace(' ', '')})"
+    attack, steps, eps = str(get("attack") or "any"), get("steps"), get("eps_str" if row is not None else "eps")
+    attack += f"-{int(steps)}" if attack == "pgd" and steps is not None and not pd.isna(steps) else ""
+    text = f"{get('method')} " + (f"{get('support')}/{get('query')} " if get("scenario") == "surrogate" else "")
+    text += "clean" if attack == "none" and get("scenario") != "surrogate" else attack
+    return text + (f"@{eps}" if eps and eps != "clean" and (attack != "none" or get("scenario") == "surrogate") else "")
+
+
+def _text(items: Sequence[tuple[float, Term, pd.Series | None]]) -> str:
+    return " ".join(f"{'−' if w < 0 else '+'} {'' if abs(w) == 1 else f'{abs(w):g}·'}{_label(t, r)}"
+                    for w, t, r in items if w != 0).lstrip("+ ")
+
+
+def _one(rows: pd.DataFrame, term: Term, peak: bool = False) -> tuple[pd.DataFrame | None, str]:
+    """The row a term selects (one per trial when ``peak``), or None and why not."""
+    if rows.empty:
+        return None, f"no rows for {_label(term)}"
+    if rows["trial_id"].nunique(dropna=False) > 1 and not peak:
+        differ = [c for c in rows if (c.startswith("hp_") or c in ("k_shot", "dataset", "n_way", "seed"))
+                  and rows[c].astype("string").nunique(dropna=False) > 1] or ["their settings"]
+        n = rows["trial_id"].nunique(dropna=False)
+        return None, f"ambiguous rows: {_label(term)} matches {n} trials (differing in {', '.join(differ)})"
+    keep = []
+    for tid, trial in rows.groupby("trial_id", sort=True, dropna=False):
+        if _qty(trial, term.quantity).nunique(dropna=False) > 1:
+            return None, f"ambiguous rows: {_label(term)} matches {len(trial)} different rows of trial {tid}"
+        keep.append(trial.index[0])
+    return rows.loc[keep], ""
+
+
+def _paired(items: Sequence[tuple[float, Term, pd.Series]],
+            by_trial: Mapping[str, pd.DataFrame]) -> tuple[float, int] | None:
+    total: pd.Series | None = None
+    for weight, _, row in items:
+        ep = by_trial.get(str(row["trial_id"]), pd.DataFrame())
+        for col in _EP_KEY if len(ep) else ():
+            same = ep[col].isna() if pd.isna(row[col]) else ep[col].astype("string").eq(str(row[col])).fillna(False)
+            ep = ep[same]
+        if ep.empty or ep["episode_index"].duplicated().any():
+            return None
+        acc = weight * ep.set_index("episode_index")["acc"].astype(float).sort_index()
+        if total is not None and not total.index.equals(acc.index):
+            return None
+        total = acc if total is None else total + acc
+    if total is None or len(total) < 2:
+        return None
+    return float(1.96 * total.std(ddof=1) / math.sqrt(len(total))), len(total)
+
+
+def _sum(rows: pd.DataFrame, num: list[Term], den: list[Term] | None,
+         by_trial: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
+    """Value and CI of a weighted sum of the terms' rows, or of the ratio of two such sums."""
+    sides: list[dict[Any, list[Any]]] = []
+    errors = []
+    for terms in (num, den or []):
+        sides.append({})  # row index -> [summed weight, term, row]: a row counted twice is one row in the CI
+        for term in terms:
+            one, why = _one(rows[_mask(rows, term.where)], term)
+            errors += [why] if one is None else []
+            if one is not None:
+                sides[-1].setdefault(one.index[0], [0.0, term, one.iloc[0]])[0] += term.weight
+    if errors:
+        text = " / ".join(_text([(t.weight, t, None) for t in terms]) for terms in (num, den) if terms)
+        return {"value": math.nan, "ci95": math.nan, "ci_method": "", "rows": text, "detail": "; ".join(errors)}
+    items = [list(side.values()) for side in sides]
+    flat = items[0] + items[1]
+    value = [sum(w * float(_qty(r.to_frame().T, t.quantity).iloc[0]) for w, t, r in part) for part in items]
+    shot = next(iter(shots)) if len(shots := {str(r["k_shot"]) for *_, r in flat}) == 1 else ""
+    out = {"rows": " / ".join(_text(part) for part in items if part) + (f", {shot}-shot" if shot.isdigit() else ""),
+           "detail": "", "value": value[0], "ci_method": "independent",
+           "n_episodes": min((int(r["n_episodes"]) for *_, r in flat if not pd.isna(r["n_episodes"])), default=None)}
+    if den:
+        return {**out, "value": value[0] / value[1], "ci95": 0.0, "ci_method": "none (ratio)", "n_episodes": None}
+    if any(t.quantity != "acc" for _, t, _ in flat):
+        return {**out, "ci95": 0.0, "ci_method": "none (not an accuracy)"}
+    if (paired := _paired([i for i in flat if i[0] != 0], by_trial)) is not None:
+        return {**out, "ci95": paired[0], "ci_method": "paired", "n_episodes": paired[1]}
+    return {**out, "ci95": math.sqrt(sum(w * w * float(r["acc_ci95"]) ** 2 for w, _, r in flat))}
+
+
+def _peak(claim: dict[str, Any], rows: pd.DataFrame, term: Term) -> dict[str, Any]:
+    """Best interior cell − the larger end cell along ``claim["along"]``; CI √(ci₁² + ci₂²)."""
+    along = claim["along"]
+    one, why = _one(rows[_mask(rows, term.where)], term, peak=True)
+    base = {"value": math.nan, "ci95": math.nan, "ci_method": "peak", "rows": f"{_label(term)} along {along}"}
+    if one is None:
+        return {**base, "detail": why}
+    one = one.assign(_q=_qty(one, term.quantity), _ci=one["acc_ci95"].astype(float) ** 2)
+    cells = one.groupby(pd.to_numeric(one[along], errors="coerce"), sort=True).agg(
+        q=("_q", "mean"), ci=("_ci", "sum"), n=("_q", "size"), ep=("n_episodes", "min"))
+    cells["ci"] = np.sqrt(cells["ci"]) / cells["n"]  # the CI of a mean of independent cells
+    if len(cells) < 3:
+        return {**base, "detail": f"a peak along {along} needs ≥ 3 distinct values; the matching rows have "
+                                  f"{len(cells)} ({', '.join(f'{v:g}' for v in cells.index)})"}
+    best, end = cells.iloc[1:-1]["q"].idxmax(), cells.iloc[[0, -1]]["q"].idxmax()
+    return {**base, "value": float(cells.at[best, "q"] - cells.at[end, "q"]), "n_episodes": cells["ep"].min(),
+            "ci95": float(math.hypot(cells.at[best, "ci"], cells.at[end, "ci"])),
+            "rows": f"{_label(term, one.iloc[0])}: {along}={best:g} (best interior) − {along}={end:g} (larger end)",
+            "detail": f"{len(cells)} values of {along}; a cell averages up to {int(cells['n'].max())} trial(s)"}
+
+
+def _table(claim: dict[str, Any], manifest: Mapping[str, Any] | None) -> tuple[str | None, Any, list[str] | None]:
+    """The claim's table, its ``table_eps`` entry (or None) and the manifest's trials of it (or None)."""
+    table_eps, trials = dict((manifest or {}).get("table_eps") or {}), list((manifest or {}).get("trials") or [])
+    listed = {t for tr in trials for t in tr.get("table") or []}
+    name = next((t for t in claim["tables"] if t in table_eps or t in listed), (claim["tables"] or [None])[0])
+    ids = sorted(str(tr["trial_id"]) for tr in trials if name in (tr.get("table") or [])) if name in listed else None
+    return name, table_eps.get(name), ids
+
+
+def _evaluate(claim: dict[str, Any], rows: pd.DataFrame, manifest: Mapping[str, Any] | None,
+              by_trial: Mapping[str, pd.DataFrame]) -> list[dict[str, Any]]:
+    name, entry, ids = _table(claim, manifest)
+    rows = rows if ids is None else rows[rows["trial_id"].astype(str).isin(ids)]
+    where = {**claim.get("where", {}), **claim.get("where_by_table", {}).get(name, {})}
+    terms = [Term(t.weight, {**t.where, **where}, t.quantity) for t in claim["terms"] + (claim["den"] or [])]
+    cand = rows[np.logical_or.reduce([_mask(rows, {k: v for k, v in t.where.items() if k != "eps"}) for t in terms])]
+    fe = claim.get("for_each")
+    groups = sorted(cand[fe].dropna().unique().tolist()) if fe in cand and cand[fe].notna().any() else [None]
+    out = []
+    for g in groups:
+        sub, notes, eps = cand if g is None else cand[_mask(cand, {fe: g})], [], None
+        if entry and entry.get("eps") and re.fullmatch(r"[\d.]+(/[\d.]+)?", str(entry["eps"][0]).strip()):
+            eps = parse_eps(entry["eps"][0])  # (a calibrated ε still pending reads "eps*": not used)
+            notes.append(f"ε {format_eps(eps)}: table {name}'s primary ε ({entry.get('source', '?')})")
+        elif (hit := sub["attack"].ne("none").fillna(False)).any() and any(t.where.get("eps") == "table"
+                                                                          for t in terms):
+            eps = float(sub.loc[hit, "eps"].astype(float).max())
+            notes.append(f"no manifest ε for table {name}: used the largest attacked ε of the rows, "
+                         f"{format_eps(eps)}")
+        resolved = {"eps": format_eps(eps)} if eps is not None else {}
+        fixed = [Term(t.weight, {**t.where, **resolved} if t.where.get("eps") == "table" else t.where, t.quantity)
+                 for t in terms]
+        num, den = fixed[: len(claim["terms"])], fixed[len(claim["terms"]):]
+        res = _peak(claim, sub, fixed[0]) if claim.get("kind") == "peak" else _sum(sub, num, den, by_trial)
+        verd = verdict(res["value"], res["ci95"], claim["op"], float(claim["threshold"]))
+        notes += [res["detail"]] + ([claim["note"]] if math.isnan(res["value"]) and claim.get("note") else [])
+        out.append({"paper": claim["paper"], "title": claim["title"], "claim_id": claim["id"], "claim": claim["claim"],
+                    "table": name, "group": "" if g is None else f"{fe}={g}",
+                    "k_shot": g if fe == "k_shot" else where.get("k_shot"), "op": claim["op"],
+                    "threshold": float(claim["threshold"]), "verdict": verd, "n_episodes": res.get("n_episodes"),
+                    **{k: res[k] for k in ("rows", "value", "ci95", "ci_method")},
+                    "detail": "; ".join(n for n in notes if n)})
+    return out
+
+
+def evaluate_claims(summary: pd.DataFrame, episodes: pd.DataFrame | None = None,
+                    manifest: Mapping[str, Any] | None = None,
+                    claim_files: Sequence[str | Path] | None = None) -> pd.DataFrame:
+    """Check every claim of the claim files against a sweep's results.
+
+    Args:
+        summary: the sweep's ``summary`` rows (the schema of :mod:`advmeta.results`).
+        episodes: its per-episode rows; None or empty: every CI from the rows' ``acc_ci95``.
+        manifest: its ``sweep.json`` (``table_eps``; ``trials`` with their ``table`` lists), or None.
+        claim_files: TOML files to check (default: the shipped ``tune/claims/*.toml``).
+
+    Returns:
+        One row per claim and ``for_each`` value, columns :data:`COLUMNS`, in file, claim and value order.
+    """
+    rows = prepare(summary) if len(summary) else summary.assign(steps=pd.Series(dtype=float))
+    eps = episodes if episodes is not None and len(episodes) else pd.DataFrame(columns=["trial_id"])
+    by_trial = {str(k): v for k, v in eps.groupby("trial_id", sort=False)}
+    frame = pd.DataFrame([r for c in load_claims(claim_files) for r in _evaluate(c, rows, manifest, by_trial)],
+                         columns=COLUMNS)
+    for col, dtype in {"value": "float64", "ci95": "float64", "threshold": "float64", "k_shot": "Int64",
+                       "n_episodes": "Int64"}.items():
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(dtype)
+    return frame
+
+
+def claims_markdown(frame: pd.DataFrame) -> str:
+    """The verdicts as Markdown: a section per paper, a table row per claim, the verdict in bold."""
+    cell = lambda x: str(x).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["## The papers' claims", "", "A claim holds when its whole 95% interval (value ± CI) is on the claim's "
+             "side of the threshold, fails when it is wholly on the other side, and is inconclusive otherwise.", ""]
+    for paper, sub in frame.groupby("paper", sort=False):
+        lines += [f"### {paper}: {sub['title'].iloc[0]}", "",
+                  "| claim | rows | value ± 95% CI | test | verdict | detail |", "|---|---|---|---|---|---|"]
+        for r in sub.itertuples():
+            val = "–" if pd.isna(r.value) else f"{r.value:.3g}" if r.ci_method.startswith("none") else \
+                f"{r.value:.2f} ± {r.ci95:.2f}"
+            claim = f"{r.claim} (`{r.claim_id}`" + (f", {r.group})" if r.group else ")")
+            lines.append(f"| {cell(claim)} | {cell(r.rows)} | {val} | {r.op} {r.threshold:g} | **{r.verdict}** "
+                         f"| {cell(r.detail)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_claims(source: str | Path | pd.DataFrame, out_dir: str | Path | None = None, *,
+                 episodes: pd.DataFrame | None = None, manifest: Mapping[str, Any] | None = None,
+                 claim_files: Sequence[str | Path] | None = None) -> dict[str, Path]:
+    """Write ``claims.md`` and ``claims.parquet``, each atomically.
+
+    Args:
+        source: a sweep folder or URI (its summary, episodes and ``sweep.json`` are read), a summary
+            frame (checked with ``episodes`` and ``manifest``) or a frame from :func:`evaluate_claims`.
+        out_dir: where to write; default ``<folder>/report`` (required for a frame).
+        episodes, manifest, claim_files: as for :func:`evaluate_claims` (a folder's own
+            manifest is read when ``manifest`` is None).
+
+    Returns:
+        ``{"markdown": path, "parquet": path}``.
+    """
+    from advmeta.atomic import write_text_atomic
+    from advmeta.results import write_parquet_atomic
+
+    if isinstance(source, pd.DataFrame):
+        if out_dir is None:
+            raise ConfigError("write_claims: give out_dir when the source is a frame")
+        frame = source if "verdict" in source else evaluate_claims(source, episodes, manifest, claim_files)
+    else:
+        from advmeta.bank import filesystem
+        from advmeta.report import load
+
+        summary, eps = load(source)
+        if manifest is None:
+            fs, root = filesystem(str(source))
+            if fs.get_file_info(f"{root}/sweep.json").type.name == "File":
+                with fs.open_input_stream(f"{root}/sweep.json") as inp:
+                    manifest = json.loads(inp.read().decode())
+        frame = evaluate_claims(summary, eps, manifest, claim_files)
+    out = Path(out_dir) if out_dir is not None else Path(str(source)) / "report"
+    return {"markdown": write_text_atomic(out / "claims.md", claims_markdown(frame)),
+            "parquet": write_parquet_atomic(frame, out / "claims.parquet")}

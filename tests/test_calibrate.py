@@ -1,0 +1,86 @@
+"""ε calibration: the smallest rung below the threshold, by bisection or a linear walk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from advmeta import calibrate as cal_mod
+from advmeta.calibrate import Calibration, calibrate, check_ladder
+from advmeta.errors import ConfigError
+
+LADDER = ("2/255", "4/255", "8/255", "16/255", "32/255", "64/255")
+
+
+def _fake_evaluate(curve: dict[str, float], calls: list[str]) -> Any:
+    """An ``evaluate`` whose PGD accuracy at each ε is ``curve[ε]`` (clean 90 %)."""
+
+    def evaluate(checkpoint: Any, proto: Any, progress: bool = False) -> tuple[list[dict[str, Any]], list[Any]]:
+        eps = proto.eps[0]
+        calls.append(eps)
+        base = {"finetune_step": 1, "acc_ci95": 1.0}
+        return [{**base, "attack": "none", "acc": 90.0}, {**base, "attack": "pgd", "acc": curve[eps]}], []
+
+    return evaluate
+
+
+@pytest.mark.parametrize("search", ["bisect", "linear"])
+@pytest.mark.parametrize("below_from, expected", [(0, "2/255"), (3, "16/255"), (4, "32/255"), (5, "64/255")])
+def test_picks_the_first_rung_below(monkeypatch: pytest.MonkeyPatch, search: str, below_from: int,
+                                    expected: str) -> None:
+    accs = [80.0 - 5 * i if i < below_from else 39.0 - i for i in range(len(LADDER))]
+    calls: list[str] = []
+    monkeypatch.setattr("advmeta.evaluate.evaluate", _fake_evaluate(dict(zip(LADDER, accs)), calls))
+    out = calibrate("unused.pt", LADDER, 40.0, n_episodes=3, search=search)
+    assert out.eps == expected and out.below
+    assert [p.eps for p in out.curve] == [e for e in LADDER if e in calls]  # in ladder order
+    if search == "bisect":
+        assert len(calls) <= 3  # ⌈log2 6⌉ evaluations, not six
+    else:
+        assert calls == list(LADDER[:below_from + 1])
+
+
+def test_no_rung_below_uses_the_top(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr("advmeta.evaluate.evaluate", _fake_evaluate({e: 60.0 for e in LADDER}, calls))
+    out = calibrate("unused.pt", LADDER, 40.0, n_episodes=3)
+    assert out.eps == "64/255" and not out.below
+    assert Calibration.from_dict(out.to_dict()) == out
+
+
+def test_bad_ladders_are_errors() -> None:
+    for ladder in ([], ["8/255", "4/255"], ["0/255", "2/255"], ["banana"]):
+        with pytest.raises(ConfigError):
+            check_ladder(ladder)
+    assert check_ladder(["2/255", 8 / 255]) == ("2/255", "8/255")
+
+
+def test_tiny_model_bisection_matches_the_full_curve(tmp_path: Path, one_thread: None) -> None:
+    """On a real (tiny, briefly trained) MAML, bisection picks the rung the full curve says."""
+    from advmeta.train import TrainConfig, train
+
+    cfg = TrainConfig(method="maml", hparams={"inner_lr": 0.4, "inner_steps": 1, "test_inner_steps": 1},
+                      dataset="glyphs", image_size=16, width=8, q_query=3, meta_batch=2, iterations=8, val_every=0,
+                      val_episodes=2, checkpoint_every=8, device="cpu", seed=0)
+    ckpt, _ = train(cfg, tmp_path / "maml", progress=False)
+    ladder = ("2/255", "8/255", "32/255", "128/255")
+    full = calibrate(ckpt, ladder, threshold=-1.0, n_episodes=4, steps=3, q_query=3, device="cpu", search="linear")
+    accs = [p.acc for p in full.curve]
+    assert len(accs) == 4 and accs[-1] <= accs[0]
+    # A threshold just above the curve's value at 32/255 (and below the rungs before it when
+    # they are higher) makes the expected rung the first one under it.
+    threshold = accs[2] + 0.5
+    expected = next(e for e, a in zip(ladder, accs) if a < threshold)
+    for search in ("bisect", "linear"):
+        got = calibrate(ckpt, ladder, threshold=threshold, n_episodes=4, steps=3, q_query=3, device="cpu",
+                        search=search)
+        monotone = all(b <= a for a, b in zip(accs, accs[1:]))
+        if search == "linear" or monotone:
+            assert got.eps == expected
+        assert {p.eps: p.acc for p in got.curve}.items() <= {p.eps: p.acc for p in full.curve}.items()
+
+
+def test_module_exports_the_rule() -> None:
+    assert cal_mod.LADDER[0] == "2/255" and cal_mod.THRESHOLD == 40.0

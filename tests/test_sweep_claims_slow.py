@@ -1,0 +1,52 @@
+"""End to end (slow): a small grid through ε calibration, the trials and the claims table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+GRID = Path(__file__).parent / "grids" / "mini-claims.toml"
+
+
+def _sweep(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "ADVMETA_NO_DOWNLOAD": "1"}
+    cmd = [sys.executable, "-c", "from advmeta.cli.app import main; main()", "sweep", "--grid", str(GRID), "--dataset", "glyphs", "--budget",
+           "smoke", "--output", str(out), "--num-cpus", "2", "--device", "cpu", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.mark.slow
+def test_small_grid_calibrates_then_judges_claims(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    dry = _sweep(out, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "calibrated when the sweep starts" in dry.stderr and "eps*" in dry.stdout
+    run = _sweep(out)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "calibrated ε* = " in run.stderr and "claims:" in run.stdout and "wall time" in run.stdout
+    cal = json.loads((out / "calibration.json").read_text())
+    manifest = json.loads((out / "sweep.json").read_text())
+    eps_star = cal["calibration"]["eps"]
+    assert manifest["table_eps"]["tafl"] == {"eps": [eps_star], "source": "calibrated"}
+    assert manifest["wall_seconds"] > 0
+    summary = pd.read_parquet(out / "summary.parquet")
+    attacked = summary[summary["eps"] > 0]
+    assert (attacked["eps_str"] == eps_star).all() and (attacked["eps_source"] == "calibrated").all()
+    aq = summary[summary["method"] == "aq"]
+    assert json.loads(aq["hparams"].iloc[0])["train_eps"] == eps_star  # trained at the calibrated ε
+    claims = pd.read_parquet(out / "report" / "claims.parquet")
+    assert set(claims["verdict"]) <= {"holds", "fails", "inconclusive"}
+    collapse = claims[claims["claim_id"].str.contains("collapse")].iloc[0]
+    last = summary[(summary["method"] == "maml") & (summary["attack"] == "pgd")]
+    assert collapse["value"] == pytest.approx(last.loc[last["finetune_step"].idxmax(), "acc"])
+    # The same command again: nothing is recomputed, the same ε and the same claims.
+    again = _sweep(out)
+    assert again.returncode == 0, again.stderr
+    assert "calibrating" not in again.stderr
+    pd.testing.assert_frame_equal(claims, pd.read_parquet(out / "report" / "claims.parquet"))

@@ -1,0 +1,148 @@
+"""Which ε each table of a grid is evaluated (and its adversarial methods trained) at, and why.
+
+METHODS.md §10: the papers' ε belong to their datasets. A grid table names them per dataset::
+
+    [[tables]]
+    name = "tafl"
+    eps_paper = { miniimagenet = ["2/255"], cifar-fs = ["8/255"] }
+    [[tables.evals]]
+    eps = "table"              # the table's ε, resolved here
+
+On a dataset the table names, its ε is the papers' (source ``paper``). Elsewhere (Omniglot,
+glyphs, a user's dataset) it is calibrated (``calibrated``, :mod:`advmeta.calibrate`), and every
+adversarial method of the table trains at it. ``--eps`` on the command line wins over both
+(``user``); an eval that lists its own ε keeps them (``grid``). The ``quick`` and ``smoke``
+budgets keep only each table's first ε (a second, smaller ε — ADML's 0.2/255 — moves nothing at
+that budget); ``paper`` keeps them all, and on a calibrated dataset adds the table's
+``calibrated_ratios`` (ADML: ε* and ε*/10, the paper's 2 : 0.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from advmeta.eps import format_eps, parse_eps
+from advmeta.errors import ConfigError
+
+SOURCES = ("paper", "calibrated", "user", "grid")
+TABLE = "table"
+"""The ``eps`` value of an eval that takes its table's ε."""
+PENDING = "eps*"
+"""Stands for a calibrated ε not known yet (``--dry-run`` before the first run)."""
+
+
+@dataclass(frozen=True)
+class TableEps:
+    """The ε of one table.
+
+    Attributes:
+        eps: the ε values, primary first (``k/255``); ``(PENDING,)`` until calibrated.
+        source: ``paper`` | ``calibrated`` | ``user`` | ``grid``.
+    """
+
+    eps: tuple[str, ...]
+    source: str
+
+    @property
+    def primary(self) -> str:
+        """The first ε: the one the table's adversarial methods train at."""
+        return self.eps[0]
+
+    @property
+    def trains_methods(self) -> bool:
+        """Whether the table's adversarial methods train at this ε (calibrated or user ε)."""
+        return self.source in ("calibrated", "user")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"eps": list(self.eps), "source": self.source}
+
+
+def _uses_table_eps(table: Mapping[str, Any]) -> bool:
+    evals = table.get("evals", table.get("eval", []))
+    evals = evals if isinstance(evals, list) else [evals]
+    return any(isinstance(ev, Mapping) and ev.get("eps") == TABLE for ev in evals)
+
+
+def needs_calibration(data: Mapping[str, Any], dataset: str, user_eps: Sequence[str] | None) -> list[str]:
+    """Names of the tables whose ε must be calibrated on ``dataset``."""
+    if user_eps:
+        return []
+    out = []
+    for table in data["tables"]:
+        paper = dict(table.get("eps_paper", {}))
+        if _uses_table_eps(table) and dataset not in paper:
+            out.append(str(table.get("name", "table")))
+    return out
+
+
+def plan(data: Mapping[str, Any], dataset: str, budget: str, user_eps: Sequence[str] | None = None,
+         calibrated: str | None = None) -> dict[str, TableEps]:
+    """The ε of every table of a grid.
+
+    Args:
+        data: the parsed grid.
+        dataset: the sweep's few-shot dataset.
+        budget: the budget level (``quick``/``smoke`` keep one ε per table).
+        user_eps: ``--eps`` values (win over the papers' and the calibrated ε).
+        calibrated: the calibrated ε* (None: not known yet, the tables that need it get
+            :data:`PENDING`).
+
+    Raises:
+        ConfigError: a malformed ``eps_paper`` or ``calibrated_ratios``, or a bad ε.
+    """
+    user = tuple(format_eps(e) for e in user_eps) if user_eps else ()
+    out: dict[str, TableEps] = {}
+    for table in data["tables"]:
+        name = str(table.get("name", "table"))
+        paper = table.get("eps_paper", {})
+        if not isinstance(paper, Mapping):
+            raise ConfigError(f"table {name!r}: eps_paper must map datasets to lists of ε")
+        if not _uses_table_eps(table):
+            out[name] = TableEps((), "grid")
+            continue
+        if user:
+            values, source = user, "user"
+        elif dataset in paper:
+            values, source = tuple(format_eps(e) for e in _as_list(paper[dataset])), "paper"
+        elif calibrated is None:
+            values, source = (PENDING,), "calibrated"
+        else:
+            ratios = [float(r) for r in _as_list(table.get("calibrated_ratios", [1.0]))]
+            if not ratios or ratios[0] != 1.0 or any(r <= 0 for r in ratios):
+                raise ConfigError(f"table {name!r}: calibrated_ratios must start with 1 and be > 0")
+            star = parse_eps(calibrated)
+            values, source = tuple(format_eps(star * r) for r in ratios), "calibrated"
+        if budget != "paper":
+            values = values[:1]
+        out[name] = TableEps(values, source)
+    return out
+
+
+def _as_list(v: Any) -> list[Any]:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def method_eps_overrides(fields: Mapping[str, Any], eps: str) -> dict[str, Any]:
+    """The hyper-parameters that make a method train at ``eps`` (calibrated or user ε).
+
+    ``train_eps`` (meta-learners) or ``eps`` (L2L trainers) become ``eps``; a fixed training
+    step size that is not tied to ε (AQ-ProtoNet's 2/255, PGM's 2/255) follows it as
+    max(2/255, ε/4), so a multi-step attack still reaches the boundary of the larger ball.
+    """
+    from advmeta.learners._attack import auto_step_size
+
+    if eps == PENDING:
+        step = PENDING
+    else:
+        step = auto_step_size(parse_eps(eps))
+    out: dict[str, Any] = {}
+    for name in ("train_eps", "eps"):
+        if name in fields:
+            out[name] = eps
+    for name in ("train_step_size", "pgd_step_size"):
+        f = fields.get(name)
+        if f is not None and getattr(f, "default", None) != "eps":
+            out[name] = step
+    return out
