@@ -207,8 +207,8 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
     md += eps_section(manifest)
     claims = evaluate_claims(summary, episodes, manifest)
     claim_paths = write_claims(claims, out_dir)
-    md += ["## Claims of the papers", "", f"(also `{Path(claim_paths['markdown']).name}` and "
-           f"`{Path(claim_paths['parquet']).name}`)", "", claims_markdown(claims), "## Tables", ""]
+    md += [claims_markdown(claims), f"(The claims are also in `{Path(claim_paths['markdown']).name}` and "
+           f"`{Path(claim_paths['parquet']).name}`.)", "", "## Tables", ""]
     for t in tabs:
         md.append(to_markdown(t))
     if len(failed):
@@ -250,7 +250,7 @@ def eps_section(manifest: dict[str, Any] | None) -> list[str]:
     lines = ["## ε of each table", "", "| table | ε | source |", "|---|---|---|"]
     for name, te in manifest["table_eps"].items():
         eps = ", ".join(te.get("eps", [])) or "(the grid's own)"
-        lines.append(f"| {name} | {eps} | {te.get('source', '')}: {_SOURCE_WORDS.get(te.get('source', ''), '')} |")
+        lines.append(f"| {name} | {eps} | {te.get('source', '')} ({_SOURCE_WORDS.get(te.get('source', ''), '')}) |")
     cal = manifest.get("calibration")
     if cal:
         att = cal.get("attack", {})

@@ -30,6 +30,9 @@ BAD = [
     (["sweep", "--grid", "tafl", "--dataset", "nope", "--dry-run"], "unknown dataset 'nope'"),
     (["sweep", "--grid", "tafl", "--methods", "nope", "--dry-run", "--dataset", "glyphs"], "unknown method 'nope'"),
     (["sweep", "--grid", "/no/such/grid.toml"], "does not exist"),
+    (["sweep", "--grid", "tafl", "--dataset", "glyphs", "--eps", "-2/255", "--dry-run"], "-2/255"),
+    (["sweep", "--grid", "tafl", "--dataset", "glyphs", "--eps", "0/255", "--dry-run"], "must be > 0"),
+    (["sweep", "--grid", "tafl", "--dataset", "glyphs", "--methods", "", "--dry-run"], "empty method name"),
     (["tune", "nope"], "unknown method 'nope'"),
     (["tune", "tafl", "--gama", "1"], "tafl has no hyper-parameter --gama"),
     (["tune", "tafl", "--gamma", "0:5:0"], "step"),
@@ -76,8 +79,20 @@ def test_console_entry_points_exit_2(entry: list[str]) -> None:
 def test_sweep_dry_run_lists_the_grid() -> None:
     result = runner.invoke(app, ["sweep", "--grid", "tafl", "--budget", "smoke", "--dataset", "glyphs", "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert "18 trials" in result.output
+    assert "19 trials" in result.output  # γ × k, and the MAML the ε is calibrated on
     assert result.output.count("tafl 5w1s") == 18
+    assert "calibrated when the sweep starts" in result.output
+
+
+def test_sweep_dry_run_says_where_each_eps_comes_from() -> None:
+    paper = runner.invoke(app, ["sweep", "--grid", "paper-tables", "--budget", "smoke", "--dataset", "miniimagenet",
+                                "--dry-run"])
+    assert paper.exit_code == 0, paper.output
+    assert "ε of table adml: 2/255 (the papers' ε on miniimagenet)" in paper.output
+    user = runner.invoke(app, ["sweep", "--grid", "paper-tables", "--budget", "smoke", "--dataset", "glyphs",
+                               "--eps", "16/255", "--dry-run"])
+    assert user.exit_code == 0, user.output
+    assert "ε of table tafl: 16/255 (--eps)" in user.output and "train_eps=16/255" in user.output
 
 
 def test_tune_dry_run_crosses_ranges_and_lists() -> None:

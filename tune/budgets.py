@@ -99,13 +99,15 @@ BUDGETS: dict[str, Budget] = {
     ),
     # quick: sized by measurement for one hour of 2 CPU cores on Omniglot (README): 5 training
     # queries per class (MAML 88.4 % on the test classes after 600 iterations, 152 s; 15 queries:
-    # 91.6 % in 354 s), 200 iterations for 5-shot, 50 white-box test episodes.
+    # 91.6 % in 354 s), 150 iterations for 5-shot, 40 white-box test episodes (each of the TAFL
+    # table's attacks costs ~1.2 s per episode on one core), a surrogate of 3000 steps (~5 min,
+    # trained beside the ε calibration).
     "quick": Budget(
         name="quick", iterations=600, meta_batch=4, val_every=200, val_episodes=20, checkpoint_every=100,
         q_query=15, test_episodes=100, attack_steps=10, image_size=28, inner_steps=None, test_inner_steps=None,
-        l2l_epochs=8, l2l_train_per_class=200, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 10), ("widen", 2)),
-        l2l_num_classes=50, surrogate_steps=4000, l2l_test_images=1000, train_q_query=5,
-        iterations_by_shot=((5, 200),), whitebox_episodes=50, calibration_episodes=25,
+        l2l_epochs=6, l2l_train_per_class=200, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 10), ("widen", 2)),
+        l2l_num_classes=50, surrogate_steps=3000, l2l_test_images=1000, train_q_query=5,
+        iterations_by_shot=((5, 150),), whitebox_episodes=40, calibration_episodes=25,
     ),
     "paper": Budget(
         name="paper", iterations=60000, meta_batch=4, val_every=1000, val_episodes=100, checkpoint_every=1000,
