@@ -193,7 +193,8 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
     """
     from advmeta.report_figures import figures
 
-    from advmeta.claims import claims_markdown, evaluate_claims, write_claims
+    from advmeta.claims import evaluate_claims
+    from advmeta.claims_io import claims_markdown, write_claims
 
     summary, episodes = load(folder)
     manifest = load_manifest(folder)

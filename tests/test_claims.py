@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from advmeta.claims import KNOWN, claims_dir, evaluate_claims, load_claims, verdict, write_claims
+from advmeta.claims import KNOWN, claims_dir, evaluate_claims, load_claims, verdict
+from advmeta.claims_io import write_claims
 from advmeta.errors import ConfigError
 from advmeta.results import to_frame
 

@@ -48,6 +48,11 @@ class Budget:
             ``test_episodes``); they attack every query at every step, the surrogate table
             only reads a bank.
         calibration_episodes: validation episodes per rung of the ε calibration.
+        l2l_attacker: attacker network of the learned-attacker trainers (``wide``: the paper's;
+            ``slim``: at the CPU budgets' small classifiers the wide attacker costs more than the
+            classifier itself — 3.2× PGM per batch, measured — which inverts the paper's timing).
+        l2l_skip_attacks: attacks of the L2L table left out at this budget (quick: PGD-100, which
+            measured the same as PGD-20 on every trainer, and costs five times as much).
     """
 
     name: str
@@ -73,6 +78,8 @@ class Budget:
     iterations_by_shot: tuple[tuple[int, int], ...] = ()
     whitebox_episodes: int | None = None
     calibration_episodes: int = 100
+    l2l_attacker: str = "wide"
+    l2l_skip_attacks: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         """The budget as a plain dict (recorded with every trial)."""
@@ -95,11 +102,11 @@ BUDGETS: dict[str, Budget] = {
         name="smoke", iterations=6, meta_batch=2, val_every=3, val_episodes=2, checkpoint_every=3,
         q_query=3, test_episodes=4, attack_steps=2, image_size=28, inner_steps=1, test_inner_steps=2,
         l2l_epochs=1, l2l_train_per_class=8, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 10), ("widen", 1)),
-        l2l_num_classes=5, surrogate_steps=10, l2l_test_images=50, calibration_episodes=4,
+        l2l_num_classes=5, surrogate_steps=10, l2l_test_images=50, calibration_episodes=4, l2l_attacker="slim",
     ),
     # quick: sized by measurement for one hour of 2 CPU cores on Omniglot (README): 5 training
     # queries per class (MAML 88.4 % on the test classes after 600 iterations, 152 s; 15 queries:
-    # 91.6 % in 354 s), 150 iterations for 5-shot, 40 white-box test episodes (each of the TAFL
+    # 91.6 % in 354 s), 100 iterations for 5-shot, 40 white-box test episodes (each of the TAFL
     # table's attacks costs ~1.2 s per episode on one core), a surrogate of 3000 steps (~5 min,
     # trained beside the ε calibration).
     "quick": Budget(
@@ -107,7 +114,8 @@ BUDGETS: dict[str, Budget] = {
         q_query=15, test_episodes=100, attack_steps=10, image_size=28, inner_steps=None, test_inner_steps=None,
         l2l_epochs=6, l2l_train_per_class=200, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 10), ("widen", 2)),
         l2l_num_classes=50, surrogate_steps=3000, l2l_test_images=1000, train_q_query=5,
-        iterations_by_shot=((5, 150),), whitebox_episodes=40, calibration_episodes=25,
+        iterations_by_shot=((5, 100),), whitebox_episodes=40, calibration_episodes=25, l2l_attacker="slim",
+        l2l_skip_attacks=("pgd-100",),
     ),
     "paper": Budget(
         name="paper", iterations=60000, meta_batch=4, val_every=1000, val_episodes=100, checkpoint_every=1000,

@@ -86,8 +86,12 @@ def _work_dir(folder: str, job: CalibrationJob) -> Path:
     return Path(folder) / "calibration" / job.key()
 
 
-def _calibrate_worker(folder: str, job: CalibrationJob) -> dict[str, Any]:
-    """Train the MAML trial (resumable) and walk the ladder; runs in its own process."""
+def _calibrate_worker(folder: str, job: CalibrationJob, progress: bool = False) -> dict[str, Any]:
+    """Train the MAML trial (resumable) and walk the ladder; runs in its own process.
+
+    With ``progress`` it prints a line when training ends and one per rung (plain lines: the
+    surrogate's process shares the terminal).
+    """
     from advmeta.calibrate import calibrate
     from advmeta.env import set_threads
     from advmeta.train import TrainConfig, train
@@ -97,9 +101,12 @@ def _calibrate_worker(folder: str, job: CalibrationJob) -> dict[str, Any]:
     t0 = time.perf_counter()
     ckpt, metrics = train(cfg, _work_dir(folder, job), resume=True, progress=False)
     train_s = time.perf_counter() - t0
+    if progress:
+        print(f"calibration: MAML trained in {train_s:.0f} s (validation {metrics.get('val_acc', float('nan')):.1f} %); "
+              f"attacking up to {len(job.ladder).bit_length()} rungs", file=sys.stderr, flush=True)
     cal = calibrate(ckpt, job.ladder, job.threshold, n_episodes=job.n_episodes, steps=job.steps,
-                    q_query=job.q_query, device=cfg.device, progress=False)
-    return {"checkpoint": str(ckpt), "calibration": cal.to_dict(), "val_acc": metrics.get("val_acc"),
+                    q_query=job.q_query, device=cfg.device, progress=progress)
+    return {"checkpoint": str(Path(ckpt).resolve()), "calibration": cal.to_dict(), "val_acc": metrics.get("val_acc"),
             "train_seconds": train_s, "seconds": time.perf_counter() - t0}
 
 
@@ -152,7 +159,7 @@ def run(folder: str, job: CalibrationJob, surrogates: Sequence[Mapping[str, Any]
               + (f"; the surrogate trains beside it" if surrogates else ""), file=sys.stderr, flush=True)
     ctx = get_context("spawn")
     with ProcessPoolExecutor(max_workers=1 + len(surrogates), mp_context=ctx) as pool:
-        fut = pool.submit(_calibrate_worker, folder, job)
+        fut = pool.submit(_calibrate_worker, folder, job, progress)
         sur = [pool.submit(_surrogate_worker, dict(c), job.threads) for c in surrogates]
         record = fut.result()
         sur_seconds = [f.result() for f in sur]

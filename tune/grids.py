@@ -102,6 +102,7 @@ def _train_settings(budget: Budget, family: str, axes: Mapping[str, Any], seed: 
         train.update({"epochs": budget.l2l_epochs, "train_per_class": budget.l2l_train_per_class,
                       "classifier": budget.l2l_classifier, "classifier_kwargs": dict(budget.l2l_classifier_kwargs),
                       "num_classes": budget.l2l_num_classes, "image_size": budget.image_size,
+                      "attacker": budget.l2l_attacker,
                       "dataset": classification_dataset(axes.get("dataset"))})
     else:
         train.update({"n_way": 5, "q_query": budget.train_q_query or budget.q_query, "iterations": budget.iterations,
@@ -161,6 +162,8 @@ def _evals(table: Mapping[str, Any], budget: Budget, table_eps: TableEps | None 
         for key in ("attacks", "eps", "support", "query"):
             if key in full:
                 full[key] = _as_list(full[key])
+        if full.get("scenario") == "l2l" and budget.l2l_skip_attacks and "attacks" in full:
+            full["attacks"] = [a for a in full["attacks"] if a not in budget.l2l_skip_attacks]
         out.append(full)
     return out
 

@@ -80,20 +80,35 @@ class SweepProgress(Callback):
         return (f"sweep {self.name}: {self.done}/{self.total} done, {len(self.running)} running, "
                 f"{self.failed} failed, {elapsed} elapsed{eta}")
 
+    HEARTBEAT_S = 60.0
+    """Off a terminal, a plain line at least this often while trials run (besides each finish)."""
+
     def draw(self, final: bool = False) -> None:
-        """Redraw the line (on a terminal in place; elsewhere only when it changed)."""
+        """Redraw the line (on a terminal in place; elsewhere when a trial ends, and every minute)."""
         if not self.enabled:
             return
         text = self.line()
+        now = time.monotonic()
         if self._tty:
             self.stream.write("\r\x1b[2K" + text + ("\n" if final else ""))
             self.stream.flush()
-        elif (self.done, self.failed) != self._last_counts or not self._last:
-            # Not a terminal (a log file, CI): one line per finished or failed trial.
+        elif ((self.done, self.failed) != self._last_counts or not self._last or final
+              or now - getattr(self, "_last_plain", 0.0) >= self.HEARTBEAT_S):
+            # Not a terminal (a log file, CI): one line per finished or failed trial, and a heartbeat.
             self.stream.write(text + "\n")
             self.stream.flush()
             self._last_counts = (self.done, self.failed)
+            self._last_plain = now
         self._last = text
+        self._last_draw = now
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        """Tune's loop tick: refresh the running count and the clock (a terminal: once a second)."""
+        running = {t.trial_id for t in trials if getattr(t, "status", "") == "RUNNING"}
+        if running or not trials:
+            self.running = running
+        if time.monotonic() - getattr(self, "_last_draw", 0.0) >= 1.0:
+            self.draw()
 
     # Tune callback hooks -------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:

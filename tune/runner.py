@@ -107,7 +107,7 @@ def cost_estimate(spec: TrialSpec) -> float:
     """
     t = spec.train
     if spec.family == "l2l":
-        train = float(t.get("epochs", 1)) * float(t.get("num_classes") or 10) * 6.0
+        train = float(t.get("epochs", 1)) * float(t.get("num_classes") or 10) * 1.5
     else:
         adversarial = any(k in spec.hparams for k in ("train_eps", "eps")) or spec.method in ("adml", "maml-ad")
         shots = float(t.get("k_shot", 1))

@@ -1,0 +1,67 @@
+"""The claims table as files: ``claims.md`` (a section per paper) and ``claims.parquet``.
+
+:mod:`advmeta.claims` computes the verdicts; this writes them, atomically, for ``advmeta report``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from advmeta.claims import evaluate_claims
+from advmeta.errors import ConfigError
+
+
+def claims_markdown(frame: pd.DataFrame) -> str:
+    """The verdicts as Markdown: a section per paper, a table row per claim, the verdict in bold."""
+    cell = lambda x: str(x).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["## The papers' claims", "", "A claim holds when its whole 95% interval (value ± CI) is on the claim's "
+             "side of the threshold, fails when it is wholly on the other side, and is inconclusive otherwise.", ""]
+    for paper, sub in frame.groupby("paper", sort=False):
+        lines += [f"### {paper}: {sub['title'].iloc[0]}", "",
+                  "| claim | rows | value ± 95% CI | test | verdict | detail |", "|---|---|---|---|---|---|"]
+        for r in sub.itertuples():
+            val = "–" if pd.isna(r.value) else f"{r.value:.3g}" if r.ci_method.startswith("none") else \
+                f"{r.value:.2f} ± {r.ci95:.2f}"
+            claim = f"{r.claim} (`{r.claim_id}`" + (f", {r.group})" if r.group else ")")
+            lines.append(f"| {cell(claim)} | {cell(r.rows)} | {val} | {r.op} {r.threshold:g} | **{r.verdict}** "
+                         f"| {cell(r.detail)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_claims(source: str | Path | pd.DataFrame, out_dir: str | Path | None = None, *,
+                 episodes: pd.DataFrame | None = None, manifest: Mapping[str, Any] | None = None,
+                 claim_files: Sequence[str | Path] | None = None) -> dict[str, Path]:
+    """Write ``claims.md`` and ``claims.parquet``, each atomically.
+
+    Args:
+        source: a sweep folder or URI (its summary, episodes and ``sweep.json`` are read), a summary
+            frame (checked with ``episodes`` and ``manifest``) or a frame from :func:`evaluate_claims`.
+        out_dir: where to write; default ``<folder>/report`` (required for a frame).
+        episodes, manifest, claim_files: as for :func:`evaluate_claims` (a folder's own
+            manifest is read when ``manifest`` is None).
+
+    Returns:
+        ``{"markdown": path, "parquet": path}``.
+    """
+    from advmeta.atomic import write_text_atomic
+    from advmeta.results import write_parquet_atomic
+
+    if isinstance(source, pd.DataFrame):
+        if out_dir is None:
+            raise ConfigError("write_claims: give out_dir when the source is a frame")
+        frame = source if "verdict" in source else evaluate_claims(source, episodes, manifest, claim_files)
+    else:
+        from advmeta.report import load, load_manifest
+
+        summary, eps = load(source)
+        if manifest is None:
+            manifest = load_manifest(source)
+        frame = evaluate_claims(summary, eps, manifest, claim_files)
+    out = Path(out_dir) if out_dir is not None else Path(str(source)) / "report"
+    return {"markdown": write_text_atomic(out / "claims.md", claims_markdown(frame)),
+            "parquet": write_parquet_atomic(frame, out / "claims.parquet")}
