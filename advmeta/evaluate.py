@@ -24,6 +24,7 @@ from torch import Tensor
 
 from advmeta import checkpoint as ckpt_io
 from advmeta.env import configure_allocator, resolve_device, versions
+from advmeta.errors import NonFiniteLossError
 from advmeta.eps import format_eps, parse_eps
 from advmeta.factory import build_learner
 from advmeta.learners import AttackSpec, Learner
@@ -74,6 +75,19 @@ class _Acc:
 
     def add(self, key: Key, correct: Tensor, ce: Tensor, index: Tensor, params: str, eps: float,
             lar: Tensor | None = None, seconds: float = 0.0) -> None:
+        """Record one chunk of episodes.
+
+        Raises:
+            NonFiniteLossError: a query's loss is NaN or infinite (the logits are): the trial's
+                rows become an error row naming it, never an accuracy computed from NaN logits.
+        """
+        bad = int((~torch.isfinite(ce)).sum())
+        if bad:
+            scenario, support, query, attack, eps_str, step = key
+            raise NonFiniteLossError(
+                f"evaluation: non-finite loss on {bad} of {ce.numel()} queries ({scenario}, support {support}, "
+                f"query {query}, attack {attack}, ε {eps_str}, fine-tune step {step}); the logits overflowed — "
+                "lower the inner learning rate or the fine-tune steps")
         self.acc[key] += (correct.float().mean(1) * 100).tolist()
         self.loss[key] += ce.mean(1).tolist()
         self.lar[key] += lar.tolist() if lar is not None else [None] * correct.shape[0]

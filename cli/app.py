@@ -68,9 +68,33 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as err:  # click usage errors arrive here in non-standalone mode
+        if isinstance(err, _click_exceptions()):
+            typer.echo(f"error: {_usage_text(err)}", err=True)
+            sys.exit(2)
+        raise
+
+
+def _click_exceptions() -> tuple[type[BaseException], ...]:
+    """Click's exception class and Typer's vendored copy of it (not a subclass of click's)."""
+    found: list[type[BaseException]] = []
+    try:
         import click
 
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+        found.append(click.ClickException)
+    except ImportError:
+        pass
+    try:
+        from typer._click.exceptions import ClickException
+
+        found.append(ClickException)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def _usage_text(err: BaseException) -> str:
+    """One line: the problem and where the usage is (``advmeta sweep --help``)."""
+    message = " ".join(str(getattr(err, "format_message", lambda: str(err))()).split())
+    ctx = getattr(err, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "advmeta"
+    return f"{message} (see `{path} --help`)"

@@ -92,3 +92,23 @@ def test_mix_support_replaces_40_percent_of_each_class() -> None:
     per_class = mixed[0, :, 0, 0, 0].view(3, 5)
     assert per_class.sum(1).tolist() == [2.0, 2.0, 2.0]
     assert per_class[:, -2:].eq(1).all()
+
+
+def test_nan_at_evaluation_is_an_error_not_a_number() -> None:
+    """NaN logits (e.g. a diverging fine-tune) raise instead of becoming an accuracy of 20 %."""
+    import pytest
+    import torch
+
+    from advmeta.errors import NonFiniteLossError
+    from advmeta.evaluate import _Acc, query_scores
+
+    logits = torch.zeros(2, 3, 5)
+    logits[1, 0, 0] = float("nan")
+    ok, ce = query_scores(logits, torch.zeros(2, 3, dtype=torch.long))
+    acc = _Acc()
+    with pytest.raises(NonFiniteLossError, match="non-finite loss on 1 of 6 queries"):
+        acc.add(("whitebox", "clean", "adv", "pgd", "8/255", 3), ok, ce, torch.arange(2), "{}", 8 / 255)
+    assert not acc.acc  # nothing recorded
+    finite = query_scores(torch.zeros(2, 3, 5), torch.zeros(2, 3, dtype=torch.long))
+    acc.add(("finetune", "clean", "clean", "none", "0/255", 0), *finite, torch.arange(2), "{}", 0.0)
+    assert acc.acc[("finetune", "clean", "clean", "none", "0/255", 0)] == [100.0, 100.0]
