@@ -11,6 +11,7 @@ trains at ε* and every table is evaluated there.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -129,7 +130,7 @@ def calibrate(checkpoint: str | Path, ladder: Sequence[str] = LADDER, threshold:
         last = max(r["finetune_step"] for r in rows)
         rob = next(r for r in rows if r["attack"] == "pgd" and r["finetune_step"] == last)
         clean = next(r for r in rows if r["attack"] == "none" and r["finetune_step"] == last)
-        if not all(map(_finite, (rob["acc"], rob["acc_ci95"], clean["acc"]))):
+        if not all(math.isfinite(float(v)) for v in (rob["acc"], rob["acc_ci95"], clean["acc"])):
             raise ConfigError(f"calibration at {eps}: non-finite accuracy")
         point = CalibrationPoint(eps, float(rob["acc"]), float(rob["acc_ci95"]), float(clean["acc"]))
         curve[eps] = point
@@ -141,21 +142,16 @@ def calibrate(checkpoint: str | Path, ladder: Sequence[str] = LADDER, threshold:
     if search == "linear":
         hi = next((i for i, e in enumerate(rungs) if measure(e).acc < threshold), None)
     else:
-        lo, hi = -1, None  # rungs[lo] is known >= threshold, rungs[hi] known < threshold
+        hi = None  # the lowest rung measured below the threshold; all below `left` are above it
         left, right = 0, len(rungs) - 1
         while left <= right:
             mid = (left + right) // 2
             if measure(rungs[mid]).acc < threshold:
                 hi, right = mid, mid - 1
             else:
-                lo, left = mid, mid + 1
+                left = mid + 1
     chosen, below = (rungs[hi], True) if hi is not None else (rungs[-1], False)
     ordered = tuple(curve[e] for e in rungs if e in curve)
     return Calibration(chosen, below, ordered, float(threshold), {"attack": "pgd", "search": search, **params["pgd"]},
                        int(n_episodes), split)
 
-
-def _finite(x: float) -> bool:
-    import math
-
-    return math.isfinite(float(x))

@@ -221,8 +221,7 @@ def evaluate(checkpoint: str | Path, protocol: EvalProtocol | None = None, progr
                 # The clean support was adapted to above: reuse it (same episodes, same weights).
                 same = ep_c is ep or (torch.equal(ep_c.support_x, ep.support_x)
                                       and torch.equal(ep_c.support_y, ep.support_y))
-                _surrogate(learner, ep_c, ep_a, e, steps, k_shot, protocol, acc, sur_params,
-                           fns if same and len(fns) == steps + 1 else None)
+                _surrogate(learner, ep_c, ep_a, e, steps, k_shot, protocol, acc, sur_params, fns if same else None)
         if progress:
             sys.stderr.write(f"\reval {cfg.method}: {idx[-1] + 1}/{protocol.n_episodes} episodes "
                              f"({time.perf_counter() - t_start:.0f} s)   ")

@@ -191,10 +191,10 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
     Returns:
         ``{"markdown": path, "latex": path, "figures": [paths], "tables": n}``.
     """
-    from advmeta.report_figures import figures
-
+    from advmeta.atomic import write_text_atomic
     from advmeta.claims import evaluate_claims
     from advmeta.claims_io import claims_markdown, write_claims
+    from advmeta.report_figures import figures
 
     summary, episodes = load(folder)
     manifest = load_manifest(folder)
@@ -219,8 +219,6 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
         md.append("")
     figs = figures(summary, episodes, out_dir / "figures")
     md += [f"![{p.stem}](figures/{p.name})" for p in figs]
-    from advmeta.atomic import write_text_atomic
-
     write_text_atomic(out_dir / "report.md", "\n".join(md) + "\n")
     write_text_atomic(out_dir / "tables.tex", "\n".join(to_latex(t) for t in tabs))
     return {"markdown": out_dir / "report.md", "latex": out_dir / "tables.tex", "figures": figs, "tables": len(tabs),

@@ -112,13 +112,15 @@ def _calibrate_worker(folder: str, job: CalibrationJob, progress: bool = False) 
 
 def _surrogate_worker(train_config: dict[str, Any], threads: int) -> float:
     """Train (or find in the cache) the fixed surrogate of a training config; its seconds."""
+    import torch
+
     from advmeta.env import set_threads
     from advmeta.train import TrainConfig, load_dataset, make_surrogate
 
     set_threads(threads)
     t0 = time.perf_counter()
     cfg = TrainConfig(**{**train_config, "threads": threads})
-    make_surrogate(cfg, load_dataset(cfg), __import__("torch").device("cpu"), progress=False)
+    make_surrogate(cfg, load_dataset(cfg), torch.device("cpu"), progress=False)
     return time.perf_counter() - t0
 
 

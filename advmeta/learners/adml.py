@@ -42,7 +42,9 @@ def surrogate_episodes(learner: Any, episodes: Any) -> Any:
                                    query_x=adv.query_x.to(dev, episodes.query_x.dtype))
     if learner.surrogate is None:
         raise RuntimeError(f"{learner.name} needs the surrogate: pass surrogate= or bank= to the learner")
-    return attack_per_episode(learner.surrogate, episodes, eps, known=True)
+    # The training classes' place among the surrogate's outputs (a stand-in without offsets: 0).
+    offset = getattr(learner.surrogate, "offsets", {}).get("train", 0)
+    return attack_per_episode(learner.surrogate, episodes, eps, known=True, offset=offset)
 
 
 def surrogate_halves(learner: Any, episodes: Any, k_shot: int, q_query: int) -> dict[str, Tensor]:
