@@ -220,10 +220,57 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
     figs = figures(summary, episodes, out_dir / "figures")
     md += [f"![{p.stem}](figures/{p.name})" for p in figs]
     write_text_atomic(out_dir / "report.md", "\n".join(md) + "\n")
+    write_text_atomic(out_dir / "overview.md", overview_markdown(summary, claims, manifest))
     write_text_atomic(out_dir / "tables.tex", "\n".join(to_latex(t) for t in tabs))
     return {"markdown": out_dir / "report.md", "latex": out_dir / "tables.tex", "figures": figs, "tables": len(tabs),
+            "overview": out_dir / "overview.md",
             "claims": claim_paths["markdown"], "claims_parquet": claim_paths["parquet"],
             "verdicts": claims["verdict"].value_counts().to_dict() if len(claims) else {}}
+
+
+_OVERVIEW_COLUMNS = (
+    ("clean", "finetune", "clean", "clean", "none"), ("PGD wb", "whitebox", "clean", "adv", "pgd"),
+    ("worst wb", "whitebox", "clean", "adv", "worst"), ("sur clean/clean", "surrogate", "clean", "clean", "none"),
+    ("sur clean/adv", "surrogate", "clean", "adv", "transfer"), ("sur adv/adv", "surrogate", "adv", "adv", "transfer"),
+    ("l2l clean", "l2l", None, None, "none"), ("l2l pgd-20", "l2l", None, None, "pgd-20"))
+
+
+def overview_markdown(summary: pd.DataFrame, claims: pd.DataFrame, manifest: dict[str, Any] | None) -> str:
+    """A page a README can show as is: the verdicts, each table's ε, and accuracy per method.
+
+    The accuracy table has one row per trial (method × shot) and one column per kind of row
+    (clean after fine-tuning; white-box PGD and the per-query worst case at the table's ε;
+    ADML's surrogate table, support/query; the L2L table), at the last fine-tune step.
+    """
+    lines = ["| paper | claim | value ± 95% CI | test | verdict |", "|---|---|---|---|---|"]
+    for r in claims.itertuples():
+        val = "–" if pd.isna(r.value) else f"{r.value:.3g}" if str(r.ci_method).startswith("none") else \
+            f"{r.value:.2f} ± {r.ci95:.2f}"
+        group = f" ({r.group})" if r.group else ""
+        lines.append(f"| {r.paper} | {r.claim}{group} | {val} | {r.op} {r.threshold:g} | **{r.verdict}** |")
+    if manifest:
+        te = manifest.get("table_eps") or {}
+        lines += ["", "ε of each table: " + "; ".join(f"{k} {', '.join(v.get('eps', [])) or '(grid)'} ({v.get('source')})"
+                                                        for k, v in te.items()) + "."]
+        if manifest.get("wall_seconds") is not None:
+            lines.append(f"Wall time {float(manifest['wall_seconds']) / 60:.1f} min on {manifest.get('cpus', '?')} CPUs "
+                         f"(load average {', '.join(f'{x:.2f}' for x in manifest.get('load_average', []))}).")
+    ok = _last_step(summary[summary["status"] == "ok"]) if len(summary) else summary
+    if len(ok):
+        head = [c[0] for c in _OVERVIEW_COLUMNS]
+        lines += ["", "| method | k_shot | " + " | ".join(head) + " | train s |", "|---" * (len(head) + 3) + "|"]
+        for tid, sub in ok.groupby("trial_id", sort=False):
+            cells = []
+            for _, scen, sup, qry, att in _OVERVIEW_COLUMNS:
+                m = (sub["scenario"] == scen) & (sub["attack"] == att)
+                if sup is not None:
+                    m &= (sub["support"] == sup) & (sub["query"] == qry)
+                hit = sub[m]
+                cells.append("–" if hit.empty else f"{hit['acc'].iloc[0]:.1f} ± {hit['acc_ci95'].iloc[0]:.1f}")
+            first = sub.iloc[0]
+            shot = "" if pd.isna(first["k_shot"]) else str(int(first["k_shot"]))
+            lines.append(f"| {first['method']} | {shot} | " + " | ".join(cells) + f" | {float(first['train_seconds']):.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 def load_manifest(folder: str | Path) -> dict[str, Any] | None:
@@ -261,6 +308,20 @@ def eps_section(manifest: dict[str, Any] | None) -> list[str]:
                   "| ε | MAML PGD accuracy (%) | clean (%) |", "|---|---|---|"]
         lines += [f"| {p['eps']} | {p['acc']:.1f} ± {p['acc_ci95']:.1f} | {p['clean_acc']:.1f} |"
                   for p in cal.get("curve", [])]
+        sur = cal.get("surrogate")
+        if sur:
+            how = "reached" if sur.get("reached") else "not reached at any rung: the top rung is used"
+            lines += ["", f"The surrogate table's ε: the first of ε*·(1, 1.25, 1.5, 1.75, 2) at which the same MAML "
+                          f"loses ≥ {float(sur.get('drop', 10)):g} points (clean query minus the surrogate's FGSM "
+                          f"query, clean support, paired over {sur.get('n_episodes')} {sur.get('split', 'val')} "
+                          f"episodes); chosen: **{sur.get('eps')}** ({how}). ADML and MAML-AD train at it.", "",
+                      "| ε | MAML clean query (%) | surrogate-FGSM query (%) | drop (points) |", "|---|---|---|---|"]
+            lines += [f"| {p['eps']} | {p['clean_acc']:.1f} | {p['adv_acc']:.1f} | {p['drop']:.1f} ± {p['drop_ci95']:.1f} |"
+                      for p in sur.get("curve", [])]
+    dropped = manifest.get("dropped_shots")
+    if dropped:
+        lines += ["", f"Left out at the {manifest.get('budget', '')} budget: k-shot {', '.join(map(str, dropped))} "
+                      "(`--budget paper` runs every shot of the grid)."]
     if manifest.get("wall_seconds") is not None:
         lines += ["", f"Wall time of the sweep's last run: {float(manifest['wall_seconds']) / 60:.1f} min "
                       f"on {manifest.get('cpus', '?')} CPUs."]

@@ -84,3 +84,47 @@ def test_tiny_model_bisection_matches_the_full_curve(tmp_path: Path, one_thread:
 
 def test_module_exports_the_rule() -> None:
     assert cal_mod.LADDER[0] == "2/255" and cal_mod.THRESHOLD == 40.0
+
+
+def _fake_surrogate_evaluate(drops: dict[str, list[float]], calls: list[Any]) -> Any:
+    """An ``evaluate`` whose surrogate episodes lose ``drops[ε][i]`` points on episode i (clean 90 %)."""
+
+    def evaluate(checkpoint: Any, proto: Any, progress: bool = False) -> tuple[list[Any], list[dict[str, Any]]]:
+        calls.append(proto)
+        eps_rows = []
+        for eps in proto.surrogate_eps:
+            for i, d in enumerate(drops[eps]):
+                base = {"scenario": "surrogate", "support": "clean", "eps_str": eps, "episode_index": i}
+                eps_rows += [{**base, "query": "clean", "acc": 90.0}, {**base, "query": "adv", "acc": 90.0 - d}]
+        return [], eps_rows
+
+    return evaluate
+
+
+@pytest.mark.parametrize("first_hit, expected", [(0, "32/255"), (2, "48/255"), (4, "64/255"), (None, "64/255")])
+def test_surrogate_rule_picks_the_first_rung_with_the_drop(monkeypatch: pytest.MonkeyPatch, first_hit: int | None,
+                                                          expected: str) -> None:
+    rungs = cal_mod.surrogate_rungs("32/255")
+    assert rungs == ("32/255", "40/255", "48/255", "56/255", "64/255")
+    # Paired drops: a rung's mean is 6 points below it and 12 from `first_hit` on (two episodes).
+    drops = {e: ([11.0, 13.0] if first_hit is not None and i >= first_hit else [5.0, 7.0]) for i, e in enumerate(rungs)}
+    calls: list[Any] = []
+    monkeypatch.setattr("advmeta.evaluate.evaluate", _fake_surrogate_evaluate(drops, calls))
+    out = cal_mod.calibrate_surrogate("unused.pt", "32/255", drop=10.0, n_episodes=2)
+    assert out.eps == expected and out.reached == (first_hit is not None)
+    assert len(calls) == 1 and calls[0].surrogate_eps == rungs and calls[0].split == "val"  # one evaluation
+    assert calls[0].surrogate_supports == ("clean",)
+    assert [round(p.drop, 6) for p in out.curve] == [12.0 if first_hit is not None and i >= first_hit else 6.0
+                                                      for i in range(5)]
+    assert all(p.clean_acc == 90.0 for p in out.curve) and all(p.drop_ci95 > 0 for p in out.curve)
+    assert cal_mod.SurrogateCalibration.from_dict(out.to_dict()) == out
+
+
+def test_surrogate_rule_needs_a_positive_start_and_increasing_factors() -> None:
+    with pytest.raises(ConfigError):
+        cal_mod.surrogate_rungs("0/255")
+    with pytest.raises(ConfigError):
+        cal_mod.surrogate_rungs("8/255", (1.0, 0.5))
+    with pytest.raises(ConfigError):
+        cal_mod.surrogate_rungs("8/255", (2.0, 3.0))
+    assert cal_mod.surrogate_rungs("8/255", (1.0, 2.0)) == ("8/255", "16/255")

@@ -70,6 +70,47 @@ def test_paper_tables_follow_the_dataset() -> None:
     assert wb["eps"] == ["2/255"] and wb["eps_source"] == "paper"
 
 
+def test_surrogate_rule_sets_the_adml_table_and_what_trains_on_the_surrogate() -> None:
+    """ADML's table takes the surrogate rule's ε; ADML and MAML-AD train at it in every table,
+    the PGD-trained methods keep ε*, so each method is still one trial shared by its tables."""
+    from advmeta.tune.epsplan import plan, surrogate_tables
+
+    grid, data = load_grid("paper-tables")
+    assert surrogate_tables(data, "omniglot", None) == ["adml"]
+    assert surrogate_tables(data, "miniimagenet", None) == []  # the paper's ε there
+    assert surrogate_tables(data, "omniglot", ["8/255"]) == []  # --eps wins
+    te = plan(data, "omniglot", "paper", calibrated="32/255", surrogate="48/255")
+    assert te["adml"].eps == ("48/255", "4.8/255") and te["adml"].rule == "surrogate"
+    assert te["tafl"].eps == ("32/255",) and te["tafl"].rule == "pgd"
+    quick = plan(data, "omniglot", "quick", calibrated="32/255", surrogate="48/255")
+    specs = expand(grid, data, get_budget("quick"), dataset="omniglot", seed=0, table_eps=quick)
+    by = {s.method: s for s in specs if s.family == "meta"}
+    assert by["adml"].hparams["train_eps"] == by["maml-ad"].hparams["train_eps"] == "48/255"
+    assert set(by["adml"].table) == {"adml", "tafl"}  # one ADML trial for both tables
+    assert by["aq"].hparams["train_eps"] == by["adml-wb"].hparams["train_eps"] == "32/255"
+    assert set(by["aq"].table) == {"adml", "tafl", "rmaml"}
+    sur = next(e for e in by["maml"].evals if e["scenario"] == "surrogate")
+    wb = next(e for e in by["maml"].evals if e["scenario"] == "whitebox")
+    assert sur["eps"] == ["48/255"] and wb["eps"] == ["32/255"]
+
+
+def test_quick_budget_keeps_one_shot_and_trains_what_it_keeps() -> None:
+    grid, data = load_grid("paper-tables")
+    quick = get_budget("quick")
+    specs = expand(grid, data, quick, dataset="omniglot", seed=0)
+    meta = [s for s in specs if s.family == "meta"]
+    assert {s.train["k_shot"] for s in meta} == {1} and len(specs) == 13 + 5
+    its = {s.method: s.train["iterations"] for s in meta}
+    assert its["maml"] == its["adml"] == quick.iterations and its["aq-protonet"] == 300 and its["matching"] == 1500
+    pgm = next(s for s in specs if s.method == "pgm")
+    assert pgm.hparams["batch_size"] == 32 and list(pgm.hparams["lr_milestones"]) == [0.75]
+    attacks = next(e for e in pgm.evals if e["scenario"] == "l2l")["attacks"]
+    assert "cw-linf-20" in attacks and "cw-linf" not in attacks and "pgd-100" not in attacks
+    paper = expand(grid, data, get_budget("paper"), dataset="omniglot", seed=0)
+    assert {s.train["k_shot"] for s in paper if s.family == "meta"} == {1, 5}
+    assert "cw-linf" in next(e for e in next(s for s in paper if s.method == "pgm").evals)["attacks"]
+
+
 def test_tafl_grid_is_gamma_by_k() -> None:
     specs = [s for s in _expand("tafl") if s.method == "tafl"]
     assert len(specs) == 6 * 3
@@ -93,7 +134,7 @@ def test_budgets_change_numbers_not_trials() -> None:
     grid, data = load_grid("paper-tables")
     a = expand(grid, data, BUDGETS["smoke"], dataset="omniglot", seed=0)
     b = expand(grid, data, BUDGETS["paper"], dataset="omniglot", seed=0)
-    assert len(a) == len(b)
+    assert len(a) == len(b)  # (quick also drops the 5-shot column: its own test)
     assert a[0].train["iterations"] < b[0].train["iterations"]
 
 

@@ -346,3 +346,13 @@ def test_benchmark_prints_every_trainer_against_pgm(capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     for name in ("plain", "pgm", "grad-l2l-slim", "grad-l2l-wide", "2step-l2l-slim", "2step-l2l-wide"):
         assert name in sec and name in out
+
+
+def test_cw_linf_names_carry_their_steps() -> None:
+    from advmeta.l2l.evaluate import attack_spec
+
+    assert attack_spec("cw-linf", 8 / 255)[1]["steps"] == 100  # the paper's
+    assert attack_spec("cw-linf-20", 8 / 255)[1]["steps"] == 20
+    for bad in ("cw-linf-0", "cw-linf-x", "cw-linf-"):
+        with pytest.raises(ConfigError):
+            attack_spec(bad, 8 / 255)

@@ -33,13 +33,24 @@ def test_small_grid_calibrates_then_judges_claims(tmp_path: Path) -> None:
     cal = json.loads((out / "calibration.json").read_text())
     manifest = json.loads((out / "sweep.json").read_text())
     eps_star = cal["calibration"]["eps"]
-    assert manifest["table_eps"]["tafl"] == {"eps": [eps_star], "source": "calibrated"}
+    assert manifest["table_eps"]["tafl"] == {"eps": [eps_star], "source": "calibrated", "rule": "pgd",
+                                             "train_eps": eps_star}
+    # ADML's table: the surrogate rule's ε (one of ε*·(1 … 2)), at which ADML trains.
+    sur = cal["surrogate"]
+    assert len(sur["curve"]) == 5 and sur["curve"][0]["eps"] == eps_star
+    assert manifest["table_eps"]["adml"]["eps"] == [sur["eps"]] and manifest["table_eps"]["adml"]["rule"] == "surrogate"
+    assert manifest["calibration"]["surrogate"]["eps"] == sur["eps"]
+    assert "surrogate table ε = " in run.stderr
     assert manifest["wall_seconds"] > 0
     summary = pd.read_parquet(out / "summary.parquet")
     attacked = summary[summary["eps"] > 0]
-    assert (attacked["eps_str"] == eps_star).all() and (attacked["eps_source"] == "calibrated").all()
+    assert (attacked["eps_source"] == "calibrated").all()
+    assert (attacked.loc[attacked["scenario"] == "whitebox", "eps_str"] == eps_star).all()
+    assert (attacked.loc[attacked["scenario"] == "surrogate", "eps_str"] == sur["eps"]).all()
     aq = summary[summary["method"] == "aq"]
     assert json.loads(aq["hparams"].iloc[0])["train_eps"] == eps_star  # trained at the calibrated ε
+    adml = summary[summary["method"] == "adml"]
+    assert json.loads(adml["hparams"].iloc[0])["train_eps"] == sur["eps"]  # ... ADML at its table's
     claims = pd.read_parquet(out / "report" / "claims.parquet")
     assert set(claims["verdict"]) <= {"holds", "fails", "inconclusive"}
     collapse = claims[claims["claim_id"].str.contains("collapse")].iloc[0]

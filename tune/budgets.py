@@ -11,6 +11,7 @@ the grid's. Values a grid table sets itself win over the budget's.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from advmeta.errors import ConfigError
 
@@ -53,6 +54,19 @@ class Budget:
             classifier itself — 3.2× PGM per batch, measured — which inverts the paper's timing).
         l2l_skip_attacks: attacks of the L2L table left out at this budget (quick: PGD-100, which
             measured the same as PGD-20 on every trainer, and costs five times as much).
+        l2l_batch_size: minibatch of an L2L trainer (``None``: the paper's 128). At quick's 800
+            training images, 128 gives 6 SGD steps an epoch and every trainer stayed at chance
+            (3.5–8 % of 50 classes, measured); 32 gives 25 and Plain Net 88.5 %.
+        l2l_lr_milestones: epochs (fractions) where an L2L trainer's learning rate drops ×0.1
+            (``None``: the paper's 0.3, 0.6, 0.9 of 100 epochs; a few-epoch run decays later).
+        l2l_cw_steps: steps of the L2L table's C&W-ℓ∞ (``None``: the paper's 100); the row is
+            then named ``cw-linf-<steps>``.
+        shots: the k-shot values of the grids this budget keeps (``None``: all). Quick keeps
+            1-shot: the ADML table's 5-shot column is five more trainings per method and runs
+            at ``paper``; the dry run and the report say it was left out.
+        iterations_by_method: ``(method, iterations)`` pairs overriding ``iterations`` (quick:
+            AQ-ProtoNet attacks with 7-step PGD every iteration and reaches 92 % in half the
+            iterations; Matching Networks needs more than MAML to pass 80 %).
     """
 
     name: str
@@ -80,6 +94,11 @@ class Budget:
     calibration_episodes: int = 100
     l2l_attacker: str = "wide"
     l2l_skip_attacks: tuple[str, ...] = ()
+    l2l_batch_size: int | None = None
+    l2l_lr_milestones: tuple[float, ...] | None = None
+    l2l_cw_steps: int | None = None
+    shots: tuple[int, ...] | None = None
+    iterations_by_method: tuple[tuple[str, int], ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         """The budget as a plain dict (recorded with every trial)."""
@@ -87,14 +106,31 @@ class Budget:
         out["l2l_classifier_kwargs"] = dict(self.l2l_classifier_kwargs)
         return out
 
-    def learner_overrides(self) -> dict[str, int]:
-        """Learner fields the budget sets (applied to the methods that have them)."""
-        out = {}
+    def learner_overrides(self, family: str = "meta") -> dict[str, Any]:
+        """Hyper-parameters the budget sets for a family's methods (applied where they exist)."""
+        out: dict[str, Any] = {}
+        if family == "l2l":
+            if self.l2l_batch_size is not None:
+                out["batch_size"] = self.l2l_batch_size
+            if self.l2l_lr_milestones is not None:
+                out["lr_milestones"] = list(self.l2l_lr_milestones)
+            return out
         if self.inner_steps is not None:
             out["inner_steps"] = self.inner_steps
         if self.test_inner_steps is not None:
             out["test_inner_steps"] = self.test_inner_steps
         return out
+
+    def keeps_shot(self, k_shot: int) -> bool:
+        """Whether trials with ``k_shot`` run at this budget."""
+        return self.shots is None or int(k_shot) in self.shots
+
+    def iterations_for(self, method: str, k_shot: int | None) -> int:
+        """Meta-training iterations of ``method`` at ``k_shot`` (method over shot over default)."""
+        by_method = dict(self.iterations_by_method)
+        if method in by_method:
+            return by_method[method]
+        return dict(self.iterations_by_shot).get(k_shot, self.iterations) if k_shot is not None else self.iterations
 
 
 BUDGETS: dict[str, Budget] = {
@@ -106,16 +142,18 @@ BUDGETS: dict[str, Budget] = {
     ),
     # quick: sized by measurement for one hour of 2 CPU cores on Omniglot (README): 5 training
     # queries per class (MAML 88.4 % on the test classes after 600 iterations, 152 s; 15 queries:
-    # 91.6 % in 354 s), 100 iterations for 5-shot, 40 white-box test episodes (each of the TAFL
-    # table's attacks costs ~1.2 s per episode on one core), a surrogate of 3000 steps (~5 min,
-    # trained beside the ε calibration).
+    # 91.6 % in 354 s), 1-shot only (the full 1+5-shot run measured 82 min for 24 of 31 trials),
+    # 40 white-box test episodes (each of the TAFL table's attacks costs ~1.2 s per episode on
+    # one core), a surrogate of 3000 steps (~5 min, trained beside the ε calibration), L2L
+    # trainers at batch 32 (batch 128 left them at chance).
     "quick": Budget(
         name="quick", iterations=600, meta_batch=4, val_every=200, val_episodes=20, checkpoint_every=100,
         q_query=15, test_episodes=100, attack_steps=10, image_size=28, inner_steps=None, test_inner_steps=None,
-        l2l_epochs=6, l2l_train_per_class=200, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 10), ("widen", 2)),
+        l2l_epochs=8, l2l_train_per_class=200, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 10), ("widen", 2)),
         l2l_num_classes=50, surrogate_steps=3000, l2l_test_images=1000, train_q_query=5,
         iterations_by_shot=((5, 100),), whitebox_episodes=40, calibration_episodes=25, l2l_attacker="slim",
-        l2l_skip_attacks=("pgd-100",),
+        l2l_skip_attacks=("pgd-100",), l2l_batch_size=32, l2l_lr_milestones=(0.75,), l2l_cw_steps=20,
+        shots=(1,), iterations_by_method=(("aq-protonet", 300), ("matching", 1500)),
     ),
     "paper": Budget(
         name="paper", iterations=60000, meta_batch=4, val_every=1000, val_episodes=100, checkpoint_every=1000,

@@ -41,6 +41,9 @@ class CalibrationJob:
     steps: int = 20
     threads: int = 1
     q_query: int | None = None
+    surrogate_drop: float | None = None
+    """Also calibrate the surrogate table's ε (:func:`advmeta.calibrate.calibrate_surrogate`): the
+    first of ε*·(1 … 2) at which this MAML loses this many points to the surrogate (None: no)."""
 
     def key(self) -> str:
         """Hash of everything the calibrated ε depends on (not where or how fast it runs)."""
@@ -49,6 +52,8 @@ class CalibrationJob:
         ident = {"train": {k: v for k, v in self.train_config.items() if k not in RUN_ONLY_FIELDS},
                  "ladder": list(self.ladder), "threshold": self.threshold, "n_episodes": self.n_episodes,
                  "steps": self.steps, "q_query": self.q_query}
+        if self.surrogate_drop is not None:
+            ident["surrogate_drop"] = self.surrogate_drop
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -60,12 +65,14 @@ def calibration_spec(specs: Sequence[TrialSpec]) -> TrialSpec | None:
     return min(maml, key=lambda s: int(s.train.get("k_shot", 1)))
 
 
-def job_for(spec: TrialSpec, ctx: RunContext, n_episodes: int, threads: int, q_query: int | None) -> CalibrationJob:
+def job_for(spec: TrialSpec, ctx: RunContext, n_episodes: int, threads: int, q_query: int | None,
+            surrogate_drop: float | None = None) -> CalibrationJob:
     """The :class:`CalibrationJob` of a MAML trial (``q_query``: the test episodes' queries)."""
     from advmeta.tune.family_meta import train_config
 
     cfg = train_config(spec, ctx)
-    return CalibrationJob(train_config=cfg.to_dict(), n_episodes=n_episodes, threads=threads, q_query=q_query)
+    return CalibrationJob(train_config=cfg.to_dict(), n_episodes=n_episodes, threads=threads, q_query=q_query,
+                          surrogate_drop=surrogate_drop)
 
 
 def cached(folder: str, job: CalibrationJob) -> dict[str, Any] | None:
@@ -108,6 +115,19 @@ def _calibrate_worker(folder: str, job: CalibrationJob, progress: bool = False) 
                     q_query=job.q_query, device=cfg.device, progress=progress)
     return {"checkpoint": str(Path(ckpt).resolve()), "calibration": cal.to_dict(), "val_acc": metrics.get("val_acc"),
             "train_seconds": train_s, "seconds": time.perf_counter() - t0}
+
+
+def _surrogate_calibrate_worker(checkpoint: str, start: str, job: CalibrationJob, progress: bool = False,
+                                ) -> dict[str, Any]:
+    """The surrogate table's ε on the calibration's MAML (the surrogate is in the cache by now)."""
+    from advmeta.calibrate import calibrate_surrogate
+    from advmeta.env import set_threads
+
+    set_threads(job.threads)
+    t0 = time.perf_counter()
+    sc = calibrate_surrogate(checkpoint, start, drop=float(job.surrogate_drop or 0.0), n_episodes=job.n_episodes,
+                             q_query=job.q_query, device=str(job.train_config.get("device", "cpu")), progress=progress)
+    return {**sc.to_dict(), "seconds": time.perf_counter() - t0}
 
 
 def _surrogate_worker(train_config: dict[str, Any], threads: int) -> float:
@@ -165,7 +185,11 @@ def run(folder: str, job: CalibrationJob, surrogates: Sequence[Mapping[str, Any]
         sur = [pool.submit(_surrogate_worker, dict(c), job.threads) for c in surrogates]
         record = fut.result()
         sur_seconds = [f.result() for f in sur]
-    cal = Calibration.from_dict(record["calibration"])
+        cal = Calibration.from_dict(record["calibration"])
+        if job.surrogate_drop is not None and surrogates:
+            # After the surrogate's process: it is cached now, so this one never trains its own.
+            record["surrogate"] = pool.submit(_surrogate_calibrate_worker, record["checkpoint"], cal.eps, job,
+                                              progress).result()
     record.update({"key": job.key(), "job": {"ladder": list(job.ladder), "threshold": job.threshold,
                                             "n_episodes": job.n_episodes, "steps": job.steps},
                    "surrogate_seconds": sur_seconds, "wall_seconds": time.perf_counter() - t0})
@@ -177,6 +201,11 @@ def run(folder: str, job: CalibrationJob, surrogates: Sequence[Mapping[str, Any]
         how = "first rung below" if cal.below else "no rung fell below; the ladder's top is used"
         print(f"calibrated ε* = {cal.eps} ({how} {cal.threshold:g} %; MAML PGD-{job.steps}: {curve}; "
               f"{time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+        if "surrogate" in record:
+            sc = record["surrogate"]
+            reached = "reached" if sc["reached"] else "not reached; the top rung is used"
+            print(f"surrogate table ε = {sc['eps']} (MAML's drop ≥ {sc['drop']:g} points {reached})",
+                  file=sys.stderr, flush=True)
     return cal, record
 
 

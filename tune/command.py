@@ -55,11 +55,11 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
     Raises:
         ConfigError: a malformed ``--eps``, or a calibrated ε on a grid without a MAML trial.
     """
-    from advmeta.calibrate import Calibration
+    from advmeta.calibrate import SURROGATE_DROP, Calibration
     from advmeta.eps import parse_eps
     from advmeta.tune import calibration as calib
     from advmeta.tune.budgets import get_budget
-    from advmeta.tune.epsplan import needs_calibration, plan
+    from advmeta.tune.epsplan import needs_calibration, plan, surrogate_tables
     from advmeta.tune.families import RunContext
     from advmeta.tune.grids import expand
 
@@ -68,7 +68,7 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
         if parse_eps(e) <= 0:
             raise ConfigError(f"--eps {e}: ε must be > 0")
     info: dict[str, Any] = {}
-    calibrated, record, job = None, None, None
+    calibrated, sur_eps, record, job = None, None, None, None
     ctx = RunContext(sweep_dir=folder, data_root=data_root, device=device)
     tables = needs_calibration(data, dataset, user_eps)
     if tables:
@@ -78,7 +78,8 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
             raise ConfigError(f"tables {', '.join(tables)} need an ε calibrated on the grid's MAML, but the grid has "
                               f"no MAML trial on {dataset}; pass --eps k/255")
         threads = max(1, int(cpus_per_trial or 1))
-        job = calib.job_for(cal_spec, ctx, b.calibration_episodes, threads, b.q_query)
+        drop = SURROGATE_DROP if surrogate_tables(data, dataset, user_eps) else None
+        job = calib.job_for(cal_spec, ctx, b.calibration_episodes, threads, b.q_query, surrogate_drop=drop)
         record = calib.cached(folder, job)
         if record is None and not dry_run:
             keep = [s for s in provisional if methods is None or s.method in methods]
@@ -88,7 +89,18 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
             calibrated = cal.eps
             info["calibration"] = {**cal.to_dict(), "maml_trial_val_acc": record.get("val_acc"),
                                    "seconds": record.get("seconds")}
-    table_eps = plan(data, dataset, budget, user_eps, calibrated)
+            if "surrogate" in record:
+                sur_eps = str(record["surrogate"]["eps"])
+                info["calibration"]["surrogate"] = dict(record["surrogate"])
+    table_eps = plan(data, dataset, budget, user_eps, calibrated, sur_eps)
+    grid_shots = sorted({int(k) for t in data["tables"] for k in (t.get("k_shot") if isinstance(t.get("k_shot"), list)
+                                                                   else [t.get("k_shot", 1)])})
+    dropped = [k for k in grid_shots if not b.keeps_shot(k)]
+    if dropped:
+        info["dropped_shots"] = dropped
+        if progress or dry_run:
+            print(f"budget {budget}: {', '.join(map(str, dropped))}-shot trials left out "
+                  f"(--budget paper runs every shot)", file=sys.stderr)
     specs = expand(name, data, b, dataset=dataset, seed=seed, methods=methods, table_eps=table_eps)
     if record is not None and job is not None and not dry_run:
         calib.hand_over(folder, record, job, specs, ctx)
@@ -101,6 +113,9 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
             why = {"paper": f"the papers' ε on {dataset}", "user": "--eps",
                    "calibrated": (f"calibrated on {dataset}" if calibrated else
                                   "calibrated when the sweep starts (listed as eps*)")}[te.source]
+            if te.source == "calibrated" and te.rule == "surrogate":
+                why += (f": the first of ε*·(1 … 2) at which MAML loses ≥ {SURROGATE_DROP:g} points to the "
+                        "surrogate's FGSM; ADML and MAML-AD train at it")
             print(f"ε of table {tname}: {what} ({why})", file=sys.stderr)
     return specs, info
 

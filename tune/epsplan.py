@@ -15,6 +15,12 @@ adversarial method of the table trains at it. ``--eps`` on the command line wins
 budgets keep only each table's first ε (a second, smaller ε — ADML's 0.2/255 — moves nothing at
 that budget); ``paper`` keeps them all, and on a calibrated dataset adds the table's
 ``calibrated_ratios`` (ADML: ε* and ε*/10, the paper's 2 : 0.2).
+
+A table with ``calibrate = "surrogate"`` (ADML's) is calibrated by its own question instead:
+its ε is the first of ε*·(1 … 2) at which the grid's MAML loses at least 10 points to the
+fixed surrogate's FGSM (:func:`advmeta.calibrate.calibrate_surrogate`), and the methods that
+train on the surrogate's images (ADML, MAML-AD) train at that ε in every table; the others
+keep ε*, so a trial shared by two tables stays one trial.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from advmeta.eps import format_eps, parse_eps
 from advmeta.errors import ConfigError
 
 SOURCES = ("paper", "calibrated", "user", "grid")
+RULES = ("pgd", "surrogate")
+"""How a table's ε is calibrated: MAML's PGD-20 below 40 % (ε*), or MAML's drop under the surrogate."""
 TABLE = "table"
 """The ``eps`` value of an eval that takes its table's ε."""
 PENDING = "eps*"
@@ -44,11 +52,19 @@ class TableEps:
 
     eps: tuple[str, ...]
     source: str
+    rule: str = "pgd"
+    train: str | None = None
 
     @property
     def primary(self) -> str:
-        """The first ε: the one the table's adversarial methods train at."""
+        """The first ε (the one the surrogate-trained methods train at under the surrogate rule)."""
         return self.eps[0]
+
+    @property
+    def train_eps(self) -> str | None:
+        """The ε the table's PGD-trained methods train at: ε* under the surrogate rule, else the
+        first (None for a table whose evals list their own ε)."""
+        return self.train or (self.eps[0] if self.eps else None)
 
     @property
     def trains_methods(self) -> bool:
@@ -56,7 +72,26 @@ class TableEps:
         return self.source in ("calibrated", "user")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"eps": list(self.eps), "source": self.source}
+        return {"eps": list(self.eps), "source": self.source, "rule": self.rule, "train_eps": self.train_eps}
+
+
+def table_rule(table: Mapping[str, Any]) -> str:
+    """The table's calibration rule (``calibrate``, default ``pgd``).
+
+    Raises:
+        ConfigError: an unknown rule.
+    """
+    rule = str(table.get("calibrate", "pgd"))
+    if rule not in RULES:
+        raise ConfigError(f"table {table.get('name', 'table')!r}: calibrate must be one of {', '.join(RULES)}, got {rule!r}")
+    return rule
+
+
+def surrogate_tables(data: Mapping[str, Any], dataset: str, user_eps: Sequence[str] | None) -> list[str]:
+    """Names of the tables whose ε is calibrated by the surrogate rule on ``dataset``."""
+    cal = set(needs_calibration(data, dataset, user_eps))
+    return [str(t.get("name", "table")) for t in data["tables"]
+            if str(t.get("name", "table")) in cal and table_rule(t) == "surrogate"]
 
 
 def _uses_table_eps(table: Mapping[str, Any]) -> bool:
@@ -78,7 +113,7 @@ def needs_calibration(data: Mapping[str, Any], dataset: str, user_eps: Sequence[
 
 
 def plan(data: Mapping[str, Any], dataset: str, budget: str, user_eps: Sequence[str] | None = None,
-         calibrated: str | None = None) -> dict[str, TableEps]:
+         calibrated: str | None = None, surrogate: str | None = None) -> dict[str, TableEps]:
     """The ε of every table of a grid.
 
     Args:
@@ -88,6 +123,8 @@ def plan(data: Mapping[str, Any], dataset: str, budget: str, user_eps: Sequence[
         user_eps: ``--eps`` values (win over the papers' and the calibrated ε).
         calibrated: the calibrated ε* (None: not known yet, the tables that need it get
             :data:`PENDING`).
+        surrogate: the surrogate rule's ε (tables with ``calibrate = "surrogate"``; None: such
+            a table takes ε*, or :data:`PENDING` while ε* is unknown).
 
     Raises:
         ConfigError: a malformed ``eps_paper`` or ``calibrated_ratios``, or a bad ε.
@@ -96,6 +133,7 @@ def plan(data: Mapping[str, Any], dataset: str, budget: str, user_eps: Sequence[
     out: dict[str, TableEps] = {}
     for table in data["tables"]:
         name = str(table.get("name", "table"))
+        rule = table_rule(table)
         paper = table.get("eps_paper", {})
         if not isinstance(paper, Mapping):
             raise ConfigError(f"table {name!r}: eps_paper must map datasets to lists of ε")
@@ -112,11 +150,14 @@ def plan(data: Mapping[str, Any], dataset: str, budget: str, user_eps: Sequence[
             ratios = [float(r) for r in _as_list(table.get("calibrated_ratios", [1.0]))]
             if not ratios or ratios[0] != 1.0 or any(r <= 0 for r in ratios):
                 raise ConfigError(f"table {name!r}: calibrated_ratios must start with 1 and be > 0")
-            star = parse_eps(calibrated)
+            star = parse_eps(surrogate if rule == "surrogate" and surrogate is not None else calibrated)
             values, source = tuple(format_eps(star * r) for r in ratios), "calibrated"
         if budget != "paper":
             values = values[:1]
-        out[name] = TableEps(values, source)
+        if source == "calibrated" and rule == "surrogate" and calibrated is not None:
+            out[name] = TableEps(values, source, rule, format_eps(parse_eps(calibrated)))
+        else:
+            out[name] = TableEps(values, source, rule if source == "calibrated" else "pgd")
     return out
 
 

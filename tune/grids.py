@@ -42,7 +42,7 @@ from advmeta.tune.trial import TrialSpec
 
 _TRAIN_AXES = ("dataset", "n_way", "k_shot", "q_query")
 _TABLE_KEYS = {"name", "title", "methods", "hparams", "method_hparams", "evals", "eval", "family", "train",
-               "eps_paper", "calibrated_ratios", *_TRAIN_AXES}
+               "eps_paper", "calibrated_ratios", "calibrate", *_TRAIN_AXES}
 
 
 def grid_names() -> list[str]:
@@ -87,6 +87,15 @@ def _fields(method: str) -> dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(config_class(method))}
 
 
+def _needs_surrogate(family: str, method: str) -> bool:
+    """Whether a method trains on the fixed surrogate's FGSM images (ADML, MAML-AD)."""
+    if family != "meta":
+        return False
+    from advmeta.learners import get_learner
+
+    return bool(getattr(get_learner(method), "needs_surrogate", False))
+
+
 def with_dataset_defaults(method: str, dataset: str | None, hparams: Mapping[str, Any]) -> dict[str, Any]:
     """``hparams`` over the method's per-dataset defaults (e.g. α = 0.4 on Omniglot, METHODS §2)."""
     from advmeta.learners._defaults import dataset_defaults
@@ -94,7 +103,7 @@ def with_dataset_defaults(method: str, dataset: str | None, hparams: Mapping[str
     return dataset_defaults(config_class(method), dataset) | dict(hparams)
 
 
-def _train_settings(budget: Budget, family: str, axes: Mapping[str, Any], seed: int,
+def _train_settings(budget: Budget, family: str, method: str, axes: Mapping[str, Any], seed: int,
                     extra: Mapping[str, Any]) -> dict[str, Any]:
     """Training settings of a trial: the table's axes over the budget's numbers."""
     train: dict[str, Any] = {"seed": seed, "budget": budget.name}
@@ -110,9 +119,7 @@ def _train_settings(budget: Budget, family: str, axes: Mapping[str, Any], seed: 
                       "val_episodes": budget.val_episodes, "checkpoint_every": budget.checkpoint_every,
                       "image_size": budget.image_size, "surrogate_steps": budget.surrogate_steps})
         train.update({k: v for k, v in axes.items() if v is not None})
-        by_shot = dict(budget.iterations_by_shot)
-        if train.get("k_shot") in by_shot:
-            train["iterations"] = by_shot[train["k_shot"]]
+        train["iterations"] = budget.iterations_for(method, train.get("k_shot"))
     train.update(extra)
     return train
 
@@ -162,8 +169,10 @@ def _evals(table: Mapping[str, Any], budget: Budget, table_eps: TableEps | None 
         for key in ("attacks", "eps", "support", "query"):
             if key in full:
                 full[key] = _as_list(full[key])
-        if full.get("scenario") == "l2l" and budget.l2l_skip_attacks and "attacks" in full:
+        if full.get("scenario") == "l2l" and "attacks" in full:
             full["attacks"] = [a for a in full["attacks"] if a not in budget.l2l_skip_attacks]
+            if budget.l2l_cw_steps is not None:
+                full["attacks"] = [f"cw-linf-{budget.l2l_cw_steps}" if a == "cw-linf" else a for a in full["attacks"]]
         out.append(full)
     return out
 
@@ -191,6 +200,8 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
     defaults = dict(data.get("defaults", {}))
     if table_eps is None:
         table_eps = plan(data, str(dataset), budget.name)
+    # The methods that train on the surrogate's images train at its table's ε in every table.
+    sur_eps = next((te for te in table_eps.values() if te.rule == "surrogate" and te.trains_methods), None)
     merged: dict[str, TrialSpec] = {}
     order: list[str] = []
     for table in data["tables"]:
@@ -216,6 +227,9 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
         t_eps = table_eps.get(tname)
         evals = _evals(table, budget, t_eps)
         axes = {k: _as_list(table[k]) for k in _TRAIN_AXES if k in table}
+        if "k_shot" in axes:
+            kept = [k for k in axes["k_shot"] if budget.keeps_shot(int(k))]
+            axes["k_shot"] = kept or axes["k_shot"][:1]
         for method in table_methods:
             if methods is not None and method not in methods:
                 continue
@@ -227,15 +241,18 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
                 raise ConfigError(f"grid {name}, table {tname!r}: {method} has no hyper-parameter {bad[0]!r}; "
                                   f"its fields: {', '.join(fields)}")
             own_axes = {k: v for k, v in hp_axes.items() if k in fields}
-            from_budget = {k: v for k, v in budget.learner_overrides().items() if k in fields}
-            from_eps = method_eps_overrides(fields, t_eps.primary) if t_eps is not None and t_eps.trains_methods else {}
+            from_budget = {k: v for k, v in budget.learner_overrides(family).items() if k in fields}
+            from_eps: dict[str, Any] = {}
+            if t_eps is not None and t_eps.trains_methods:
+                train_at = sur_eps.primary if sur_eps is not None and _needs_surrogate(family, method) else t_eps.train_eps
+                from_eps = method_eps_overrides(fields, train_at) if train_at else {}
             for combo in itertools.product(*own_axes.values()) if own_axes else [()]:
                 hp = from_budget | from_eps | dict(zip(own_axes, combo)) | fixed
                 for train_combo in itertools.product(*axes.values()) if axes else [()]:
                     ax = dict(zip(axes, train_combo))
                     if ax.get("dataset") in (None, "auto"):
                         ax["dataset"] = dataset
-                    train = _train_settings(budget, family, ax, seed, dict(table.get("train", {})))
+                    train = _train_settings(budget, family, method, ax, seed, dict(table.get("train", {})))
                     trial_hp = with_dataset_defaults(method, train.get("dataset"), hp)
                     spec = TrialSpec(sweep or name, family, method, trial_hp, train, tuple(evals), budget.name,
                                      (tname,))

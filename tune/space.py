@@ -154,7 +154,7 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
         evals = ({"scenario": "whitebox", "attacks": list(attacks), "eps": list(test_eps), "support": ["clean"],
                   "query": ["clean", "adv"], "episodes": budget.test_episodes, "attack_steps": budget.attack_steps,
                   "split": "test"},)
-    base = {k: v for k, v in budget.learner_overrides().items() if k in fields}
+    base = {k: v for k, v in budget.learner_overrides(family).items() if k in fields}
     combos: list[tuple[dict[str, Any], int]] = []
     if search == "grid":
         keys = list(overrides)
@@ -170,7 +170,7 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
     specs = []
     for hp, s in combos:
         axes = {"dataset": dataset, "n_way": n_way, "k_shot": k_shot} if family != "l2l" else {"dataset": dataset}
-        train = _train_settings(budget, family, axes, s, {})
+        train = _train_settings(budget, family, method, axes, s, {})
         trial_hp = with_dataset_defaults(method, train.get("dataset"), base | hp)
         specs.append(TrialSpec(sweep, family, method, trial_hp, train, evals, budget.name, ("tune",)))
     return list(dict((sp.trial_id, sp) for sp in specs).values())

@@ -41,8 +41,8 @@ def attack_spec(name: str, eps: float) -> AttackSpec:
     """The :mod:`advmeta.attacks` call behind a protocol attack name.
 
     Names: ``none``, ``fgsm``, ``pgd-<steps>`` (step 0.003·ε/(8/255)), ``cw-linf`` (100 steps of
-    PGD on the C&W margin, the ℓ∞ C&W of the L2L paper's table), ``apgd-ce``, ``apgd-dlr`` (100
-    iterations). (C&W-ℓ2 is a minimal-perturbation attack with no ℓ∞ budget, so it has no
+    PGD on the C&W margin, the ℓ∞ C&W of the L2L paper's table; ``cw-linf-<steps>`` with other
+    step counts), ``apgd-ce``, ``apgd-dlr`` (100 iterations). (C&W-ℓ2 is a minimal-perturbation attack with no ℓ∞ budget, so it has no
     accuracy at ε and is not offered here.)
     """
     step = PAPER_STEP * eps / (8 / 255)
@@ -52,11 +52,21 @@ def attack_spec(name: str, eps: float) -> AttackSpec:
         return "fgsm", {"eps": eps}
     if name.startswith("pgd-") and name[4:].isdigit():
         return "pgd", {"eps": eps, "steps": int(name[4:]), "step_size": step}
-    if name == "cw-linf":
-        return "cw-linf", {"eps": eps, "steps": 100, "step_size": step}
+    if name == "cw-linf" or name.startswith("cw-linf-"):
+        steps = _steps_of(name, "cw-linf", 100)
+        return "cw-linf", {"eps": eps, "steps": steps, "step_size": step}
     if name in ("apgd-ce", "apgd-dlr"):
         return name, {"eps": eps, "steps": 100}
-    raise ConfigError(f"unknown L2L evaluation attack {name!r}; use none, fgsm, pgd-<steps>, cw-linf, apgd-ce, apgd-dlr")
+    raise ConfigError(f"unknown L2L evaluation attack {name!r}; use none, fgsm, pgd-<steps>, cw-linf[-<steps>], "
+                      "apgd-ce, apgd-dlr")
+
+
+def _steps_of(name: str, stem: str, default: int) -> int:
+    """The step count in ``<stem>-<steps>`` (``default`` for the bare stem)."""
+    tail = name[len(stem) + 1:] if name != stem else str(default)
+    if not tail.isdigit() or int(tail) < 1:
+        raise ConfigError(f"unknown L2L evaluation attack {name!r}: {stem}-<steps> needs a positive step count")
+    return int(tail)
 
 
 @dataclass(frozen=True)
