@@ -5,7 +5,9 @@ and/or query sets. Computing that attack once and storing it means every method 
 identical adversarial episodes, and no method pays for the attack again. A bank is a folder:
 
 - ``_bank.json`` — the manifest (:class:`BankSpec`): dataset, split, episode shape, seed, ε list,
-  attack and surrogate;
+  attack and surrogate, and the byte size and SHA-256 of every Parquet file (written last and
+  atomically; :func:`find_bank` checks them on every read, so a bank two runs wrote at once, or
+  one cut short or edited, is never served — it is regenerated);
 - ``*.parquet`` — one row per (episode index, ε) with the standard Arrow fixed-shape tensor type
   for the image and label columns, so plain pyarrow/pandas read them back shaped.
 
@@ -77,8 +79,9 @@ class BankSpec:
 
     @classmethod
     def from_json(cls, text: str) -> BankSpec:
-        """Parse a manifest; tuples come back as tuples."""
+        """Parse a manifest; tuples come back as tuples (the file checksums are read by :func:`verify_bank`)."""
         data = json.loads(text)
+        data.pop("files", None)
         data["eps"] = tuple(data["eps"])
         data["image_shape"] = tuple(data["image_shape"])
         return cls(**data)
@@ -114,12 +117,61 @@ def episode_table(batch: Mapping[str, np.ndarray]) -> pa.Table:
     return pa.table(cols)
 
 
+def _parquet_files(fs: pafs.FileSystem, root: str) -> dict[str, int]:
+    """The bank's Parquet files as {path relative to the bank: bytes}."""
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    return {i.path[len(root):].lstrip("/"): int(i.size) for i in infos
+            if i.type == pafs.FileType.File and i.path.endswith(".parquet")}
+
+
+def _sha256(fs: pafs.FileSystem, path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with fs.open_input_stream(path) as inp:
+        while chunk := inp.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def write_manifest(path: str, spec: BankSpec) -> None:
-    """Write ``_bank.json`` (last, so a bank without one is known to be incomplete)."""
+    """Write ``_bank.json`` with every Parquet file's size and SHA-256 (last, and atomically: a
+    bank without one is known to be incomplete)."""
     fs, root = filesystem(path)
     fs.create_dir(root, recursive=True)
-    with fs.open_output_stream(f"{root}/{MANIFEST}") as out:
-        out.write(spec.to_json().encode())
+    files = {name: {"bytes": size, "sha256": _sha256(fs, f"{root}/{name}")}
+             for name, size in sorted(_parquet_files(fs, root).items())}
+    text = json.dumps({**json.loads(spec.to_json()), "files": files}, indent=2, sort_keys=True)
+    tmp = f"{root}/{MANIFEST}.tmp"
+    with fs.open_output_stream(tmp) as out:
+        out.write(text.encode())
+    fs.move(tmp, f"{root}/{MANIFEST}")
+
+
+def verify_bank(path: str) -> str | None:
+    """Why the bank at ``path`` must not be used (None: its files are the manifest's, byte for byte).
+
+    Checks that the manifest parses and lists checksums, that the folder holds exactly the
+    Parquet files it lists, and that each has the recorded size and SHA-256.
+    """
+    fs, root = filesystem(path)
+    try:
+        with fs.open_input_stream(f"{root}/{MANIFEST}") as inp:
+            data = json.loads(inp.read().decode())
+        BankSpec.from_json(json.dumps(data))
+    except (FileNotFoundError, OSError, ValueError, TypeError, KeyError) as err:
+        return f"unreadable manifest ({err})"
+    listed = data.get("files")
+    if not isinstance(listed, dict) or not listed:
+        return "the manifest lists no file checksums (written by an older version)"
+    present = _parquet_files(fs, root)
+    if set(present) != set(listed):
+        extra, missing = sorted(set(present) - set(listed)), sorted(set(listed) - set(present))
+        return f"its files are not the manifest's (extra {extra[:3]}, missing {missing[:3]})"
+    for name, meta in listed.items():
+        if present[name] != meta.get("bytes") or _sha256(fs, f"{root}/{name}") != meta.get("sha256"):
+            return f"{name} differs from the manifest (size or SHA-256)"
+    return None
 
 
 def write_bank(path: str, spec: BankSpec, batches: Iterable[Mapping[str, np.ndarray]]) -> str:
@@ -236,12 +288,20 @@ def find_bank(root: str, *, dataset: str, split: str, n_way: int, k_shot: int, q
         if fs.get_file_info(f"{folder}/{MANIFEST}").type != pafs.FileType.File:
             continue
         prefix = root.split("://", 1)[0] + "://" if "://" in root else ""
-        bank = EpisodeBank(prefix + folder)
+        try:
+            bank = EpisodeBank(prefix + folder)
+        except (CorruptDataError, DataNotFoundError, ValueError, TypeError, KeyError):
+            continue
         s = bank.spec
         if (s.dataset, s.split, s.n_way, s.k_shot, s.q_query, s.seed, s.surrogate) == (
                 dataset, split, n_way, k_shot, q_query, seed, surrogate) and wanted <= set(s.eps) \
                 and s.n_episodes >= n_episodes:
-            return bank
+            reason = verify_bank(prefix + folder)
+            if reason is None:
+                return bank
+            import sys
+
+            print(f"note: episode bank {prefix + folder} is not used: {reason}; it is regenerated", file=sys.stderr)
     return None
 
 

@@ -262,8 +262,9 @@ def _rows(acc: _Acc, learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
         for i, a, l, r in zip(acc.idx[key], acc.acc[key], acc.loss[key], acc.lar[key]):
             eps_rows.append({"sweep": protocol.sweep, "trial_id": protocol.trial_id, "method": cfg.method,
                              "dataset": cfg.dataset, "split": protocol.split, "seed": seed, "scenario": scenario,
-                             "support": support, "query": query, "attack": attack, "eps_str": eps_str,
-                             "finetune_step": step, "episode_index": i, "acc": a, "loss": l, "l_ar": r})
+                             "support": support, "query": query, "attack": attack, "attack_params": params,
+                             "eps_str": eps_str, "finetune_step": step, "episode_index": i, "acc": a, "loss": l,
+                             "l_ar": r})
     return rows, eps_rows
 
 

@@ -40,11 +40,24 @@ def load(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     from advmeta.bank import filesystem
 
+    import pyarrow as pa
+
+    from advmeta.errors import CorruptDataError
+
     fs, root = filesystem(str(folder))
-    summary = pq.read_table(f"{root}/summary.parquet", filesystem=fs).to_pandas()
+    try:
+        summary = pq.read_table(f"{root}/summary.parquet", filesystem=fs).to_pandas()
+    except (pa.ArrowInvalid, OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise CorruptDataError(f"{folder}/summary.parquet is not a readable Parquet file ({str(err).splitlines()[0][:160]}); "
+                               "re-run the sweep into this folder to rewrite it") from None
+    missing = [c for c in ("trial_id", "method", "scenario", "acc") if c not in summary.columns]
+    if missing:
+        raise CorruptDataError(f"{folder}/summary.parquet is not an advmeta summary (no {', '.join(missing)} column)")
     try:
         episodes = pq.read_table(f"{root}/episodes.parquet", filesystem=fs).to_pandas()
-    except (FileNotFoundError, OSError):
+    except (FileNotFoundError, OSError, pa.ArrowInvalid):
         episodes = pd.DataFrame()
     return summary, episodes
 
@@ -199,7 +212,12 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
     summary, episodes = load(folder)
     manifest = load_manifest(folder)
     out_dir = Path(out) if out is not None else Path(folder) / "report"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        from advmeta.errors import ConfigError
+
+        raise ConfigError(f"report folder {out_dir}: cannot create it ({err.strerror or err}); choose another --out") from None
     tabs = tables(summary)
     failed = summary[summary["status"] != "ok"]
     md = [f"# Results of `{Path(str(folder)).name}`", "",

@@ -92,7 +92,8 @@ SUMMARY_COLUMNS: tuple[Column, ...] = tuple(_ID + _SETTINGS + _SCENARIO + _METRI
 EPISODE_COLUMNS: tuple[Column, ...] = tuple(
     _ID[:2]
     + [c for c in _SETTINGS if c.name in {"method", "dataset", "split", "seed"}]
-    + [c for c in _SCENARIO if c.name in {"scenario", "support", "query", "attack", "eps_str", "finetune_step"}]
+    + [c for c in _SCENARIO if c.name in {"scenario", "support", "query", "attack", "attack_params", "eps_str",
+                                          "finetune_step"}]
     + [
         Column("episode_index", "Int64", "", "index of the test episode in the bank (same episodes for every method)"),
         Column("acc", "float64", "%", "accuracy on this episode's query, 0–100"),
@@ -100,6 +101,20 @@ EPISODE_COLUMNS: tuple[Column, ...] = tuple(
         Column("l_ar", "float64", "nats", "TAFL's L_AR = max{CE(adv) − CE(clean), δ} summed over the queries; null otherwise"),
     ]
 )
+
+SUMMARY_KEY: tuple[str, ...] = ("trial_id", "scenario", "support", "query", "attack", "attack_params", "eps_str",
+                                 "finetune_step")
+"""The columns that identify a summary row: one row per evaluation of a trial (``attack_params`` tells
+apart two tables' attacks of one name, e.g. the TAFL table's PGD-20 and R-MAML's PGD-10)."""
+EPISODE_KEY: tuple[str, ...] = SUMMARY_KEY + ("episode_index",)
+"""The columns that identify a per-episode row."""
+
+
+def duplicate_keys(frame: pd.DataFrame, kind: str = "summary") -> pd.DataFrame:
+    """The rows of ``frame`` whose key (:data:`SUMMARY_KEY` / :data:`EPISODE_KEY`) is not unique."""
+    key = [c for c in (SUMMARY_KEY if kind == "summary" else EPISODE_KEY) if c in frame.columns]
+    return frame[frame.duplicated(key, keep=False)]
+
 
 HPARAM_PREFIX = "hp_"
 """Each hyper-parameter of a learner also gets a column ``hp_<field>`` (float64, Int64, boolean or
@@ -181,7 +196,10 @@ def schema_markdown() -> str:
         lines += [f"| `{c.name}` | {c.dtype} | {c.unit} | {c.doc} |" for c in columns]
         lines.append("")
     lines += [f"Plus, in `summary`, one `{HPARAM_PREFIX}<field>` column per learner hyper-parameter "
-              "(typed after the field; null where a method lacks it).", ""]
+              "(typed after the field; null where a method lacks it).", "",
+              f"Unique keys: a `summary` row is identified by ({', '.join(f'`{c}`' for c in SUMMARY_KEY)}); an "
+              f"`episodes` row by the same plus `episode_index`. Group by the whole key (not by `attack` "
+              "alone): two tables may run an attack of one name with other settings.", ""]
     return "\n".join(lines)
 
 

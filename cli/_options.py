@@ -35,6 +35,28 @@ def output_option(default_name: str) -> Any:
     return typer.Option(None, "--output", "-o", help=f"Sweep folder (default: <storage>/{default_name}).")
 
 
+def check_run_options(*, device: str = "auto", cpus_per_trial: float | None = None,
+                      gpus_per_trial: float | None = None, num_cpus: int | None = None,
+                      max_failures: int = 0) -> None:
+    """The run options every command shares, checked before any work (a dry run included).
+
+    Raises:
+        ConfigError: an unknown device, non-positive CPUs, negative GPUs or retries.
+    """
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device)):
+        raise ConfigError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
+    if cpus_per_trial is not None and not cpus_per_trial > 0:
+        raise ConfigError(f"--cpus-per-trial must be > 0, got {cpus_per_trial:g}")
+    if gpus_per_trial is not None and not gpus_per_trial >= 0:
+        raise ConfigError(f"--gpus-per-trial must be >= 0, got {gpus_per_trial:g}")
+    if num_cpus is not None and num_cpus < 1:
+        raise ConfigError(f"--num-cpus must be >= 1, got {num_cpus}")
+    if max_failures < 0:
+        raise ConfigError(f"--max-failures must be >= 0, got {max_failures}")
+
+
 def list_or_run(name: str, specs: Sequence[Any], folder: str, info: dict[str, Any], *, dry_run: bool,
                 label: Callable[[Any], str], report: bool, **options: Any) -> None:
     """The end of ``sweep`` and ``tune``: list the trials (``--dry-run``), or run them and exit.

@@ -43,7 +43,7 @@ def sweep(
     are never recomputed, unfinished ones resume from their last checkpoint.
     """
     from advmeta.tune.budgets import get_budget
-    from advmeta.tune.command import plan_sweep, resolve_dataset, resumed_specs, sweep_dir
+    from advmeta.tune.command import sweep_dir
     from advmeta.tune.grids import grid_names, load_grid
 
     if list_grids:
@@ -53,10 +53,29 @@ def sweep(
         return
     t_start = time.time()
     get_budget(budget)  # a bad budget is an error before anything else happens
+    opt.check_run_options(device=device, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                          num_cpus=num_cpus, max_failures=max_failures)
     name, data = load_grid(grid)
     folder = sweep_dir(name, output, storage)
+    from advmeta.lock import folder_lock
+
+    with folder_lock(folder, enabled=not dry_run):  # a second run on this folder exits 2 naming this one
+        _plan_and_run(name, data, folder, t_start, budget=budget, dataset=dataset, data_root=data_root, seed=seed,
+                      methods=methods, eps=eps, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                      address=address, num_cpus=num_cpus, max_failures=max_failures, resume=resume, banks=banks,
+                      make_banks=make_banks, device=device, report=report, dry_run=dry_run, quiet=quiet, grid=grid)
+
+
+def _plan_and_run(name: str, data: dict, folder: str, t_start: float, *, budget: str, dataset: Optional[str],  # type: ignore[type-arg]
+                  data_root: Optional[str], seed: int, methods: Optional[str], eps: Optional[str],
+                  cpus_per_trial: Optional[float], gpus_per_trial: Optional[float], address: Optional[str],
+                  num_cpus: Optional[int], max_failures: int, resume: bool, banks: Optional[str], make_banks: bool,
+                  device: str, report: bool, dry_run: bool, quiet: bool, grid: str) -> None:
+    from advmeta.tune.command import plan_sweep, resolve_dataset, resumed_specs
+
     if resume:
         name, specs, manifest = resumed_specs(folder)
+        _check_resume(manifest, budget=budget, seed=seed, dataset=dataset, methods=methods, eps=eps)
         info = {k: manifest.get(k) for k in ("grid", "budget", "dataset", "seed", "table_eps", "calibration")}
     else:
         ds = resolve_dataset(dataset, data_root)
@@ -76,6 +95,25 @@ def sweep(
                     report=report, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                     max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
                     progress=not quiet, banks={"test": banks} if banks else {}, make_banks=make_banks)
+
+
+def _check_resume(manifest: dict, *, budget: str, seed: int, dataset: Optional[str], methods: Optional[str],  # type: ignore[type-arg]
+                  eps: Optional[str]) -> None:
+    """``--resume`` reruns the recorded trials: settings that would change them are an error, not ignored."""
+    clashes = []
+    if budget != "quick" and budget != manifest.get("budget"):
+        clashes.append(f"--budget {budget} (recorded: {manifest.get('budget')})")
+    if seed != 0 and seed != manifest.get("seed"):
+        clashes.append(f"--seed {seed} (recorded: {manifest.get('seed')})")
+    if dataset is not None and dataset not in ("auto", manifest.get("dataset")):
+        clashes.append(f"--dataset {dataset} (recorded: {manifest.get('dataset')})")
+    if methods is not None:
+        clashes.append("--methods")
+    if eps is not None:
+        clashes.append("--eps")
+    if clashes:
+        raise ConfigError(f"--resume continues the sweep recorded in its folder, which {', '.join(clashes)} would "
+                          "change; drop them, or start a new sweep with another --output")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from advmeta.cli import _options as opt
+from advmeta.errors import ConfigError
 
 
 def tune_command(
@@ -51,6 +52,10 @@ def tune_command(
     from advmeta.tune.space import describe_fields, parse_overrides, tune_trials
 
     family_of(method)  # an unknown method is an error before anything else
+    opt.check_run_options(device=device, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                          num_cpus=num_cpus, max_failures=max_failures)
+    if k_shot < 1 or n_way < 2:
+        raise ConfigError(f"--k-shot must be >= 1 and --n-way >= 2, got {k_shot} and {n_way}")
     if params:
         for line in describe_fields(method):
             typer.echo(line)
@@ -73,10 +78,13 @@ def tune_command(
                             attacks=[a.strip() for a in attacks.split(",") if a.strip()], sweep=name)
         info = {"method": method, "budget": budget, "dataset": ds, "seed": seed, "search": search,
                 "samples": samples}
-    opt.list_or_run(name, specs, folder, info, dry_run=dry_run, label=lambda s: s.label, report=report,
-                    address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                    max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
-                    scheduler=scheduler, metric=metric, progress=not quiet)
+    from advmeta.lock import folder_lock
+
+    with folder_lock(folder, enabled=not dry_run):  # a second run on this folder exits 2 naming this one
+        opt.list_or_run(name, specs, folder, info, dry_run=dry_run, label=lambda s: s.label, report=report,
+                        address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                        max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
+                        scheduler=scheduler, metric=metric, progress=not quiet)
 
 
 def register(app: typer.Typer) -> None:

@@ -43,6 +43,9 @@ def test_small_grid_calibrates_then_judges_claims(tmp_path: Path) -> None:
     assert "surrogate table ε = " in run.stderr
     assert manifest["wall_seconds"] > 0
     summary = pd.read_parquet(out / "summary.parquet")
+    from advmeta.results import duplicate_keys
+
+    assert duplicate_keys(summary).empty and duplicate_keys(pd.read_parquet(out / "episodes.parquet"), "episodes").empty
     attacked = summary[summary["eps"] > 0]
     assert (attacked["eps_source"] == "calibrated").all()
     assert (attacked.loc[attacked["scenario"] == "whitebox", "eps_str"] == eps_star).all()
@@ -61,3 +64,23 @@ def test_small_grid_calibrates_then_judges_claims(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert "calibrating" not in again.stderr
     pd.testing.assert_frame_equal(claims, pd.read_parquet(out / "report" / "claims.parquet"))
+
+
+@pytest.mark.slow
+def test_paper_tables_smoke_rows_have_unique_keys(tmp_path: Path) -> None:
+    """Every table of paper-tables (their PGD and R-MAML's PGD-10 side by side): the documented keys hold."""
+    from advmeta.results import EPISODE_KEY, SUMMARY_KEY, duplicate_keys
+
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "ADVMETA_NO_DOWNLOAD": "1"}
+    out = tmp_path / "pt"
+    cmd = [sys.executable, "-m", "advmeta", "sweep", "--grid", "paper-tables", "--dataset", "glyphs", "--budget", "smoke",
+           "--output", str(out), "--num-cpus", "2", "--device", "cpu", "--no-report", "--quiet"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = pd.read_parquet(out / "summary.parquet")
+    episodes = pd.read_parquet(out / "episodes.parquet")
+    assert set(SUMMARY_KEY) <= set(summary.columns) and set(EPISODE_KEY) <= set(episodes.columns)
+    assert duplicate_keys(summary).empty, duplicate_keys(summary)[list(SUMMARY_KEY)].head()
+    assert duplicate_keys(episodes, "episodes").empty
+    pgd = summary[(summary["attack"] == "pgd") & (summary["method"] == "maml")]
+    assert pgd["attack_params"].nunique() >= 1 and len(pgd) == pgd["attack_params"].nunique() * pgd["eps_str"].nunique()

@@ -78,6 +78,11 @@ def test_sweep_writes_documented_parquet(ray_cluster: object, tmp_path: Path) ->
     # one clean row and one per (attack, ε) for each trial
     assert len(summary) == 2 * 3
     assert len(episodes) == len(summary) * 4
+    # A narrower re-run into the same folder keeps the earlier trials' rows.
+    narrow = run_sweep("toy", specs[:1], str(tmp_path), OPTS)
+    assert narrow.done == 1
+    again = pd.read_parquet(tmp_path / "summary.parquet")
+    assert set(again["trial_id"]) == {s.trial_id for s in specs} and len(again) == len(summary)
 
 
 def test_same_seed_gives_identical_metrics(ray_cluster: object, tmp_path: Path) -> None:
@@ -263,3 +268,29 @@ def test_sweep_adml_trial_reads_its_training_bank(ray_cluster: object, tmp_path:
     assert out.done == 1, pd.read_parquet(tmp_path / "summary.parquet")["error"].tolist()
     done = json.loads((tmp_path / "trials" / specs[0].trial_id / "DONE.json").read_text())
     assert "/glyphs-train-" in done["metrics"]["episode_bank"]
+
+
+def test_a_second_sweep_on_a_busy_folder_is_refused_and_the_first_finishes(ray_cluster: object, tmp_path: Path) -> None:
+    """Two runs on one folder used to corrupt it (the same bank written twice); now the second exits 2."""
+    grid = _grid_file(tmp_path)
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "advmeta", "sweep", "--grid", str(grid), "--budget", "smoke", "--dataset",
+           "glyphs", "--output", str(out), "--no-report", "--quiet"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (out / ".advmeta.lock").exists():
+            time.sleep(0.1)
+        second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert "in use by another run" in second.stderr and f"pid {first.pid}" in second.stderr
+        assert "Traceback" not in second.stderr and len(second.stderr.strip().splitlines()) == 1
+        _, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err
+    finally:
+        if first.poll() is None:
+            first.kill()
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert summary["trial_id"].nunique() == 5 and (summary["status"] == "ok").all()
+    assert not (out / ".advmeta.lock").exists()  # released on exit

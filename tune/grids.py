@@ -36,9 +36,10 @@ from typing import Any
 
 from advmeta.errors import ConfigError
 from advmeta.tune.budgets import Budget
-from advmeta.tune.epsplan import TABLE, TableEps, method_eps_overrides, plan
+from advmeta.tune.epsplan import TABLE, TableEps, method_eps_overrides, plan, table_rule
 from advmeta.tune.families import config_class, family_of
 from advmeta.tune.trial import TrialSpec
+from advmeta.tune.validate import check_axes, check_eval, check_value
 
 _TRAIN_AXES = ("dataset", "n_way", "k_shot", "q_query")
 _TABLE_KEYS = {"name", "title", "methods", "hparams", "method_hparams", "evals", "eval", "family", "train",
@@ -64,7 +65,12 @@ def load_grid(name_or_path: str) -> tuple[str, dict[str, Any]]:
     if name_or_path.endswith(".toml") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"grid file {name_or_path} does not exist")
-        text, name = path.read_text(), path.stem
+        try:
+            text, name = path.read_text(encoding="utf-8"), path.stem
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"grid file {name_or_path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+        except OSError as err:
+            raise ConfigError(f"grid file {name_or_path}: cannot read it ({err.strerror or err})") from None
     else:
         if name_or_path not in grid_names():
             raise ConfigError(f"unknown grid {name_or_path!r}; known: {', '.join(grid_names())} (or a path to a .toml file)")
@@ -224,9 +230,16 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
         for field_name in hp_axes:
             if not any(field_name in _fields(m) for m in table_methods):
                 raise ConfigError(f"grid {name}, table {tname!r}: no method has a hyper-parameter {field_name!r}")
+        raw_evals = _as_list(table.get("evals", table.get("eval", [])))
+        for ev in raw_evals:
+            if not isinstance(ev, Mapping):
+                raise ConfigError(f"grid {name}, table {tname!r}: each eval must be a table of settings")
+            check_eval(ev, tname)
+        table_rule(table)
         t_eps = table_eps.get(tname)
         evals = _evals(table, budget, t_eps)
         axes = {k: _as_list(table[k]) for k in _TRAIN_AXES if k in table}
+        check_axes(axes, tname)
         if "k_shot" in axes:
             kept = [k for k in axes["k_shot"] if budget.keeps_shot(int(k))]
             axes["k_shot"] = kept or axes["k_shot"][:1]
@@ -241,6 +254,9 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
                 raise ConfigError(f"grid {name}, table {tname!r}: {method} has no hyper-parameter {bad[0]!r}; "
                                   f"its fields: {', '.join(fields)}")
             own_axes = {k: v for k, v in hp_axes.items() if k in fields}
+            for k, values in [*own_axes.items(), *((k, [v]) for k, v in fixed.items())]:
+                for v in values:
+                    check_value(fields[k], v, f"grid {name}, table {tname!r}: {method} {k}")
             from_budget = {k: v for k, v in budget.learner_overrides(family).items() if k in fields}
             from_eps: dict[str, Any] = {}
             if t_eps is not None and t_eps.trains_methods:

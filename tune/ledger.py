@@ -174,8 +174,15 @@ class Ledger:
     def _read_frame(self, path: str) -> pd.DataFrame:
         return pq.read_table(path, filesystem=self.fs).to_pandas()
 
+    def finished_ids(self) -> list[str]:
+        """Every trial of the folder with stored rows (this run's or an earlier one's), sorted."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self._p("trials"), allow_not_found=True))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and self.is_done(i.base_name))
+
     def merge(self, specs: Iterable[TrialSpec]) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Write ``summary.parquet``/``episodes.parquet`` with each trial of ``specs`` once.
+        """Write ``summary.parquet``/``episodes.parquet`` with each trial of ``specs`` once, and
+        every other trial finished in this folder before (a re-run with narrower ``--methods`` or
+        another seed never drops earlier results).
 
         Returns:
             The two frames (summary, episodes).
@@ -183,7 +190,12 @@ class Ledger:
         summaries: list[pd.DataFrame] = []
         episodes: list[pd.DataFrame] = []
         error_rows: list[dict[str, Any]] = []
-        for spec in dict((s.trial_id, s) for s in specs).values():
+        mine = dict((s.trial_id, s) for s in specs)
+        for tid in self.finished_ids():
+            if tid not in mine:
+                summaries.append(self._read_frame(self.trial_path(tid, "summary.parquet")))
+                episodes.append(self._read_frame(self.trial_path(tid, "episodes.parquet")))
+        for spec in mine.values():
             tid = spec.trial_id
             if self.is_done(tid):
                 summaries.append(self._read_frame(self.trial_path(tid, "summary.parquet")))

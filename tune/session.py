@@ -132,6 +132,30 @@ def _stderr_to_log() -> Iterator[None]:
         log.close()
 
 
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """A ``host:port`` (or ``ray://host:port``) address answers a TCP connection within ``timeout``.
+
+    ``ray.init`` on a dead address retries for minutes without a word; this fails in seconds.
+
+    Raises:
+        ResourceError: nothing listens there, or the address is malformed.
+    """
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ResourceError(f"--address {address!r}: use host:port (e.g. 10.0.0.5:6379), ray://host:10001 or auto")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ResourceError(f"no Ray cluster answers at {address} ({err.strerror or err}); start one there with "
+                            "`ray start --head`, or leave out --address to run locally") from None
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None,
                 object_store_mb: int | None = None) -> Iterator[dict[str, float]]:
@@ -164,6 +188,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
         if object_store_mb is not None:
             kwargs["object_store_memory"] = int(object_store_mb) * 2**20
     else:
+        check_address(address)
         kwargs["address"] = address
     try:
         with _stderr_to_log():

@@ -154,6 +154,10 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
         evals = ({"scenario": "whitebox", "attacks": list(attacks), "eps": list(test_eps), "support": ["clean"],
                   "query": ["clean", "adv"], "episodes": budget.test_episodes, "attack_steps": budget.attack_steps,
                   "split": "test"},)
+    from advmeta.tune.validate import check_eval
+
+    for ev in evals:
+        check_eval(ev, sweep)  # unknown attacks or a bad ε: an error before any trial
     base = {k: v for k, v in budget.learner_overrides(family).items() if k in fields}
     combos: list[tuple[dict[str, Any], int]] = []
     if search == "grid":

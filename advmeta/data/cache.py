@@ -49,9 +49,15 @@ class CacheEntry:
 def file_md5(path: Path, chunk: int = 1 << 20) -> str:
     """The md5 hex digest of a file, read in chunks."""
     h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    except IsADirectoryError:
+        from advmeta.errors import CorruptDataError
+
+        raise CorruptDataError(f"{path} is a folder, not the file (a zip archive) expected there; remove it or "
+                               "put the downloaded file in its place") from None
     return h.hexdigest()
 
 

@@ -1,0 +1,140 @@
+"""A sweep owns its output folder while it runs: one lock file naming the holder.
+
+Two runs writing one folder corrupt it (both write the same episode bank; trials fail). So a
+run takes ``<folder>/.advmeta.lock`` before any work — a JSON record of who holds it (host, pid,
+process start time, command, since when) created with ``O_EXCL`` — and removes it on every exit
+it sees. A second run on the folder is refused with the holder named. A lock whose holder is
+gone (same host, and the pid is not running or is another process now) is taken over: the
+stale file is replaced through a rename, so of two runs taking it over at once exactly one wins.
+Folders on remote storage (``s3://…``) are not locked here (no atomic create there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from advmeta.errors import ConfigError
+
+LOCK_NAME = ".advmeta.lock"
+
+
+def _proc_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (Linux ``/proc``), to tell a reused pid from its holder."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    if start is not None and (now := _proc_start(pid)) is not None:
+        return now == start
+    return True
+
+
+def _record(command: str) -> dict[str, Any]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "proc_start": _proc_start(pid), "command": command,
+            "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def read_lock(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The holder recorded in ``folder``'s lock (None: no lock, or unreadable)."""
+    try:
+        data = json.loads((Path(folder) / LOCK_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _is_stale(holder: dict[str, Any] | None) -> bool:
+    if holder is None:
+        return True  # half-written or garbage: its writer died between create and write
+    if holder.get("host") != socket.gethostname():
+        return False  # another machine's process: we cannot tell, so it holds
+    try:
+        pid = int(holder["pid"])
+    except (KeyError, TypeError, ValueError):
+        return True
+    return not _alive(pid, holder.get("proc_start"))
+
+
+def acquire(folder: str | os.PathLike[str], command: str) -> Path:
+    """Take the lock of ``folder`` (created if needed); the lock file's path.
+
+    Raises:
+        ConfigError: another live run holds it (the message names host, pid, command and since
+            when), or the folder cannot be created or written.
+    """
+    root = Path(folder)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"output folder {root}: cannot create it ({err.strerror or err}); choose another --output") from None
+    path = root / LOCK_NAME
+    mine = json.dumps(_record(command), indent=1)
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = read_lock(root)
+            if holder is not None and holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid():
+                return path  # re-entrant in one process
+            if not _is_stale(holder):
+                raise ConfigError(
+                    f"{root} is in use by another run: pid {holder['pid']} on {holder.get('host')} since "  # type: ignore[index]
+                    f"{holder.get('since')} ({holder.get('command')}); wait for it to finish or choose another "
+                    f"--output (delete {path} only if that process is gone)") from None
+            # Stale: replace it through a rename; then check that ours is the record that stuck.
+            tmp = root / f"{LOCK_NAME}.{os.getpid()}.tmp"
+            tmp.write_text(mine)
+            os.replace(tmp, path)
+            time.sleep(0.05)
+            if read_lock(root) == json.loads(mine):
+                return path
+            continue
+        except OSError as err:
+            raise ConfigError(f"output folder {root}: cannot write in it ({err.strerror or err}); choose another "
+                              "--output") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(mine)
+        return path
+    raise ConfigError(f"{root}: another run took the lock at the same time; try again")
+
+
+def release(folder: str | os.PathLike[str]) -> None:
+    """Remove ``folder``'s lock if this process holds it."""
+    holder = read_lock(folder)
+    if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        try:
+            (Path(folder) / LOCK_NAME).unlink()
+        except OSError:
+            pass
+
+
+@contextmanager
+def folder_lock(folder: str, command: str | None = None, enabled: bool = True) -> Iterator[None]:
+    """Hold ``folder``'s lock for the block (a no-op for remote URIs or when not ``enabled``)."""
+    if not enabled or "://" in folder:
+        yield
+        return
+    acquire(folder, command or " ".join(["advmeta", *sys.argv[1:]]))
+    try:
+        yield
+    finally:
+        release(folder)

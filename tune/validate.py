@@ -1,0 +1,138 @@
+"""Grids are validated whole before anything runs: methods, attacks, scenarios, ε, shots and the
+type and range of every hyper-parameter value. A bad grid is one :class:`ConfigError` naming the
+table and the value (exit 2), never a trial that fails an hour later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from advmeta.errors import ConfigError
+
+SCENARIOS = ("finetune", "whitebox", "surrogate", "l2l")
+SUPPORTS = ("clean", "adv40", "adv")
+QUERIES = ("clean", "adv")
+SPLITS = ("train", "val", "test")
+_POSITIVE_INTS = ("episodes", "attack_steps", "q_query", "n_test")
+
+
+def _where(table: str, what: str) -> str:
+    return f"table {table!r}: {what}"
+
+
+def _positive_int(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a whole number >= 1, got {value!r}")
+
+
+def check_eps_value(value: Any, what: str) -> None:
+    """``value`` is an ε (``k/255``, a number ≥ 0) or the pending/table placeholders."""
+    from advmeta.eps import parse_eps
+    from advmeta.tune.epsplan import PENDING, TABLE
+
+    if value in (TABLE, PENDING):
+        return
+    try:
+        parse_eps(value)
+    except ConfigError as err:
+        raise ConfigError(f"{what}: {err}") from None
+
+
+def check_eval(ev: Mapping[str, Any], table: str) -> None:
+    """One ``[[tables.evals]]`` entry.
+
+    Raises:
+        ConfigError: an unknown scenario, attack, support or query, a malformed ε, or a
+            non-positive count.
+    """
+    from advmeta.attacks import attack_names
+
+    scenario = str(ev.get("scenario", "whitebox"))
+    if scenario not in SCENARIOS:
+        raise ConfigError(_where(table, f"unknown scenario {scenario!r}; use one of {', '.join(SCENARIOS)}"))
+    attacks = ev.get("attacks", [])
+    attacks = attacks if isinstance(attacks, list) else [attacks]
+    for a in attacks:
+        if scenario == "l2l":
+            from advmeta.l2l.evaluate import attack_spec
+
+            try:
+                attack_spec(str(a), 8 / 255)
+            except ConfigError as err:
+                raise ConfigError(_where(table, str(err))) from None
+        elif scenario == "surrogate":
+            if a != "fgsm":
+                raise ConfigError(_where(table, f"the surrogate scenario attacks with fgsm (ADML's protocol), not {a!r}"))
+        elif a != "none" and a not in attack_names():
+            raise ConfigError(_where(table, f"unknown attack {a!r}; known: {', '.join(attack_names())}"))
+    eps = ev.get("eps", [])
+    for e in eps if isinstance(eps, list) else [eps]:
+        check_eps_value(e, _where(table, "eps"))
+    for key, allowed in (("support", SUPPORTS), ("query", QUERIES)):
+        vals = ev.get(key, [])
+        for v in vals if isinstance(vals, list) else [vals]:
+            if v not in allowed:
+                raise ConfigError(_where(table, f"unknown {key} {v!r}; use {', '.join(allowed)}"))
+    if "split" in ev and ev["split"] not in SPLITS:
+        raise ConfigError(_where(table, f"unknown split {ev['split']!r}; use {', '.join(SPLITS)}"))
+    for key in _POSITIVE_INTS:
+        if key in ev and ev[key] is not None:
+            _positive_int(ev[key], _where(table, key))
+
+
+def check_axes(axes: Mapping[str, list[Any]], table: str) -> None:
+    """The training axes: ``k_shot`` ≥ 1, ``n_way`` ≥ 2, ``q_query`` ≥ 1 (whole numbers)."""
+    for k in axes.get("k_shot", []):
+        _positive_int(k, _where(table, "k_shot"))
+    for n in axes.get("n_way", []):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise ConfigError(_where(table, f"n_way must be a whole number >= 2, got {n!r}"))
+    for q in axes.get("q_query", []):
+        _positive_int(q, _where(table, "q_query"))
+
+
+def check_value(field: dataclasses.Field[Any], value: Any, what: str) -> None:
+    """A hyper-parameter value against its field: type, range (``low``/``high``) and choices.
+
+    Raises:
+        ConfigError: the wrong type (a string for a float, …) or a value outside the range.
+    """
+    from advmeta.ranges import Kind, kind_of
+
+    annotation = str(field.type).replace(" ", "")
+    if value is None and "None" in annotation:
+        return
+    if any(t in annotation for t in ("tuple", "list", "dict", "Mapping", "Sequence")):
+        return  # structured values are checked by the learner itself
+    meta = field.metadata or {}
+    choices = meta.get("choices")
+    if choices is not None:
+        if value not in choices:
+            raise ConfigError(f"{what} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return
+    kind = kind_of(field.type, field.name)
+    if kind is Kind.EPS:
+        if isinstance(value, str) and value.strip() == "eps":
+            return  # "eps": tied to the training ε (AQ-style step sizes)
+        check_eps_value(value, what)
+        return
+    if kind is Kind.BOOL:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{what} must be true or false, got {value!r}")
+        return
+    if kind in (Kind.INT, Kind.FLOAT):
+        ok = isinstance(value, int) if kind is Kind.INT else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok:
+            raise ConfigError(f"{what} must be {'a whole number' if kind is Kind.INT else 'a number'}, got {value!r}")
+        # The fields' low/high are search ranges, not limits; what they do rule out is the sign:
+        # a count whose range starts at 1 is >= 1, a value whose range starts at >= 0 is >= 0.
+        low = meta.get("low")
+        if low is not None and low >= 1 and kind is Kind.INT and value < 1:
+            raise ConfigError(f"{what} must be >= 1, got {value!r}")
+        if low is not None and low >= 0 and value < 0:
+            raise ConfigError(f"{what} must be >= 0, got {value!r}")
+        return
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be text, got {value!r}")
