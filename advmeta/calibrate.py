@@ -36,8 +36,18 @@ class CalibrationPoint:
     clean_acc: float
 
 
+class _CurveRecord:
+    """``to_dict`` of the calibration records: the dataclass as JSON-able dicts, the curve a list."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (what the sweep records in ``calibration.json``)."""
+        out = asdict(self)  # type: ignore[call-overload]
+        out["curve"] = list(out["curve"])
+        return dict(out)
+
+
 @dataclass(frozen=True)
-class Calibration:
+class Calibration(_CurveRecord):
     """The outcome of :func:`calibrate`.
 
     Attributes:
@@ -58,11 +68,6 @@ class Calibration:
     n_episodes: int = 0
     split: str = "val"
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (what the sweep records in ``calibration.json``)."""
-        out = asdict(self)
-        out["curve"] = [asdict(p) for p in self.curve]
-        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
@@ -177,7 +182,7 @@ class SurrogatePoint:
 
 
 @dataclass(frozen=True)
-class SurrogateCalibration:
+class SurrogateCalibration(_CurveRecord):
     """The ε of ADML's surrogate table where no paper fixes it (:func:`calibrate_surrogate`).
 
     Attributes:
@@ -196,11 +201,6 @@ class SurrogateCalibration:
     n_episodes: int = 0
     split: str = "val"
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (recorded in ``calibration.json`` under ``surrogate``)."""
-        out = asdict(self)
-        out["curve"] = [asdict(p) for p in self.curve]
-        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SurrogateCalibration:

@@ -37,7 +37,7 @@ def output_option(default_name: str) -> Any:
 
 def check_run_options(*, device: str = "auto", cpus_per_trial: float | None = None,
                       gpus_per_trial: float | None = None, num_cpus: int | None = None,
-                      max_failures: int = 0) -> None:
+                      max_failures: int = 0, seed: int = 0) -> None:
     """The run options every command shares, checked before any work (a dry run included).
 
     Raises:
@@ -55,6 +55,8 @@ def check_run_options(*, device: str = "auto", cpus_per_trial: float | None = No
         raise ConfigError(f"--num-cpus must be >= 1, got {num_cpus}")
     if max_failures < 0:
         raise ConfigError(f"--max-failures must be >= 0, got {max_failures}")
+    if seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {seed}")
 
 
 def list_or_run(name: str, specs: Sequence[Any], folder: str, info: dict[str, Any], *, dry_run: bool,

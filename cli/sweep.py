@@ -54,7 +54,7 @@ def sweep(
     t_start = time.time()
     get_budget(budget)  # a bad budget is an error before anything else happens
     opt.check_run_options(device=device, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                          num_cpus=num_cpus, max_failures=max_failures)
+                          num_cpus=num_cpus, max_failures=max_failures, seed=seed)
     name, data = load_grid(grid)
     folder = sweep_dir(name, output, storage)
     from advmeta.lock import folder_lock

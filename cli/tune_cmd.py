@@ -53,7 +53,7 @@ def tune_command(
 
     family_of(method)  # an unknown method is an error before anything else
     opt.check_run_options(device=device, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                          num_cpus=num_cpus, max_failures=max_failures)
+                          num_cpus=num_cpus, max_failures=max_failures, seed=seed)
     if k_shot < 1 or n_way < 2:
         raise ConfigError(f"--k-shot must be >= 1 and --n-way >= 2, got {k_shot} and {n_way}")
     if params:

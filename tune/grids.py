@@ -131,7 +131,7 @@ def _train_settings(budget: Budget, family: str, method: str, axes: Mapping[str,
 
 
 _CLASSIFICATION_OF = {"omniglot": "omniglot-cls", "miniimagenet": "miniimagenet-64", "cifar-fs": "cifar100",
-                      "fc100": "cifar100"}
+                      "fc100": "cifar100", "glyphs": "glyphs-cls"}
 
 
 def classification_dataset(fewshot: str | None) -> str:

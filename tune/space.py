@@ -171,6 +171,11 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
             combos.append(({k: _sample(v, fields[k], rng) for k, v in overrides.items()}, seed))
     else:
         raise ConfigError(f"unknown search {search!r}; known: grid, random")
+    from advmeta.tune.validate import check_value
+
+    for hp, _ in combos:  # a negative learning rate or count is an error here, not a failed trial
+        for k, v in hp.items():
+            check_value(fields[k], v, f"--{k.replace('_', '-')}")
     specs = []
     for hp, s in combos:
         axes = {"dataset": dataset, "n_way": n_way, "k_shot": k_shot} if family != "l2l" else {"dataset": dataset}
