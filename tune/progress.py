@@ -53,6 +53,8 @@ class SweepProgress(Callback):
         self.t0 = time.monotonic()
         self.durations: list[float] = []
         self._started: dict[str, float] = {}
+        self._labels: dict[str, tuple[str, Any]] = {}  # trial id -> (method, iterations or epochs)
+        self._at: dict[str, int] = {}  # trial id -> the last iteration (epoch) it reported
         self._last = ""
         self._last_counts = (already_done, 0)
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -77,8 +79,28 @@ class SweepProgress(Callback):
             mean = sum(self.durations) / len(self.durations)
             eta = f", ETA {_fmt_seconds(mean * remaining / self.concurrency)}"
         elapsed = _fmt_seconds(time.monotonic() - self.t0)
+        where = [f"{self._labels[t][0]} {self._at.get(t, 0)}/{self._labels[t][1] or '?'}"
+                 for t in sorted(self.running) if t in self._labels]
         return (f"sweep {self.name}: {self.done}/{self.total} done, {len(self.running)} running, "
-                f"{self.failed} failed, {elapsed} elapsed{eta}")
+                f"{self.failed} failed, {elapsed} elapsed{eta}" + (f" [{'; '.join(where)}]" if where else ""))
+
+    def _label(self, trial: Any) -> None:
+        """Remember a running trial's method and training length (from its config)."""
+        try:
+            spec = trial.config["trial"]
+            train = spec.get("train", {})
+            total = train.get("iterations") or train.get("epochs")
+            self._labels[trial.trial_id] = (str(spec["method"]), total)
+        except (AttributeError, KeyError, TypeError):
+            pass
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                        **info: Any) -> None:
+        """A trial reported (each validation / epoch): show where it is."""
+        at = result.get("iteration", result.get("epoch"))
+        if isinstance(at, (int, float)):
+            self._at[trial.trial_id] = int(at)
+        self._label(trial)
 
     HEARTBEAT_S = 60.0
     """Off a terminal, a plain line at least this often while trials run (besides each finish)."""
@@ -113,6 +135,7 @@ class SweepProgress(Callback):
     # Tune callback hooks -------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.running.add(trial.trial_id)
+        self._label(trial)
         self._started.setdefault(trial.trial_id, time.monotonic())
         self.draw()
 
