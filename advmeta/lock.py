@@ -24,6 +24,8 @@ from typing import Any
 from advmeta.errors import ConfigError
 
 LOCK_NAME = ".advmeta.lock"
+_HELD: set[Path] = set()
+"""Lock files this process holds (so :func:`annotate` can add to them)."""
 
 
 def _proc_start(pid: int) -> str | None:
@@ -106,6 +108,12 @@ def acquire(folder: str | os.PathLike[str], command: str) -> Path:
             os.replace(tmp, path)
             time.sleep(0.05)
             if read_lock(root) == json.loads(mine):
+                _HELD.add(path)
+                if holder is not None and holder.get("ray_session"):
+                    ended = reap_ray_session(str(holder["ray_session"]))
+                    if ended:
+                        print(f"note: ended {ended} Ray processes left by the killed run (pid {holder.get('pid')})",
+                              file=sys.stderr)
                 return path
             continue
         except OSError as err:
@@ -113,6 +121,7 @@ def acquire(folder: str | os.PathLike[str], command: str) -> Path:
                               "--output") from None
         with os.fdopen(fd, "w") as f:
             f.write(mine)
+        _HELD.add(path)
         return path
     raise ConfigError(f"{root}: another run took the lock at the same time; try again")
 
@@ -120,11 +129,61 @@ def acquire(folder: str | os.PathLike[str], command: str) -> Path:
 def release(folder: str | os.PathLike[str]) -> None:
     """Remove ``folder``'s lock if this process holds it."""
     holder = read_lock(folder)
+    _HELD.discard(Path(folder) / LOCK_NAME)
     if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
         try:
             (Path(folder) / LOCK_NAME).unlink()
         except OSError:
             pass
+
+
+def annotate(**fields: Any) -> None:
+    """Add ``fields`` to every lock this process holds (e.g. the local Ray session it started,
+    so that a run taking over after a ``kill -9`` can end the processes left behind)."""
+    for path in list(_HELD):
+        holder = read_lock(path.parent)
+        if holder is None or holder.get("pid") != os.getpid():
+            continue
+        tmp = path.with_name(f"{LOCK_NAME}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**holder, **fields}, indent=1))
+        os.replace(tmp, path)
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _ppid(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[1]
+    except (OSError, IndexError):
+        return ""
+
+
+def reap_ray_session(session: str) -> int:
+    """SIGKILL the processes of a local Ray session (named by its session folder) and their
+    children; the number ended. Linux ``/proc`` only (elsewhere: 0)."""
+    import signal
+
+    name = os.path.basename(session.rstrip("/"))
+    if not name.startswith("session_") or not os.path.isdir("/proc"):
+        return 0
+    pids = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
+    roots = {p for p in pids if name in _cmdline(p)}
+    doomed = roots | {p for p in pids if _ppid(p) in roots}
+    ended = 0
+    for p in doomed:
+        try:
+            os.kill(int(p), signal.SIGKILL)
+            ended += 1
+        except OSError:
+            pass
+    return ended
 
 
 @contextmanager

@@ -88,3 +88,14 @@ def test_folder_lock_releases_on_error_and_skips_uris(tmp_path: Path) -> None:
     assert read_lock(tmp_path / "s") is None
     with folder_lock("s3://bucket/sweep", "cmd"):
         pass  # remote storage: nothing to lock here
+
+
+def test_annotate_adds_to_the_held_lock_and_reap_ignores_non_sessions(tmp_path: Path) -> None:
+    from advmeta.lock import annotate, reap_ray_session
+
+    with folder_lock(str(tmp_path / "s"), "cmd"):
+        annotate(ray_session="/tmp/ray/session_x")
+        assert read_lock(tmp_path / "s")["ray_session"] == "/tmp/ray/session_x"
+        assert read_lock(tmp_path / "s")["command"] == "cmd"
+    assert read_lock(tmp_path / "s") is None
+    assert reap_ray_session("/tmp/not-a-session") == 0  # never a broad kill

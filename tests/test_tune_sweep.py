@@ -146,6 +146,13 @@ def _grid_file(tmp_path: Path) -> Path:
     return path
 
 
+def _proc_cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def test_sigkill_of_the_driver_then_resume_runs_every_trial_once(ray_cluster: object, tmp_path: Path) -> None:
     grid = _grid_file(tmp_path)
     out = tmp_path / "sweep"
@@ -159,16 +166,26 @@ def test_sigkill_of_the_driver_then_resume_runs_every_trial_once(ray_cluster: ob
             time.sleep(0.2)
         os.kill(proc.pid, signal.SIGKILL)  # the driver dies without any cleanup
         proc.wait(timeout=30)
+        done_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("trials/*/DONE.json")}
+        assert 2 <= len(done_before) < 5, "the kill should land mid-sweep"
+        # The dead driver's lock names its local Ray session; the next run takes the folder over
+        # and ends what that session left running.
+        from advmeta.lock import read_lock
+
+        session = os.path.basename(str((read_lock(out) or {}).get("ray_session", "")))
+        assert session.startswith("session_")
+        resumed = subprocess.run([sys.executable, "-m", "advmeta", "sweep", "--resume", "--output", str(out),
+                                  "--no-report", "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        time.sleep(1.0)
+        left = [p for p in os.listdir("/proc") if p.isdigit() and session in _proc_cmdline(p)]
+        assert not left, f"processes of the killed run's Ray session survived: {left}"
+        assert read_lock(out) is None  # the resumed run released the folder
     finally:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)  # Ray processes the driver started, if any survive it
+            os.killpg(proc.pid, signal.SIGKILL)  # cleanup, whatever the assertions found
         except ProcessLookupError:
             pass
-    done_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("trials/*/DONE.json")}
-    assert 2 <= len(done_before) < 5, "the kill should land mid-sweep"
-    resumed = subprocess.run([sys.executable, "-m", "advmeta", "sweep", "--resume", "--output", str(out),
-                              "--no-report", "--quiet"], capture_output=True, text=True, env=env, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = pd.read_parquet(out / "summary.parquet")
     manifest = json.loads((out / "sweep.json").read_text())
     ids = {t["trial_id"] for t in manifest["trials"]}

@@ -195,6 +195,15 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
             ray.init(**kwargs)  # type: ignore[arg-type]
     except ConnectionError as err:
         raise ResourceError(f"cannot join the Ray cluster at {address!r}: {err}") from None
+    if address is None:
+        # A local cluster is ours: name it in the folder's lock, so that a run taking the folder
+        # over after this driver is killed (-9) ends what it leaves behind (advmeta.lock).
+        try:
+            from advmeta.lock import annotate
+
+            annotate(ray_session=ray._private.worker.global_worker.node.get_session_dir_path())
+        except (AttributeError, OSError):
+            pass
     try:
         yield dict(ray.cluster_resources())
     finally:
