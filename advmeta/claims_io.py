@@ -15,6 +15,13 @@ from advmeta.claims import evaluate_claims
 from advmeta.errors import ConfigError
 
 
+def format_value(r: Any) -> str:
+    """A claim row's value as shown: ``–`` when unmeasured, ``v ± ci`` (or ``v`` when it has no CI)."""
+    if pd.isna(r.value):
+        return "–"
+    return f"{r.value:.3g}" if str(r.ci_method).startswith("none") else f"{r.value:.2f} ± {r.ci95:.2f}"
+
+
 def claims_markdown(frame: pd.DataFrame) -> str:
     """The verdicts as Markdown: a section per paper, a table row per claim, the verdict in bold."""
     cell = lambda x: str(x).replace("|", "\\|").replace("\n", " ")  # noqa: E731
@@ -24,8 +31,7 @@ def claims_markdown(frame: pd.DataFrame) -> str:
         lines += [f"### {paper}: {sub['title'].iloc[0]}", "",
                   "| claim | rows | value ± 95% CI | test | verdict | detail |", "|---|---|---|---|---|---|"]
         for r in sub.itertuples():
-            val = "–" if pd.isna(r.value) else f"{r.value:.3g}" if r.ci_method.startswith("none") else \
-                f"{r.value:.2f} ± {r.ci95:.2f}"
+            val = format_value(r)
             claim = f"{r.claim} (`{r.claim_id}`" + (f", {r.group})" if r.group else ")")
             lines.append(f"| {cell(claim)} | {cell(r.rows)} | {val} | {r.op} {r.threshold:g} | **{r.verdict}** "
                          f"| {cell(r.detail)} |")

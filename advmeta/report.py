@@ -260,10 +260,11 @@ def overview_markdown(summary: pd.DataFrame, claims: pd.DataFrame, manifest: dic
     (clean after fine-tuning; white-box PGD and the per-query worst case at the table's ε;
     ADML's surrogate table, support/query; the L2L table), at the last fine-tune step.
     """
+    from advmeta.claims_io import format_value
+
     lines = ["| paper | claim | value ± 95% CI | test | verdict |", "|---|---|---|---|---|"]
     for r in claims.itertuples():
-        val = "–" if pd.isna(r.value) else f"{r.value:.3g}" if str(r.ci_method).startswith("none") else \
-            f"{r.value:.2f} ± {r.ci95:.2f}"
+        val = format_value(r)
         group = f" ({r.group})" if r.group else ""
         lines.append(f"| {r.paper} | {r.claim}{group} | {val} | {r.op} {r.threshold:g} | **{r.verdict}** |")
     if manifest:

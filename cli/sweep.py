@@ -42,8 +42,9 @@ def sweep(
     Re-running the same command (or --resume) continues an interrupted sweep: finished trials
     are never recomputed, unfinished ones resume from their last checkpoint.
     """
+    from advmeta.lock import folder_lock
     from advmeta.tune.budgets import get_budget
-    from advmeta.tune.command import sweep_dir
+    from advmeta.tune.command import plan_sweep, resolve_dataset, resumed_specs, sweep_dir
     from advmeta.tune.grids import grid_names, load_grid
 
     if list_grids:
@@ -57,44 +58,29 @@ def sweep(
                           num_cpus=num_cpus, max_failures=max_failures, seed=seed)
     name, data = load_grid(grid)
     folder = sweep_dir(name, output, storage)
-    from advmeta.lock import folder_lock
-
     with folder_lock(folder, enabled=not dry_run):  # a second run on this folder exits 2 naming this one
-        _plan_and_run(name, data, folder, t_start, budget=budget, dataset=dataset, data_root=data_root, seed=seed,
-                      methods=methods, eps=eps, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                      address=address, num_cpus=num_cpus, max_failures=max_failures, resume=resume, banks=banks,
-                      make_banks=make_banks, device=device, report=report, dry_run=dry_run, quiet=quiet, grid=grid)
+        if resume:
+            name, specs, manifest = resumed_specs(folder)
+            _check_resume(manifest, budget=budget, seed=seed, dataset=dataset, methods=methods, eps=eps)
+            info = {k: manifest.get(k) for k in ("grid", "budget", "dataset", "seed", "table_eps", "calibration")}
+        else:
+            ds = resolve_dataset(dataset, data_root)
+            wanted = [m.strip() for m in methods.split(",")] if methods is not None else None
+            if wanted is not None and not all(wanted):
+                raise ConfigError(f"--methods {methods!r}: empty method name; give a comma-separated list, e.g. maml,adml")
+            from advmeta.tune.families import family_of
 
-
-def _plan_and_run(name: str, data: dict, folder: str, t_start: float, *, budget: str, dataset: Optional[str],  # type: ignore[type-arg]
-                  data_root: Optional[str], seed: int, methods: Optional[str], eps: Optional[str],
-                  cpus_per_trial: Optional[float], gpus_per_trial: Optional[float], address: Optional[str],
-                  num_cpus: Optional[int], max_failures: int, resume: bool, banks: Optional[str], make_banks: bool,
-                  device: str, report: bool, dry_run: bool, quiet: bool, grid: str) -> None:
-    from advmeta.tune.command import plan_sweep, resolve_dataset, resumed_specs
-
-    if resume:
-        name, specs, manifest = resumed_specs(folder)
-        _check_resume(manifest, budget=budget, seed=seed, dataset=dataset, methods=methods, eps=eps)
-        info = {k: manifest.get(k) for k in ("grid", "budget", "dataset", "seed", "table_eps", "calibration")}
-    else:
-        ds = resolve_dataset(dataset, data_root)
-        wanted = [m.strip() for m in methods.split(",")] if methods is not None else None
-        if wanted is not None and not all(wanted):
-            raise ConfigError(f"--methods {methods!r}: empty method name; give a comma-separated list, e.g. maml,adml")
-        from advmeta.tune.families import family_of
-
-        for m in wanted or []:
-            family_of(m)  # an unknown method is an error, not an empty sweep
-        user_eps = [e.strip() for e in eps.split(",")] if eps is not None else None
-        specs, info = plan_sweep(name, data, budget, ds, seed, wanted, user_eps, folder, data_root=data_root,
-                                 device=device, cpus_per_trial=cpus_per_trial, dry_run=dry_run, progress=not quiet)
-        info = {"grid": grid, "budget": budget, "dataset": ds, "seed": seed, **info}
-    info["started_at"] = t_start
-    opt.list_or_run(name, specs, folder, info, dry_run=dry_run, label=lambda s: f"{s.label}  [{', '.join(s.table)}]",
-                    report=report, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                    max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
-                    progress=not quiet, banks={"test": banks} if banks else {}, make_banks=make_banks)
+            for m in wanted or []:
+                family_of(m)  # an unknown method is an error, not an empty sweep
+            user_eps = [e.strip() for e in eps.split(",")] if eps is not None else None
+            specs, info = plan_sweep(name, data, budget, ds, seed, wanted, user_eps, folder, data_root=data_root,
+                                     device=device, cpus_per_trial=cpus_per_trial, dry_run=dry_run, progress=not quiet)
+            info = {"grid": grid, "budget": budget, "dataset": ds, "seed": seed, **info}
+        info["started_at"] = t_start
+        opt.list_or_run(name, specs, folder, info, dry_run=dry_run, label=lambda s: f"{s.label}  [{', '.join(s.table)}]",
+                        report=report, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                        max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
+                        progress=not quiet, banks={"test": banks} if banks else {}, make_banks=make_banks)
 
 
 def _check_resume(manifest: dict, *, budget: str, seed: int, dataset: Optional[str], methods: Optional[str],  # type: ignore[type-arg]

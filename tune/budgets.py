@@ -62,8 +62,8 @@ class Budget:
         l2l_cw_steps: steps of the L2L table's C&W-ℓ∞ (``None``: the paper's 100); the row is
             then named ``cw-linf-<steps>``.
         shots: the k-shot values of the grids this budget keeps (``None``: all). Quick keeps
-            1-shot: the ADML table's 5-shot column is five more trainings per method and runs
-            at ``paper``; the dry run and the report say it was left out.
+            1-shot: the ADML table's 5-shot column is one more training per method (13 trials)
+            and runs at ``paper``; the dry run and the report say it was left out.
         iterations_by_method: ``(method, iterations)`` pairs overriding ``iterations`` (quick:
             AQ-ProtoNet attacks with 7-step PGD every iteration and reaches 92 % in half the
             iterations; Matching Networks needs more than MAML to pass 80 %).

@@ -61,7 +61,7 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
     from advmeta.tune.budgets import get_budget
     from advmeta.tune.epsplan import needs_calibration, plan, surrogate_tables
     from advmeta.tune.families import RunContext
-    from advmeta.tune.grids import expand
+    from advmeta.tune.grids import _as_list, expand
 
     b = get_budget(budget)
     for e in user_eps or []:
@@ -93,8 +93,7 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
                 sur_eps = str(record["surrogate"]["eps"])
                 info["calibration"]["surrogate"] = dict(record["surrogate"])
     table_eps = plan(data, dataset, budget, user_eps, calibrated, sur_eps)
-    grid_shots = sorted({int(k) for t in data["tables"] for k in (t.get("k_shot") if isinstance(t.get("k_shot"), list)
-                                                                   else [t.get("k_shot", 1)])})
+    grid_shots = sorted({int(k) for t in data["tables"] for k in _as_list(t.get("k_shot", 1))})
     dropped = [k for k in grid_shots if not b.keeps_shot(k)]
     if dropped:
         info["dropped_shots"] = dropped

@@ -158,6 +158,7 @@ def _evals(table: Mapping[str, Any], budget: Budget, table_eps: TableEps | None 
     for ev in evals:
         if not isinstance(ev, Mapping):
             raise ConfigError(f"table {table.get('name')!r}: each eval must be a table of settings")
+        check_eval(ev, str(table.get("name", "table")))
         full = {"episodes": budget.test_episodes, "attack_steps": budget.attack_steps, "split": "test",
                 "n_test": budget.l2l_test_images}
         if ev.get("scenario") == "whitebox" and budget.whitebox_episodes:
@@ -230,12 +231,7 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
         for field_name in hp_axes:
             if not any(field_name in _fields(m) for m in table_methods):
                 raise ConfigError(f"grid {name}, table {tname!r}: no method has a hyper-parameter {field_name!r}")
-        raw_evals = _as_list(table.get("evals", table.get("eval", [])))
-        for ev in raw_evals:
-            if not isinstance(ev, Mapping):
-                raise ConfigError(f"grid {name}, table {tname!r}: each eval must be a table of settings")
-            check_eval(ev, tname)
-        table_rule(table)
+        table_rule(table)  # (plan() checked it too, unless table_eps came from elsewhere)
         t_eps = table_eps.get(tname)
         evals = _evals(table, budget, t_eps)
         axes = {k: _as_list(table[k]) for k in _TRAIN_AXES if k in table}

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from advmeta.errors import ConfigError
+from advmeta.protocol import SCENARIOS as _META_SCENARIOS
 
-SCENARIOS = ("finetune", "whitebox", "surrogate", "l2l")
+SCENARIOS = (*_META_SCENARIOS, "l2l")
 SUPPORTS = ("clean", "adv40", "adv")
 QUERIES = ("clean", "adv")
 SPLITS = ("train", "val", "test")
