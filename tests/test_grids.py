@@ -101,13 +101,15 @@ def test_quick_budget_keeps_one_shot_and_trains_what_it_keeps() -> None:
     meta = [s for s in specs if s.family == "meta"]
     assert {s.train["k_shot"] for s in meta} == {1} and len(specs) == 13 + 5
     its = {s.method: s.train["iterations"] for s in meta}
-    assert its["maml"] == its["adml"] == quick.iterations and its["aq-protonet"] == 300 and its["matching"] == 1500
+    assert its["maml"] == its["adml"] == quick.iterations and its["aq-protonet"] == 200 and its["matching"] == 1500
     pgm = next(s for s in specs if s.method == "pgm")
     assert pgm.hparams["batch_size"] == 32 and list(pgm.hparams["lr_milestones"]) == [0.75]
+    assert pgm.train["eval_batches"] == 1
     attacks = next(e for e in pgm.evals if e["scenario"] == "l2l")["attacks"]
     assert "cw-linf-20" in attacks and "cw-linf" not in attacks and "pgd-100" not in attacks
     paper = expand(grid, data, get_budget("paper"), dataset="omniglot", seed=0)
     assert {s.train["k_shot"] for s in paper if s.family == "meta"} == {1, 5}
+    assert all("eval_batches" not in s.train for s in paper)  # the trainer's default, trial ids unchanged
     assert "cw-linf" in next(e for e in next(s for s in paper if s.method == "pgm").evals)["attacks"]
 
 

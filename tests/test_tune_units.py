@@ -135,3 +135,19 @@ def test_sweeps_make_small_training_banks_for_adml_only() -> None:
     assert r["n_episodes"] == budget.iterations * budget.meta_batch
     assert bank_bytes(r, (1, 28, 28)) < TRAIN_BANK_MAX_BYTES
     assert bank_bytes({**r, "n_episodes": 60000 * 32}, (1, 28, 28)) > TRAIN_BANK_MAX_BYTES
+
+
+def test_cost_estimate_puts_the_longest_trials_first() -> None:
+    """LPT order: ADML (the slowest trainer) first, Plain Net last; a trained trial only evaluates."""
+    from advmeta.tune.budgets import get_budget
+    from advmeta.tune.epsplan import TableEps
+    from advmeta.tune.grids import expand, load_grid
+    from advmeta.tune.runner import cost_estimate
+
+    grid, data = load_grid("paper-tables")
+    eps = {t: TableEps(("32/255",), "calibrated") for t in ("adml", "tafl", "rmaml", "l2l")}
+    specs = expand(grid, data, get_budget("quick"), dataset="omniglot", seed=0, table_eps=eps)
+    order = [s.method for s in sorted(specs, key=cost_estimate, reverse=True)]
+    assert order[0] == "adml" and order[-1] == "plain"
+    maml = next(s for s in specs if s.method == "maml")
+    assert cost_estimate(maml, trained=True) < cost_estimate(maml) - 100

@@ -39,7 +39,7 @@ def run(spec: Any, ctx: RunContext, report: Report) -> tuple[list[dict[str, Any]
 
     t = dict(spec.train)
     settings = {k: t[k] for k in ("dataset", "image_size", "num_classes", "train_per_class", "epochs",
-                                  "classifier", "classifier_kwargs", "seed", "attacker") if k in t and t[k] is not None}
+                                  "classifier", "classifier_kwargs", "seed", "attacker", "eval_batches") if k in t and t[k] is not None}
     hp = dict(spec.hparams)
     if "lr_milestones" in hp:
         hp["lr_milestones"] = tuple(hp["lr_milestones"])

@@ -119,6 +119,8 @@ def _train_settings(budget: Budget, family: str, method: str, axes: Mapping[str,
                       "num_classes": budget.l2l_num_classes, "image_size": budget.image_size,
                       "attacker": budget.l2l_attacker,
                       "dataset": classification_dataset(axes.get("dataset"))})
+        if budget.l2l_eval_batches is not None:
+            train["eval_batches"] = budget.l2l_eval_batches
     else:
         train.update({"n_way": 5, "q_query": budget.train_q_query or budget.q_query, "iterations": budget.iterations,
                       "meta_batch": budget.meta_batch, "val_every": budget.val_every,

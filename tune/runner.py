@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,23 +99,43 @@ def _throttled(fn: Any, seconds: float) -> Any:
     return call
 
 
-def cost_estimate(spec: TrialSpec) -> float:
-    """A rough relative cost of a trial (training updates × their weight + attacked evaluation).
+# Seconds per training iteration (meta) or per epoch per 1000 training images (l2l) on one CPU
+# core at quick on Omniglot 28 px (results/paper-tables-omniglot/summary.parquet:
+# train_seconds / train_iterations); methods not listed cost their family's default.
+_TRAIN_COST = {
+    "maml": 0.27, "aq": 0.42, "tafl": 0.58, "rmaml-out": 0.59, "rmaml-trades": 0.73, "rmaml-both": 0.76,
+    "adml": 0.86, "maml-ad": 0.81, "adml-wb": 0.74, "aq-protonet": 1.57, "matching": 0.19, "protonet": 0.21,
+    "relation": 0.24,
+    "plain": 0.48, "naive-l2l": 1.56, "grad-l2l": 1.80, "pgm": 2.92, "2step-l2l": 3.06,
+}
+_ATTACK_STEP_COST = 0.12  # one white-box attack step on one 75-query episode (seconds, same setting)
+_TRIAL_OVERHEAD = 30.0  # start, data, checkpoints, the surrogate scenario (seconds, same setting)
+
+
+def cost_estimate(spec: TrialSpec, trained: bool = False) -> float:
+    """A trial's expected seconds on one core, relative to the setting the costs were measured at.
 
     Only the order matters: Tune starts trials in the order given, so the longest go first and
     the last minutes of a sweep are not one long trial on one core while the others idle
-    (longest-processing-time-first packing).
+    (longest-processing-time-first packing). ``trained``: its checkpoint is already there (the
+    calibration's MAML), so it only evaluates.
     """
     t = spec.train
-    if spec.family == "l2l":
-        train = float(t.get("epochs", 1)) * float(t.get("num_classes") or 10) * 1.5
+    size = (float(t.get("image_size") or 28) / 28.0) ** 2
+    if trained:
+        train = 0.0
+    elif spec.family == "l2l":
+        per = _TRAIN_COST.get(spec.method, 2.0)
+        images = float(t.get("num_classes") or 10) * float(t.get("train_per_class") or 100) / 1000.0
+        train = per * float(t.get("epochs", 1)) * images * size
     else:
         adversarial = any(k in spec.hparams for k in ("train_eps", "eps")) or spec.method in ("adml", "maml-ad")
+        per = _TRAIN_COST.get(spec.method, 0.6 if adversarial else 0.27)
         shots = float(t.get("k_shot", 1))
-        train = float(t.get("iterations", 1)) * (1.0 + 0.25 * (shots - 1)) * (2.0 if adversarial else 1.0)
+        train = float(t.get("iterations", 1)) * per * (1.0 + 0.25 * (shots - 1)) * size
     attacked = sum(len(ev.get("attacks", [])) * float(ev.get("attack_steps") or 10) * float(ev.get("episodes", 100))
                    for ev in spec.evals if ev.get("scenario") == "whitebox")
-    return train + 0.2 * attacked
+    return _TRIAL_OVERHEAD + train + _ATTACK_STEP_COST * attacked * size
 
 
 def _scheduler(opts: SweepOptions, max_t: int) -> Any:
@@ -166,7 +187,9 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
     ledger.write_manifest({"name": name, **(info or {})}, specs)
     # Failed trials are retried by a new run; finished and early-stopped ones are final.
     pending = [s for s in specs if ledger.status_of(s.trial_id) not in ("ok", "stopped")]
-    pending.sort(key=cost_estimate, reverse=True)  # stable: equal costs keep the grid's order
+    trained = {s.trial_id for s in pending if ledger.local and (Path(ledger.work_dir(s.trial_id)) / "checkpoint.pt").is_file()}
+    # stable: equal costs keep the grid's order
+    pending.sort(key=lambda s: cost_estimate(s, s.trial_id in trained), reverse=True)
     t0 = time.perf_counter()
     trial_seconds: list[float] = []
     resources: Resources | None = None
