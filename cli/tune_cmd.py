@@ -61,7 +61,7 @@ def tune_command(
             typer.echo(line)
         return
     overrides = parse_overrides(method, ctx.args)
-    bud = get_budget(budget)
+    get_budget(budget)  # a bad budget is an error before anything else happens
     name = f"tune-{method}"
     folder = sweep_dir(name, output, storage)
     if resume:
@@ -73,6 +73,7 @@ def tune_command(
                        f"(see `advmeta tune {method} --params`)", err=True)
         eps = as_list(parse_values(test_eps, Kind.EPS, "--test-eps")) if test_eps else None
         ds = resolve_dataset(dataset, data_root)
+        bud = get_budget(budget, ds)
         specs = tune_trials(method, overrides, bud, dataset=ds, seed=seed, n_way=n_way, k_shot=k_shot,
                             search=search, samples=samples, test_eps=eps,
                             attacks=[a.strip() for a in attacks.split(",") if a.strip()], sweep=name)

@@ -101,7 +101,10 @@ def test_quick_budget_keeps_one_shot_and_trains_what_it_keeps() -> None:
     meta = [s for s in specs if s.family == "meta"]
     assert {s.train["k_shot"] for s in meta} == {1} and len(specs) == 13 + 5
     its = {s.method: s.train["iterations"] for s in meta}
-    assert its["maml"] == its["adml"] == quick.iterations and its["aq-protonet"] == 200 and its["matching"] == 1500
+    assert its["maml"] == its["matching"] // 2.5 == quick.iterations and its["aq-protonet"] == 150
+    # the adversarially trained meta-learners train at most adversarial_iterations
+    assert its["adml"] == its["maml-ad"] == its["aq"] == its["rmaml-both"] == quick.adversarial_iterations == 450
+    assert its["protonet"] == its["relation"] == quick.iterations
     pgm = next(s for s in specs if s.method == "pgm")
     assert pgm.hparams["batch_size"] == 32 and list(pgm.hparams["lr_milestones"]) == [0.75]
     assert pgm.train["eval_batches"] == 1
@@ -192,3 +195,14 @@ def test_omniglot_trials_get_the_papers_omniglot_defaults_and_user_values_win() 
     assert hp["train_eps"] == "32/255" and hp["inner_lr"] == 0.1 and hp["test_inner_steps"] == 3
     cfg = get_learner("tafl").Config(**hp)
     assert train_attack_spec(cfg).params["step_size"] == "32/255"  # one step of ε by default
+
+
+def test_budget_for_dataset_applies_only_that_datasets_fields() -> None:
+    from dataclasses import replace
+
+    quick = get_budget("quick")
+    b = replace(quick, by_dataset=(("miniimagenet", (("image_size", 42), ("iterations", 1000))),))
+    mini = b.for_dataset("miniimagenet")
+    assert (mini.image_size, mini.iterations, mini.by_dataset) == (42, 1000, ())
+    assert b.for_dataset("omniglot") == replace(quick, by_dataset=())
+    assert get_budget("quick", "omniglot").iterations == quick.iterations

@@ -63,7 +63,7 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
     from advmeta.tune.families import RunContext
     from advmeta.tune.grids import _as_list, expand
 
-    b = get_budget(budget)
+    b = get_budget(budget, dataset)
     for e in user_eps or []:
         if parse_eps(e) <= 0:
             raise ConfigError(f"--eps {e}: ε must be > 0")
