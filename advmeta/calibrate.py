@@ -231,8 +231,8 @@ def calibrate_surrogate(checkpoint: str | Path, start: str, drop: float = SURROG
 
     ADML's question (does ADML lose less than MAML when the query is the fixed surrogate's
     FGSM?) has no answer where MAML loses nothing. On Omniglot at ε* = 32/255 a Conv4
-    surrogate trained on every class (true labels, 3000 or 4000 steps) takes 7 points from
-    MAML, 48/255 12 and 64/255 19 (``results/paper-tables-omniglot/calibration.json``). So where no paper fixes ε, the table's ε
+    surrogate trained on every class (true labels, 3000 or 4000 steps) takes about 7 points from
+    MAML, 48/255 about 13 and 64/255 about 19 (``results/paper-tables-omniglot/calibration.json``). So where no paper fixes ε, the table's ε
     is the first of ε*·(1, 1.25, 1.5, 1.75, 2) at which MAML's mean paired drop (clean minus
     surrogate-adversarial query, clean support, the same validation episodes) is at least
     ``drop`` [choice]; ADML and MAML-AD then train at it. One evaluation scores every rung

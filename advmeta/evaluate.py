@@ -28,7 +28,7 @@ from advmeta.errors import NonFiniteLossError
 from advmeta.eps import format_eps, parse_eps
 from advmeta.factory import build_learner
 from advmeta.learners import AttackSpec, Learner
-from advmeta.protocol import Bank, EvalProtocol
+from advmeta.protocol import ADAPTIVE_SCENARIOS, Bank, EvalProtocol
 from advmeta.results import hparam_columns, mean_ci95
 from advmeta.train import TrainConfig, load_dataset, make_surrogate
 
@@ -129,6 +129,34 @@ def _whitebox(learner: Learner, fn: Any, ep: Any, step: int, protocol: EvalProto
                     json.dumps({"attacks": list(protocol.attacks)}), e, lar, t_all)
 
 
+def _adaptive(learner: Learner, ep: Any, steps: int, protocol: EvalProtocol, seed: int, acc: _Acc) -> None:
+    """The attacks through adaptation (``support``, ``support+query``) at the last fine-tune step."""
+    from advmeta.attacks.episode import episode_pgd
+    from advmeta.learners._attack import auto_step_size
+
+    fn = learner.episode_fn(ep.support_y, steps)
+    pgd = protocol.params_of("pgd")
+    for eps in protocol.eps:
+        e, es = parse_eps(eps), format_eps(eps)
+        size = pgd.get("step_size", "auto")
+        size = auto_step_size(e) if size == "auto" else parse_eps(size)
+        params = json.dumps({"steps": int(pgd.get("steps", 20)), "step_size": size,
+                             "random_start": bool(pgd.get("random_start", True)), "through": "adaptation"},
+                            sort_keys=True)
+        for scenario, (on_support, on_query) in ADAPTIVE_SCENARIOS.items():
+            if scenario not in protocol.scenarios:
+                continue
+            t0 = time.perf_counter()
+            sx, qx = episode_pgd(fn, ep.support_x, ep.query_x, ep.query_y, eps=e, steps=int(pgd.get("steps", 20)),
+                                 step_size=size, support=on_support, query=on_query,
+                                 random_start=bool(pgd.get("random_start", True)),
+                                 generator=_generators(seed, ep.index, f"{scenario}|{es}", ep.query_x.device))
+            with torch.no_grad():
+                ok, ce = query_scores(learner.adapted(sx, ep.support_y, steps)[-1](qx), ep.query_y)
+            acc.add((scenario, "adv", "adv" if on_query else "clean", "pgd", es, steps), ok, ce, ep.index, params, e,
+                    seconds=time.perf_counter() - t0)
+
+
 def surrogate_params(cfg: TrainConfig) -> str:
     """The ``attack_params`` JSON of the surrogate scenario's rows: which surrogate, which labels."""
     labels = "true" if cfg.surrogate_classes == "all" else "predicted (unseen classes)"
@@ -212,6 +240,8 @@ def evaluate(checkpoint: str | Path, protocol: EvalProtocol | None = None, progr
                 if last:
                     acc.add(("whitebox", "clean", "clean", "none", "0/255", step), *clean, ep.index, "{}", 0.0)
                 _whitebox(learner, fn, ep, step, protocol, seed, acc, clean)
+            if last and any(sc in protocol.scenarios for sc in ADAPTIVE_SCENARIOS):
+                _adaptive(learner, ep, step, protocol, seed, acc)
         if "surrogate" in protocol.scenarios:
             for eps in protocol.surrogate_eps:
                 e = parse_eps(eps)

@@ -15,7 +15,10 @@ from typing import Any
 from advmeta.eps import Eps
 from advmeta.errors import ConfigError
 
-SCENARIOS = ("finetune", "whitebox", "surrogate")
+SCENARIOS = ("finetune", "whitebox", "surrogate", "support", "support+query")
+# Attacks through adaptation: (support perturbed, query perturbed) of each scenario; the
+# support's perturbation reaches the query through the fine-tuning (advmeta.attacks.episode).
+ADAPTIVE_SCENARIOS = {"support": (True, False), "support+query": (True, True)}
 
 # Test-time settings of each attack (METHODS.md §1, §5): PGD-20, MI-FGSM 10 steps, C&W and APGD
 # 100 iterations. Step sizes follow ε ("auto": max(2/255, ε/4), i.e. the papers' 2/255 up to
@@ -27,6 +30,8 @@ DEFAULT_ATTACK_PARAMS: dict[str, dict[str, Any]] = {
     "cw-l2": {"steps": 100},
     "apgd-ce": {"steps": 100},
     "apgd-dlr": {"steps": 100},
+    "square": {"n_queries": 1000},
+    "autoattack": {"steps": 100, "n_queries": 1000},
     "fgsm": {},
     "fgsm-rs": {},
 }
@@ -46,7 +51,10 @@ class EvalProtocol:
         n_way, k_shot, q_query: episode shape (None: as trained).
         seed: seed of the episode bank (None: the training seed); same seed → same episodes.
         finetune_steps: fine-tune steps at meta-test (None: the learner's ``test_inner_steps``).
-        scenarios: any of ``finetune`` (clean, every step), ``whitebox``, ``surrogate``.
+        scenarios: any of ``finetune`` (clean, every step), ``whitebox``, ``surrogate``,
+            ``support`` (PGD on the support images, through the fine-tuning, against the clean
+            query) and ``support+query`` (both perturbed jointly); the last two use ``eps`` and
+            the ``pgd`` settings.
         attacks: white-box attacks on the query at the adapted weights.
         eps: ε of the white-box attacks (``"8/255"``).
         attack_params: per-attack settings overriding :data:`DEFAULT_ATTACK_PARAMS`.

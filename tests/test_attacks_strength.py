@@ -72,6 +72,10 @@ def attack_kwargs(name: str, net: nn.Module) -> dict[str, object]:
         kw.update(steps=STEPS)
     if name == "cw-l2":
         kw.update(steps=30, search_steps=3)
+    if name == "square":
+        kw.update(n_queries=300)
+    if name == "autoattack":
+        kw.update(steps=STEPS, n_queries=300)
     if "surrogate_fn" in attack_info(name).requires:
         kw.update(surrogate_fn=flatten_tasks(net), attack="pgd", steps=10, step_size="2/255")
     return kw
@@ -91,6 +95,8 @@ def strength_checks(net: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
     print({k: round(v, 1) for k, v in acc.items()})
     assert acc["pgd"] <= acc["fgsm"], acc
     assert min(acc["apgd-ce"], acc["apgd-dlr"]) <= acc["pgd"] + 2, acc
+    # the cascade is the per-sample worst case of its parts (up to their random starts)
+    assert acc["autoattack"] <= min(acc["apgd-ce"], acc["square"]) + 2, acc
     for name, value in acc.items():
         if name != "clean" and attack_info(name).bounded:
             assert value <= clean / 2, f"{name}: {value:.1f}% robust vs {clean:.1f}% clean"

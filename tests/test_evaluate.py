@@ -112,3 +112,21 @@ def test_nan_at_evaluation_is_an_error_not_a_number() -> None:
     finite = query_scores(torch.zeros(2, 3, 5), torch.zeros(2, 3, dtype=torch.long))
     acc.add(("finetune", "clean", "clean", "none", "0/255", 0), *finite, torch.arange(2), "{}", 0.0)
     assert acc.acc[("finetune", "clean", "clean", "none", "0/255", 0)] == [100.0, 100.0]
+
+
+def test_attacks_through_adaptation_are_rows(ckpt: Path) -> None:
+    """``support`` and ``support+query`` rows: PGD through the fine-tuning, same episodes as the rest."""
+    proto = EvalProtocol(scenarios=("finetune", "whitebox", "support", "support+query"), attacks=("pgd",),
+                         eps=("32/255",), attack_params={"pgd": {"steps": 3}}, **FAST)
+    rows, eps_rows = evaluate(ckpt, proto, progress=False)
+    frame = to_frame(rows)
+    sup = frame[frame.scenario == "support"].iloc[0]
+    both = frame[frame.scenario == "support+query"].iloc[0]
+    assert (sup.support, sup.query, sup.attack, sup.eps_str) == ("adv", "clean", "pgd", "32/255")
+    assert (both.support, both.query) == ("adv", "adv")
+    assert '"through": "adaptation"' in sup.attack_params and '"steps": 3' in sup.attack_params
+    assert sup.finetune_step == both.finetune_step == 1 and sup.n_episodes == 6
+    ep = pd.DataFrame(eps_rows)
+    assert sorted(ep[ep.scenario == "support"].episode_index) == list(range(6))
+    again, _ = evaluate(ckpt, proto, progress=False)
+    assert [r["acc"] for r in rows] == [r["acc"] for r in again]  # seeded

@@ -15,7 +15,7 @@ from typing import Any
 
 from advmeta.tune.families import Report, RunContext
 
-_ITERATIVE = ("pgd", "mifgsm", "cw-linf", "cw-l2", "apgd-ce", "apgd-dlr")
+_ITERATIVE = ("pgd", "mifgsm", "cw-linf", "cw-l2", "apgd-ce", "apgd-dlr", "autoattack")
 
 
 def methods() -> list[str]:
@@ -65,18 +65,25 @@ def protocols(spec: Any, ctx: RunContext) -> list[Any]:
         if scenario == "whitebox":
             g["attacks"] += [a for a in ev.get("attacks", ["pgd"]) if a not in g["attacks"] and a != "none"]
             g["eps"] += [e for e in ev.get("eps", ["2/255"]) if e not in g["eps"]]
+        elif scenario in ("support", "support+query"):  # PGD through the adaptation, at the table's ε
+            g["eps"] += [e for e in ev.get("eps", ["2/255"]) if e not in g["eps"]]
+            g["adaptive"] = True
         elif scenario == "surrogate":
             g["surrogate_eps"] += [e for e in ev.get("eps", ["2/255"]) if e not in g["surrogate_eps"]]
             g["surrogate_supports"] += [s for s in ev.get("support", ["clean"]) if s not in g["surrogate_supports"]]
     out = []
     for g in groups.values():
         params = {a: {"steps": int(g["steps"])} for a in g["attacks"] if a in _ITERATIVE and g["steps"]}
+        if g.get("adaptive") and g["steps"]:
+            params.setdefault("pgd", {"steps": int(g["steps"])})
         kwargs: dict[str, Any] = {"split": g["split"], "n_episodes": g["n_episodes"], "scenarios": tuple(g["scenarios"]),
                                   "q_query": None if g["q_query"] is None else int(g["q_query"]),
                                   "chunk": min(50, g["n_episodes"]), "device": ctx.device, "sweep": spec.sweep,
                                   "trial_id": spec.trial_id, "attack_params": params}
         if g["attacks"]:
-            kwargs.update(attacks=tuple(g["attacks"]), eps=tuple(g["eps"]))
+            kwargs.update(attacks=tuple(g["attacks"]))
+        if g["eps"]:
+            kwargs.update(eps=tuple(g["eps"]))
         if g["surrogate_eps"]:
             kwargs.update(surrogate_eps=tuple(g["surrogate_eps"]), surrogate_supports=tuple(g["surrogate_supports"]))
         out.append(EvalProtocol(**kwargs))

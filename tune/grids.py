@@ -168,7 +168,7 @@ def _evals(table: Mapping[str, Any], budget: Budget, table_eps: TableEps | None 
         check_eval(ev, str(table.get("name", "table")))
         full = {"episodes": budget.test_episodes, "attack_steps": budget.attack_steps, "split": "test",
                 "n_test": budget.l2l_test_images}
-        if ev.get("scenario") == "whitebox" and budget.whitebox_episodes:
+        if ev.get("scenario") in ("whitebox", "support", "support+query") and budget.whitebox_episodes:
             full["episodes"] = budget.whitebox_episodes
         if ev.get("scenario") != "l2l":
             full["q_query"] = budget.q_query

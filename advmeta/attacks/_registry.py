@@ -34,6 +34,8 @@ class AttackInfo:
         identity: returns its input unchanged (``none``): no attack strength to check.
         requires: keyword arguments the caller must supply besides model_fn, x, y, eps
             (``transfer`` needs ``surrogate_fn``).
+        skips_misclassified: returns the inputs the model already misclassifies unchanged
+            (``autoattack``, as AutoAttack does: they need no perturbation).
     """
 
     name: str
@@ -43,6 +45,7 @@ class AttackInfo:
     min_classes: int = 2
     identity: bool = False
     requires: tuple[str, ...] = ()
+    skips_misclassified: bool = False
 
 
 def register_attack(name: str, **info: Any) -> Callable[[Attack], Attack]:

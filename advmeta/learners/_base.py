@@ -132,6 +132,17 @@ class Learner:
         """
         raise NotImplementedError
 
+    def episode_fn(self, support_y: Tensor, steps: int) -> Callable[[Tensor, Tensor], Tensor]:
+        """``(support_x, query_x) → query logits`` after ``steps`` fine-tune steps on the support,
+        differentiable in both images — through the fine-tuning (MAML family), the prototypes or
+        the episode head (metric learners). What an attack on the support differentiates; the
+        weights θ are constants of it.
+
+        Shape:
+            support_x: (T, N*K, C, H, W); query_x: (T, B, C, H, W) → (T, B, N).
+        """
+        raise NotImplementedError
+
 
 def check_finite(loss: Tensor) -> None:
     """Raise :class:`NonFiniteLossError` when ``loss`` is NaN or infinite."""

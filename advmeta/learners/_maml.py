@@ -7,7 +7,7 @@ scored on) or add a step around :meth:`MAMLBase.adapt`; there is one inner loop
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -128,3 +128,17 @@ class MAMLBase(Learner):
         fns: list[ModelFn] = [self.logits_fn(theta, shared=True)]
         fns += [self.logits_fn(f) for f in traj[1:]]
         return fns
+
+    def episode_fn(self, support_y: Tensor, steps: int) -> Callable[[Tensor, Tensor], Tensor]:
+        theta = {k: v.detach().requires_grad_(True) for k, v in self.params().items()}
+        trainable = self.eval_trainable()
+
+        def fn(support_x: Tensor, query_x: Tensor) -> Tensor:
+            if steps == 0:
+                return self.logits(theta, query_x, shared=True)
+            with torch.enable_grad():
+                # Second order: the fine-tuned weights are a function of the support images.
+                fast = self.adapt(theta, support_x, support_y, steps=steps, first_order=False, trainable=trainable)
+                return self.logits(fast, query_x)
+
+        return fn

@@ -7,6 +7,7 @@ recomputed from the clean support at every attack step). There is no fine-tuning
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -37,3 +38,6 @@ class MetricBase(Learner):
     def adapted(self, support_x: Tensor, support_y: Tensor, steps: int) -> list[ModelFn]:
         sx, sy = support_x.detach(), support_y
         return [lambda x: self.episode_logits(sx, sy, x)]
+
+    def episode_fn(self, support_y: Tensor, steps: int) -> Callable[[Tensor, Tensor], Tensor]:
+        return lambda support_x, query_x: self.episode_logits(support_x, support_y, query_x)
