@@ -132,24 +132,20 @@ def _whitebox(learner: Learner, fn: Any, ep: Any, step: int, protocol: EvalProto
 def _adaptive(learner: Learner, ep: Any, steps: int, protocol: EvalProtocol, seed: int, acc: _Acc) -> None:
     """The attacks through adaptation (``support``, ``support+query``) at the last fine-tune step."""
     from advmeta.attacks.episode import episode_pgd
-    from advmeta.learners._attack import auto_step_size
 
     fn = learner.episode_fn(ep.support_y, steps)
-    pgd = protocol.params_of("pgd")
     for eps in protocol.eps:
         e, es = parse_eps(eps), format_eps(eps)
-        size = pgd.get("step_size", "auto")
-        size = auto_step_size(e) if size == "auto" else parse_eps(size)
-        params = json.dumps({"steps": int(pgd.get("steps", 20)), "step_size": size,
-                             "random_start": bool(pgd.get("random_start", True)), "through": "adaptation"},
-                            sort_keys=True)
+        # PGD's settings as the white-box PGD runs them (step size "auto" resolved against ε).
+        pgd = AttackSpec("pgd", eps, protocol.params_of("pgd")).accepted()
+        params = json.dumps({**pgd, "through": "adaptation"}, sort_keys=True)
         for scenario, (on_support, on_query) in ADAPTIVE_SCENARIOS.items():
             if scenario not in protocol.scenarios:
                 continue
             t0 = time.perf_counter()
-            sx, qx = episode_pgd(fn, ep.support_x, ep.query_x, ep.query_y, eps=e, steps=int(pgd.get("steps", 20)),
-                                 step_size=size, support=on_support, query=on_query,
-                                 random_start=bool(pgd.get("random_start", True)),
+            sx, qx = episode_pgd(fn, ep.support_x, ep.query_x, ep.query_y, eps=e, steps=int(pgd["steps"]),
+                                 step_size=pgd["step_size"], support=on_support, query=on_query,
+                                 random_start=bool(pgd["random_start"]),
                                  generator=_generators(seed, ep.index, f"{scenario}|{es}", ep.query_x.device))
             with torch.no_grad():
                 ok, ce = query_scores(learner.adapted(sx, ep.support_y, steps)[-1](qx), ep.query_y)

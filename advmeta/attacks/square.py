@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from advmeta.attacks._core import Gen, ModelFn, _draw, as_eps, check_inputs, check_steps, parse_norm
+from advmeta.attacks._losses import margin as cw_margin
 from advmeta.attacks._registry import register_attack
 from advmeta.eps import Eps
 from advmeta.errors import ConfigError
@@ -34,13 +35,6 @@ def p_schedule(p_init: float, it: int, n_queries: int) -> float:
     """The fraction of pixels the square covers at query ``it`` of ``n_queries``."""
     scaled = int(it / n_queries * 10000)
     return p_init / 2 ** sum(scaled > h for h in _HALVINGS)
-
-
-def margin(logits: Tensor, y: Tensor) -> Tensor:
-    """f_y − max_{k≠y} f_k per sample (negative: misclassified)."""
-    true = logits.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-    other = logits.scatter(-1, y.unsqueeze(-1), float("-inf")).amax(-1)
-    return true - other
 
 
 def _signs(u: Tensor, eps: float) -> Tensor:
@@ -93,7 +87,7 @@ def square(
         # Vertical stripes: one sign per (channel, column).
         delta = _signs(_draw((*lead, c, 1, w), generator, x, normal=False), e).expand(*lead, c, h, w)
         best = (x + delta).clamp(0.0, 1.0)
-        loss = margin(model_fn(best), y)
+        loss = -cw_margin(model_fn(best), y)  # f_y − max_{k≠y} f_k: negative once misclassified
         for it in range(1, n_queries):
             active = loss > 0
             if not bool(active.any()):
@@ -115,7 +109,7 @@ def square(
             if bool(same.any()):
                 flipped = (x + torch.where(window, -colour, current)).clamp(0.0, 1.0)
                 proposal = torch.where(same[..., None, None, None], flipped, proposal)
-            new_loss = margin(model_fn(proposal), y)
+            new_loss = -cw_margin(model_fn(proposal), y)
             take = active & (new_loss < loss)
             best = torch.where(take[..., None, None, None], proposal, best)
             loss = torch.where(take, new_loss, loss)
