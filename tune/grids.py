@@ -109,7 +109,7 @@ def with_dataset_defaults(method: str, dataset: str | None, hparams: Mapping[str
     return dataset_defaults(config_class(method), dataset) | dict(hparams)
 
 
-def _adversarial(family: str, method: str) -> bool:
+def is_adversarial(family: str, method: str) -> bool:
     """Whether a meta-learner trains on adversarial examples (its own attack or the surrogate's)."""
     return family == "meta" and ("train_eps" in _fields(method) or _needs_surrogate(family, method))
 
@@ -132,7 +132,7 @@ def _train_settings(budget: Budget, family: str, method: str, axes: Mapping[str,
                       "val_episodes": budget.val_episodes, "checkpoint_every": budget.checkpoint_every,
                       "image_size": budget.image_size, "surrogate_steps": budget.surrogate_steps})
         train.update({k: v for k, v in axes.items() if v is not None})
-        train["iterations"] = budget.iterations_for(method, train.get("k_shot"), _adversarial(family, method))
+        train["iterations"] = budget.iterations_for(method, train.get("k_shot"), is_adversarial(family, method))
     train.update(extra)
     return train
 

@@ -129,7 +129,9 @@ def cost_estimate(spec: TrialSpec, trained: bool = False) -> float:
         images = float(t.get("num_classes") or 10) * float(t.get("train_per_class") or 100) / 1000.0
         train = per * float(t.get("epochs", 1)) * images * size
     else:
-        adversarial = any(k in spec.hparams for k in ("train_eps", "eps")) or spec.method in ("adml", "maml-ad")
+        from advmeta.tune.grids import is_adversarial
+
+        adversarial = is_adversarial(spec.family, spec.method)
         per = _TRAIN_COST.get(spec.method, 0.6 if adversarial else 0.27)
         shots = float(t.get("k_shot", 1))
         train = float(t.get("iterations", 1)) * per * (1.0 + 0.25 * (shots - 1)) * size
