@@ -132,8 +132,8 @@ def calibrate(checkpoint: str | Path, ladder: Sequence[str] = LADDER, threshold:
     def measure(eps: str) -> CalibrationPoint:
         proto = EvalProtocol(split=split, n_episodes=n_episodes, q_query=q_query, scenarios=("whitebox",),
                              attacks=("pgd",), eps=(eps,), attack_params=params, worst=False, device=device,
-                             chunk=min(50, n_episodes))
-        rows, _ = evaluate(checkpoint, proto, progress=False)
+                             chunk=min(50, n_episodes), checks=None)
+        rows = evaluate(checkpoint, proto, progress=False).rows
         last = max(r["finetune_step"] for r in rows)
         rob = next(r for r in rows if r["attack"] == "pgd" and r["finetune_step"] == last)
         clean = next(r for r in rows if r["attack"] == "none" and r["finetune_step"] == last)
@@ -258,7 +258,7 @@ def calibrate_surrogate(checkpoint: str | Path, start: str, drop: float = SURROG
     rungs = surrogate_rungs(start, factors)
     proto = EvalProtocol(split=split, n_episodes=n_episodes, q_query=q_query, scenarios=("surrogate",),
                          surrogate_eps=rungs, surrogate_supports=("clean",), device=device, chunk=min(50, n_episodes))
-    _, episodes = evaluate(checkpoint, proto, progress=False)
+    episodes = evaluate(checkpoint, proto, progress=False).episodes
     per: dict[tuple[str, str], dict[int, float]] = {}
     for r in episodes:
         if r["scenario"] == "surrogate" and r["support"] == "clean":

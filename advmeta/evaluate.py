@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from advmeta import checkpoint as ckpt_io
+from advmeta.checks import MaskingChecks
 from advmeta.env import configure_allocator, resolve_device, versions
 from advmeta.errors import NonFiniteLossError
 from advmeta.eps import format_eps, parse_eps
@@ -103,10 +104,19 @@ def _generators(seed: int, index: Tensor, tag: str, device: torch.device) -> lis
             for i in index]
 
 
+# Attacks whose per-query results are not "white-box gradient" evidence for the masking checks.
+_NOT_GRADIENT = {"none", "square", "transfer", "autoattack"}
+
+
 def _whitebox(learner: Learner, fn: Any, ep: Any, step: int, protocol: EvalProtocol, seed: int, acc: _Acc,
-              clean: tuple[Tensor, Tensor]) -> None:
+              clean: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+    """The white-box attacks at every ε; returns the per-query correctness (T, B) of the bounded
+    gradient attacks at the first ε (what the masking checks compare with)."""
+    from advmeta.attacks import attack_info
+
     y = ep.query_y
     clean_ok, clean_ce = clean
+    first: dict[str, Tensor] = {}
     for eps in protocol.eps:
         e, es = parse_eps(eps), format_eps(eps)
         worst_ok, worst_ce = clean_ok.clone(), clean_ce.clone()
@@ -121,12 +131,33 @@ def _whitebox(learner: Learner, fn: Any, ep: Any, step: int, protocol: EvalProto
             t_all += dt
             lar = torch.clamp(ce.sum(1) - clean_ce.sum(1), min=protocol.l_ar_delta)
             acc.add(("whitebox", "clean", "adv", name, es, step), ok, ce, ep.index, spec.params_json(), e, lar, dt)
+            if eps == protocol.eps[0] and name not in _NOT_GRADIENT and attack_info(name).bounded:
+                first[name] = ok
             worst_ok &= ok
             worst_ce = torch.maximum(worst_ce, ce)
         if protocol.worst and len(protocol.attacks) > 1:
             lar = torch.clamp(worst_ce.sum(1) - clean_ce.sum(1), min=protocol.l_ar_delta)
             acc.add(("whitebox", "clean", "adv", "worst", es, step), worst_ok, worst_ce, ep.index,
                     json.dumps({"attacks": list(protocol.attacks)}), e, lar, t_all)
+    return first
+
+
+def _checks(learner: Learner, checks: MaskingChecks, fn: Any, ep: Any, steps: int, seed: int,
+            whitebox_ok: dict[str, Tensor], transfer: Any) -> None:
+    """The masking checks on the chunk's first episodes (those the checks cover)."""
+    m = checks.wants(ep.index)
+    if m == 0:
+        return
+    sub = slice(0, m)
+    sx, sy, qx, qy = ep.support_x[sub], ep.support_y[sub], ep.query_x[sub], ep.query_y[sub]
+    with torch.no_grad():
+        reference = fn(ep.query_x)[sub]
+    index = ep.index[sub]
+    transfer_x, note = (None, "the trial has no surrogate attack at this ε") if transfer is None else transfer(ep, m)
+    checks.run(lambda: learner.adapted(sx, sy, steps)[-1], reference, qx, qy,
+               {k: v[sub] for k, v in whitebox_ok.items()},
+               lambda tag: _generators(seed, index, f"{tag}|{checks.eps_str}", qx.device),
+               transfer_x=transfer_x, transfer_note=note)
 
 
 def _adaptive(learner: Learner, ep: Any, steps: int, protocol: EvalProtocol, seed: int, acc: _Acc) -> None:
@@ -185,7 +216,7 @@ def _surrogate(learner: Learner, ep_clean: Any, ep_adv: Any, eps: float, steps: 
 
 
 def evaluate(checkpoint: str | Path, protocol: EvalProtocol | None = None, progress: bool = True,
-             bank: Bank | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+             bank: Bank | None = None) -> Evaluation:
     """Evaluate a checkpoint under ``protocol``.
 
     Args:
@@ -197,8 +228,9 @@ def evaluate(checkpoint: str | Path, protocol: EvalProtocol | None = None, progr
             FGSM here (see :data:`advmeta.protocol.Bank`).
 
     Returns:
-        ``(rows, episode_rows)``: dicts with the columns of ``advmeta.results.SUMMARY_COLUMNS``
-        (plus ``hp_*``) and ``EPISODE_COLUMNS``.
+        An :class:`Evaluation` ``(rows, episodes, checks)``: dicts with the columns of
+        ``advmeta.results.SUMMARY_COLUMNS`` (plus ``hp_*``), ``EPISODE_COLUMNS`` and
+        ``CHECK_COLUMNS`` (the masking checks of the white-box evaluation; empty without one).
     """
     from advmeta.data import EpisodeSampler, EpisodeSpec
 
@@ -218,6 +250,12 @@ def evaluate(checkpoint: str | Path, protocol: EvalProtocol | None = None, progr
         surrogate = make_surrogate(cfg, ds, device, progress)
     sur_params = surrogate_params(cfg)
     acc = _Acc()
+    checks, transfer = None, None
+    if protocol.checks is not None and "whitebox" in protocol.scenarios and protocol.eps:
+        e0 = parse_eps(protocol.eps[0])
+        checks = MaskingChecks(protocol.checks, n_way, protocol.eps[0], AttackSpec("pgd", e0, protocol.params_of("pgd")).accepted(),
+                               protocol.params_of("square"), transductive=cfg.bn_mode == "batch")
+        transfer = _transfer_source(protocol, bank, surrogate, e0)
     t_start = time.perf_counter()
     for start in range(0, protocol.n_episodes, protocol.chunk):
         idx = list(range(start, min(protocol.n_episodes, start + protocol.chunk)))
@@ -235,7 +273,9 @@ def evaluate(checkpoint: str | Path, protocol: EvalProtocol | None = None, progr
             if "whitebox" in protocol.scenarios and (last or protocol.attack_every_step):
                 if last:
                     acc.add(("whitebox", "clean", "clean", "none", "0/255", step), *clean, ep.index, "{}", 0.0)
-                _whitebox(learner, fn, ep, step, protocol, seed, acc, clean)
+                first = _whitebox(learner, fn, ep, step, protocol, seed, acc, clean)
+                if last and checks is not None:
+                    _checks(learner, checks, fn, ep, step, seed, first, transfer)
             if last and any(sc in protocol.scenarios for sc in ADAPTIVE_SCENARIOS):
                 _adaptive(learner, ep, step, protocol, seed, acc)
         if "surrogate" in protocol.scenarios:
@@ -256,7 +296,38 @@ def evaluate(checkpoint: str | Path, protocol: EvalProtocol | None = None, progr
             sys.stderr.flush()
     if progress:
         sys.stderr.write("\n")
-    return _rows(acc, learner, cfg, state, protocol, device, (n_way, k_shot, q_query), seed)
+    rows, episode_rows = _rows(acc, learner, cfg, state, protocol, device, (n_way, k_shot, q_query), seed)
+    check_rows = [] if checks is None else checks.rows(
+        {"sweep": protocol.sweep, "trial_id": protocol.trial_id, "method": cfg.method, "dataset": cfg.dataset,
+         "split": protocol.split, "seed": seed})
+    return Evaluation(rows, episode_rows, check_rows)
+
+
+def _transfer_source(protocol: EvalProtocol, bank: Bank | None, surrogate: Any, eps: float) -> Any:
+    """``(ep, m) -> (adversarial queries of ep's first m episodes, note)`` from the trial's surrogate
+    attack at ``eps``, or ``None`` when the trial has none at that ε."""
+    if "surrogate" not in protocol.scenarios or not any(abs(parse_eps(e) - eps) < 1e-12 for e in protocol.surrogate_eps):
+        return None
+
+    def source(ep: Any, m: int) -> tuple[Tensor | None, str]:
+        idx = [int(i) for i in ep.index[:m]]
+        if bank is not None:
+            clean, adv = bank(idx, eps)
+            if not torch.equal(clean.query_x.to(ep.query_x.device), ep.query_x[:m]):
+                return None, "the surrogate bank's episodes differ from the evaluated ones"
+            return adv.query_x.to(ep.query_x.device), ""
+        return surrogate.attack_episodes(ep, eps, protocol.split).query_x[:m], ""
+
+    return source
+
+
+class Evaluation(NamedTuple):
+    """What :func:`evaluate` returns: the summary rows, the per-episode rows and the masking checks'
+    rows (columns of ``advmeta.results``' ``summary``, ``episodes`` and ``checks`` tables)."""
+
+    rows: list[dict[str, Any]]
+    episodes: list[dict[str, Any]]
+    checks: list[dict[str, Any]]
 
 
 def _rows(acc: _Acc, learner: Learner, cfg: TrainConfig, state: dict[str, Any], protocol: EvalProtocol,

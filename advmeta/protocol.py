@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from advmeta.checks import CheckSettings
 from advmeta.eps import Eps
 from advmeta.errors import ConfigError
 
@@ -63,6 +64,8 @@ class EvalProtocol:
         surrogate_eps: ε of ADML's surrogate FGSM (``2/255`` and ``0.2/255`` in the paper).
         surrogate_supports: support rows of ADML's table; ``adv40`` is used only when K ≥ 5.
         l_ar_delta: δ of the per-episode L_AR recorded with every white-box attack.
+        checks: the gradient-masking checks run with the white-box evaluation, at its first ε
+            (:mod:`advmeta.checks`); ``None``: none (the ε calibration, which only reads a curve).
         chunk: episodes evaluated (and attacked) at once.
         device: ``auto``, ``cpu``, ``cuda``.
         sweep, trial_id: identifiers copied into the rows.
@@ -84,6 +87,7 @@ class EvalProtocol:
     surrogate_eps: tuple[Eps, ...] = ("2/255", "0.2/255")
     surrogate_supports: tuple[str, ...] = ("clean", "adv40", "adv")
     l_ar_delta: float = 1e-3
+    checks: CheckSettings | None = CheckSettings()
     chunk: int = 50
     device: str = "auto"
     sweep: str = ""

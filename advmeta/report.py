@@ -235,15 +235,74 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
         md += [f"| {r.trial_id} | {r.method} | {r.status} | {str(r.error)[:160]} |"
                for r in failed.drop_duplicates("trial_id").itertuples()]
         md.append("")
+    checks = load_checks(folder)
+    md += masking_section(checks)
     figs = figures(summary, episodes, out_dir / "figures")
     md += [f"![{p.stem}](figures/{p.name})" for p in figs]
     write_text_atomic(out_dir / "report.md", "\n".join(md) + "\n")
-    write_text_atomic(out_dir / "overview.md", overview_markdown(summary, claims, manifest))
+    write_text_atomic(out_dir / "overview.md", overview_markdown(summary, claims, manifest, checks))
     write_text_atomic(out_dir / "tables.tex", "\n".join(to_latex(t) for t in tabs))
     return {"markdown": out_dir / "report.md", "latex": out_dir / "tables.tex", "figures": figs, "tables": len(tabs),
             "overview": out_dir / "overview.md",
             "claims": claim_paths["markdown"], "claims_parquet": claim_paths["parquet"],
-            "verdicts": claims["verdict"].value_counts().to_dict() if len(claims) else {}}
+            "verdicts": claims["verdict"].value_counts().to_dict() if len(claims) else {},
+            "masking_suspected": sorted(suspected_trials(checks))}
+
+
+def load_checks(folder: str | Path) -> pd.DataFrame:
+    """The sweep's ``checks.parquet`` (an empty, typed frame when it has none)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from advmeta.bank import filesystem
+    from advmeta.results import to_frame
+
+    fs, root = filesystem(str(folder))
+    try:
+        return pq.read_table(f"{root}/checks.parquet", filesystem=fs).to_pandas()
+    except (FileNotFoundError, OSError, pa.ArrowInvalid):
+        return to_frame([], "checks")
+
+
+def suspected_trials(checks: pd.DataFrame) -> set[str]:
+    """Trials with at least one failed masking check."""
+    if checks.empty:
+        return set()
+    return set(checks.loc[checks["passed"].eq(False).fillna(False).astype(bool), "trial_id"].astype(str))
+
+
+def masking_section(checks: pd.DataFrame) -> list[str]:
+    """Markdown lines: per trial, its masking checks and the "masking suspected" flag."""
+    if checks.empty:
+        return []
+    names = list(dict.fromkeys(checks["check"].astype(str)))
+    lines = ["## Gradient-masking checks", "",
+             "With every white-box evaluation, at its table's first ε, on the first episodes of the bank "
+             "(`checks.parquet`; advmeta.checks). A cell is the checked value and ✓ / ✗ against its threshold "
+             "(– : not run); a trial with any ✗ is flagged.", "",
+             "| trial | method | ε | " + " | ".join(names) + " | flag |", "|---" * (len(names) + 4) + "|"]
+    for tid, sub in checks.groupby("trial_id", sort=False):
+        by = {str(r.check): r for r in sub.itertuples()}
+        cells = []
+        for n in names:
+            r = by.get(n)
+            if r is None or pd.isna(r.passed):
+                cells.append("–")
+                continue
+            v = float(r.value)
+            text = f"{v:.1e}" if n == "deterministic" else f"{v:.1f}"
+            if r.ci95 is not None and not pd.isna(r.ci95):
+                text += f" ± {float(r.ci95):.1f}"
+            cells.append(f"{text} {'✓' if bool(r.passed) else '✗'}")
+        failed = [n for n in names if n in by and not pd.isna(by[n].passed) and not bool(by[n].passed)]
+        flag = "**masking suspected** (" + ", ".join(failed) + ")" if failed else "none"
+        first = sub.iloc[0]
+        lines.append(f"| {tid} | {first['method']} | {first['eps_str']} | " + " | ".join(cells) + f" | {flag} |")
+    thresholds = checks.drop_duplicates("check").set_index("check")
+    lines += ["", "Thresholds: " + "; ".join(f"{n} {float(thresholds.loc[n, 'threshold']):g}" for n in names)
+              + ". What each value measures (first trial's wording):", ""]
+    lines += [f"- `{n}`: {thresholds.loc[n, 'detail']}" for n in names]
+    return lines + [""]
 
 
 _OVERVIEW_COLUMNS = (
@@ -253,7 +312,8 @@ _OVERVIEW_COLUMNS = (
     ("l2l clean", "l2l", None, None, "none"), ("l2l pgd-20", "l2l", None, None, "pgd-20"))
 
 
-def overview_markdown(summary: pd.DataFrame, claims: pd.DataFrame, manifest: dict[str, Any] | None) -> str:
+def overview_markdown(summary: pd.DataFrame, claims: pd.DataFrame, manifest: dict[str, Any] | None,
+                      checks: pd.DataFrame | None = None) -> str:
     """A page a README can show as is: the verdicts, each table's ε, and accuracy per method.
 
     The accuracy table has one row per trial (method × shot) and one column per kind of row
@@ -275,9 +335,11 @@ def overview_markdown(summary: pd.DataFrame, claims: pd.DataFrame, manifest: dic
             lines.append(f"Wall time {float(manifest['wall_seconds']) / 60:.1f} min on {manifest.get('cpus', '?')} CPUs "
                          f"(load average {', '.join(f'{x:.2f}' for x in manifest.get('load_average', []))}).")
     ok = _last_step(summary[summary["status"] == "ok"]) if len(summary) else summary
+    checked = set() if checks is None or checks.empty else set(checks["trial_id"].astype(str))
+    suspected = suspected_trials(checks) if checks is not None else set()
     if len(ok):
         head = [c[0] for c in _OVERVIEW_COLUMNS]
-        lines += ["", "| method | k_shot | " + " | ".join(head) + " | train s |", "|---" * (len(head) + 3) + "|"]
+        lines += ["", "| method | k_shot | " + " | ".join(head) + " | train s | masking |", "|---" * (len(head) + 4) + "|"]
         for tid, sub in ok.groupby("trial_id", sort=False):
             cells = []
             for _, scen, sup, qry, att in _OVERVIEW_COLUMNS:
@@ -288,7 +350,9 @@ def overview_markdown(summary: pd.DataFrame, claims: pd.DataFrame, manifest: dic
                 cells.append("–" if hit.empty else f"{hit['acc'].iloc[0]:.1f} ± {hit['acc_ci95'].iloc[0]:.1f}")
             first = sub.iloc[0]
             shot = "" if pd.isna(first["k_shot"]) else str(int(first["k_shot"]))
-            lines.append(f"| {first['method']} | {shot} | " + " | ".join(cells) + f" | {float(first['train_seconds']):.0f} |")
+            flag = "suspected" if tid in suspected else ("none" if tid in checked else "–")
+            lines.append(f"| {first['method']} | {shot} | " + " | ".join(cells)
+                         + f" | {float(first['train_seconds']):.0f} | {flag} |")
     return "\n".join(lines) + "\n"
 
 

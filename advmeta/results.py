@@ -1,10 +1,12 @@
 """The one schema of advmeta's results, used by the evaluator, the Ray layer, the CLI and the tests.
 
-Two tables per sweep, both Parquet:
+Three tables per sweep, all Parquet:
 
 - ``summary``: one row per (trial, evaluation scenario, attack, ε, fine-tune step): accuracy with
   its 95% confidence interval over the test episodes, and every setting that produced it.
 - ``episodes``: one row per (trial, scenario, attack, ε, fine-tune step, test episode).
+- ``checks``: one row per (trial, gradient-masking check) of every white-box evaluation
+  (:mod:`advmeta.checks`).
 
 ``results/README.md`` is generated from this module (``python -m advmeta.results``); a test
 checks that it is in sync.
@@ -102,6 +104,24 @@ EPISODE_COLUMNS: tuple[Column, ...] = tuple(
     ]
 )
 
+CHECK_COLUMNS: tuple[Column, ...] = tuple(
+    _ID[:2]
+    + [c for c in _SETTINGS if c.name in {"method", "dataset", "split", "seed"}]
+    + [c for c in _SCENARIO if c.name == "eps_str"]
+    + [
+        Column("check", "string", "", "masking check (advmeta.checks.CHECKS): large-eps-chance, "
+               "iterative-beats-single-step, converged, square-not-better, transfer-not-better, gradients-exist, "
+               "deterministic"),
+        Column("value", "float64", "", "the checked quantity (its unit is in `detail`); null when the check did not run"),
+        Column("ci95", "float64", "points", "95% CI half-width of `value` over the checked episodes (paired checks); null otherwise"),
+        Column("threshold", "float64", "", "the value the check compares with (rule in advmeta.checks)"),
+        Column("passed", "boolean", "", "false: masking suspected; null: the check did not run"),
+        Column("n_episodes", "Int64", "episodes", "episodes the check attacked (the first of the white-box bank)"),
+        Column("seconds", "float64", "s", "wall time of the check's own attacks"),
+        Column("detail", "string", "", "what `value` measures, with the attack settings; why a check did not run"),
+    ]
+)
+
 SUMMARY_KEY: tuple[str, ...] = ("trial_id", "scenario", "support", "query", "attack", "attack_params", "eps_str",
                                  "finetune_step")
 """The columns that identify a summary row: one row per evaluation of a trial (``attack_params`` tells
@@ -121,7 +141,7 @@ HPARAM_PREFIX = "hp_"
 string after its type) so sweeps can be filtered without parsing ``hparams``; null where a method
 has no such field."""
 
-_TABLES = {"summary": SUMMARY_COLUMNS, "episodes": EPISODE_COLUMNS}
+_TABLES = {"summary": SUMMARY_COLUMNS, "episodes": EPISODE_COLUMNS, "checks": CHECK_COLUMNS}
 
 
 def mean_ci95(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
@@ -189,7 +209,7 @@ def write_parquet_atomic(frame: pd.DataFrame, path: str | os.PathLike[str]) -> P
 
 
 def schema_markdown() -> str:
-    """The column documentation of both tables, as Markdown (the body of results/README.md)."""
+    """The column documentation of every table, as Markdown (the body of results/README.md)."""
     lines: list[str] = []
     for kind, columns in _TABLES.items():
         lines += [f"### `{kind}`", "", "| column | dtype | unit | meaning |", "|---|---|---|---|"]

@@ -32,6 +32,9 @@ def report(
     verdicts = ", ".join(f"{n} {v}" for v, n in sorted(paths["verdicts"].items()))
     typer.echo(f"wrote {paths['markdown']}, {paths['latex']}, {len(paths['figures'])} figures and "
                f"{paths['claims']} ({verdicts or 'no claims'})", err=True)
+    if paths.get("masking_suspected"):
+        typer.echo(f"masking suspected in {len(paths['masking_suspected'])} trial(s): "
+                   f"{', '.join(paths['masking_suspected'])}", err=True)
 
 
 def register(app: typer.Typer) -> None:

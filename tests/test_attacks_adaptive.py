@@ -114,3 +114,16 @@ def test_support_attack_lowers_query_accuracy_more_than_noise(ep) -> None:  # no
     with torch.no_grad():
         clean, attacked, noisy = loss(ep.support_x, ep.query_x), loss(sx, ep.query_x), loss(noise, ep.query_x)
     assert attacked > clean and attacked > noisy, (clean, noisy, attacked)
+
+
+@pytest.mark.parametrize("method", ["maml", "protonet"])
+def test_adapted_models_answer_task_by_task(method: str, ep) -> None:  # noqa: ANN001
+    """The adapted logits carry ``task_fn``: task t alone equals the batch's row t, so attacks
+    that work task by task (autoattack, the gradient helper) pay one task's forward, not T."""
+    learner = make(method)
+    steps = 2 if learner.maml_family else 0
+    fn = learner.adapted(ep.support_x, ep.support_y, steps)[-1]
+    with torch.no_grad():
+        full = fn(ep.query_x)
+        for t in range(ep.query_x.shape[0]):
+            torch.testing.assert_close(fn.task_fn(t, ep.query_x[t]), full[t], rtol=0, atol=1e-12)

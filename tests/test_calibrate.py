@@ -10,6 +10,7 @@ import pytest
 from advmeta import calibrate as cal_mod
 from advmeta.calibrate import Calibration, calibrate, check_ladder
 from advmeta.errors import ConfigError
+from advmeta.evaluate import Evaluation
 
 LADDER = ("2/255", "4/255", "8/255", "16/255", "32/255", "64/255")
 
@@ -17,11 +18,12 @@ LADDER = ("2/255", "4/255", "8/255", "16/255", "32/255", "64/255")
 def _fake_evaluate(curve: dict[str, float], calls: list[str]) -> Any:
     """An ``evaluate`` whose PGD accuracy at each ε is ``curve[ε]`` (clean 90 %)."""
 
-    def evaluate(checkpoint: Any, proto: Any, progress: bool = False) -> tuple[list[dict[str, Any]], list[Any]]:
+    def evaluate(checkpoint: Any, proto: Any, progress: bool = False) -> Evaluation:
         eps = proto.eps[0]
         calls.append(eps)
+        assert proto.checks is None  # the calibration only reads a curve: no masking checks
         base = {"finetune_step": 1, "acc_ci95": 1.0}
-        return [{**base, "attack": "none", "acc": 90.0}, {**base, "attack": "pgd", "acc": curve[eps]}], []
+        return Evaluation([{**base, "attack": "none", "acc": 90.0}, {**base, "attack": "pgd", "acc": curve[eps]}], [], [])
 
     return evaluate
 
@@ -89,14 +91,14 @@ def test_module_exports_the_rule() -> None:
 def _fake_surrogate_evaluate(drops: dict[str, list[float]], calls: list[Any]) -> Any:
     """An ``evaluate`` whose surrogate episodes lose ``drops[ε][i]`` points on episode i (clean 90 %)."""
 
-    def evaluate(checkpoint: Any, proto: Any, progress: bool = False) -> tuple[list[Any], list[dict[str, Any]]]:
+    def evaluate(checkpoint: Any, proto: Any, progress: bool = False) -> Evaluation:
         calls.append(proto)
         eps_rows = []
         for eps in proto.surrogate_eps:
             for i, d in enumerate(drops[eps]):
                 base = {"scenario": "surrogate", "support": "clean", "eps_str": eps, "episode_index": i}
                 eps_rows += [{**base, "query": "clean", "acc": 90.0}, {**base, "query": "adv", "acc": 90.0 - d}]
-        return [], eps_rows
+        return Evaluation([], eps_rows, [])
 
     return evaluate
 

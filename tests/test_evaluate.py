@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
+from advmeta.checks import CheckSettings
 from advmeta.evaluate import evaluate, mix_support
 from advmeta.protocol import EvalProtocol
 from advmeta.results import SUMMARY_COLUMNS, to_frame
 from advmeta.train import TrainConfig, train
 
-FAST = dict(n_episodes=6, chunk=3, q_query=2, finetune_steps=1, device="cpu")
+FAST = dict(n_episodes=6, chunk=3, q_query=2, finetune_steps=1, device="cpu",
+            checks=CheckSettings(episodes=4, converge_steps=2, converge_restarts=2, square_queries=30))
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_rows_fill_the_schema(ckpt: Path) -> None:
-    rows, eps_rows = evaluate(ckpt, EvalProtocol(attacks=("pgd", "fgsm"), eps=("8/255", "16/255"),
+    rows, eps_rows, _ = evaluate(ckpt, EvalProtocol(attacks=("pgd", "fgsm"), eps=("8/255", "16/255"),
                                                  attack_params={"pgd": {"steps": 3}}, **FAST), progress=False)
     frame = to_frame(rows)
     to_frame(eps_rows, "episodes")
@@ -49,7 +51,7 @@ def test_rows_fill_the_schema(ckpt: Path) -> None:
 
 def test_worst_case_and_l_ar(ckpt: Path) -> None:
     proto = EvalProtocol(attacks=("pgd", "fgsm"), eps=("32/255",), attack_params={"pgd": {"steps": 3}}, **FAST)
-    _, eps_rows = evaluate(ckpt, proto, progress=False)
+    _, eps_rows, _ = evaluate(ckpt, proto, progress=False)
     ep = pd.DataFrame(eps_rows)
     wb = ep[(ep.scenario == "whitebox") & (ep.attack != "none")].pivot(index="episode_index", columns="attack",
                                                                        values="acc")
@@ -60,9 +62,9 @@ def test_worst_case_and_l_ar(ckpt: Path) -> None:
 
 def test_same_seed_same_episodes(ckpt: Path) -> None:
     proto = EvalProtocol(scenarios=("finetune",), **FAST)
-    a, _ = evaluate(ckpt, proto, progress=False)
-    b, _ = evaluate(ckpt, dataclasses.replace(proto, chunk=4), progress=False)
-    c, _ = evaluate(ckpt, dataclasses.replace(proto, seed=123), progress=False)
+    a, _, _ = evaluate(ckpt, proto, progress=False)
+    b, _, _ = evaluate(ckpt, dataclasses.replace(proto, chunk=4), progress=False)
+    c, _, _ = evaluate(ckpt, dataclasses.replace(proto, seed=123), progress=False)
     assert [r["acc"] for r in a] == [r["acc"] for r in b]
     assert [r["acc"] for r in a] != [r["acc"] for r in c]
 
@@ -79,7 +81,7 @@ def test_bank_hook_supplies_the_surrogate_episodes(ckpt: Path) -> None:
         return ep, ep  # an "attack" that changes nothing
 
     proto = EvalProtocol(scenarios=("surrogate",), surrogate_eps=("2/255",), **FAST)
-    rows, _ = evaluate(ckpt, proto, progress=False, bank=bank)
+    rows, _, _ = evaluate(ckpt, proto, progress=False, bank=bank)
     assert calls and calls[0] == ([0, 1, 2], 2 / 255)
     acc = {(r["support"], r["query"], r["finetune_step"]): r["acc"] for r in rows}
     assert acc[("clean", "clean", 1)] == acc[("adv", "adv", 1)] == acc[("clean", "adv", 1)]
@@ -118,7 +120,7 @@ def test_attacks_through_adaptation_are_rows(ckpt: Path) -> None:
     """``support`` and ``support+query`` rows: PGD through the fine-tuning, same episodes as the rest."""
     proto = EvalProtocol(scenarios=("finetune", "whitebox", "support", "support+query"), attacks=("pgd",),
                          eps=("32/255",), attack_params={"pgd": {"steps": 3}}, **FAST)
-    rows, eps_rows = evaluate(ckpt, proto, progress=False)
+    rows, eps_rows, _ = evaluate(ckpt, proto, progress=False)
     frame = to_frame(rows)
     sup = frame[frame.scenario == "support"].iloc[0]
     both = frame[frame.scenario == "support+query"].iloc[0]
@@ -128,5 +130,31 @@ def test_attacks_through_adaptation_are_rows(ckpt: Path) -> None:
     assert sup.finetune_step == both.finetune_step == 1 and sup.n_episodes == 6
     ep = pd.DataFrame(eps_rows)
     assert sorted(ep[ep.scenario == "support"].episode_index) == list(range(6))
-    again, _ = evaluate(ckpt, proto, progress=False)
+    again, _, _ = evaluate(ckpt, proto, progress=False)
     assert [r["acc"] for r in rows] == [r["acc"] for r in again]  # seeded
+
+
+def test_masking_checks_come_with_the_whitebox_evaluation(ckpt: Path) -> None:
+    """Every white-box evaluation yields one row per check at its first ε, on the first episodes;
+    the transfer check runs where the trial's surrogate attacks at that ε."""
+    from advmeta.checks import CHECKS
+    from advmeta.results import CHECK_COLUMNS
+
+    proto = EvalProtocol(scenarios=("finetune", "whitebox", "surrogate"), attacks=("pgd", "fgsm"),
+                         eps=("32/255", "8/255"), surrogate_eps=("32/255",), surrogate_supports=("clean",),
+                         attack_params={"pgd": {"steps": 3}}, **FAST)
+    ev = evaluate(ckpt, proto, progress=False)
+    frame = to_frame(ev.checks, "checks")
+    assert list(frame.columns) == [c.name for c in CHECK_COLUMNS]
+    assert list(frame.check) == list(CHECKS)
+    assert (frame.eps_str == "32/255").all() and (frame.n_episodes == 4).all()  # 4 of 6, across two chunks
+    assert frame.passed.notna().all() and frame.value.notna().all()
+    assert (frame.loc[frame.check == "large-eps-chance", "detail"].str.contains("128/255")).all()
+    assert frame.loc[frame.check == "deterministic", "detail"].str.contains("transductive").all()  # bn_mode batch
+    again = evaluate(ckpt, proto, progress=False).checks
+    assert [r["value"] for r in again] == list(frame.value)  # seeded
+    off = evaluate(ckpt, dataclasses.replace(proto, checks=None), progress=False)
+    assert off.checks == [] and [r["acc"] for r in off.rows] == [r["acc"] for r in ev.rows]
+    no_sur = evaluate(ckpt, dataclasses.replace(proto, scenarios=("whitebox",)), progress=False).checks
+    transfer = next(r for r in no_sur if r["check"] == "transfer-not-better")
+    assert transfer["passed"] is None and "no surrogate attack at this ε" in transfer["detail"]

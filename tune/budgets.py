@@ -85,6 +85,18 @@ class Budget:
             and PGD-20; ``None``: the trainer's default of 4). At quick a 4-batch validation
             cost twice an epoch of Plain Net's training (5.6 s against 2.8 s, measured); the
             table's numbers come from the test evaluation, not from it.
+        checks: ``(field, value)`` pairs of :class:`advmeta.checks.CheckSettings`: how much the
+            gradient-masking checks of every white-box evaluation compute at this budget (the
+            defaults, the issue's: 20 episodes, PGD with 5× the steps from 5 restarts, Square
+            with the evaluation's 1000 queries). Quick: 2 episodes, 2 restarts, Square with 300
+            queries — on Omniglot (quick AQ, one core, measured) Square costs 17–18 s per
+            episode at 1000 queries (one forward of the episode's 75 queries per query), PGD-10
+            0.33 s, so the issue's 5 × 5 restarts of 5 × the steps about 8 s.
+        adaptive_episodes: test episodes of the evaluations whose cost is a query budget or an
+            optimisation through the adaptation — white-box evals with ``autoattack`` or
+            ``square``, and the ``support`` / ``support+query`` scenarios (``None``: as the
+            other white-box evals). Quick: 10 (AutoAttack with Square-1000 measured 21 s per
+            Omniglot episode on one core, the support scenarios 1.1–1.2 s).
     """
 
     name: str
@@ -121,6 +133,8 @@ class Budget:
     adversarial_iterations: int | None = None
     inner_lr: float | None = None
     by_dataset: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    checks: tuple[tuple[str, Any], ...] = ()
+    adaptive_episodes: int | None = None
 
     def for_dataset(self, dataset: str | None) -> Budget:
         """This budget as it runs on ``dataset`` (its ``by_dataset`` fields applied; ``by_dataset`` cleared)."""
@@ -174,6 +188,8 @@ BUDGETS: dict[str, Budget] = {
         q_query=3, test_episodes=4, attack_steps=2, image_size=28, inner_steps=1, test_inner_steps=2,
         l2l_epochs=1, l2l_train_per_class=8, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 10), ("widen", 1)),
         l2l_num_classes=5, surrogate_steps=10, l2l_test_images=50, calibration_episodes=4, l2l_attacker="slim",
+        checks=(("episodes", 1), ("converge_steps", 1), ("converge_restarts", 1), ("square_queries", 10)),
+        adaptive_episodes=2,
     ),
     # quick: sized by measurement for one hour of 2 CPU cores on Omniglot (README): 5 training
     # queries per class (MAML 88.4 % on the test classes after 600 iterations, 152 s; 15 queries:
@@ -191,6 +207,7 @@ BUDGETS: dict[str, Budget] = {
         shots=(1,), iterations_by_method=(("aq-protonet", 150), ("matching", 1500), ("aq", 600), ("tafl", 600),
                                           ("rmaml-out", 600)), l2l_eval_batches=1,
         adversarial_iterations=450,
+        checks=(("episodes", 2), ("converge_restarts", 2), ("square_queries", 300)), adaptive_episodes=10,
         # mini-ImageNet: at 28 px and the paper's five inner steps of α = 0.01 MAML stayed at
         # 28 % after 600 iterations; at 32 px one step of α = 0.1 reached 35.9 % on validation
         # episodes after 500 iterations in 173 s, five steps of 0.01 36.4 % in 437 s (measured).

@@ -171,6 +171,10 @@ def execute(name: str, specs: Sequence[TrialSpec], folder: str, opts: SweepOptio
         lines.append(f"report: {paths['markdown']} ({len(paths['figures'])} figures)")
         verdicts = ", ".join(f"{n} {v}" for v, n in sorted(paths["verdicts"].items()))
         lines.append(f"claims: {paths['claims']} ({verdicts or 'no claims'})")
+        suspected = paths.get("masking_suspected") or []
+        lines.append(f"masking checks: {folder}/checks.parquet; "
+                     + (f"masking suspected in {len(suspected)} trial(s): {', '.join(suspected)} (see the report)"
+                        if suspected else "no trial flagged"))
     if not quiet:
         for line in lines:
             print(line)

@@ -7,7 +7,8 @@
   (:mod:`advmeta.tune._toy`); it exercises every path of the Ray layer without the core.
 
 Each family module exposes ``methods() -> list[str]``, ``config_class(method) -> type`` (a
-dataclass whose fields are the tunable hyper-parameters) and ``run(spec, ctx, report)``.
+dataclass whose fields are the tunable hyper-parameters) and ``run(spec, ctx, report)``, which
+returns a :class:`TrialOutput` (or the plain tuple of its first three fields).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from advmeta.errors import ConfigError
 
@@ -50,12 +51,23 @@ class RunContext:
     progress: bool = False
 
 
+class TrialOutput(NamedTuple):
+    """What a family's ``run`` returns: summary rows, per-episode rows, final metrics and the
+    gradient-masking checks of its white-box evaluations (``checks`` table; none for a family
+    without them)."""
+
+    rows: list[dict[str, Any]]
+    episodes: list[dict[str, Any]]
+    final: dict[str, Any]
+    checks: list[dict[str, Any]] = []
+
+
 class Family(Protocol):
     """What a family module provides."""
 
     def methods(self) -> list[str]: ...
     def config_class(self, method: str) -> type: ...
-    def run(self, spec: Any, ctx: RunContext, report: Report) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]: ...
+    def run(self, spec: Any, ctx: RunContext, report: Report) -> TrialOutput | tuple[Any, Any, Any]: ...
 
 
 def get_family(name: str) -> ModuleType:

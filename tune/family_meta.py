@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from advmeta.tune.families import Report, RunContext
+from advmeta.tune.families import Report, RunContext, TrialOutput
 
 _ITERATIVE = ("pgd", "mifgsm", "cw-linf", "cw-l2", "apgd-ce", "apgd-dlr", "autoattack")
 
@@ -48,6 +48,7 @@ def train_config(spec: Any, ctx: RunContext) -> Any:
 
 def protocols(spec: Any, ctx: RunContext) -> list[Any]:
     """The trial's ``evals`` as EvalProtocols, merged where compatible."""
+    from advmeta.checks import CheckSettings
     from advmeta.protocol import EvalProtocol
 
     groups: dict[str, dict[str, Any]] = {}
@@ -63,6 +64,7 @@ def protocols(spec: Any, ctx: RunContext) -> list[Any]:
         if scenario not in g["scenarios"]:
             g["scenarios"].append(scenario)
         if scenario == "whitebox":
+            g.setdefault("checks", ev.get("checks", {}))  # the first white-box table's masking checks
             g["attacks"] += [a for a in ev.get("attacks", ["pgd"]) if a not in g["attacks"] and a != "none"]
             g["eps"] += [e for e in ev.get("eps", ["2/255"]) if e not in g["eps"]]
         elif scenario in ("support", "support+query"):  # PGD through the adaptation, at the table's ε
@@ -80,6 +82,8 @@ def protocols(spec: Any, ctx: RunContext) -> list[Any]:
                                   "q_query": None if g["q_query"] is None else int(g["q_query"]),
                                   "chunk": min(50, g["n_episodes"]), "device": ctx.device, "sweep": spec.sweep,
                                   "trial_id": spec.trial_id, "attack_params": params}
+        checks = g.get("checks", {})
+        kwargs["checks"] = None if checks is False else CheckSettings(**dict(checks or {}))
         if g["attacks"]:
             kwargs.update(attacks=tuple(g["attacks"]))
         if g["eps"]:
@@ -148,8 +152,11 @@ def _dedupe(rows: list[dict[str, Any]], key_cols: tuple[str, ...]) -> list[dict[
     return out
 
 
-def run(spec: Any, ctx: RunContext, report: Report) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+def run(spec: Any, ctx: RunContext, report: Report) -> TrialOutput:
     """Train (resuming from ``ctx.work_dir``), then evaluate every protocol of the trial."""
+    import dataclasses
+
+    from advmeta.eps import format_eps
     from advmeta.evaluate import evaluate
     from advmeta.train import train
 
@@ -159,14 +166,23 @@ def run(spec: Any, ctx: RunContext, report: Report) -> tuple[list[dict[str, Any]
                           bank=train_bank)
     rows: list[dict[str, Any]] = []
     episode_rows: list[dict[str, Any]] = []
+    check_rows: list[dict[str, Any]] = []
     used: list[str] = [train_bank.path] if train_bank is not None else []
+    checked: set[str] = set()
     for protocol in protocols(spec, ctx):
+        if protocol.checks is not None and "whitebox" in protocol.scenarios and protocol.eps:
+            # Two tables' white-box evaluations at one ε would check the same model twice.
+            first = format_eps(protocol.eps[0])
+            if first in checked:
+                protocol = dataclasses.replace(protocol, checks=None)
+            checked.add(first)
         source = bank_source(ctx, cfg, protocol)
         if source is not None:
             used.append(source.path)  # type: ignore[attr-defined]
-        r, e = evaluate(ckpt, protocol, progress=ctx.progress, bank=source)
+        r, e, c = evaluate(ckpt, protocol, progress=ctx.progress, bank=source)
         rows += r
         episode_rows += e
+        check_rows += c
     keys = ("scenario", "support", "query", "attack", "eps_str", "finetune_step")
     rows = _dedupe(rows, keys)
     # Protocols merged from several tables share their clean rows; attacked rows with other
@@ -174,5 +190,6 @@ def run(spec: Any, ctx: RunContext, report: Report) -> tuple[list[dict[str, Any]
     clean = _dedupe([r for r in episode_rows if r.get("attack") == "none"], keys + ("episode_index",))
     episode_rows = clean + [r for r in episode_rows if r.get("attack") != "none"]
     final: Mapping[str, Any] = {k: v for k, v in metrics.items() if k != "history"}
-    return rows, episode_rows, {**final, "device": rows[0]["device"] if rows else ctx.device,
-                                "episode_bank": ",".join(used)}
+    return TrialOutput(rows, episode_rows, {**final, "device": rows[0]["device"] if rows else ctx.device,
+                                            "episode_bank": ",".join(used)}, check_rows)
+

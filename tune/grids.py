@@ -159,6 +159,10 @@ def classification_dataset(fewshot: str | None) -> str:
     return _CLASSIFICATION_OF.get(str(fewshot), "cifar10")
 
 
+# Attacks whose cost is their query budget (Square's 1000 forwards per episode), not steps.
+_QUERY_HEAVY = ("autoattack", "square")
+
+
 def _evals(table: Mapping[str, Any], budget: Budget, table_eps: TableEps | None = None) -> list[dict[str, Any]]:
     evals = _as_list(table.get("evals", table.get("eval", [])))
     out = []
@@ -170,9 +174,19 @@ def _evals(table: Mapping[str, Any], budget: Budget, table_eps: TableEps | None 
                 "n_test": budget.l2l_test_images}
         if ev.get("scenario") in ("whitebox", "support", "support+query") and budget.whitebox_episodes:
             full["episodes"] = budget.whitebox_episodes
+        attacks = ev.get("attacks", [])
+        heavy = ev.get("scenario") in ("support", "support+query") or any(
+            a in _QUERY_HEAVY for a in (attacks if isinstance(attacks, list) else [attacks]))
+        if heavy and budget.adaptive_episodes:
+            full["episodes"] = budget.adaptive_episodes
         if ev.get("scenario") != "l2l":
             full["q_query"] = budget.q_query
         full.update(ev)
+        if full.get("scenario", "whitebox") == "whitebox":
+            # The masking checks of every white-box evaluation, sized by the budget (a grid's
+            # `checks = false` turns them off, a table of CheckSettings fields overrides).
+            own = ev.get("checks", {})
+            full["checks"] = False if own is False else {**dict(budget.checks), **dict(own)}
         if full.get("eps") == TABLE:
             if table_eps is None or not table_eps.eps:
                 raise ConfigError(f"table {table.get('name')!r}: eps = \"table\" but the table's ε is unknown")

@@ -5,10 +5,11 @@ Layout of a sweep folder (local path or any pyarrow filesystem URI)::
     sweep.json                      the sweep's manifest: its trials, grid, budget, command
     trials/<trial_id>/spec.json     the trial's TrialSpec
     trials/<trial_id>/summary.parquet, episodes.parquet   its result rows
+    trials/<trial_id>/checks.parquet   its gradient-masking checks (trials with a white-box evaluation)
     trials/<trial_id>/DONE.json     written last: the trial is finished (final metrics)
     trials/<trial_id>/ERROR.json    the trial failed after its retries (cleared by a success)
     trials/<trial_id>/work/         training state (checkpoints) of a local sweep
-    summary.parquet, episodes.parquet   the merged tables (rewritten atomically)
+    summary.parquet, episodes.parquet, checks.parquet   the merged tables (rewritten atomically)
     ray/                            Ray Tune's own experiment folders
 
 A trial is finished exactly when its ``DONE.json`` exists. It is written after the rows and
@@ -146,11 +147,13 @@ class Ledger:
         self.write_json(self.trial_path(spec.trial_id, SPEC), spec.to_dict())
 
     def write_result(self, spec: TrialSpec, rows: list[dict[str, Any]], episode_rows: list[dict[str, Any]],
-                     metrics: Mapping[str, Any]) -> None:
+                     metrics: Mapping[str, Any], check_rows: list[dict[str, Any]] | None = None) -> None:
         """Store a finished trial's rows, then mark it done (the order is what makes it atomic)."""
         tid = spec.trial_id
         self.write_frame(to_frame(rows, "summary"), self.trial_path(tid, "summary.parquet"))
         self.write_frame(to_frame(episode_rows, "episodes"), self.trial_path(tid, "episodes.parquet"))
+        if check_rows:
+            self.write_frame(to_frame(check_rows, "checks"), self.trial_path(tid, "checks.parquet"))
         self.write_json(self.trial_path(tid, DONE), {"trial_id": tid, "metrics": dict(metrics)})
         if self._exists(self.trial_path(tid, ERROR)):
             self.fs.delete_file(self.trial_path(tid, ERROR))
@@ -180,26 +183,32 @@ class Ledger:
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and self.is_done(i.base_name))
 
     def merge(self, specs: Iterable[TrialSpec]) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Write ``summary.parquet``/``episodes.parquet`` with each trial of ``specs`` once, and
-        every other trial finished in this folder before (a re-run with narrower ``--methods`` or
-        another seed never drops earlier results).
+        """Write ``summary.parquet``/``episodes.parquet``/``checks.parquet`` with each trial of
+        ``specs`` once, and every other trial finished in this folder before (a re-run with
+        narrower ``--methods`` or another seed never drops earlier results).
 
         Returns:
-            The two frames (summary, episodes).
+            The summary and episodes frames (the checks are read back with :meth:`checks`).
         """
         summaries: list[pd.DataFrame] = []
         episodes: list[pd.DataFrame] = []
+        checks: list[pd.DataFrame] = []
         error_rows: list[dict[str, Any]] = []
         mine = dict((s.trial_id, s) for s in specs)
+
+        def read(tid: str) -> None:
+            summaries.append(self._read_frame(self.trial_path(tid, "summary.parquet")))
+            episodes.append(self._read_frame(self.trial_path(tid, "episodes.parquet")))
+            if self._exists(self.trial_path(tid, "checks.parquet")):
+                checks.append(self._read_frame(self.trial_path(tid, "checks.parquet")))
+
         for tid in self.finished_ids():
             if tid not in mine:
-                summaries.append(self._read_frame(self.trial_path(tid, "summary.parquet")))
-                episodes.append(self._read_frame(self.trial_path(tid, "episodes.parquet")))
+                read(tid)
         for spec in mine.values():
             tid = spec.trial_id
             if self.is_done(tid):
-                summaries.append(self._read_frame(self.trial_path(tid, "summary.parquet")))
-                episodes.append(self._read_frame(self.trial_path(tid, "episodes.parquet")))
+                read(tid)
             else:
                 path = self.trial_path(tid, ERROR)
                 if self._exists(path):
@@ -211,18 +220,24 @@ class Ledger:
         episode = _concat(episodes, "episodes")
         self.write_frame(summary, self._p("summary.parquet"))
         self.write_frame(episode, self._p("episodes.parquet"))
+        self.write_frame(_concat(checks, "checks"), self._p("checks.parquet"))
         return summary, episode
+
+    def checks(self) -> pd.DataFrame:
+        """The merged masking checks (empty, typed, when the sweep has none)."""
+        path = self._p("checks.parquet")
+        return self._read_frame(path) if self._exists(path) else to_frame([], "checks")
 
 
 def _concat(frames: list[pd.DataFrame], kind: str) -> pd.DataFrame:
     """Concatenate per-trial tables, keeping the documented dtypes (hp_* columns may differ)."""
-    from advmeta.results import EPISODE_COLUMNS, HPARAM_PREFIX, SUMMARY_COLUMNS
+    from advmeta.results import CHECK_COLUMNS, EPISODE_COLUMNS, HPARAM_PREFIX, SUMMARY_COLUMNS
 
     frames = [f for f in frames if len(f)]
     if not frames:
         return to_frame([], kind)
     frame = pd.concat(frames, ignore_index=True)
-    columns = SUMMARY_COLUMNS if kind == "summary" else EPISODE_COLUMNS
+    columns = {"summary": SUMMARY_COLUMNS, "episodes": EPISODE_COLUMNS, "checks": CHECK_COLUMNS}[kind]
     for col in columns:
         frame[col.name] = frame[col.name].astype(col.dtype)
     hp = sorted(c for c in frame.columns if str(c).startswith(HPARAM_PREFIX))

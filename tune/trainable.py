@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from advmeta.env import set_threads, versions
-from advmeta.tune.families import RunContext, get_family
+from advmeta.tune.families import RunContext, TrialOutput, get_family
 from advmeta.tune.ledger import Ledger
 from advmeta.tune.trial import TrialSpec
 
@@ -125,11 +125,13 @@ def run_trial(config: dict[str, Any], ctx: RunContext) -> None:
                          device=device, threads=threads, banks=ctx.banks, progress=False)
     family = get_family(spec.family)
     t0 = time.perf_counter()
-    rows, episode_rows, final = family.run(spec, run_ctx, report)
+    out = TrialOutput(*family.run(spec, run_ctx, report))
+    rows, episode_rows, final = out.rows, out.episodes, dict(out.final)
     device = str(final.pop("device", "cpu"))
     rows = _finish_rows(rows, spec, device)
     episode_rows = [{**r, "sweep": spec.sweep, "trial_id": tid} for r in episode_rows]
+    check_rows = [{**r, "sweep": spec.sweep, "trial_id": tid} for r in out.checks]
     final = {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))}
     final["trial_seconds"] = time.perf_counter() - t0
-    ledger.write_result(spec, rows, episode_rows, final)
+    ledger.write_result(spec, rows, episode_rows, final, check_rows)
     tune.report({**final, "trial_id": tid, "done": 1})

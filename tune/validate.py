@@ -78,6 +78,8 @@ def check_eval(ev: Mapping[str, Any], table: str) -> None:
                 raise ConfigError(_where(table, f"unknown {key} {v!r}; use {', '.join(allowed)}"))
     if "split" in ev and ev["split"] not in SPLITS:
         raise ConfigError(_where(table, f"unknown split {ev['split']!r}; use {', '.join(SPLITS)}"))
+    if "checks" in ev:
+        _check_checks(ev["checks"], _where(table, "checks"))
     for key in _POSITIVE_INTS:
         if key in ev and ev[key] is not None:
             _positive_int(ev[key], _where(table, key))
@@ -137,3 +139,23 @@ def check_value(field: dataclasses.Field[Any], value: Any, what: str) -> None:
         return
     if not isinstance(value, str):
         raise ConfigError(f"{what} must be text, got {value!r}")
+
+
+def _check_checks(value: Any, where: str) -> None:
+    """An eval's ``checks``: ``false`` or a table of :class:`advmeta.checks.CheckSettings` fields."""
+    import dataclasses
+
+    from advmeta.checks import CheckSettings
+
+    if value is False:
+        return
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: use false or a table of settings ({', '.join(f.name for f in dataclasses.fields(CheckSettings))})")
+    try:
+        CheckSettings(**dict(value))
+    except ConfigError as err:  # a bad value
+        raise ConfigError(f"{where}: {str(err).removeprefix('checks: ')}") from None
+    except TypeError:
+        known = [f.name for f in dataclasses.fields(CheckSettings)]
+        bad = sorted(set(value) - set(known))
+        raise ConfigError(f"{where}: unknown setting(s) {bad}; known: {', '.join(known)}") from None

@@ -98,7 +98,17 @@ class MAMLBase(Learner):
     def logits_fn(self, fast: Params, *, shared: bool = False) -> ModelFn:
         """A logits callable at the given weights, detached: attacks never reach θ through it."""
         frozen = {k: v.detach() for k, v in fast.items()}
-        return lambda x: self.logits(frozen, x, shared=shared)
+
+        def fn(x: Tensor) -> Tensor:
+            return self.logits(frozen, x, shared=shared)
+
+        def one(t: int, xt: Tensor) -> Tensor:
+            # Task t alone (what map_tasks computes for it): an attack that works task by task
+            # (autoattack, the gradient helper) then costs one task's forward, not T tasks'.
+            return forward(self.net, frozen if shared else {k: v[t] for k, v in frozen.items()}, self.buffers(), xt)
+
+        fn.task_fn = one  # type: ignore[attr-defined]
+        return fn
 
     def attack(self, spec: AttackSpec, fast: Params, x: Tensor, y: Tensor,
                generator: torch.Generator | None, *, shared: bool = False) -> Tensor:

@@ -37,7 +37,14 @@ class MetricBase(Learner):
 
     def adapted(self, support_x: Tensor, support_y: Tensor, steps: int) -> list[ModelFn]:
         sx, sy = support_x.detach(), support_y
-        return [lambda x: self.episode_logits(sx, sy, x)]
+        n_way = int(sy.max()) + 1
+
+        def fn(x: Tensor) -> Tensor:
+            return self.episode_logits(sx, sy, x)
+
+        # Task t alone: attacks that work task by task cost one task's forward, not T tasks'.
+        fn.task_fn = lambda t, xt: self.net(sx[t], sy[t], xt, n_way)  # type: ignore[attr-defined]
+        return [fn]
 
     def episode_fn(self, support_y: Tensor, steps: int) -> Callable[[Tensor, Tensor], Tensor]:
         return lambda support_x, query_x: self.episode_logits(support_x, support_y, query_x)
