@@ -21,22 +21,6 @@ SCENARIOS = ("finetune", "whitebox", "surrogate", "support", "support+query")
 # support's perturbation reaches the query through the fine-tuning (advmeta.attacks.episode).
 ADAPTIVE_SCENARIOS = {"support": (True, False), "support+query": (True, True)}
 
-# Test-time settings of each attack (METHODS.md §1, §5): PGD-20, MI-FGSM 10 steps, C&W and APGD
-# 100 iterations. Step sizes follow ε ("auto": max(2/255, ε/4), i.e. the papers' 2/255 up to
-# ε = 8/255). Overridden per attack by EvalProtocol.attack_params.
-DEFAULT_ATTACK_PARAMS: dict[str, dict[str, Any]] = {
-    "pgd": {"steps": 20, "step_size": "auto", "random_start": True},
-    "mifgsm": {"steps": 10},
-    "cw-linf": {"steps": 100, "step_size": "auto"},
-    "cw-l2": {"steps": 100},
-    "apgd-ce": {"steps": 100},
-    "apgd-dlr": {"steps": 100},
-    "square": {"n_queries": 1000},
-    "autoattack": {"steps": 100, "n_queries": 1000},
-    "fgsm": {},
-    "fgsm-rs": {},
-}
-
 # bank(indices, eps) -> (clean episodes, their surrogate-FGSM version at eps): a precomputed
 # source of ADML-protocol episodes (the Ray layer builds one in parallel); None = compute here.
 Bank = Callable[[Sequence[int], float], tuple[Any, Any]]
@@ -58,7 +42,8 @@ class EvalProtocol:
             the ``pgd`` settings.
         attacks: white-box attacks on the query at the adapted weights.
         eps: ε of the white-box attacks (``"8/255"``).
-        attack_params: per-attack settings overriding :data:`DEFAULT_ATTACK_PARAMS`.
+        attack_params: per-attack settings overriding each attack's own test defaults
+            (``AttackInfo.test_params``; "auto" step sizes follow ε: max(2/255, ε/4)).
         worst: add the per-query worst case over the attacks (``attack="worst"``).
         attack_every_step: attack at every fine-tune step (AQ's protocol), not only the last.
         surrogate_eps: ε of ADML's surrogate FGSM (``2/255`` and ``0.2/255`` in the paper).
@@ -104,5 +89,8 @@ class EvalProtocol:
             raise ConfigError(f"unknown surrogate support(s) {bad}; known: clean, adv40, adv")
 
     def params_of(self, attack: str) -> dict[str, Any]:
-        """Settings of ``attack``: the defaults updated with this protocol's overrides."""
-        return {**DEFAULT_ATTACK_PARAMS.get(attack, {}), **dict(self.attack_params.get(attack, {}))}
+        """Settings of ``attack``: its test defaults updated with this protocol's overrides."""
+        from advmeta.attacks import attack_info, attack_names
+
+        defaults = dict(attack_info(attack).test_params) if attack in attack_names() else {}
+        return {**defaults, **dict(self.attack_params.get(attack, {}))}

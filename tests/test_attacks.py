@@ -235,3 +235,20 @@ def test_trades_kl_loss_needs_no_labels(net: nn.Module, data: tuple[Tensor, Tens
     assert (sample_norm(adv - x, Norm.LINF) <= EPS + 1e-6).all()
     with pytest.raises(ConfigError, match="loss"):
         get_attack("pgd")(single_fn(net), x, data[1][0], eps=EPS, loss="hinge")
+
+
+@pytest.mark.parametrize("name", attack_names())
+def test_declared_test_settings_are_accepted(name: str) -> None:
+    """An attack's own declaration drives the evaluation: its test defaults are arguments it
+    takes, and an iterative one takes the ``steps`` a budget sets (a typo would be dropped silently)."""
+    import inspect
+
+    info = attack_info(name)
+    params = inspect.signature(get_attack(name)).parameters
+    assert set(dict(info.test_params)) <= set(params), (name, info.test_params)
+    if info.iterative:
+        assert "steps" in params
+    from advmeta.protocol import EvalProtocol
+
+    assert EvalProtocol().params_of(name) == dict(info.test_params)
+    assert EvalProtocol(attack_params={name: {"steps": 3}}).params_of(name)["steps"] == 3

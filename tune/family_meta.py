@@ -15,8 +15,6 @@ from typing import Any
 
 from advmeta.tune.families import Report, RunContext, TrialOutput
 
-_ITERATIVE = ("pgd", "mifgsm", "cw-linf", "cw-l2", "apgd-ce", "apgd-dlr", "autoattack")
-
 
 def methods() -> list[str]:
     """Every registered learner."""
@@ -48,6 +46,7 @@ def train_config(spec: Any, ctx: RunContext) -> Any:
 
 def protocols(spec: Any, ctx: RunContext) -> list[Any]:
     """The trial's ``evals`` as EvalProtocols, merged where compatible."""
+    from advmeta.attacks import attack_info
     from advmeta.checks import CheckSettings
     from advmeta.protocol import EvalProtocol
 
@@ -75,7 +74,7 @@ def protocols(spec: Any, ctx: RunContext) -> list[Any]:
             g["surrogate_supports"] += [s for s in ev.get("support", ["clean"]) if s not in g["surrogate_supports"]]
     out = []
     for g in groups.values():
-        params = {a: {"steps": int(g["steps"])} for a in g["attacks"] if a in _ITERATIVE and g["steps"]}
+        params = {a: {"steps": int(g["steps"])} for a in g["attacks"] if attack_info(a).iterative and g["steps"]}
         if g.get("adaptive") and g["steps"]:
             params.setdefault("pgd", {"steps": int(g["steps"])})
         kwargs: dict[str, Any] = {"split": g["split"], "n_episodes": g["n_episodes"], "scenarios": tuple(g["scenarios"]),

@@ -110,6 +110,8 @@ _TRAIN_COST = {
 }
 _ATTACK_STEP_COST = 0.12  # one white-box attack step on one 75-query episode (seconds, same setting)
 _TRIAL_OVERHEAD = 30.0  # start, data, checkpoints, the surrogate scenario (seconds, same setting)
+_QUERY_COST = 0.017  # one forward of a 75-query episode: a Square query (seconds, quick AQ, measured)
+_ADAPTIVE_STEP_COST = 0.11  # one step of PGD through the fine-tuning (support scenarios; measured)
 
 
 def cost_estimate(spec: TrialSpec, trained: bool = False) -> float:
@@ -137,7 +139,12 @@ def cost_estimate(spec: TrialSpec, trained: bool = False) -> float:
         train = float(t.get("iterations", 1)) * per * (1.0 + 0.25 * (shots - 1)) * size
     attacked = sum(len(ev.get("attacks", [])) * float(ev.get("attack_steps") or 10) * float(ev.get("episodes", 100))
                    for ev in spec.evals if ev.get("scenario") == "whitebox")
-    return _TRIAL_OVERHEAD + train + _ATTACK_STEP_COST * attacked * size
+    queries = sum(1000.0 * float(ev.get("episodes", 100)) for ev in spec.evals if ev.get("scenario") == "whitebox"
+                  for a in ev.get("attacks", []) if a in ("square", "autoattack"))
+    adaptive = sum(float(ev.get("attack_steps") or 10) * float(ev.get("episodes", 100))
+                   for ev in spec.evals if ev.get("scenario") in ("support", "support+query"))
+    return (_TRIAL_OVERHEAD + train + (_ATTACK_STEP_COST * attacked + _QUERY_COST * queries
+                                       + _ADAPTIVE_STEP_COST * adaptive) * size)
 
 
 def _scheduler(opts: SweepOptions, max_t: int) -> Any:

@@ -36,6 +36,10 @@ class AttackInfo:
             (``transfer`` needs ``surrogate_fn``).
         skips_misclassified: returns the inputs the model already misclassifies unchanged
             (``autoattack``, as AutoAttack does: they need no perturbation).
+        iterative: its strength is a number of ``steps`` (a budget's ``attack_steps`` sets it).
+        test_params: its settings at meta-test unless an evaluation overrides them (the papers':
+            PGD-20 with step max(2/255, ε/4), MI-FGSM 10 steps, C&W and APGD 100 iterations,
+            Square 1000 queries; METHODS.md §1, §5), as ``(name, value)`` pairs.
     """
 
     name: str
@@ -46,6 +50,8 @@ class AttackInfo:
     identity: bool = False
     requires: tuple[str, ...] = ()
     skips_misclassified: bool = False
+    iterative: bool = False
+    test_params: tuple[tuple[str, Any], ...] = ()
 
 
 def register_attack(name: str, **info: Any) -> Callable[[Attack], Attack]:

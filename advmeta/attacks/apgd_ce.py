@@ -10,7 +10,7 @@ from advmeta.attacks._registry import register_attack
 from advmeta.eps import Eps
 
 
-@register_attack("apgd-ce", stochastic=True)
+@register_attack("apgd-ce", stochastic=True, iterative=True, test_params=(("steps", 100),))
 def apgd_ce(
     model_fn: ModelFn,
     x: Tensor,

@@ -17,7 +17,7 @@ from advmeta.eps import Eps
 from advmeta.errors import ConfigError
 
 
-@register_attack("apgd-dlr", stochastic=True, min_classes=3)
+@register_attack("apgd-dlr", stochastic=True, min_classes=3, iterative=True, test_params=(("steps", 100),))
 def apgd_dlr(
     model_fn: ModelFn,
     x: Tensor,

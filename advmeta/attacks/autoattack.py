@@ -47,7 +47,8 @@ def _task(model_fn: ModelFn, x: Tensor, t: int) -> ModelFn:
     return lambda xt: model_fn(torch.cat([x[:t], xt.unsqueeze(0), x[t + 1:]]))[t]
 
 
-@register_attack("autoattack", norms=("linf",), stochastic=True, skips_misclassified=True)
+@register_attack("autoattack", norms=("linf",), stochastic=True, skips_misclassified=True, iterative=True,
+                 test_params=(("steps", 100), ("n_queries", 1000)))
 def autoattack(
     model_fn: ModelFn,
     x: Tensor,

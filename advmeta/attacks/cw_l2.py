@@ -17,7 +17,7 @@ from advmeta.eps import Eps, parse_eps
 from advmeta.errors import ConfigError
 
 
-@register_attack("cw-l2", norms=("l2",), bounded=False)
+@register_attack("cw-l2", norms=("l2",), bounded=False, iterative=True, test_params=(("steps", 100),))
 def cw_l2(
     model_fn: ModelFn,
     x: Tensor,

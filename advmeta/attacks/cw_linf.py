@@ -15,7 +15,7 @@ from advmeta.attacks.pgd import pgd_attack
 from advmeta.eps import Eps
 
 
-@register_attack("cw-linf", stochastic=True)
+@register_attack("cw-linf", stochastic=True, iterative=True, test_params=(("steps", 100), ("step_size", "auto")))
 def cw_linf(
     model_fn: ModelFn,
     x: Tensor,

@@ -15,7 +15,7 @@ from advmeta.attacks._registry import register_attack
 from advmeta.eps import Eps, parse_eps
 
 
-@register_attack("mifgsm")
+@register_attack("mifgsm", iterative=True, test_params=(("steps", 10),))
 def mifgsm(
     model_fn: ModelFn,
     x: Tensor,

@@ -51,7 +51,8 @@ def pgd_attack(
     return x_adv
 
 
-@register_attack("pgd", stochastic=True)
+@register_attack("pgd", stochastic=True, iterative=True,
+                 test_params=(("steps", 20), ("step_size", "auto"), ("random_start", True)))
 def pgd(
     model_fn: ModelFn,
     x: Tensor,
