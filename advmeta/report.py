@@ -133,6 +133,20 @@ def tables(summary: pd.DataFrame) -> list[Table]:
         wb = wb.assign(row=row_labels(wb), col=np.where(wb["attack"] == "none", "clean",
                                     wb["attack"] + wb["attack_params"].map(_steps) + " " + wb["eps_str"]))
         out.append(_pivot(wb, ["row"], ["col"], "White-box attacks on the query (TAFL table, R-MAML SA/RA)", []))
+    ada = ok[ok["scenario"].isin(["support", "support+query"])]
+    if not ada.empty:
+        # Beside the query-only PGD of the same trials: what attacking the support adds.
+        base = _last_step(ok[(ok["scenario"] == "whitebox") & ok["attack"].isin(["none", "pgd"])
+                             & ok["trial_id"].isin(ada["trial_id"])])
+        both = pd.concat([base, ada], ignore_index=True)
+        names = {"none": "clean", "pgd": "query"}
+        both = both.assign(row=row_labels(both), col=np.where(
+            both["scenario"] == "whitebox", both["attack"].map(names) + " " + np.where(both["attack"] == "none", "",
+                                                                                      both["eps_str"]),
+            np.where(both["scenario"] == "support", "support", "support+query") + " " + both["eps_str"]))
+        both["col"] = both["col"].str.strip()
+        out.append(_pivot(both, ["row"], ["col"], "Attacks through the adaptation: PGD on the query, on the support "
+                          "(clean query, through the fine-tuning), on both", []))
     l2l = ok[ok["scenario"] == "l2l"]
     if not l2l.empty:
         l2l = l2l.assign(row=row_labels(l2l), col=np.where(l2l["attack"] == "none", "clean", l2l["attack"] + " " + l2l["eps_str"]))

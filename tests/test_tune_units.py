@@ -151,3 +151,22 @@ def test_cost_estimate_puts_the_longest_trials_first() -> None:
     assert order[0] == "adml" and order[-1] == "plain"
     maml = next(s for s in specs if s.method == "maml")
     assert cost_estimate(maml, trained=True) < cost_estimate(maml) - 100
+
+
+def test_report_puts_the_support_attacks_beside_the_query_attack() -> None:
+    from advmeta.report import tables, to_markdown
+
+    rows = []
+    for method, accs in (("maml", (85.0, 23.0, 47.0, 7.0)), ("aq", (86.0, 53.0, 68.0, 37.0))):
+        for (scenario, support, query, attack), acc in zip(
+                (("whitebox", "clean", "clean", "none"), ("whitebox", "clean", "adv", "pgd"),
+                 ("support", "adv", "clean", "pgd"), ("support+query", "adv", "adv", "pgd")), accs):
+            rows.append({"sweep": "s", "trial_id": method, "status": "ok", "error": "", "method": method,
+                         "hparams": "{}", "scenario": scenario, "support": support, "query": query,
+                         "attack": attack, "attack_params": "{}", "eps": 32 / 255, "eps_str": "32/255",
+                         "finetune_step": 3, "acc": acc, "acc_ci95": 1.0, "k_shot": 1})
+    ada = [t for t in tables(to_frame(rows, "summary")) if t.title.startswith("Attacks through the adaptation")]
+    assert len(ada) == 1
+    md = to_markdown(ada[0])
+    assert "| row | clean | query 32/255 | support 32/255 | support+query 32/255 |" in md
+    assert "| maml | 85.00 ± 1.00 | 23.00 ± 1.00 | 47.00 ± 1.00 | 7.00 ± 1.00 |" in md
