@@ -163,7 +163,9 @@ def classification_dataset(fewshot: str | None) -> str:
 _QUERY_HEAVY = ("autoattack", "square")
 
 
-def _evals(table: Mapping[str, Any], budget: Budget, table_eps: TableEps | None = None) -> list[dict[str, Any]]:
+def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps | None = None) -> list[dict[str, Any]]:
+    """A table's ``evals`` with the budget's numbers filled in (episodes, attack steps, masking
+    checks), validated; what a grid and ``advmeta tune`` evaluate with."""
     evals = _as_list(table.get("evals", table.get("eval", [])))
     out = []
     for ev in evals:
@@ -254,7 +256,7 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
                 raise ConfigError(f"grid {name}, table {tname!r}: no method has a hyper-parameter {field_name!r}")
         table_rule(table)  # (plan() checked it too, unless table_eps came from elsewhere)
         t_eps = table_eps.get(tname)
-        evals = _evals(table, budget, t_eps)
+        evals = eval_settings(table, budget, t_eps)
         axes = {k: _as_list(table[k]) for k in _TRAIN_AXES if k in table}
         check_axes(axes, tname)
         if "k_shot" in axes:

@@ -133,7 +133,7 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
     Raises:
         ConfigError: unknown search, ``samples`` < 1.
     """
-    from advmeta.tune.grids import _train_settings, with_dataset_defaults
+    from advmeta.tune.grids import _train_settings, eval_settings, with_dataset_defaults
 
     if samples < 1:
         raise ConfigError("--samples must be >= 1")
@@ -151,9 +151,14 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
             "scenario": "l2l", "attacks": ["none", *[a for a in l2l_attacks if a != "none"]],
             "eps": list(test_eps), "n_test": budget.l2l_test_images},)
     else:
-        evals = ({"scenario": "whitebox", "attacks": list(attacks), "eps": list(test_eps), "support": ["clean"],
-                  "query": ["clean", "adv"], "episodes": budget.test_episodes, "attack_steps": budget.attack_steps,
-                  "split": "test"},)
+        # The budget's numbers as a grid gets them (attack steps, masking checks); all of the
+        # budget's test episodes, not its white-box subset: a search compares trials by this row.
+        evals = tuple(eval_settings({"name": sweep, "evals": [
+            {"scenario": "whitebox", "attacks": list(attacks), "eps": list(test_eps), "support": ["clean"],
+             "query": ["clean", "adv"], "episodes": budget.test_episodes, "split": "test"}]}, budget))
+        for ev in evals:
+            ev.pop("n_test", None)
+            ev.pop("eps_source", None)
     from advmeta.tune.validate import check_eval
 
     for ev in evals:
