@@ -106,14 +106,20 @@ def strength_checks(net: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
     return acc
 
 
-def test_attacks_cut_accuracy_on_synthetic_data() -> None:
-    """The same checks without real data (runs where ADVMETA_DATA is unset; a few seconds)."""
+def synthetic_and_net(per_class: int) -> tuple[Tensor, Tensor, nn.Module]:
+    """5 classes of noisy 3×12×12 prototypes (``per_class`` each, classes interleaved) and a
+    small CNN trained on the first 250 images."""
     g = torch.Generator().manual_seed(0)
     protos = torch.rand(5, 3, 12, 12, generator=g)
-    y = torch.arange(5).repeat(60)
+    y = torch.arange(5).repeat(per_class)
     x = (0.5 + 0.3 * (protos[y] - 0.5) + 0.1 * torch.randn(len(y), 3, 12, 12, generator=g)).clamp(0, 1)
     torch.manual_seed(0)
-    net = train(small_cnn(3, 5, 12), x[:250], y[:250], epochs=10, seed=0)
+    return x, y, train(small_cnn(3, 5, 12), x[:250], y[:250], epochs=10, seed=0)
+
+
+def test_attacks_cut_accuracy_on_synthetic_data() -> None:
+    """The same checks without real data (runs where ADVMETA_DATA is unset; a few seconds)."""
+    x, y, net = synthetic_and_net(60)
     acc = strength_checks(net, x[250:], y[250:])
     assert acc["clean"] >= 60
 

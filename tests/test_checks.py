@@ -23,7 +23,7 @@ from advmeta.errors import ConfigError
 from advmeta.learners import AttackSpec
 from advmeta.results import to_frame
 
-from tests.test_attacks_strength import small_cnn, train
+from tests.test_attacks_strength import synthetic_and_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,12 +34,7 @@ PGD = {"steps": 10, "step_size": "auto", "random_start": True}
 
 @pytest.fixture(scope="module")
 def data_and_net() -> tuple[Tensor, Tensor, nn.Module]:
-    g = torch.Generator().manual_seed(0)
-    protos = torch.rand(5, 3, 12, 12, generator=g)
-    y = torch.arange(5).repeat(110)
-    x = (0.5 + 0.3 * (protos[y] - 0.5) + 0.1 * torch.randn(len(y), 3, 12, 12, generator=g)).clamp(0, 1)
-    torch.manual_seed(0)
-    net = train(small_cnn(3, 5, 12), x[:250], y[:250], epochs=10, seed=0)
+    x, y, net = synthetic_and_net(110)
     # 4 "episodes" of 75 test queries (5 classes × 15), the evaluation's (T, B, C, H, W) layout
     xt, yt = x[250:550].view(4, 75, 3, 12, 12), y[250:550].view(4, 75)
     return xt, yt, net
