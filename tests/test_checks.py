@@ -174,3 +174,15 @@ def test_report_flags_the_suspected_trials(tmp_path: Path) -> None:
     assert "| b | maml | 8/255 |" in text and "**masking suspected** (gradients-exist)" in text
     assert text.count("masking suspected") == 1 and "| – |" in text
     assert pd.isna(frame.loc[frame.check == "transfer-not-better", "passed"]).all()
+
+
+def test_a_value_at_the_threshold_passes_despite_rounding() -> None:
+    """Accuracies are multiples of 100/75: a difference of them is 2 points only up to rounding."""
+    checks = MaskingChecks(CheckSettings(), n_way=5, eps=EPS, pgd={"steps": 10}, square={}, transductive=False)
+    per_episode = torch.tensor([2.0000000000000036], dtype=torch.float64)  # what a run produced
+    checks._add("converged", per_episode, 0.0)
+    row = next(r for r in checks.rows({}) if r["check"] == "converged")
+    assert abs(row["value"] - 2.0) < 1e-12 and row["passed"] is True
+    checks.series.clear()
+    checks._add("converged", torch.tensor([2.1], dtype=torch.float64), 0.0)
+    assert next(r for r in checks.rows({}) if r["check"] == "converged")["passed"] is False
