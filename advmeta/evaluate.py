@@ -104,10 +104,6 @@ def _generators(seed: int, index: Tensor, tag: str, device: torch.device) -> lis
             for i in index]
 
 
-# Attacks whose per-query results are not "white-box gradient" evidence for the masking checks.
-_NOT_GRADIENT = {"none", "square", "transfer", "autoattack"}
-
-
 def _whitebox(learner: Learner, fn: Any, ep: Any, step: int, protocol: EvalProtocol, seed: int, acc: _Acc,
               clean: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
     """The white-box attacks at every ε; returns the per-query correctness (T, B) of the bounded
@@ -131,7 +127,7 @@ def _whitebox(learner: Learner, fn: Any, ep: Any, step: int, protocol: EvalProto
             t_all += dt
             lar = torch.clamp(ce.sum(1) - clean_ce.sum(1), min=protocol.l_ar_delta)
             acc.add(("whitebox", "clean", "adv", name, es, step), ok, ce, ep.index, spec.params_json(), e, lar, dt)
-            if eps == protocol.eps[0] and name not in _NOT_GRADIENT and attack_info(name).bounded:
+            if eps == protocol.eps[0] and not attack_info(name).gradient_free and attack_info(name).bounded:
                 first[name] = ok
             worst_ok &= ok
             worst_ce = torch.maximum(worst_ce, ce)

@@ -191,4 +191,3 @@ def run(spec: Any, ctx: RunContext, report: Report) -> TrialOutput:
     final: Mapping[str, Any] = {k: v for k, v in metrics.items() if k != "history"}
     return TrialOutput(rows, episode_rows, {**final, "device": rows[0]["device"] if rows else ctx.device,
                                             "episode_bank": ",".join(used)}, check_rows)
-

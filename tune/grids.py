@@ -159,8 +159,12 @@ def classification_dataset(fewshot: str | None) -> str:
     return _CLASSIFICATION_OF.get(str(fewshot), "cifar10")
 
 
-# Attacks whose cost is their query budget (Square's 1000 forwards per episode), not steps.
-_QUERY_HEAVY = ("autoattack", "square")
+def queries_of(attack: str) -> int:
+    """The query budget an attack declares (``n_queries`` of its test settings: Square's forwards
+    per episode, the cost that dominates it); 0 for attacks whose cost is their steps."""
+    from advmeta.attacks import attack_info, attack_names
+
+    return int(dict(attack_info(attack).test_params).get("n_queries", 0)) if attack in attack_names() else 0
 
 
 def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps | None = None) -> list[dict[str, Any]]:
@@ -178,7 +182,7 @@ def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps 
             full["episodes"] = budget.whitebox_episodes
         attacks = ev.get("attacks", [])
         heavy = ev.get("scenario") in ("support", "support+query") or any(
-            a in _QUERY_HEAVY for a in (attacks if isinstance(attacks, list) else [attacks]))
+            queries_of(a) for a in (attacks if isinstance(attacks, list) else [attacks]))
         if heavy and budget.adaptive_episodes:
             full["episodes"] = budget.adaptive_episodes
         if ev.get("scenario") != "l2l":

@@ -122,6 +122,8 @@ def cost_estimate(spec: TrialSpec, trained: bool = False) -> float:
     (longest-processing-time-first packing). ``trained``: its checkpoint is already there (the
     calibration's MAML), so it only evaluates.
     """
+    from advmeta.tune.grids import is_adversarial, queries_of
+
     t = spec.train
     size = (float(t.get("image_size") or 28) / 28.0) ** 2
     if trained:
@@ -131,16 +133,14 @@ def cost_estimate(spec: TrialSpec, trained: bool = False) -> float:
         images = float(t.get("num_classes") or 10) * float(t.get("train_per_class") or 100) / 1000.0
         train = per * float(t.get("epochs", 1)) * images * size
     else:
-        from advmeta.tune.grids import is_adversarial
-
         adversarial = is_adversarial(spec.family, spec.method)
         per = _TRAIN_COST.get(spec.method, 0.6 if adversarial else 0.27)
         shots = float(t.get("k_shot", 1))
         train = float(t.get("iterations", 1)) * per * (1.0 + 0.25 * (shots - 1)) * size
     attacked = sum(len(ev.get("attacks", [])) * float(ev.get("attack_steps") or 10) * float(ev.get("episodes", 100))
                    for ev in spec.evals if ev.get("scenario") == "whitebox")
-    queries = sum(1000.0 * float(ev.get("episodes", 100)) for ev in spec.evals if ev.get("scenario") == "whitebox"
-                  for a in ev.get("attacks", []) if a in ("square", "autoattack"))
+    queries = sum(queries_of(a) * float(ev.get("episodes", 100)) for ev in spec.evals if ev.get("scenario") == "whitebox"
+                  for a in ev.get("attacks", []))
     adaptive = sum(float(ev.get("attack_steps") or 10) * float(ev.get("episodes", 100))
                    for ev in spec.evals if ev.get("scenario") in ("support", "support+query"))
     return (_TRIAL_OVERHEAD + train + (_ATTACK_STEP_COST * attacked + _QUERY_COST * queries

@@ -36,6 +36,10 @@ class AttackInfo:
             (``transfer`` needs ``surrogate_fn``).
         skips_misclassified: returns the inputs the model already misclassifies unchanged
             (``autoattack``, as AutoAttack does: they need no perturbation).
+        gradient_free: its result is not white-box gradient evidence — it never reads the
+            model's gradient (``none``, ``square``; ``transfer`` reads a surrogate's) or only in
+            part (``autoattack`` ends with Square). The masking checks compare the black box
+            against the others.
         iterative: its strength is a number of ``steps`` (a budget's ``attack_steps`` sets it).
         test_params: its settings at meta-test unless an evaluation overrides them (the papers':
             PGD-20 with step max(2/255, ε/4), MI-FGSM 10 steps, C&W and APGD 100 iterations,
@@ -50,6 +54,7 @@ class AttackInfo:
     identity: bool = False
     requires: tuple[str, ...] = ()
     skips_misclassified: bool = False
+    gradient_free: bool = False
     iterative: bool = False
     test_params: tuple[tuple[str, Any], ...] = ()
 

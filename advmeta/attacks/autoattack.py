@@ -48,7 +48,7 @@ def _task(model_fn: ModelFn, x: Tensor, t: int) -> ModelFn:
 
 
 @register_attack("autoattack", norms=("linf",), stochastic=True, skips_misclassified=True, iterative=True,
-                 test_params=(("steps", 100), ("n_queries", 1000)))
+                 gradient_free=True, test_params=(("steps", 100), ("n_queries", 1000)))
 def autoattack(
     model_fn: ModelFn,
     x: Tensor,

@@ -9,7 +9,7 @@ from advmeta.attacks._registry import register_attack
 from advmeta.eps import Eps, parse_eps
 
 
-@register_attack("none", identity=True)
+@register_attack("none", identity=True, gradient_free=True)
 def none(
     model_fn: ModelFn, x: Tensor, y: Tensor | None, *, eps: Eps = 0.0, norm: str = "linf", generator: Gen = None
 ) -> Tensor:

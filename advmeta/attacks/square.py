@@ -41,7 +41,7 @@ def _signs(u: Tensor, eps: float) -> Tensor:
     return torch.where(u < 0.5, -eps, eps)
 
 
-@register_attack("square", norms=("linf",), stochastic=True, test_params=(("n_queries", 1000),))
+@register_attack("square", norms=("linf",), stochastic=True, gradient_free=True, test_params=(("n_queries", 1000),))
 def square(
     model_fn: ModelFn,
     x: Tensor,

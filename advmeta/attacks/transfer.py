@@ -17,7 +17,7 @@ from advmeta.eps import Eps
 from advmeta.errors import ConfigError
 
 
-@register_attack("transfer", stochastic=True, requires=("surrogate_fn",))
+@register_attack("transfer", stochastic=True, requires=("surrogate_fn",), gradient_free=True)
 def transfer(
     model_fn: ModelFn | None,
     x: Tensor,
