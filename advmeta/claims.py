@@ -20,6 +20,11 @@ Claims are data, one TOML file per paper in ``tune/claims/`` (shipped inside ``a
     # optional: for_each = "k_shot" (a verdict per value), where = {…} and where_by_table = {t = {…}}
     # (added to every selector), kind = "peak" with along = "hp_gamma", note = "…" (shown when untestable)
 
+A metric with ``source = "curves"`` reads the ``curves`` table (learning curves, one row per trial
+and iteration) instead: its ``quantity`` is a per-trial statistic of the normalised reward
+(:data:`CURVE_QUANTITIES`), a selector's value is its mean over the matching trials (the seeds)
+with a Student-t 95 % CI, and a sum's CI is √Σw²ci² (the methods' seeds are independent runs).
+
 ``eps = "table"`` is the table's primary ε from the manifest's ``table_eps``, else (said in the
 detail) the largest attacked ε of the matching rows. Rows used: status ``ok``, each trial's last
 fine-tune step (whitebox, surrogate, finetune), no curve rows, and only the manifest's trials of
@@ -45,12 +50,18 @@ import pandas as pd
 
 from advmeta.eps import format_eps, parse_eps
 from advmeta.errors import ConfigError
-from advmeta.results import SUMMARY_COLUMNS
+from advmeta.results import CURVE_COLUMNS, SUMMARY_COLUMNS
 
 OPS = (">=", ">", "<=", "<")
 COLUMNS = ["paper", "title", "claim_id", "claim", "table", "group", "k_shot", "rows", "value", "ci95",
            "ci_method", "op", "threshold", "verdict", "n_episodes", "detail"]
 KNOWN = frozenset(c.name for c in SUMMARY_COLUMNS) | {"eps", "steps"}
+CURVE_KNOWN = frozenset(c.name for c in CURVE_COLUMNS)
+CURVE_QUANTITIES = ("late_drop", "final", "peak")
+"""Per-trial statistics of a learning curve, on the normalised reward r̃ = (reward − random) /
+(expert − random) (0: the random policy, 1: the expert): ``final`` the mean r̃ of the last tenth
+of the iterations; ``peak`` the maximum of r̃ smoothed by a trailing mean over a twentieth of them;
+``late_drop`` = peak − final, how far the run fell from its best by the end."""
 _KEYS = {"id", "claim", "value", "op", "threshold", "table", "for_each", "where", "where_by_table", "kind", "along",
          "note"}
 _CALL = re.compile(r"\s*([+-]?)\s*(?:(\d+\.?\d*|\.\d+)\s*\*\s*)?([A-Za-z_]\w*)\(\s*([\w.-]+)\s*\)\s*")
@@ -59,11 +70,13 @@ _EP_KEY = ["scenario", "support", "query", "attack", "eps_str", "finetune_step"]
 
 @dataclass(frozen=True)
 class Term:
-    """``weight`` × ``quantity`` of the one row that ``where`` selects."""
+    """``weight`` × ``quantity`` of the one row that ``where`` selects (of the trials it selects,
+    averaged, when ``source`` is ``curves``)."""
 
     weight: float
     where: dict[str, Any]
     quantity: str = "acc"
+    source: str = "summary"
 
 
 def claims_dir() -> Path:
@@ -91,10 +104,12 @@ def _linear(text: str, metrics: Mapping[str, Any], origin: str) -> list[Term]:
         if m.group(3) not in metrics:
             raise ConfigError(f"{origin}: unknown metric {m.group(3)!r} (define it under [metrics])")
         metric = dict(metrics[m.group(3)])
+        source = str(metric.pop("source", "summary"))
         quantity, coef = str(metric.pop("quantity", "acc")), float(m.group(2) or 1) * (-1 if m.group(1) == "-" else 1)
         for sub in metric.pop("terms", [{}]):
             sub = dict(sub)
-            terms.append(Term(coef * float(sub.pop("weight", 1.0)), {**metric, **sub, "method": m.group(4)}, quantity))
+            terms.append(Term(coef * float(sub.pop("weight", 1.0)), {**metric, **sub, "method": m.group(4)}, quantity,
+                              source))
         pos = m.end()
     return terms
 
@@ -117,7 +132,17 @@ def load_claims(paths: Sequence[str | Path] | None = None) -> list[dict[str, Any
             raise ConfigError(f"{path}: {err}") from None
         metrics = dict(data.get("metrics", {}))
         for name, met in metrics.items():
-            keys = [k for k in met if k not in ("quantity", "terms")] + [k for t in met.get("terms", []) for k in t]
+            if met.get("source", "summary") == "curves":
+                if met.get("quantity") not in CURVE_QUANTITIES or "terms" in met:
+                    raise ConfigError(f"{path.name} metric {name}: a curves metric needs quantity one of "
+                                      f"{', '.join(CURVE_QUANTITIES)} (and no terms)")
+                if bad := [k for k in met if k not in ("source", "quantity") and k not in CURVE_KNOWN
+                           and not re.fullmatch(r"hp_\w+", str(k))]:
+                    raise ConfigError(f"{path.name} metric {name}: unknown curves columns {bad}")
+                continue
+            if met.get("source", "summary") != "summary":
+                raise ConfigError(f"{path.name} metric {name}: source must be summary or curves")
+            keys = [k for k in met if k not in ("quantity", "terms", "source")] + [k for t in met.get("terms", []) for k in t]
             _check([k for k in keys if k != "weight"] + str(met.get("quantity", "acc")).replace(" ", "").split("/"),
                    f"{path.name} metric {name}")
         for i, claim in enumerate(data.get("claims", [])):
@@ -129,6 +154,15 @@ def load_claims(paths: Sequence[str | Path] | None = None) -> list[dict[str, Any
             if claim["op"] not in OPS or claim.get("kind", "sum") not in ("sum", "peak"):
                 raise ConfigError(f"{origin}: op must be one of {OPS} and kind sum or peak")
             sides = [_linear(s, metrics, origin) for s in str(claim["value"]).split("/", 1)]
+            if len({t.source for side in sides for t in side}) > 1 or (sides[0][0].source == "curves" and (
+                    len(sides) > 1 or claim.get("kind", "sum") != "sum")):
+                raise ConfigError(f"{origin}: a value mixes curves and summary metrics, or divides or peaks curves")
+            if sides[0][0].source == "curves":
+                _check_curve_keys([claim.get("for_each", "env"), *claim.get("where", {})], origin)
+                out.append({**claim, "paper": data.get("paper", path.stem), "title": data.get("title", ""),
+                            "tables": [claim["table"]] if isinstance(claim.get("table", []), str)
+                            else list(claim.get("table", [])), "terms": sides[0], "den": None})
+                continue
             if claim.get("kind") == "peak" and (len(sides) > 1 or len(sides[0]) > 1 or "along" not in claim):
                 raise ConfigError(f"{origin}: a peak needs along and a value of one metric(method)")
             _check([claim.get("along", "k_shot"), claim.get("for_each", "k_shot"), *claim.get("where", {}),
@@ -137,6 +171,71 @@ def load_claims(paths: Sequence[str | Path] | None = None) -> list[dict[str, Any
             out.append({**claim, "paper": data.get("paper", path.stem), "title": data.get("title", ""),
                         "tables": [tables] if isinstance(tables, str) else list(tables), "terms": sides[0],
                         "den": sides[1] if len(sides) == 2 else None})
+    return out
+
+
+def _check_curve_keys(keys: Sequence[Any], origin: str) -> None:
+    if bad := [k for k in keys if k not in CURVE_KNOWN and not re.fullmatch(r"hp_\w+", str(k))]:
+        raise ConfigError(f"{origin}: unknown curves columns {bad}")
+
+
+def t95(n: int) -> float:
+    """The two-sided 95 % Student-t quantile with ``n − 1`` degrees of freedom (1.96 beyond 30)."""
+    table = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+             2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045)
+    return table[n - 2] if 2 <= n <= 30 else 1.96 if n > 30 else math.nan
+
+
+def curve_statistics(curve: pd.DataFrame) -> dict[str, float]:
+    """``final``, ``peak`` and ``late_drop`` (:data:`CURVE_QUANTITIES`) of one trial's curve rows."""
+    c = curve.sort_values("iteration")
+    gap = float(c["expert_reward"].iloc[0]) - float(c["random_reward"].iloc[0])
+    if not gap > 0:
+        return {q: math.nan for q in CURVE_QUANTITIES}
+    norm = (c["reward"].astype(float).to_numpy() - float(c["random_reward"].iloc[0])) / gap
+    n = len(norm)
+    window = max(1, round(n / 20))
+    smooth = np.convolve(norm, np.ones(window) / window, mode="valid")
+    final = float(norm[-max(1, n // 10):].mean())
+    peak = float(smooth.max())
+    return {"final": final, "peak": peak, "late_drop": peak - final}
+
+
+def _curve_claim(claim: dict[str, Any], curves: pd.DataFrame, ids: list[str] | None) -> list[dict[str, Any]]:
+    """A claim on learning curves: per ``for_each`` group, Σ w · mean over trials, t-based CI."""
+    rows = curves if ids is None else curves[curves["trial_id"].astype(str).isin(ids)]
+    rows = rows[_mask(rows, claim.get("where", {}))] if len(rows) else rows
+    fe = claim.get("for_each", "env")
+    groups = sorted(rows[fe].dropna().astype(str).unique().tolist()) if fe in rows and len(rows) else [None]
+    out = []
+    for g in groups:
+        sub = rows if g is None else rows[rows[fe].astype(str).eq(g)]
+        value, var, parts, notes, seeds = 0.0, 0.0, [], [], []
+        for term in claim["terms"]:
+            mine = sub[_mask(sub, term.where)] if len(sub) else sub
+            stats = [curve_statistics(t)[term.quantity] for _, t in mine.groupby("trial_id", sort=True)]
+            stats = [x for x in stats if math.isfinite(x)]
+            label = f"{term.quantity}({term.where.get('method')})"
+            if len(stats) < 2:
+                notes.append(f"{label}: {len(stats)} finished trial(s); a CI needs ≥ 2 seeds")
+                value = math.nan
+                continue
+            mean, ci = float(np.mean(stats)), t95(len(stats)) * float(np.std(stats, ddof=1)) / math.sqrt(len(stats))
+            value += term.weight * mean
+            var += (term.weight * ci) ** 2
+            seeds.append(len(stats))
+            sign = "−" if term.weight < 0 else "+"
+            parts.append(f"{sign} {label} {mean:.3f} ± {ci:.3f}")
+        ci95 = math.sqrt(var) if math.isfinite(value) else math.nan
+        verd = verdict(value, ci95, claim["op"], float(claim["threshold"]))
+        notes.insert(0, "normalised reward: 0 = random policy, 1 = expert; over "
+                        + (f"{min(seeds)}–{max(seeds)}" if seeds and min(seeds) != max(seeds) else f"{seeds[0] if seeds else 0}")
+                        + " seeds (Student-t 95 % CI)")
+        out.append({"paper": claim["paper"], "title": claim["title"], "claim_id": claim["id"], "claim": claim["claim"],
+                    "table": (claim["tables"] or [None])[0], "group": "" if g is None else f"{fe}={g}",
+                    "k_shot": None, "op": claim["op"], "threshold": float(claim["threshold"]), "verdict": verd,
+                    "n_episodes": None, "rows": " ".join(parts).lstrip("+ "), "value": value, "ci95": ci95,
+                    "ci_method": "t over seeds", "detail": "; ".join(notes)})
     return out
 
 
@@ -303,8 +402,10 @@ def _table(claim: dict[str, Any], manifest: Mapping[str, Any] | None) -> tuple[s
 
 
 def _evaluate(claim: dict[str, Any], rows: pd.DataFrame, manifest: Mapping[str, Any] | None,
-              by_trial: Mapping[str, pd.DataFrame]) -> list[dict[str, Any]]:
+              by_trial: Mapping[str, pd.DataFrame], curves: pd.DataFrame | None = None) -> list[dict[str, Any]]:
     name, entry, ids = _table(claim, manifest)
+    if claim["terms"][0].source == "curves":
+        return _curve_claim(claim, curves if curves is not None else pd.DataFrame(columns=["trial_id"]), ids)
     rows = rows if ids is None else rows[rows["trial_id"].astype(str).isin(ids)]
     where = {**claim.get("where", {}), **claim.get("where_by_table", {}).get(name, {})}
     terms = [Term(t.weight, {**t.where, **where}, t.quantity) for t in claim["terms"] + (claim["den"] or [])]
@@ -340,7 +441,8 @@ def _evaluate(claim: dict[str, Any], rows: pd.DataFrame, manifest: Mapping[str, 
 
 def evaluate_claims(summary: pd.DataFrame, episodes: pd.DataFrame | None = None,
                     manifest: Mapping[str, Any] | None = None,
-                    claim_files: Sequence[str | Path] | None = None) -> pd.DataFrame:
+                    claim_files: Sequence[str | Path] | None = None,
+                    curves: pd.DataFrame | None = None) -> pd.DataFrame:
     """Check every claim of the claim files against a sweep's results.
 
     Args:
@@ -348,6 +450,7 @@ def evaluate_claims(summary: pd.DataFrame, episodes: pd.DataFrame | None = None,
         episodes: its per-episode rows; None or empty: every CI from the rows' ``acc_ci95``.
         manifest: its ``sweep.json`` (``table_eps``; ``trials`` with their ``table`` lists), or None.
         claim_files: TOML files to check (default: the shipped ``tune/claims/*.toml``).
+        curves: its learning curves (``curves.parquet``), for the claims on them.
 
     Returns:
         One row per claim and ``for_each`` value, columns :data:`COLUMNS`, in file, claim and value order.
@@ -355,8 +458,13 @@ def evaluate_claims(summary: pd.DataFrame, episodes: pd.DataFrame | None = None,
     rows = prepare(summary) if len(summary) else summary.assign(steps=pd.Series(dtype=float))
     eps = episodes if episodes is not None and len(episodes) else pd.DataFrame(columns=["trial_id"])
     by_trial = {str(k): v for k, v in eps.groupby("trial_id", sort=False)}
-    frame = pd.DataFrame([r for c in load_claims(claim_files) for r in _evaluate(c, rows, manifest, by_trial)],
-                         columns=COLUMNS)
+    have_curves = curves is not None and len(curves) > 0
+    # A sweep is checked against the claims on what it produced: a sweep of learning curves only
+    # (the gail grid) is not listed every accuracy claim as untestable, nor an accuracy sweep the curve claims.
+    wanted = [c for c in load_claims(claim_files)
+              if (c["terms"][0].source == "curves" and have_curves) or (c["terms"][0].source != "curves" and (
+                  len(summary) or not have_curves))]
+    frame = pd.DataFrame([r for c in wanted for r in _evaluate(c, rows, manifest, by_trial, curves)], columns=COLUMNS)
     for col, dtype in {"value": "float64", "ci95": "float64", "threshold": "float64", "k_shot": "Int64",
                        "n_episodes": "Int64"}.items():
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(dtype)

@@ -221,9 +221,11 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
     from advmeta.atomic import write_text_atomic
     from advmeta.claims import evaluate_claims
     from advmeta.claims_io import claims_markdown, write_claims
+    from advmeta.report_curves import curve_section, load_curves, overview_lines
     from advmeta.report_figures import figures
 
     summary, episodes = load(folder)
+    curves = load_curves(folder)
     manifest = load_manifest(folder)
     out_dir = Path(out) if out is not None else Path(folder) / "report"
     try:
@@ -235,13 +237,15 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
     tabs = tables(summary)
     failed = summary[summary["status"] != "ok"]
     md = [f"# Results of `{Path(str(folder)).name}`", "",
-          f"{summary['trial_id'].nunique()} trials, {len(summary)} summary rows; accuracy in % as mean ± 95% CI "
-          "over test episodes (1.96·σ/√n); best of each column in bold.", ""]
+          f"{len(set(summary['trial_id'].astype(str)) | set(curves['trial_id'].astype(str)))} trials, "
+          f"{len(summary)} summary rows" + (f", {len(curves)} learning-curve rows" if len(curves) else "")
+          + ("; accuracy in % as mean ± 95% CI over test episodes (1.96·σ/√n); best of each column in bold."
+             if len(summary) else "."), ""]
     md += eps_section(manifest)
-    claims = evaluate_claims(summary, episodes, manifest)
+    claims = evaluate_claims(summary, episodes, manifest, curves=curves)
     claim_paths = write_claims(claims, out_dir)
     md += [claims_markdown(claims), f"(The claims are also in `{Path(claim_paths['markdown']).name}` and "
-           f"`{Path(claim_paths['parquet']).name}`.)", "", "## Tables", ""]
+           f"`{Path(claim_paths['parquet']).name}`.)", ""] + (["## Tables", ""] if tabs else [])
     for t in tabs:
         md.append(to_markdown(t))
     if len(failed):
@@ -253,8 +257,12 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
     md += masking_section(checks)
     figs = figures(summary, episodes, out_dir / "figures")
     md += [f"![{p.stem}](figures/{p.name})" for p in figs]
+    curve_md, curve_figs = curve_section(curves, out_dir)
+    md += curve_md
+    figs = figs + curve_figs
     write_text_atomic(out_dir / "report.md", "\n".join(md) + "\n")
-    write_text_atomic(out_dir / "overview.md", overview_markdown(summary, claims, manifest, checks))
+    write_text_atomic(out_dir / "overview.md", overview_markdown(summary, claims, manifest, checks)
+                      + "\n".join(overview_lines(curves)) + ("\n" if len(curves) else ""))
     write_text_atomic(out_dir / "tables.tex", "\n".join(to_latex(t) for t in tabs))
     return {"markdown": out_dir / "report.md", "latex": out_dir / "tables.tex", "figures": figs, "tables": len(tabs),
             "overview": out_dir / "overview.md",
@@ -342,8 +350,8 @@ def overview_markdown(summary: pd.DataFrame, claims: pd.DataFrame, manifest: dic
         group = f" ({r.group})" if r.group else ""
         lines.append(f"| {r.paper} | {r.claim}{group} | {val} | {r.op} {r.threshold:g} | **{r.verdict}** |")
     if manifest:
-        te = manifest.get("table_eps") or {}
-        lines += ["", "ε of each table: " + "; ".join(f"{k} {', '.join(v.get('eps', [])) or '(grid)'} ({v.get('source')})"
+        te = attacked_tables(manifest)
+        lines += [] if not te else ["", "ε of each table: " + "; ".join(f"{k} {', '.join(v.get('eps', [])) or '(grid)'} ({v.get('source')})"
                                                         for k, v in te.items()) + "."]
         if manifest.get("wall_seconds") is not None:
             lines.append(f"Wall time {float(manifest['wall_seconds']) / 60:.1f} min on {manifest.get('cpus', '?')} CPUs "
@@ -382,16 +390,31 @@ def load_manifest(folder: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def attacked_tables(manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest's ``table_eps`` without the tables whose trials all attack nothing (GAIL's)."""
+    if not manifest:
+        return {}
+    fams: dict[str, set[str]] = {}
+    for tr in manifest.get("trials") or []:
+        for t in tr.get("table") or []:
+            fams.setdefault(str(t), set()).add(str(tr.get("family", "")))
+    return {k: v for k, v in (manifest.get("table_eps") or {}).items() if fams.get(k) != {"gail"}}
+
+
 _SOURCE_WORDS = {"paper": "the papers' ε on this dataset", "calibrated": "calibrated on the grid's MAML",
                  "user": "given with --eps", "grid": "the grid file's own values"}
 
 
 def eps_section(manifest: dict[str, Any] | None) -> list[str]:
     """Markdown lines: each table's ε and where it came from, and the calibration curve."""
-    if not manifest or not manifest.get("table_eps"):
+    table_eps = attacked_tables(manifest)
+    if not table_eps:
+        if manifest and manifest.get("wall_seconds") is not None:
+            return [f"Wall time of the sweep's last run: {float(manifest['wall_seconds']) / 60:.1f} min "
+                    f"on {manifest.get('cpus', '?')} CPUs.", ""]
         return []
     lines = ["## ε of each table", "", "| table | ε | source |", "|---|---|---|"]
-    for name, te in manifest["table_eps"].items():
+    for name, te in table_eps.items():
         eps = ", ".join(te.get("eps", [])) or "(the grid's own)"
         lines.append(f"| {name} | {eps} | {te.get('source', '')} ({_SOURCE_WORDS.get(te.get('source', ''), '')}) |")
     cal = manifest.get("calibration")

@@ -1,12 +1,14 @@
 """The one schema of advmeta's results, used by the evaluator, the Ray layer, the CLI and the tests.
 
-Three tables per sweep, all Parquet:
+Four tables per sweep, all Parquet:
 
 - ``summary``: one row per (trial, evaluation scenario, attack, ε, fine-tune step): accuracy with
   its 95% confidence interval over the test episodes, and every setting that produced it.
 - ``episodes``: one row per (trial, scenario, attack, ε, fine-tune step, test episode).
 - ``checks``: one row per (trial, gradient-masking check) of every white-box evaluation
   (:mod:`advmeta.checks`).
+- ``curves``: one row per (trial, training iteration) of the GAIL family (:mod:`advmeta.gail`):
+  the true environment reward of the current policy and the discriminator's accuracy.
 
 ``results/README.md`` is generated from this module (``python -m advmeta.results``); a test
 checks that it is in sync.
@@ -122,6 +124,33 @@ CHECK_COLUMNS: tuple[Column, ...] = tuple(
     ]
 )
 
+CURVE_COLUMNS: tuple[Column, ...] = tuple(
+    _ID[:2]
+    + [Column("method", "string", "", "`gail` or `gail-l2l` (the discriminator follows its optimiser / the learned updater U)"),
+       Column("hparams", "string", "", "JSON of every hyper-parameter of the run (advmeta.gail.GAILConfig)"),
+       Column("env", "string", "", "gymnasium environment (CartPole-v1, MountainCar-v0)"),
+       Column("seed", "Int64", "", "seed of the networks, the action sampling and the environments' resets"),
+       Column("budget", "string", "", "budget level the run's length came from (smoke, quick, paper)"),
+       Column("reward_form", "string", "", "the policy's reward from D: `ho-ermon` (−log D) or `log-d` (log(1 − D))"),
+       Column("batch_steps", "Int64", "steps", "state-action pairs sampled per iteration (whole episodes, at least this many)"),
+       Column("iteration", "Int64", "", "GAIL iteration, from 1 (the row measures the policy before this iteration's update)"),
+       Column("env_steps", "Int64", "steps", "environment steps sampled so far, this iteration's included"),
+       Column("episodes", "Int64", "episodes", "episodes sampled this iteration (the `reward` averages over them)"),
+       Column("reward", "float64", "return", "mean true environment return of this iteration's episodes of the current policy"),
+       Column("reward_sd", "float64", "return", "standard deviation of those returns"),
+       Column("disc_acc", "float64", "%", "balanced accuracy of D on this iteration's policy pairs and the expert's, before D's update, 0–100"),
+       Column("disc_loss", "float64", "nats", "D's loss −E_π[log D] − E_E[log(1 − D)] before its update"),
+       Column("updater_loss", "float64", "nats", "gail-l2l: D's loss after U's last update of the iteration (θ_U's objective); null for gail"),
+       Column("gail_reward", "float64", "nats/step", "mean per-step reward the policy was given by D (after D's update)"),
+       Column("policy_entropy", "float64", "nats", "mean entropy of π after its TRPO step"),
+       Column("kl", "float64", "nats", "mean KL(π_old ‖ π_new) of the TRPO step (0 when the line search rejected it)"),
+       Column("step_fraction", "float64", "", "fraction of TRPO's full natural step the line search accepted (0: rejected)"),
+       Column("train_seconds", "float64", "s", "wall time of training so far"),
+       Column("expert_reward", "float64", "return", "mean true return of the expert's saved trajectories"),
+       Column("random_reward", "float64", "return", "mean true return of the uniformly random policy")]
+    + _PROVENANCE
+)
+
 SUMMARY_KEY: tuple[str, ...] = ("trial_id", "scenario", "support", "query", "attack", "attack_params", "eps_str",
                                  "finetune_step")
 """The columns that identify a summary row: one row per evaluation of a trial (``attack_params`` tells
@@ -141,7 +170,7 @@ HPARAM_PREFIX = "hp_"
 string after its type) so sweeps can be filtered without parsing ``hparams``; null where a method
 has no such field."""
 
-_TABLES = {"summary": SUMMARY_COLUMNS, "episodes": EPISODE_COLUMNS, "checks": CHECK_COLUMNS}
+_TABLES = {"summary": SUMMARY_COLUMNS, "episodes": EPISODE_COLUMNS, "checks": CHECK_COLUMNS, "curves": CURVE_COLUMNS}
 
 
 def mean_ci95(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
@@ -215,7 +244,7 @@ def schema_markdown() -> str:
         lines += [f"### `{kind}`", "", "| column | dtype | unit | meaning |", "|---|---|---|---|"]
         lines += [f"| `{c.name}` | {c.dtype} | {c.unit} | {c.doc} |" for c in columns]
         lines.append("")
-    lines += [f"Plus, in `summary`, one `{HPARAM_PREFIX}<field>` column per learner hyper-parameter "
+    lines += [f"Plus, in `summary` and `curves`, one `{HPARAM_PREFIX}<field>` column per learner hyper-parameter "
               "(typed after the field; null where a method lacks it).", "",
               f"Unique keys: a `summary` row is identified by ({', '.join(f'`{c}`' for c in SUMMARY_KEY)}); an "
               f"`episodes` row by the same plus `episode_index`. Group by the whole key (not by `attack` "

@@ -64,7 +64,10 @@ def sweep(
             _check_resume(manifest, budget=budget, seed=seed, dataset=dataset, methods=methods, eps=eps)
             info = {k: manifest.get(k) for k in ("grid", "budget", "dataset", "seed", "table_eps", "calibration")}
         else:
-            ds = resolve_dataset(dataset, data_root)
+            from advmeta.tune.grids import uses_data
+
+            # A grid of simulators (GAIL) reads no dataset: none is chosen or announced.
+            ds = resolve_dataset(dataset, data_root) if uses_data(data) or dataset not in (None, "auto") else "none"
             wanted = [m.strip() for m in methods.split(",")] if methods is not None else None
             if wanted is not None and not all(wanted):
                 raise ConfigError(f"--methods {methods!r}: empty method name; give a comma-separated list, e.g. maml,adml")

@@ -72,7 +72,8 @@ def tune_command(
             typer.echo("note: no hyper-parameter given; running the defaults once "
                        f"(see `advmeta tune {method} --params`)", err=True)
         eps = as_list(parse_values(test_eps, Kind.EPS, "--test-eps")) if test_eps else None
-        ds = resolve_dataset(dataset, data_root)
+        gail = family_of(method) == "gail"  # simulators: no dataset is chosen or announced
+        ds = "none" if gail and dataset in (None, "auto") else resolve_dataset(dataset, data_root)
         bud = get_budget(budget, ds)
         specs = tune_trials(method, overrides, bud, dataset=ds, seed=seed, n_way=n_way, k_shot=k_shot,
                             search=search, samples=samples, test_eps=eps,

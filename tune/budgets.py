@@ -76,6 +76,8 @@ class Budget:
             after 600 iterations, measured).
         inner_lr: the MAML family's inner learning rate α (and ADML's α for its adversarial
             branch) at this budget (``None``: the learner's per-dataset default).
+        gail_iterations: iterations of a GAIL-family run (``None``: GAILConfig's 300).
+        gail_batch_steps: state-action pairs per GAIL iteration (``None``: Ho & Ermon's 5000).
         adversarial_iterations: at most this many iterations for the adversarially trained
             meta-learners (``None``: as the others); ``iterations_by_method`` wins over it. Quick:
             450 against the clean learners' 600 — each of their iterations costs 1.5–3.2× MAML's
@@ -135,6 +137,8 @@ class Budget:
     by_dataset: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
     checks: tuple[tuple[str, Any], ...] = ()
     adaptive_episodes: int | None = None
+    gail_iterations: int | None = None
+    gail_batch_steps: int | None = None
 
     def for_dataset(self, dataset: str | None) -> Budget:
         """This budget as it runs on ``dataset`` (its ``by_dataset`` fields applied; ``by_dataset`` cleared)."""
@@ -189,7 +193,7 @@ BUDGETS: dict[str, Budget] = {
         l2l_epochs=1, l2l_train_per_class=8, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 10), ("widen", 1)),
         l2l_num_classes=5, surrogate_steps=10, l2l_test_images=50, calibration_episodes=4, l2l_attacker="slim",
         checks=(("episodes", 1), ("converge_steps", 1), ("converge_restarts", 1), ("square_queries", 10)),
-        adaptive_episodes=2,
+        adaptive_episodes=2, gail_iterations=3, gail_batch_steps=300,
     ),
     # quick: sized by measurement for one hour of 2 CPU cores on Omniglot (README): 5 training
     # queries per class (MAML 88.4 % on the test classes after 600 iterations, 152 s; 15 queries:
@@ -208,6 +212,9 @@ BUDGETS: dict[str, Budget] = {
                                           ("rmaml-out", 600)), l2l_eval_batches=1,
         adversarial_iterations=450,
         checks=(("episodes", 2), ("converge_restarts", 2), ("square_queries", 300)), adaptive_episodes=10,
+        # GAIL: 300 iterations of 2000 pairs (~0.5 s an iteration on one core, measured: the `gail`
+        # grid's 20 runs in about half an hour on 2 cores); Ho & Ermon sample 5000 per iteration.
+        gail_iterations=300, gail_batch_steps=2000,
         # mini-ImageNet: at 28 px and the paper's five inner steps of α = 0.01 MAML stayed at
         # 28 % after 600 iterations; at 32 px one step of α = 0.1 reached 35.9 % on validation
         # episodes after 500 iterations in 173 s, five steps of 0.01 36.4 % in 437 s (measured).
@@ -218,7 +225,7 @@ BUDGETS: dict[str, Budget] = {
         name="paper", iterations=60000, meta_batch=4, val_every=1000, val_episodes=100, checkpoint_every=1000,
         q_query=15, test_episodes=600, attack_steps=20, image_size=None, inner_steps=None, test_inner_steps=None,
         l2l_epochs=100, l2l_train_per_class=None, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 34), ("widen", 10)),
-        l2l_num_classes=None, surrogate_steps=1500,
+        l2l_num_classes=None, surrogate_steps=1500, gail_iterations=1000, gail_batch_steps=5000,
     ),
 }
 

@@ -164,7 +164,14 @@ def execute(name: str, specs: Sequence[TrialSpec], folder: str, opts: SweepOptio
         errs = outcome.summary[outcome.summary["status"] == "error"][["method", "error"]].drop_duplicates()
         for method, err in errs.head(5).itertuples(index=False):
             lines.append(f"failed: {method}: {str(err)[:200]}")
-    if report and len(outcome.summary) and "://" not in folder:
+    curves = 0
+    if "://" not in folder:
+        from advmeta.report_curves import load_curves
+
+        curves = len(load_curves(folder))
+        if curves:
+            lines[-1] += f", {folder}/curves.parquet ({curves} rows)"
+    if report and (len(outcome.summary) or curves) and "://" not in folder:
         from advmeta.report import write_report
 
         paths = write_report(folder)

@@ -3,6 +3,8 @@
 - ``meta``: the few-shot learners of :mod:`advmeta.learners`, trained by :func:`advmeta.train.train`
   and evaluated by :func:`advmeta.evaluate.evaluate` (:mod:`advmeta.tune.family_meta`).
 - ``l2l``: the L2L trainers of :mod:`advmeta.l2l` (:mod:`advmeta.tune.family_l2l`).
+- ``gail``: GAIL and L2L-GAIL of :mod:`advmeta.gail` (:mod:`advmeta.tune.family_gail`); their
+  rows are learning curves (the ``curves`` table), not accuracies.
 - ``toy``: a fake, fast, deterministic trainer used by the runner's own tests and benchmark
   (:mod:`advmeta.tune._toy`); it exercises every path of the Ray layer without the core.
 
@@ -22,7 +24,8 @@ from typing import Any, NamedTuple, Protocol
 
 from advmeta.errors import ConfigError
 
-_MODULES = {"meta": "advmeta.tune.family_meta", "l2l": "advmeta.tune.family_l2l", "toy": "advmeta.tune._toy"}
+_MODULES = {"meta": "advmeta.tune.family_meta", "l2l": "advmeta.tune.family_l2l", "gail": "advmeta.tune.family_gail",
+            "toy": "advmeta.tune._toy"}
 
 Report = Callable[[dict[str, Any], "Path | None"], None]
 """``report(metrics, checkpoint_path_or_None)``: what a family calls at each validation."""
@@ -52,14 +55,16 @@ class RunContext:
 
 
 class TrialOutput(NamedTuple):
-    """What a family's ``run`` returns: summary rows, per-episode rows, final metrics and the
+    """What a family's ``run`` returns: summary rows, per-episode rows, final metrics, the
     gradient-masking checks of its white-box evaluations (``checks`` table; none for a family
-    without them)."""
+    without them) and its learning curve (``curves`` table: one row per training iteration;
+    the GAIL family's result)."""
 
     rows: list[dict[str, Any]]
     episodes: list[dict[str, Any]]
     final: dict[str, Any]
     checks: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
 
 
 class Family(Protocol):
@@ -80,7 +85,7 @@ def get_family(name: str) -> ModuleType:
 
 def family_of(method: str) -> str:
     """The family a method belongs to; :class:`ConfigError` listing every method if none."""
-    for name in ("toy", "l2l", "meta"):
+    for name in ("toy", "gail", "l2l", "meta"):
         try:
             if method in get_family(name).methods():
                 return name
@@ -92,7 +97,7 @@ def family_of(method: str) -> str:
 def all_methods(include_toy: bool = False) -> list[str]:
     """Every method of every family (the toy family only on request)."""
     names: list[str] = []
-    for fam in ("meta", "l2l") + (("toy",) if include_toy else ()):
+    for fam in ("meta", "l2l", "gail") + (("toy",) if include_toy else ()):
         try:
             names += get_family(fam).methods()
         except ImportError:

@@ -43,7 +43,7 @@ from advmeta.tune.validate import check_axes, check_eval, check_value
 
 _TRAIN_AXES = ("dataset", "n_way", "k_shot", "q_query")
 _TABLE_KEYS = {"name", "title", "methods", "hparams", "method_hparams", "evals", "eval", "family", "train",
-               "eps_paper", "calibrated_ratios", "calibrate", *_TRAIN_AXES}
+               "eps_paper", "calibrated_ratios", "calibrate", "seeds", *_TRAIN_AXES}
 
 
 def grid_names() -> list[str]:
@@ -85,6 +85,16 @@ def load_grid(name_or_path: str) -> tuple[str, dict[str, Any]]:
     return name, data
 
 
+def uses_data(data: Mapping[str, Any]) -> bool:
+    """Whether a grid has a trial that reads a dataset (every family but ``gail``, whose
+    environments are simulators)."""
+    for table in data.get("tables", []):
+        for method in _as_list(table.get("methods", [])):
+            if method == "*" or family_of(str(method)) != "gail":
+                return True
+    return False
+
+
 def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
@@ -118,6 +128,10 @@ def _train_settings(budget: Budget, family: str, method: str, axes: Mapping[str,
                     extra: Mapping[str, Any]) -> dict[str, Any]:
     """Training settings of a trial: the table's axes over the budget's numbers."""
     train: dict[str, Any] = {"seed": seed, "budget": budget.name}
+    if family == "gail":
+        train.update({"iterations": budget.gail_iterations, "batch_steps": budget.gail_batch_steps})
+        train.update(extra)
+        return train
     if family == "l2l":
         train.update({"epochs": budget.l2l_epochs, "train_per_class": budget.l2l_train_per_class,
                       "classifier": budget.l2l_classifier, "classifier_kwargs": dict(budget.l2l_classifier_kwargs),
@@ -263,6 +277,10 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
         evals = eval_settings(table, budget, t_eps)
         axes = {k: _as_list(table[k]) for k in _TRAIN_AXES if k in table}
         check_axes(axes, tname)
+        seeds = table.get("seeds", 1)
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise ConfigError(f"grid {name}, table {tname!r}: seeds must be a whole number >= 1 (trials per "
+                              f"setting, seeded --seed, --seed+1, …), got {seeds!r}")
         if "k_shot" in axes:
             kept = [k for k in axes["k_shot"] if budget.keeps_shot(int(k))]
             axes["k_shot"] = kept or axes["k_shot"][:1]
@@ -287,11 +305,12 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
                 from_eps = method_eps_overrides(fields, train_at) if train_at else {}
             for combo in itertools.product(*own_axes.values()) if own_axes else [()]:
                 hp = from_budget | from_eps | dict(zip(own_axes, combo)) | fixed
-                for train_combo in itertools.product(*axes.values()) if axes else [()]:
+                for train_combo, rep in itertools.product(
+                        itertools.product(*axes.values()) if axes else [()], range(seeds)):
                     ax = dict(zip(axes, train_combo))
-                    if ax.get("dataset") in (None, "auto"):
+                    if ax.get("dataset") in (None, "auto") and family != "gail":
                         ax["dataset"] = dataset
-                    train = _train_settings(budget, family, method, ax, seed, dict(table.get("train", {})))
+                    train = _train_settings(budget, family, method, ax, seed + rep, dict(table.get("train", {})))
                     trial_hp = with_dataset_defaults(method, train.get("dataset"), hp)
                     spec = TrialSpec(sweep or name, family, method, trial_hp, train, tuple(evals), budget.name,
                                      (tname,))

@@ -6,10 +6,11 @@ Layout of a sweep folder (local path or any pyarrow filesystem URI)::
     trials/<trial_id>/spec.json     the trial's TrialSpec
     trials/<trial_id>/summary.parquet, episodes.parquet   its result rows
     trials/<trial_id>/checks.parquet   its gradient-masking checks (trials with a white-box evaluation)
+    trials/<trial_id>/curves.parquet   its learning curve (GAIL trials: one row per iteration)
     trials/<trial_id>/DONE.json     written last: the trial is finished (final metrics)
     trials/<trial_id>/ERROR.json    the trial failed after its retries (cleared by a success)
     trials/<trial_id>/work/         training state (checkpoints) of a local sweep
-    summary.parquet, episodes.parquet, checks.parquet   the merged tables (rewritten atomically)
+    summary.parquet, episodes.parquet, checks.parquet, curves.parquet   the merged tables (rewritten atomically)
     ray/                            Ray Tune's own experiment folders
 
 A trial is finished exactly when its ``DONE.json`` exists. It is written after the rows and
@@ -147,13 +148,16 @@ class Ledger:
         self.write_json(self.trial_path(spec.trial_id, SPEC), spec.to_dict())
 
     def write_result(self, spec: TrialSpec, rows: list[dict[str, Any]], episode_rows: list[dict[str, Any]],
-                     metrics: Mapping[str, Any], check_rows: list[dict[str, Any]] | None = None) -> None:
+                     metrics: Mapping[str, Any], check_rows: list[dict[str, Any]] | None = None,
+                     curve_rows: list[dict[str, Any]] | None = None) -> None:
         """Store a finished trial's rows, then mark it done (the order is what makes it atomic)."""
         tid = spec.trial_id
         self.write_frame(to_frame(rows, "summary"), self.trial_path(tid, "summary.parquet"))
         self.write_frame(to_frame(episode_rows, "episodes"), self.trial_path(tid, "episodes.parquet"))
         if check_rows:
             self.write_frame(to_frame(check_rows, "checks"), self.trial_path(tid, "checks.parquet"))
+        if curve_rows:
+            self.write_frame(to_frame(curve_rows, "curves"), self.trial_path(tid, "curves.parquet"))
         self.write_json(self.trial_path(tid, DONE), {"trial_id": tid, "metrics": dict(metrics)})
         if self._exists(self.trial_path(tid, ERROR)):
             self.fs.delete_file(self.trial_path(tid, ERROR))
@@ -183,7 +187,7 @@ class Ledger:
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and self.is_done(i.base_name))
 
     def merge(self, specs: Iterable[TrialSpec]) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Write ``summary.parquet``/``episodes.parquet``/``checks.parquet`` with each trial of
+        """Write ``summary.parquet``/``episodes.parquet``/``checks.parquet``/``curves.parquet`` with each trial of
         ``specs`` once, and every other trial finished in this folder before (a re-run with
         narrower ``--methods`` or another seed never drops earlier results).
 
@@ -193,6 +197,7 @@ class Ledger:
         summaries: list[pd.DataFrame] = []
         episodes: list[pd.DataFrame] = []
         checks: list[pd.DataFrame] = []
+        curves: list[pd.DataFrame] = []
         error_rows: list[dict[str, Any]] = []
         mine = dict((s.trial_id, s) for s in specs)
 
@@ -201,6 +206,8 @@ class Ledger:
             episodes.append(self._read_frame(self.trial_path(tid, "episodes.parquet")))
             if self._exists(self.trial_path(tid, "checks.parquet")):
                 checks.append(self._read_frame(self.trial_path(tid, "checks.parquet")))
+            if self._exists(self.trial_path(tid, "curves.parquet")):
+                curves.append(self._read_frame(self.trial_path(tid, "curves.parquet")))
 
         for tid in self.finished_ids():
             if tid not in mine:
@@ -221,6 +228,7 @@ class Ledger:
         self.write_frame(summary, self._p("summary.parquet"))
         self.write_frame(episode, self._p("episodes.parquet"))
         self.write_frame(_concat(checks, "checks"), self._p("checks.parquet"))
+        self.write_frame(_concat(curves, "curves"), self._p("curves.parquet"))
         return summary, episode
 
     def checks(self) -> pd.DataFrame:
@@ -231,13 +239,14 @@ class Ledger:
 
 def _concat(frames: list[pd.DataFrame], kind: str) -> pd.DataFrame:
     """Concatenate per-trial tables, keeping the documented dtypes (hp_* columns may differ)."""
-    from advmeta.results import CHECK_COLUMNS, EPISODE_COLUMNS, HPARAM_PREFIX, SUMMARY_COLUMNS
+    from advmeta.results import CHECK_COLUMNS, CURVE_COLUMNS, EPISODE_COLUMNS, HPARAM_PREFIX, SUMMARY_COLUMNS
 
     frames = [f for f in frames if len(f)]
     if not frames:
         return to_frame([], kind)
     frame = pd.concat(frames, ignore_index=True)
-    columns = {"summary": SUMMARY_COLUMNS, "episodes": EPISODE_COLUMNS, "checks": CHECK_COLUMNS}[kind]
+    columns = {"summary": SUMMARY_COLUMNS, "episodes": EPISODE_COLUMNS, "checks": CHECK_COLUMNS,
+               "curves": CURVE_COLUMNS}[kind]
     for col in columns:
         frame[col.name] = frame[col.name].astype(col.dtype)
     hp = sorted(c for c in frame.columns if str(c).startswith(HPARAM_PREFIX))

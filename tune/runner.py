@@ -128,6 +128,9 @@ def cost_estimate(spec: TrialSpec, trained: bool = False) -> float:
     size = (float(t.get("image_size") or 28) / 28.0) ** 2
     if trained:
         train = 0.0
+    elif spec.family == "gail":
+        # ~0.5 s per iteration of 2000 pairs on one core (quick, measured); the sampling dominates.
+        train = 0.5 * float(t.get("iterations") or 300) * float(t.get("batch_steps") or 5000) / 2000.0
     elif spec.family == "l2l":
         per = _TRAIN_COST.get(spec.method, 2.0)
         images = float(t.get("num_classes") or 10) * float(t.get("train_per_class") or 100) / 1000.0

@@ -144,10 +144,12 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
         train_eps = sorted({v for k, vals in overrides.items() if kind_of(fields[k].type, k) is Kind.EPS
                             and k != "train_step_size" for v in as_list(vals)})
         test_eps = train_eps or (["8/255"] if family == "l2l" else ["2/255"])
-    if family == "l2l":
+    if family == "gail":
+        evals: tuple[dict[str, Any], ...] = ()  # a GAIL run's result is its learning curve
+    elif family == "l2l":
         # The L2L evaluation names attacks with their steps (pgd-20); one ε plus a curve over the rest.
         l2l_attacks = [a if a != "pgd" else "pgd-20" for a in attacks]
-        evals: tuple[dict[str, Any], ...] = ({
+        evals = ({
             "scenario": "l2l", "attacks": ["none", *[a for a in l2l_attacks if a != "none"]],
             "eps": list(test_eps), "n_test": budget.l2l_test_images},)
     else:
@@ -183,7 +185,8 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
             check_value(fields[k], v, f"--{k.replace('_', '-')}")
     specs = []
     for hp, s in combos:
-        axes = {"dataset": dataset, "n_way": n_way, "k_shot": k_shot} if family != "l2l" else {"dataset": dataset}
+        axes = ({"dataset": dataset, "n_way": n_way, "k_shot": k_shot} if family == "meta"
+                else {"dataset": dataset} if family == "l2l" else {})
         train = _train_settings(budget, family, method, axes, s, {})
         trial_hp = with_dataset_defaults(method, train.get("dataset"), base | hp)
         specs.append(TrialSpec(sweep, family, method, trial_hp, train, evals, budget.name, ("tune",)))

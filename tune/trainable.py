@@ -60,6 +60,18 @@ def _finish_rows(rows: list[dict[str, Any]], spec: TrialSpec, device: str) -> li
     return out
 
 
+def _finish_curves(rows: list[dict[str, Any]], spec: TrialSpec, device: str) -> list[dict[str, Any]]:
+    """The id and provenance columns of a trial's learning-curve rows."""
+    if not rows:
+        return []
+    ver = versions()
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    extra = {"sweep": spec.sweep, "trial_id": spec.trial_id, "budget": spec.budget,
+             "advmeta_version": ver["advmeta"], "torch_version": ver["torch"], "ray_version": ver["ray"],
+             "python_version": ver["python"], "device": device, "created_at": now}
+    return [{**r, **extra} for r in rows]
+
+
 def _restore_tune_checkpoint(work: Path) -> None:
     """Copy the files of Tune's last checkpoint into ``work`` where they are missing there."""
     from ray import tune
@@ -131,7 +143,8 @@ def run_trial(config: dict[str, Any], ctx: RunContext) -> None:
     rows = _finish_rows(rows, spec, device)
     episode_rows = [{**r, "sweep": spec.sweep, "trial_id": tid} for r in episode_rows]
     check_rows = [{**r, "sweep": spec.sweep, "trial_id": tid} for r in out.checks]
+    curve_rows = _finish_curves(out.curves, spec, device)
     final = {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))}
     final["trial_seconds"] = time.perf_counter() - t0
-    ledger.write_result(spec, rows, episode_rows, final, check_rows)
+    ledger.write_result(spec, rows, episode_rows, final, check_rows, curve_rows)
     tune.report({**final, "trial_id": tid, "done": 1})

@@ -68,7 +68,8 @@ class TrialSpec:
         """A short human description: ``tafl 5w1s gamma=2 k=1``."""
         shots = f"{self.train.get('n_way', '?')}w{self.train.get('k_shot', '?')}s" if "k_shot" in self.train else ""
         hp = " ".join(f"{k}={_short(v)}" for k, v in sorted(self.hparams.items()))
-        return " ".join(p for p in (self.method, shots, hp) if p)
+        seed = f"seed={self.train['seed']}" if self.family == "gail" and "seed" in self.train else ""
+        return " ".join(p for p in (self.method, shots, hp, seed) if p)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (what Ray Tune's config carries)."""

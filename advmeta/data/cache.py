@@ -189,6 +189,10 @@ def _build_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+exclusive_lock = _build_lock
+"""An exclusive advisory lock on a file, for any cache built once by whichever process needs it first."""
+
+
 def _try_pointer(path: Path, key: str) -> None:
     try:
         _atomic_write_text(path, key + "\n")

@@ -1,0 +1,66 @@
+"""The ``gail`` family: GAIL and L2L-GAIL of :mod:`advmeta.gail` (the L2L paper's §4).
+
+A trial trains one run and records one ``curves`` row per iteration (the true environment reward
+of the current policy, the discriminator's accuracy, …); it has no accuracy rows of its own.
+The environment is a hyper-parameter (``env``), so ``advmeta tune gail-l2l --env cartpole,mountaincar``
+and a grid's ``[tables.hparams] env = [...]`` both cross it like any other field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from advmeta.tune.families import Report, RunContext, TrialOutput
+
+NOT_TUNABLE = frozenset({"method", "seed", "dtype", "checkpoint_every", "iterations", "batch_steps", "n_envs"})
+"""GAILConfig fields that are settings of the run (the budget's or the sweep's), not hyper-parameters."""
+TRAIN_KEYS = ("iterations", "batch_steps", "n_envs", "seed", "checkpoint_every")
+"""The budget's and the sweep's fields of a trial's ``train`` settings."""
+
+
+def methods() -> list[str]:
+    """GAIL and L2L-GAIL."""
+    from advmeta.gail import METHOD_NAMES
+
+    return list(METHOD_NAMES)
+
+
+def config_class(method: str) -> type:
+    """A dataclass of the tunable GAILConfig fields (the run settings left out)."""
+    from advmeta.docs import attribute_docs
+    from advmeta.gail import GAILConfig
+
+    docs = attribute_docs(GAILConfig)
+    keep = [(f.name, f.type, dataclasses.field(default=f.default, metadata={"doc": docs.get(f.name, "")}))
+            for f in dataclasses.fields(GAILConfig) if f.name not in NOT_TUNABLE]
+    return dataclasses.make_dataclass("GAILHParams", keep, frozen=True)
+
+
+def gail_config(spec: Any) -> Any:
+    """The :class:`~advmeta.gail.GAILConfig` of a trial (its hyper-parameters and run settings)."""
+    from advmeta.gail import GAILConfig
+
+    hp = dict(spec.hparams)
+    for key in ("policy_hidden", "value_hidden", "disc_hidden"):
+        if key in hp:
+            hp[key] = tuple(hp[key])
+    settings = {k: spec.train[k] for k in TRAIN_KEYS if spec.train.get(k) is not None}
+    return GAILConfig(method=spec.method, **{**hp, **settings})
+
+
+def run(spec: Any, ctx: RunContext, report: Report) -> TrialOutput:
+    """Train with :func:`advmeta.gail.train_gail`; the per-iteration rows become ``curves`` rows."""
+    import json
+
+    from advmeta.gail import train_gail
+    from advmeta.results import hparam_columns
+
+    cfg = gail_config(spec)
+    _, rows, final = train_gail(cfg, Path(ctx.work_dir), resume=True, progress=ctx.progress, report=report)
+    hp = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_TUNABLE}
+    fixed = {"method": cfg.method, "env": cfg.env, "seed": cfg.seed, "reward_form": cfg.reward,
+             "batch_steps": cfg.batch_steps, **hparam_columns(json.loads(json.dumps(hp, default=list)))}
+    curves = [{**fixed, **r} for r in rows]
+    return TrialOutput([], [], {**final, "device": "cpu"}, [], curves)
