@@ -439,6 +439,10 @@ def _evaluate(claim: dict[str, Any], rows: pd.DataFrame, manifest: Mapping[str, 
     return out
 
 
+def _any_ok(summary: pd.DataFrame) -> bool:
+    return bool(len(summary)) and bool(summary["status"].astype("string").eq("ok").fillna(False).any())
+
+
 def evaluate_claims(summary: pd.DataFrame, episodes: pd.DataFrame | None = None,
                     manifest: Mapping[str, Any] | None = None,
                     claim_files: Sequence[str | Path] | None = None,
@@ -463,7 +467,7 @@ def evaluate_claims(summary: pd.DataFrame, episodes: pd.DataFrame | None = None,
     # (the gail grid) is not listed every accuracy claim as untestable, nor an accuracy sweep the curve claims.
     wanted = [c for c in load_claims(claim_files)
               if (c["terms"][0].source == "curves" and have_curves) or (c["terms"][0].source != "curves" and (
-                  len(summary) or not have_curves))]
+                  _any_ok(summary) or not have_curves))]
     frame = pd.DataFrame([r for c in wanted for r in _evaluate(c, rows, manifest, by_trial, curves)], columns=COLUMNS)
     for col, dtype in {"value": "float64", "ci95": "float64", "threshold": "float64", "k_shot": "Int64",
                        "n_episodes": "Int64"}.items():

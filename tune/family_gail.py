@@ -32,8 +32,13 @@ def config_class(method: str) -> type:
     from advmeta.docs import attribute_docs
     from advmeta.gail import GAILConfig
 
+    from advmeta.gail.config import DISC_OPTIMISERS, ENV_ALIASES, REWARD_FORMS
+
     docs = attribute_docs(GAILConfig)
-    keep = [(f.name, f.type, dataclasses.field(default=f.default, metadata={"doc": docs.get(f.name, "")}))
+    choices = {"env": (*ENV_ALIASES.values(), *ENV_ALIASES), "reward_form": REWARD_FORMS,
+               "disc_optimizer": DISC_OPTIMISERS}  # checked before any trial starts
+    keep = [(f.name, f.type, dataclasses.field(default=f.default, metadata={
+        "doc": docs.get(f.name, ""), **({"choices": choices[f.name]} if f.name in choices else {})}))
             for f in dataclasses.fields(GAILConfig) if f.name not in NOT_TUNABLE]
     return dataclasses.make_dataclass("GAILHParams", keep, frozen=True)
 
