@@ -19,7 +19,10 @@ def format_value(r: Any) -> str:
     """A claim row's value as shown: ``–`` when unmeasured, ``v ± ci`` (or ``v`` when it has no CI)."""
     if pd.isna(r.value):
         return "–"
-    return f"{r.value:.3g}" if str(r.ci_method).startswith("none") else f"{r.value:.2f} ± {r.ci95:.2f}"
+    if str(r.ci_method).startswith("none"):
+        return f"{r.value:.3g}"
+    digits = 3 if max(abs(r.value), abs(r.ci95) if not pd.isna(r.ci95) else 0.0) < 1 else 2  # normalised values
+    return f"{r.value:.{digits}f} ± {r.ci95:.{digits}f}"
 
 
 def claims_markdown(frame: pd.DataFrame) -> str:

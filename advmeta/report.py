@@ -354,6 +354,7 @@ def overview_markdown(summary: pd.DataFrame, claims: pd.DataFrame, manifest: dic
         lines += [] if not te else ["", "ε of each table: " + "; ".join(f"{k} {', '.join(v.get('eps', [])) or '(grid)'} ({v.get('source')})"
                                                         for k, v in te.items()) + "."]
         if manifest.get("wall_seconds") is not None:
+            lines += [] if te else [""]
             lines.append(f"Wall time {float(manifest['wall_seconds']) / 60:.1f} min on {manifest.get('cpus', '?')} CPUs "
                          f"(load average {', '.join(f'{x:.2f}' for x in manifest.get('load_average', []))}).")
     ok = _last_step(summary[summary["status"] == "ok"]) if len(summary) else summary

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from advmeta.claims import KNOWN, claims_dir, evaluate_claims, load_claims, verdict
+from advmeta.claims import CURVE_KNOWN, CURVE_QUANTITIES, KNOWN, claims_dir, evaluate_claims, load_claims, verdict
 from advmeta.claims_io import write_claims
 from advmeta.errors import ConfigError
 from advmeta.results import to_frame
@@ -226,7 +226,7 @@ def test_shipped_claim_files_parse_and_reference_known_names() -> None:
     from advmeta.tune.families import all_methods, config_class
 
     assert {p.name for p in claims_dir().glob("*.toml")} == {f"{n}.toml" for n in
-                                                             ("maml", "adml", "aq", "rmaml", "tafl", "l2l")}
+                                                             ("maml", "adml", "aq", "rmaml", "tafl", "l2l", "gail")}
     claims = load_claims()
     assert len({c["id"] for c in claims}) == len(claims) >= 15
     methods, tables = set(all_methods()), _grid_tables()
@@ -236,8 +236,12 @@ def test_shipped_claim_files_parse_and_reference_known_names() -> None:
             assert term.where["method"] in methods, (c["id"], term)
             fields = {f.name for f in dataclasses.fields(config_class(term.where["method"]))}
             for key in term.where:
-                assert key in KNOWN or key.removeprefix("hp_") in fields, (c["id"], key)
-            assert all(q.strip() in KNOWN for q in term.quantity.split("/"))
+                assert key in (CURVE_KNOWN if term.source == "curves" else KNOWN) or key.removeprefix("hp_") in fields, (
+                    c["id"], key)
+            if term.source == "curves":
+                assert term.quantity in CURVE_QUANTITIES
+            else:
+                assert all(q.strip() in KNOWN for q in term.quantity.split("/"))
         if c.get("kind") == "peak":
             assert c["along"].removeprefix("hp_") in fields
 
