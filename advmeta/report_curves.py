@@ -18,17 +18,9 @@ from advmeta.claims import curve_statistics, t95
 
 def load_curves(folder: str | Path) -> pd.DataFrame:
     """The sweep's ``curves.parquet`` (an empty, typed frame when it has none)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from advmeta.report import load_table
 
-    from advmeta.bank import filesystem
-    from advmeta.results import to_frame
-
-    fs, root = filesystem(str(folder))
-    try:
-        return pq.read_table(f"{root}/curves.parquet", filesystem=fs).to_pandas()
-    except (FileNotFoundError, OSError, pa.ArrowInvalid):
-        return to_frame([], "curves")
+    return load_table(folder, "curves")
 
 
 def _mean_ci(values: list[float]) -> tuple[float, float]:
