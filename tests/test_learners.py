@@ -225,3 +225,32 @@ def test_task_by_task_backward_equals_one_backward() -> None:
     learner.update([torch.optim.SGD(learner.net.parameters(), lr=0.0)], ep)
     for p, g in zip(learner.net.parameters(), ref):
         assert torch.allclose(p.grad, g, atol=1e-12)
+
+
+def _bn_net(layer: torch.nn.Module) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), layer, torch.nn.Tanh(),
+                               torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(16, 3)).double()
+
+
+def test_vmap_second_order_switches_torch_batch_norm_to_the_exact_one_loudly() -> None:
+    from advmeta.models.layers import BatchNorm2d, BNImpl
+
+    ep = episodes()
+    net = _bn_net(BatchNorm2d(4, "batch", "torch"))
+    loop = make("maml", net=net, inner_lr=0.3, inner_steps=2, first_order=False)
+    _, g_loop = meta_grad(loop, ep)
+    with pytest.warns(UserWarning, match="switched"):
+        vec = make("maml", net=net, vectorize=True, inner_lr=0.3, inner_steps=2, first_order=False)
+    assert net[1].impl is BNImpl.MANUAL
+    _, g_vec = meta_grad(vec, ep)
+    for a, b in zip(g_loop, g_vec):
+        assert torch.allclose(a, b, atol=1e-10), (a - b).abs().max()
+
+
+def test_vmap_second_order_refuses_torchs_own_batch_norm() -> None:
+    from advmeta.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="batch norm"):
+        make("maml", net=_bn_net(torch.nn.BatchNorm2d(4)), vectorize=True, first_order=False)
+    make("maml", net=_bn_net(torch.nn.BatchNorm2d(4)), vectorize=True, first_order=True)  # first order: exact

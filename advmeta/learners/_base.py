@@ -52,6 +52,8 @@ class Learner:
         self.vectorize = vectorize
         self.surrogate = surrogate
         self.bank = bank
+        if vectorize and self.maml_family and not getattr(config, "first_order", False):
+            _exact_batch_norm_under_vmap(net)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -154,3 +156,36 @@ def check_finite(loss: Tensor) -> None:
 def accuracy(logits: Tensor, y: Tensor) -> float:
     """Accuracy in % over all queries."""
     return float((logits.argmax(-1) == y).float().mean() * 100)
+
+
+def _exact_batch_norm_under_vmap(net: nn.Module) -> None:
+    """Make second-order meta-gradients under ``vmap`` exact, loudly, or refuse.
+
+    torch's built-in batch norm under ``torch.func.vmap`` gives second-order MAML meta-gradients
+    about 2 % wrong (measured 2.0e-2 on gradients of 0.58; PERFORMANCE.md). advmeta's
+    :class:`~advmeta.models.layers.BatchNorm2d` computes the same function with either
+    implementation, so its layers are switched to the exact one with a warning; a network with
+    torch's own ``nn.BatchNorm*`` layers is refused (use the loop, or first order).
+
+    Raises:
+        ConfigError: the network has torch batch-norm modules.
+    """
+    import warnings
+
+    from advmeta.errors import ConfigError
+    from advmeta.models.layers import BatchNorm2d, BNImpl
+
+    switched = 0
+    for name, module in net.named_modules():
+        if isinstance(module, BatchNorm2d) and module.impl is BNImpl.TORCH:
+            module.impl = BNImpl.MANUAL
+            switched += 1
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            raise ConfigError(f"second-order MAML under vmap with torch's batch norm ({name or 'the network'}: "
+                              f"{type(module).__name__}) gives wrong meta-gradients; use vectorize loop, "
+                              "first_order, or advmeta.models.layers.BatchNorm2d")
+    if switched:
+        warnings.warn(f"vmap with second-order meta-gradients: {switched} batch-norm layer(s) switched from "
+                      "bn_impl 'torch' to the exact 'manual' implementation (the same function; torch's is "
+                      "~2 % wrong under vmap)", UserWarning, stacklevel=3)
+
