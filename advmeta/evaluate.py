@@ -13,7 +13,6 @@ import json
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -364,13 +363,3 @@ def _rows(acc: _Acc, learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
 def learner_image_size(state: dict[str, Any]) -> int:
     """Image side recorded in a checkpoint."""
     return int(state["image_shape"][1])
-
-
-def summarize(rows: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table of summary rows (scenario, support/query, attack, ε, step, acc ± CI)."""
-    lines = []
-    for r in rows:
-        lines.append(f"{r['method']:<12} {r['scenario']:<9} {r['support']:>5}/{r['query']:<5} {r['attack']:<8} "
-                     f"{r['eps_str']:>8} step {r['finetune_step']:>2}: {r['acc']:6.2f} ± {r['acc_ci95']:.2f}%"
-                     f"  loss {r['loss']:.3f}")
-    return "\n".join(lines)

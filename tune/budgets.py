@@ -10,7 +10,7 @@ the grid's. Values a grid table sets itself win over the budget's.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from advmeta.errors import ConfigError
@@ -146,12 +146,6 @@ class Budget:
 
         changes = dict(dict(self.by_dataset).get(dataset or "", ()))
         return replace(self, by_dataset=(), **changes)
-
-    def as_dict(self) -> dict[str, object]:
-        """The budget as a plain dict (recorded with every trial)."""
-        out = asdict(self)
-        out["l2l_classifier_kwargs"] = dict(self.l2l_classifier_kwargs)
-        return out
 
     def learner_overrides(self, family: str = "meta") -> dict[str, Any]:
         """Hyper-parameters the budget sets for a family's methods (applied where they exist)."""

@@ -53,11 +53,6 @@ class ClassSplit:
         c, h, w = self._base.shape[1:]
         return int(c), int(h), int(w)
 
-    @property
-    def min_images(self) -> int:
-        """The fewest images any class has (bounds K + Q + U of an episode)."""
-        return int(self._counts.min()) if len(self._counts) else 0
-
     def num_images(self, c: int) -> int:
         """Number of images of class ``c``."""
         return int(self._counts[c])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -212,7 +212,3 @@ class EpisodeSampler:
 
     def __getitem__(self, index: int) -> Episodes:
         return self.sample([index])
-
-    def with_spec(self, **changes: int) -> EpisodeSampler:
-        """A sampler of the same split and seed with some episode-shape fields changed."""
-        return EpisodeSampler(self.dataset, self.split_name, replace(self.spec, **changes), self.seed)

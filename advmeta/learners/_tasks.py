@@ -52,11 +52,6 @@ def map_tasks(fn: Callable[..., Any], batched: Sequence[Any], shared: Sequence[A
     return _stack(outs)
 
 
-def task_slice(batched: Any, t: int) -> Any:
-    """Task ``t`` of a pytree with a leading task dimension."""
-    return tree_map(lambda v: v[t], batched)
-
-
 def forward(net: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor) -> Tensor:
     """``net(x)`` with the given parameters (fast weights) and buffers.
 
@@ -69,11 +64,6 @@ def forward(net: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, 
 def ce(logits: Tensor, y: Tensor) -> Tensor:
     """Mean cross-entropy over any leading dimensions. Shape: logits (..., N), y (...)."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-
-
-def ce_per_task(logits: Tensor, y: Tensor) -> Tensor:
-    """Mean cross-entropy of each task. Shape: logits (T, B, N), y (T, B) → (T,)."""
-    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
 
 
 def inner_loop(loss_fn: Callable[[Params], Tensor], params: Params, steps: int, lr: float,
