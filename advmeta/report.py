@@ -271,24 +271,11 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
             "masking_suspected": sorted(suspected_trials(checks))}
 
 
-def load_table(folder: str | Path, kind: str) -> pd.DataFrame:
-    """The sweep's ``<kind>.parquet`` (``checks``, ``curves``; an empty, typed frame when it has none)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from advmeta.bank import filesystem
-    from advmeta.results import to_frame
-
-    fs, root = filesystem(str(folder))
-    try:
-        return pq.read_table(f"{root}/{kind}.parquet", filesystem=fs).to_pandas()
-    except (FileNotFoundError, OSError, pa.ArrowInvalid):
-        return to_frame([], kind)
-
-
 def load_checks(folder: str | Path) -> pd.DataFrame:
     """The sweep's ``checks.parquet`` (an empty, typed frame when it has none)."""
-    return load_table(folder, "checks")
+    from advmeta.results import read_table
+
+    return read_table(folder, "checks")
 
 
 def suspected_trials(checks: pd.DataFrame) -> set[str]:

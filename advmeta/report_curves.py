@@ -18,9 +18,9 @@ from advmeta.claims import curve_statistics, t95
 
 def load_curves(folder: str | Path) -> pd.DataFrame:
     """The sweep's ``curves.parquet`` (an empty, typed frame when it has none)."""
-    from advmeta.report import load_table
+    from advmeta.results import read_table
 
-    return load_table(folder, "curves")
+    return read_table(folder, "curves")
 
 
 def _mean_ci(values: list[float]) -> tuple[float, float]:

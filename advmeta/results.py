@@ -228,6 +228,21 @@ def _hparam_dtype(values: pd.Series) -> str:
     return "string"
 
 
+def read_table(folder: str | os.PathLike[str], kind: str) -> pd.DataFrame:
+    """A sweep folder's (local path or URI) ``<kind>.parquet`` for an optional table (``checks``,
+    ``curves``): an empty frame of the documented columns when the sweep has none."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from advmeta.bank import filesystem
+
+    fs, root = filesystem(str(folder))
+    try:
+        return pq.read_table(f"{root}/{kind}.parquet", filesystem=fs).to_pandas()
+    except (FileNotFoundError, OSError, pa.ArrowInvalid):
+        return to_frame([], kind)
+
+
 def write_parquet_atomic(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Write ``frame`` to ``path`` through a temporary file and an atomic rename."""
     from advmeta.atomic import atomic_path
