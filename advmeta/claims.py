@@ -89,9 +89,9 @@ def claims_dir() -> Path:
     return Path(str(resources.files("advmeta.tune") / "claims"))
 
 
-def _check(keys: Sequence[Any], origin: str) -> None:
-    if bad := [k for k in keys if k not in KNOWN and not re.fullmatch(r"hp_\w+", str(k))]:
-        raise ConfigError(f"{origin}: unknown columns {bad}")
+def _check(keys: Sequence[Any], origin: str, known: frozenset[str] = KNOWN, what: str = "columns") -> None:
+    if bad := [k for k in keys if k not in known and not re.fullmatch(r"hp_\w+", str(k))]:
+        raise ConfigError(f"{origin}: unknown {what} {bad}")
 
 
 def _linear(text: str, metrics: Mapping[str, Any], origin: str) -> list[Term]:
@@ -136,9 +136,8 @@ def load_claims(paths: Sequence[str | Path] | None = None) -> list[dict[str, Any
                 if met.get("quantity") not in CURVE_QUANTITIES or "terms" in met:
                     raise ConfigError(f"{path.name} metric {name}: a curves metric needs quantity one of "
                                       f"{', '.join(CURVE_QUANTITIES)} (and no terms)")
-                if bad := [k for k in met if k not in ("source", "quantity") and k not in CURVE_KNOWN
-                           and not re.fullmatch(r"hp_\w+", str(k))]:
-                    raise ConfigError(f"{path.name} metric {name}: unknown curves columns {bad}")
+                _check([k for k in met if k not in ("source", "quantity")], f"{path.name} metric {name}",
+                       CURVE_KNOWN, "curves columns")
                 continue
             if met.get("source", "summary") != "summary":
                 raise ConfigError(f"{path.name} metric {name}: source must be summary or curves")
@@ -158,7 +157,7 @@ def load_claims(paths: Sequence[str | Path] | None = None) -> list[dict[str, Any
                     len(sides) > 1 or claim.get("kind", "sum") != "sum")):
                 raise ConfigError(f"{origin}: a value mixes curves and summary metrics, or divides or peaks curves")
             if sides[0][0].source == "curves":
-                _check_curve_keys([claim.get("for_each", "env"), *claim.get("where", {})], origin)
+                _check([claim.get("for_each", "env"), *claim.get("where", {})], origin, CURVE_KNOWN, "curves columns")
                 out.append({**claim, "paper": data.get("paper", path.stem), "title": data.get("title", ""),
                             "tables": [claim["table"]] if isinstance(claim.get("table", []), str)
                             else list(claim.get("table", [])), "terms": sides[0], "den": None})
@@ -174,9 +173,9 @@ def load_claims(paths: Sequence[str | Path] | None = None) -> list[dict[str, Any
     return out
 
 
-def _check_curve_keys(keys: Sequence[Any], origin: str) -> None:
-    if bad := [k for k in keys if k not in CURVE_KNOWN and not re.fullmatch(r"hp_\w+", str(k))]:
-        raise ConfigError(f"{origin}: unknown curves columns {bad}")
+def last_tenth(n: int) -> int:
+    """How many final iterations a curve's "final" value averages: the last tenth (at least one)."""
+    return max(1, n // 10)
 
 
 def t95(n: int) -> float:
@@ -196,7 +195,7 @@ def curve_statistics(curve: pd.DataFrame) -> dict[str, float]:
     n = len(norm)
     window = max(1, round(n / 20))
     smooth = np.convolve(norm, np.ones(window) / window, mode="valid")
-    final = float(norm[-max(1, n // 10):].mean())
+    final = float(norm[-last_tenth(n):].mean())
     peak = float(smooth.max())
     return {"final": final, "peak": peak, "late_drop": peak - final}
 

@@ -400,12 +400,13 @@ _SOURCE_WORDS = {"paper": "the papers' ε on this dataset", "calibrated": "calib
 
 def eps_section(manifest: dict[str, Any] | None) -> list[str]:
     """Markdown lines: each table's ε and where it came from, and the calibration curve."""
-    table_eps = attacked_tables(manifest)
-    if not table_eps:
-        if manifest and manifest.get("wall_seconds") is not None:
-            return [f"Wall time of the sweep's last run: {float(manifest['wall_seconds']) / 60:.1f} min "
-                    f"on {manifest.get('cpus', '?')} CPUs.", ""]
+    if not manifest:
         return []
+    wall = ([f"Wall time of the sweep's last run: {float(manifest['wall_seconds']) / 60:.1f} min "
+             f"on {manifest.get('cpus', '?')} CPUs."] if manifest.get("wall_seconds") is not None else [])
+    table_eps = attacked_tables(manifest)
+    if not table_eps:  # a sweep that attacks nothing (GAIL's): its wall time only
+        return wall + [""] if wall else []
     lines = ["## ε of each table", "", "| table | ε | source |", "|---|---|---|"]
     for name, te in table_eps.items():
         eps = ", ".join(te.get("eps", [])) or "(the grid's own)"
@@ -435,7 +436,6 @@ def eps_section(manifest: dict[str, Any] | None) -> list[str]:
     if dropped:
         lines += ["", f"Left out at the {manifest.get('budget', '')} budget: k-shot {', '.join(map(str, dropped))} "
                       "(`--budget paper` runs every shot of the grid)."]
-    if manifest.get("wall_seconds") is not None:
-        lines += ["", f"Wall time of the sweep's last run: {float(manifest['wall_seconds']) / 60:.1f} min "
-                      f"on {manifest.get('cpus', '?')} CPUs."]
+    if wall:
+        lines += ["", *wall]
     return lines + [""]

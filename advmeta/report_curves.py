@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from advmeta.claims import curve_statistics, t95
+from advmeta.claims import curve_statistics, last_tenth, t95
 
 
 def load_curves(folder: str | Path) -> pd.DataFrame:
@@ -48,7 +48,7 @@ def curve_table(curves: pd.DataFrame) -> list[str]:
         finals, bests, drops, accs, secs, its = [], [], [], [], [], []
         for _, c in sub.groupby("trial_id", sort=True):
             c = c.sort_values("iteration")
-            tail = max(1, len(c) // 10)
+            tail = last_tenth(len(c))
             finals.append(float(c["reward"].iloc[-tail:].mean()))
             bests.append(float(c["reward"].max()))
             drops.append(curve_statistics(c)["late_drop"])

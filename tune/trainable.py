@@ -40,22 +40,26 @@ def eps_sources(spec: TrialSpec) -> dict[str, str]:
     return out
 
 
+def _provenance(device: str) -> dict[str, str]:
+    """The provenance columns of a trial's rows: versions, device and the time of writing."""
+    ver = versions()
+    return {"advmeta_version": ver["advmeta"], "torch_version": ver["torch"], "ray_version": ver["ray"],
+            "python_version": ver["python"], "device": device,
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
 def _finish_rows(rows: list[dict[str, Any]], spec: TrialSpec, device: str) -> list[dict[str, Any]]:
     """Add the id, status and provenance columns the core leaves to the runner."""
     sources = eps_sources(spec)
-    ver = versions()
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    prov = _provenance(device)
     out = []
     for row in rows:
         full = {k: v for k, v in row.items() if k not in _SKIP}
         full.update({"sweep": spec.sweep, "trial_id": spec.trial_id, "status": "ok", "error": ""})
         full["eps_source"] = sources.get(str(full.get("eps_str")), "") if full.get("eps") else ""
-        full.setdefault("advmeta_version", ver["advmeta"])
-        full.setdefault("torch_version", ver["torch"])
-        full["ray_version"] = ver["ray"]
-        full.setdefault("python_version", ver["python"])
-        full.setdefault("device", device)
-        full.setdefault("created_at", now)
+        full["ray_version"] = prov["ray_version"]  # the core's own rows say "absent"
+        for key, value in prov.items():
+            full.setdefault(key, value)
         out.append(full)
     return out
 
@@ -64,11 +68,7 @@ def _finish_curves(rows: list[dict[str, Any]], spec: TrialSpec, device: str) -> 
     """The id and provenance columns of a trial's learning-curve rows."""
     if not rows:
         return []
-    ver = versions()
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    extra = {"sweep": spec.sweep, "trial_id": spec.trial_id, "budget": spec.budget,
-             "advmeta_version": ver["advmeta"], "torch_version": ver["torch"], "ray_version": ver["ray"],
-             "python_version": ver["python"], "device": device, "created_at": now}
+    extra = {"sweep": spec.sweep, "trial_id": spec.trial_id, "budget": spec.budget, **_provenance(device)}
     return [{**r, **extra} for r in rows]
 
 

@@ -156,8 +156,3 @@ class GAILConfig:
     def reward(self) -> str:
         """The reward form used (``auto`` resolved for the environment)."""
         return AUTO_REWARD[self.env] if self.reward_form == "auto" else self.reward_form
-
-    @property
-    def expert_level(self) -> float:
-        """The true return the expert must reach on this environment."""
-        return EXPERT_LEVEL[self.env]

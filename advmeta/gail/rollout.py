@@ -10,7 +10,6 @@ resumed run needs to sample the same episodes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,7 +196,3 @@ def mean_return(returns: np.ndarray) -> tuple[float, float]:
     """Mean and sample standard deviation of episode returns (sd 0 for one episode)."""
     r = np.asarray(returns, dtype=np.float64)
     return float(r.mean()), float(r.std(ddof=1)) if len(r) > 1 else 0.0
-
-
-def is_finite(*values: float) -> bool:
-    return all(math.isfinite(v) for v in values)

@@ -184,11 +184,8 @@ def iteration(cfg: GAILConfig, state: GAILState, x_expert: Tensor) -> dict[str, 
     batch = state.sampler.sample(state.policy, cfg.batch_steps, state.generator)
     x_policy = state.disc.inputs(batch.obs, batch.actions)
     acc = disc_accuracy(state.disc, x_policy, x_expert)
-    first_loss, u_loss = math.nan, math.nan
-    for k in range(cfg.disc_steps):
-        loss, u = state.discriminator_update(x_policy, x_expert)
-        first_loss = loss if k == 0 else first_loss
-        u_loss = u
+    losses = [state.discriminator_update(x_policy, x_expert) for _ in range(cfg.disc_steps)]
+    first_loss, u_loss = losses[0][0], losses[-1][1]  # D's loss before its first update; U's after the last
     rewards = policy_rewards(state.disc, x_policy, cfg.reward)
     info = policy_step(state.policy, state.value, state.value_opt, batch.obs, batch.actions, rewards,
                        batch.last_obs, batch.episode_starts, batch.lengths, batch.terminated, gamma=cfg.gamma,
