@@ -261,7 +261,7 @@ def prepare(summary: pd.DataFrame) -> pd.DataFrame:
         except (TypeError, ValueError):
             params.append({})
     ok["steps"] = pd.to_numeric(pd.Series([p.get("steps") for p in params], dtype=object), errors="coerce")
-    keep = (~staged | (step == last).to_numpy(dtype=bool)) & ~np.array([p.get("curve") is not None for p in params])
+    keep = (~staged | (step == last).to_numpy(dtype=bool)) & ~np.array([p.get("curve") is not None for p in params], dtype=bool)
     return ok[keep].reset_index(drop=True)
 
 

@@ -59,6 +59,39 @@ def check_run_options(*, device: str = "auto", cpus_per_trial: float | None = No
         raise ConfigError(f"--seed must be >= 0, got {seed}")
 
 
+def typed(ctx: typer.Context, name: str) -> bool:
+    """Whether the user set option ``name`` (on the command line or through its environment
+    variable) rather than leaving its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def check_resume(ctx: typer.Context, manifest: dict[str, Any], recorded: dict[str, str],
+                 changing: Sequence[str], extra: Sequence[str] = ()) -> None:
+    """``--resume`` reruns the trials recorded in the folder: an option the user typed that would
+    change them is an error, never silently ignored — an explicit default included.
+
+    Args:
+        recorded: option parameter → the manifest key holding the value it was started with; a
+            typed value that differs from the record is a clash ("auto" matches any dataset).
+        changing: options that change the trials whatever their value (any typed one clashes).
+        extra: the hyper-parameter options of ``advmeta tune`` (``--gamma 0:5`` …), all clashes.
+
+    Raises:
+        ConfigError: naming each clashing option and what the folder recorded.
+    """
+    clashes = []
+    for param, key in recorded.items():
+        value, before = ctx.params.get(param), manifest.get(key)
+        if typed(ctx, param) and value != before and not (param == "dataset" and value == "auto"):
+            clashes.append(f"--{param.replace('_', '-')} {value} (recorded: {before})")
+    clashes += [f"--{param.replace('_', '-')}" for param in changing if typed(ctx, param)]
+    clashes += [a for a in extra if a.startswith("--")]
+    if clashes:
+        raise ConfigError(f"--resume continues the sweep recorded in its folder, which {', '.join(clashes)} would "
+                          "change; drop them, or start a new sweep with another --output")
+
+
 def list_or_run(name: str, specs: Sequence[Any], folder: str, info: dict[str, Any], *, dry_run: bool,
                 label: Callable[[Any], str], report: bool, **options: Any) -> None:
     """The end of ``sweep`` and ``tune``: list the trials (``--dry-run``), or run them and exit.

@@ -13,6 +13,7 @@ from advmeta.cli import _options as opt
 
 
 def sweep(
+    ctx: typer.Context,
     grid: str = typer.Option("paper-tables", "--grid", "-g", help="Grid name (see --list) or path to a .toml grid."),
     budget: str = opt.BUDGET,
     dataset: Optional[str] = opt.DATASET,
@@ -61,7 +62,8 @@ def sweep(
     with folder_lock(folder, enabled=not dry_run):  # a second run on this folder exits 2 naming this one
         if resume:
             name, specs, manifest = resumed_specs(folder)
-            _check_resume(manifest, budget=budget, seed=seed, dataset=dataset, methods=methods, eps=eps)
+            opt.check_resume(ctx, manifest, {"grid": "grid", "budget": "budget", "seed": "seed", "dataset": "dataset"},
+                             changing=("methods", "eps"))
             info = {k: manifest.get(k) for k in ("grid", "budget", "dataset", "seed", "table_eps", "calibration")}
         else:
             from advmeta.tune.grids import uses_data
@@ -84,25 +86,6 @@ def sweep(
                         report=report, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                         max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
                         progress=not quiet, banks={"test": banks} if banks else {}, make_banks=make_banks)
-
-
-def _check_resume(manifest: dict, *, budget: str, seed: int, dataset: Optional[str], methods: Optional[str],  # type: ignore[type-arg]
-                  eps: Optional[str]) -> None:
-    """``--resume`` reruns the recorded trials: settings that would change them are an error, not ignored."""
-    clashes = []
-    if budget != "quick" and budget != manifest.get("budget"):
-        clashes.append(f"--budget {budget} (recorded: {manifest.get('budget')})")
-    if seed != 0 and seed != manifest.get("seed"):
-        clashes.append(f"--seed {seed} (recorded: {manifest.get('seed')})")
-    if dataset is not None and dataset not in ("auto", manifest.get("dataset")):
-        clashes.append(f"--dataset {dataset} (recorded: {manifest.get('dataset')})")
-    if methods is not None:
-        clashes.append("--methods")
-    if eps is not None:
-        clashes.append("--eps")
-    if clashes:
-        raise ConfigError(f"--resume continues the sweep recorded in its folder, which {', '.join(clashes)} would "
-                          "change; drop them, or start a new sweep with another --output")
 
 
 def register(app: typer.Typer) -> None:

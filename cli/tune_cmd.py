@@ -65,8 +65,15 @@ def tune_command(
     name = f"tune-{method}"
     folder = sweep_dir(name, output, storage)
     if resume:
-        name, specs, _ = resumed_specs(folder)
-        info: dict[str, object] = {"resumed": True}
+        name, specs, manifest = resumed_specs(folder)
+        opt.check_resume(ctx, {**manifest, "method": manifest.get("method", method)},
+                         {"budget": "budget", "seed": "seed", "dataset": "dataset", "search": "search",
+                          "samples": "samples"},
+                         changing=("test_eps", "attacks", "n_way", "k_shot"), extra=ctx.args)
+        if manifest.get("method", method) != method:
+            raise ConfigError(f"--resume: {folder} holds a search over {manifest.get('method')}, not {method}")
+        keep = ("method", "budget", "dataset", "seed", "search", "samples")
+        info: dict[str, object] = {**{k: manifest[k] for k in keep if k in manifest}, "resumed": True}
     else:
         if not overrides and search == "grid" and samples == 1:
             typer.echo("note: no hyper-parameter given; running the defaults once "

@@ -14,7 +14,7 @@ from advmeta.attacks import (
     attack_info, attack_names, flatten_tasks, get_attack, task_generator, task_generators, task_model_fn,
 )
 from advmeta.attacks._core import Norm, sample_norm
-from advmeta.errors import ConfigError
+from advmeta.errors import ConfigError, NonFiniteLossError
 from advmeta.models import build_model
 
 NAMES = attack_names()
@@ -252,3 +252,26 @@ def test_declared_test_settings_are_accepted(name: str) -> None:
 
     assert EvalProtocol().params_of(name) == dict(info.test_params)
     assert EvalProtocol(attack_params={name: {"steps": 3}}).params_of(name)["steps"] == 3
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if not attack_info(n).identity])
+def test_a_non_finite_model_is_an_error_never_a_silent_clean_point(name: str, net: nn.Module) -> None:
+    """Logits that are NaN at every perturbed point (finite at the clean images): the attack raises
+    NonFiniteLossError, or returns a point whose logits are NaN so the caller's evaluation does.
+    Never the clean image back as if the attack had failed (``sign(NaN)`` and ``new < best`` would)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 17, (B, C, H, H), generator=g).double() / 16  # pixels on a 1/16 grid
+    with torch.no_grad():
+        y = net(x).argmax(-1)  # all correctly classified: attacks that skip the others attack every one
+
+    def fn(z: Tensor) -> Tensor:
+        out = net(z)
+        off_grid = (z * 16 != (z * 16).round()).flatten(-3).any(-1)  # a perturbed sample
+        return torch.where(off_grid[..., None], torch.full_like(out, float("nan")), out)
+
+    try:
+        adv = get_attack(name)(fn, x, y, eps=EPS, **fast_kwargs(name))
+    except NonFiniteLossError:
+        return
+    with torch.no_grad():
+        assert not torch.isfinite(fn(adv)).all(), "the attack hid the non-finite model behind the clean images"

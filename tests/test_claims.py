@@ -114,6 +114,14 @@ def test_missing_rows_are_inconclusive(tmp_path: Path) -> None:
     assert "no rows for maml" in out.loc[0, "detail"]
 
 
+def test_a_sweep_of_only_failed_trials_gives_inconclusive_claims(tmp_path: Path) -> None:
+    """Every trial an error row (e.g. NaN at evaluation): the claims say so instead of crashing the report."""
+    failed = {k: None for k in ("acc_ci95", "scenario", "attack", "eps", "eps_str", "finetune_step")}
+    out = check(tmp_path, [row("maml", math.nan, status="error", error="NonFiniteLossError: …", **failed)],
+                one_claim("robust(maml)", "<", 40))
+    assert out.loc[0, "verdict"] == "inconclusive" and "no rows for maml" in out.loc[0, "detail"]
+
+
 def test_ambiguous_rows_are_inconclusive(tmp_path: Path) -> None:
     rows = [row("tafl", 50.0, trial="g0", hp_gamma=0.0), row("tafl", 40.0, trial="g2", hp_gamma=2.0),
             row("maml", 10.0)]

@@ -65,6 +65,15 @@ def _recorded_sweep(tmp: Path) -> str:
     return str(tmp / "rec")
 
 
+def _recorded_tune(tmp: Path) -> str:
+    """A tune folder (tafl, smoke, seed 3) with a manifest, no trials run."""
+    (tmp / "rect").mkdir()
+    (tmp / "rect" / "sweep.json").write_text(json.dumps({"name": "tune-tafl", "method": "tafl", "budget": "smoke",
+                                                        "seed": 3, "dataset": "glyphs", "search": "grid",
+                                                        "samples": 1, "trials": []}))
+    return str(tmp / "rect")
+
+
 def _bad_crc_zip(tmp: Path) -> str:
     root = tmp / "data" / "omniglot"
     root.mkdir(parents=True)
@@ -166,6 +175,14 @@ CASES: list[Case] = [
     ("resume other budget", lambda t: ["sweep", "--resume", "--output", _recorded_sweep(t), "--budget", "paper"], "--budget paper"),
     ("resume other seed", lambda t: ["sweep", "--resume", "--output", _recorded_sweep(t), "--seed", "3"], "--seed 3"),
     ("resume other dataset", lambda t: ["sweep", "--resume", "--output", _recorded_sweep(t), "--dataset", "omniglot"], "--dataset omniglot"),
+    ("resume explicit default budget", lambda t: ["sweep", "--resume", "--output", _recorded_sweep(t), "--budget", "quick"], "--budget quick"),
+    ("resume other grid", lambda t: ["sweep", "--resume", "--output", _recorded_sweep(t), "--grid", "paper-tables"], "--grid paper-tables"),
+    ("resume with eps", lambda t: ["sweep", "--resume", "--output", _recorded_sweep(t), "--eps", "8/255"], "--eps"),
+    ("tune resume explicit default seed", lambda t: ["tune", "tafl", "--resume", "--output", _recorded_tune(t), "--seed", "0"], "--seed 0"),
+    ("tune resume other budget", lambda t: ["tune", "tafl", "--resume", "--output", _recorded_tune(t), "--budget", "quick"], "--budget quick"),
+    ("tune resume new hyper-parameter", lambda t: ["tune", "tafl", "--resume", "--output", _recorded_tune(t), "--gamma", "1,2"], "--gamma"),
+    ("tune resume other k-shot", lambda t: ["tune", "tafl", "--resume", "--output", _recorded_tune(t), "--k-shot", "5"], "--k-shot"),
+    ("tune resume other method", lambda t: ["tune", "maml", "--resume", "--output", _recorded_tune(t)], "search over tafl"),
     ("resume with methods", lambda t: ["sweep", "--resume", "--output", _recorded_sweep(t), "--methods", "maml"], "--methods"),
     ("negative seed", lambda t: ["sweep", "--grid", "tafl", "--seed", "-1", *DRY], "--seed"),
     ("tune negative learning rate", lambda t: ["tune", "maml", "--inner-lr", "-1", *DRY], "inner-lr"),

@@ -26,3 +26,31 @@ def test_the_line_shows_each_running_trial_where_it_is() -> None:
     p.on_trial_complete(0, [a, b], a)
     assert "adml" not in p.line() and "1/3 done" in p.line()
     assert out.getvalue().count("\n") >= 2  # a plain line when trials started and when one finished
+
+
+def test_the_eta_counts_down_between_finishes_and_says_evaluating(monkeypatch) -> None:  # noqa: ANN001
+    import advmeta.tune.progress as progress
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    p = SweepProgress("demo", total=4, already_done=0, concurrency=2, stream=io.StringIO())
+    a, b = _trial("a", "maml", 600), _trial("b", "aq", 600)
+    p.on_trial_start(0, [a, b], a)
+    p.on_trial_start(0, [a, b], b)
+    assert "ETA" not in p.line()  # nothing trained yet: no pace to go by
+    clock[0] += 100
+    p.on_trial_result(0, [a, b], a, {"iteration": 300})
+    p.on_trial_result(0, [a, b], b, {"iteration": 300})
+    # paced at 200 s a trial from training alone, a lower bound: 2 × 100 s left + 2 × 200 s, over 2 slots
+    assert ", ETA ≥ 5m00s" in p.line()
+    clock[0] += 100
+    p.on_trial_result(0, [a, b], a, {"iteration": 600})
+    assert "[maml evaluating; aq 300/600]" in p.line()
+    clock[0] += 100
+    p.on_trial_complete(0, [a, b], a)  # a took 300 s
+    c = _trial("c", "tafl", 600)
+    p.on_trial_start(0, [b, c], c)
+    # b ran 300 of its expected 300 s (5 % left: 15 s), c and d 300 s each: 615 s over 2 slots
+    assert ", ETA 5m08s" in p.line()
+    clock[0] += 60
+    assert ", ETA 4m38s" in p.line()  # counts down with the clock, no finish needed

@@ -198,15 +198,23 @@ def test_sigkill_of_the_driver_then_resume_runs_every_trial_once(ray_cluster: ob
 
 
 def test_real_core_tiny_sweep(ray_cluster: object, tmp_path: Path, data_root: Path) -> None:
-    """One real MAML trial on Omniglot at the smoke budget, through the whole Ray layer."""
-    grid = {"tables": [{"name": "t", "methods": ["maml"], "k_shot": [1],
-                        "evals": [{"scenario": "whitebox", "attacks": ["fgsm"], "eps": ["2/255"]}]}]}
+    """Real MAML trials on Omniglot at the smoke budget, through the whole Ray layer. The second
+    one's fine-tuning diverges (inner learning rate 1e6): an error row naming the non-finite loss,
+    never an accuracy computed from NaN logits."""
+    evals = [{"scenario": "whitebox", "attacks": ["fgsm"], "eps": ["2/255"]}]
+    grid = {"tables": [{"name": "t", "methods": ["maml"], "k_shot": [1], "evals": evals},
+                       {"name": "nan", "methods": ["maml"], "k_shot": [1], "evals": evals,
+                        "hparams": {"inner_lr": [1e6], "test_inner_steps": [10]}}]}
     specs = expand("real", grid, get_budget("smoke"), dataset="omniglot", seed=0)
+    assert len(specs) == 2
     out = run_sweep("real", specs, str(tmp_path), SweepOptions(progress=False, data_root=str(data_root), device="cpu"))
-    assert out.done == 1, pd.read_parquet(tmp_path / "summary.parquet")["error"].tolist()
     summary = pd.read_parquet(tmp_path / "summary.parquet")
-    assert {"finetune", "whitebox"} <= set(summary["scenario"])
-    assert summary["acc"].between(0, 100).all()
+    assert (out.done, out.failed) == (1, 1), summary["error"].tolist()
+    ok, bad = summary[summary["status"] == "ok"], summary[summary["status"] == "error"]
+    assert {"finetune", "whitebox"} <= set(ok["scenario"])
+    assert ok["acc"].between(0, 100).all()
+    assert len(bad) == 1 and bad["acc"].isna().all() and bad["error"].str.contains("NonFiniteLossError").all()
+    assert not pd.read_parquet(tmp_path / "episodes.parquet")["trial_id"].isin(bad["trial_id"]).any()
 
 
 def test_ray_data_bank_matches_the_single_process_loop(ray_cluster: object, tmp_path: Path) -> None:

@@ -73,16 +73,42 @@ class SweepProgress(Callback):
 
     def line(self) -> str:
         """The current progress line."""
-        remaining = self.total - self.done - self.failed
-        eta = ""
-        if self.durations and remaining > 0:
-            mean = sum(self.durations) / len(self.durations)
-            eta = f", ETA {_fmt_seconds(mean * remaining / self.concurrency)}"
         elapsed = _fmt_seconds(time.monotonic() - self.t0)
-        where = [f"{self._labels[t][0]} {self._at.get(t, 0)}/{self._labels[t][1] or '?'}"
-                 for t in sorted(self.running) if t in self._labels]
+        where = [f"{self._labels[t][0]} {self._where(t)}" for t in sorted(self.running) if t in self._labels]
         return (f"sweep {self.name}: {self.done}/{self.total} done, {len(self.running)} running, "
-                f"{self.failed} failed, {elapsed} elapsed{eta}" + (f" [{'; '.join(where)}]" if where else ""))
+                f"{self.failed} failed, {elapsed} elapsed{self._eta()}" + (f" [{'; '.join(where)}]" if where else ""))
+
+    def _where(self, tid: str) -> str:
+        """``400/600`` while a trial trains; ``evaluating`` once it reported its last iteration."""
+        total, at = self._labels[tid][1], self._at.get(tid, 0)
+        return "evaluating" if total and at >= int(total) else f"{at}/{total or '?'}"
+
+    def _eta(self) -> str:
+        """``, ETA 4m10s``: the work left over the slots, recomputed at every redraw.
+
+        A trial's expected length is the mean of the finished ones; before any has finished,
+        the running trials' pace through training (elapsed / fraction trained) gives a lower
+        bound, shown as ``ETA ≥ …`` (evaluation is not in it). A running trial has its expected
+        length minus what it has run left (at least 5 % of it, as it is not done yet); each
+        trial not started yet, the whole length.
+        """
+        now = time.monotonic()
+        pending = self.total - self.done - self.failed - len(self.running)
+        if pending <= 0 and not self.running:
+            return ""
+        ran = {t: now - self._started[t] for t in self.running if t in self._started}
+        lower = not self.durations
+        if lower:
+            paces = [ran[t] * float(self._labels[t][1]) / self._at[t] for t in ran
+                     if self._labels.get(t, ("", None))[1] and self._at.get(t, 0) > 0]
+            if not paces:
+                return ""
+            expected = sum(paces) / len(paces)
+        else:
+            expected = sum(self.durations) / len(self.durations)
+        left = sum(max(expected - r, 0.05 * expected) for r in ran.values())
+        left += expected * (max(pending, 0) + len(self.running) - len(ran))
+        return f", ETA {'≥ ' if lower else ''}{_fmt_seconds(left / self.concurrency)}"
 
     def _label(self, trial: Any) -> None:
         """Remember a running trial's method and training length (from its config)."""
@@ -141,6 +167,7 @@ class SweepProgress(Callback):
 
     def on_trial_restore(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.running.add(trial.trial_id)
+        self._started.setdefault(trial.trial_id, time.monotonic())
         self.draw()
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from advmeta.eps import Eps, parse_eps
-from advmeta.errors import ConfigError
+from advmeta.errors import ConfigError, NonFiniteLossError
 
 ModelFn = Callable[[Tensor], Tensor]
 Gen = torch.Generator | Sequence[torch.Generator] | None
@@ -146,12 +146,31 @@ def input_grad(model_fn: ModelFn, objective: Objective, x_adv: Tensor) -> tuple[
                 (grad,) = torch.autograd.grad(losses.sum(), xa)
                 parts.append((grad, losses.detach(), logits.detach()))
             grads, losses, logits = (torch.stack(p) for p in zip(*parts))
-            return grads, losses, logits
+            return check_finite_step(grads, losses, logits)
         xa = x_adv.detach().requires_grad_(True)
         logits = model_fn(xa)
         losses = objective(logits, xa)
         (grad,) = torch.autograd.grad(losses.sum(), xa)
-    return grad, losses.detach(), logits.detach()
+    return check_finite_step(grad, losses.detach(), logits.detach())
+
+
+def check_finite_step(grad: Tensor, losses: Tensor, logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(grad, losses, logits)`` unchanged when all are finite.
+
+    Raises:
+        NonFiniteLossError: the attack's objective or its input gradient is NaN or infinite at
+            some perturbed point. ``sign(NaN)`` would otherwise leave a sample where it is, or a
+            best-so-far comparison would skip it, and the attack would silently report a
+            robustness it never tested.
+    """
+    bad = int((~torch.isfinite(losses)).sum())
+    bad_grad = int((~torch.isfinite(grad.flatten(-3))).any(-1).sum()) if grad.dim() >= 3 else 0
+    if bad or bad_grad:
+        raise NonFiniteLossError(
+            f"attack: non-finite {'objective' if bad else 'input gradient'} on {max(bad, bad_grad)} of "
+            f"{losses.numel()} samples at a perturbed point; the logits overflowed — lower the inner learning rate "
+            "or the fine-tune steps")
+    return grad, losses, logits
 
 
 def ascent_direction(grad: Tensor, norm: Norm) -> Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from advmeta.attacks._core import Ball, Gen, ModelFn, Norm, check_inputs, check_steps
+from advmeta.attacks._core import Ball, Gen, ModelFn, Norm, check_finite_step, check_inputs, check_steps
 from advmeta.attacks._losses import margin
 from advmeta.attacks._registry import register_attack
 from advmeta.eps import Eps, parse_eps
@@ -71,6 +71,7 @@ def cw_l2(
                 l2sq = (x_adv - x).square().flatten(-3).sum(-1)
                 objective = l2sq + c * (-m).clamp(min=-kappa)
                 (w.grad,) = torch.autograd.grad(objective.sum(), w)
+            check_finite_step(w.grad, objective.detach(), logits.detach())  # NaN would never count as a hit
             with torch.no_grad():
                 hit = m.detach() > kappa if kappa > 0 else m.detach() > 0
                 better = hit & (l2sq.detach() < best_l2)

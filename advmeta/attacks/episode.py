@@ -14,6 +14,7 @@ copies; one generator per task makes a batch of tasks equal the per-task calls.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from advmeta.attacks._core import Ball, Gen, Norm, as_eps, check_inputs, check_step_size, check_steps, random_delta
-from advmeta.errors import ConfigError
+from advmeta.errors import ConfigError, NonFiniteLossError
 
 EpisodeFn = Callable[[Tensor, Tensor], Tensor]  # (support_x, query_x) -> query logits (T, B, N)
 
@@ -84,6 +85,9 @@ def episode_pgd(
             logits = episode_fn(inputs[0], inputs[1])
             loss = F.cross_entropy(logits.flatten(0, -2), query_y.flatten(), reduction="sum")
             grads = torch.autograd.grad(loss, [leaves[i] for i in which])
+        if not math.isfinite(float(loss)) or not all(bool(torch.isfinite(g).all()) for g in grads):
+            raise NonFiniteLossError(f"episode-pgd: non-finite query loss ({float(loss)}) or gradient at a perturbed "
+                                     "episode; the fine-tuning overflowed — lower the inner learning rate")
         for i, g in zip(which, grads):
             adv[i].add_(g.sign(), alpha=size)
             balls[i].project_(adv[i])

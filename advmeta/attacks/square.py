@@ -24,7 +24,7 @@ from advmeta.attacks._core import Gen, ModelFn, _draw, as_eps, check_inputs, che
 from advmeta.attacks._losses import margin as cw_margin
 from advmeta.attacks._registry import register_attack
 from advmeta.eps import Eps
-from advmeta.errors import ConfigError
+from advmeta.errors import ConfigError, NonFiniteLossError
 
 # Iterations (out of 10 000) after which p is halved again: the published schedule, rescaled
 # to the query budget as the authors' code does.
@@ -39,6 +39,15 @@ def p_schedule(p_init: float, it: int, n_queries: int) -> float:
 
 def _signs(u: Tensor, eps: float) -> Tensor:
     return torch.where(u < 0.5, -eps, eps)
+
+
+def _margin(model_fn: ModelFn, x: Tensor, y: Tensor) -> Tensor:
+    """f_y − max_{k≠y} f_k at ``x``; a NaN/inf margin raises instead of being skipped by ``<``."""
+    loss = -cw_margin(model_fn(x), y)
+    if not bool(torch.isfinite(loss).all()):
+        raise NonFiniteLossError(f"square: non-finite margin on {int((~torch.isfinite(loss)).sum())} of "
+                                 f"{loss.numel()} samples; the logits overflowed — lower the inner learning rate")
+    return loss
 
 
 @register_attack("square", norms=("linf",), stochastic=True, gradient_free=True, test_params=(("n_queries", 1000),))
@@ -87,7 +96,7 @@ def square(
         # Vertical stripes: one sign per (channel, column).
         delta = _signs(_draw((*lead, c, 1, w), generator, x, normal=False), e).expand(*lead, c, h, w)
         best = (x + delta).clamp(0.0, 1.0)
-        loss = -cw_margin(model_fn(best), y)  # f_y − max_{k≠y} f_k: negative once misclassified
+        loss = _margin(model_fn, best, y)  # f_y − max_{k≠y} f_k: negative once misclassified
         for it in range(1, n_queries):
             active = loss > 0
             if not bool(active.any()):
@@ -109,7 +118,7 @@ def square(
             if bool(same.any()):
                 flipped = (x + torch.where(window, -colour, current)).clamp(0.0, 1.0)
                 proposal = torch.where(same[..., None, None, None], flipped, proposal)
-            new_loss = -cw_margin(model_fn(proposal), y)
+            new_loss = _margin(model_fn, proposal, y)
             take = active & (new_loss < loss)
             best = torch.where(take[..., None, None, None], proposal, best)
             loss = torch.where(take, new_loss, loss)
