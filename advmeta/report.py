@@ -90,11 +90,13 @@ def _fmt(v: Any) -> str:
 
 
 def _steps(params: Any) -> str:
+    """``-10`` for a 10-step attack; AutoAttack run with some of its components says which."""
     try:
-        steps = json.loads(params).get("steps")
+        settings = json.loads(params)
+        steps, parts = settings.get("steps"), settings.get("components")
     except (TypeError, ValueError, AttributeError):
         return ""
-    return f"-{steps}" if steps else ""
+    return (f"-{steps}" if steps else "") + (f" ({'+'.join(parts)})" if isinstance(parts, list) else "")
 
 
 def _pivot(frame: pd.DataFrame, rows: list[str], cols: list[str], title: str, block: list[str]) -> Table:
@@ -114,8 +116,38 @@ def _last_step(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["finetune_step"] == last]
 
 
-def tables(summary: pd.DataFrame) -> list[Table]:
-    """The report's tables from a summary frame (rows of failed trials are left out)."""
+def _on_episodes_of(rows: pd.DataFrame, like: pd.DataFrame, episodes: pd.DataFrame | None) -> pd.DataFrame:
+    """``rows`` with accuracy and CI recomputed over the episodes ``like``'s rows of the same trial
+    ran on (from the per-episode table); rows without those episodes are dropped, so a column
+    never mixes two episode sets. Without a per-episode table, ``rows`` of the same episode count."""
+    if episodes is None or episodes.empty:
+        n = rows["trial_id"].map(like.groupby("trial_id")["n_episodes"].max())
+        return rows[rows["n_episodes"].eq(n) | rows["n_episodes"].isna() | n.isna()]
+    from advmeta.results import SUMMARY_KEY, mean_ci95
+
+    wanted = episodes.merge(like[["trial_id", "scenario", "attack_params", "eps_str", "finetune_step"]].drop_duplicates(),
+                            on=["trial_id", "scenario", "attack_params", "eps_str", "finetune_step"])
+    index = wanted.groupby("trial_id")["episode_index"].agg(lambda s: frozenset(s.astype(int)))
+    key = [k for k in SUMMARY_KEY if k in episodes.columns]
+    keep = []
+    for i, row in rows.iterrows():
+        eps_of = index.get(row["trial_id"])
+        if eps_of is None:
+            continue
+        mine = episodes
+        for k in key:
+            mine = mine[mine[k] == row[k]]
+        accs = mine.loc[mine["episode_index"].astype(int).isin(eps_of), "acc"].to_numpy(dtype=float)
+        if len(accs) == len(eps_of):
+            keep.append((i, *mean_ci95(accs), len(accs)))
+    out = rows.loc[[k[0] for k in keep]].copy()
+    out["acc"], out["acc_ci95"], out["n_episodes"] = ([k[j] for k in keep] for j in (1, 2, 3))
+    return out
+
+
+def tables(summary: pd.DataFrame, episodes: pd.DataFrame | None = None) -> list[Table]:
+    """The report's tables from a summary frame (rows of failed trials are left out); with the
+    per-episode table, the adaptive table's columns are recomputed on one set of episodes."""
     ok = summary[summary["status"] == "ok"].copy()
     if ok.empty:
         return []
@@ -133,20 +165,25 @@ def tables(summary: pd.DataFrame) -> list[Table]:
         wb = wb.assign(row=row_labels(wb), col=np.where(wb["attack"] == "none", "clean",
                                     wb["attack"] + wb["attack_params"].map(_steps) + " " + wb["eps_str"]))
         out.append(_pivot(wb, ["row"], ["col"], "White-box attacks on the query (TAFL table, R-MAML SA/RA)", []))
-    ada = ok[ok["scenario"].isin(["support", "support+query"])]
+    ada = _last_step(ok[ok["scenario"].isin(["support", "support+query"])])
     if not ada.empty:
-        # Beside the query-only PGD of the same trials: what attacking the support adds.
-        base = _last_step(ok[(ok["scenario"] == "whitebox") & ok["attack"].isin(["none", "pgd"])
-                             & ok["trial_id"].isin(ada["trial_id"])])
+        # Beside the query-only attacks of the same trials: what attacking the support adds. Every
+        # column over the same episodes (those the support attacks ran on), so a row is paired.
+        steps = ada["attack_params"].map(_steps)
+        base = _last_step(ok[(ok["scenario"] == "whitebox") & ok["trial_id"].isin(ada["trial_id"])])
+        base = base[(base["attack"] == "none") | (base["attack"] == "autoattack")
+                    | ((base["attack"] == "pgd") & base["attack_params"].map(_steps).isin(set(steps)))]
+        base = _on_episodes_of(base, ada, episodes)
         both = pd.concat([base, ada], ignore_index=True)
-        names = {"none": "clean", "pgd": "query"}
-        both = both.assign(row=row_labels(both), col=np.where(
-            both["scenario"] == "whitebox", both["attack"].map(names) + " " + np.where(both["attack"] == "none", "",
-                                                                                      both["eps_str"]),
-            np.where(both["scenario"] == "support", "support", "support+query") + " " + both["eps_str"]))
-        both["col"] = both["col"].str.strip()
-        out.append(_pivot(both, ["row"], ["col"], "Attacks through the adaptation: PGD on the query, on the support "
-                          "(clean query, through the fine-tuning), on both", []))
+        label = np.where(both["attack"] == "none", "clean", np.where(
+            both["scenario"] == "whitebox", "query " + both["attack"] + both["attack_params"].map(_steps),
+            both["scenario"].astype(str) + both["attack_params"].map(_steps)))
+        both = both.assign(row=row_labels(both), col=pd.Series(label, index=both.index).str.cat(
+            np.where(both["attack"] == "none", "", both["eps_str"]), sep=" ").str.strip())
+        n = sorted({int(v) for v in ada["n_episodes"].dropna()})
+        out.append(_pivot(both, ["row"], ["col"], "Attacks through the adaptation: on the query, on the support "
+                          "(clean query, through the fine-tuning), on both"
+                          + (f" — every column on the same {'/'.join(map(str, n))} episodes" if n else ""), []))
     l2l = ok[ok["scenario"] == "l2l"]
     if not l2l.empty:
         l2l = l2l.assign(row=row_labels(l2l), col=np.where(l2l["attack"] == "none", "clean", l2l["attack"] + " " + l2l["eps_str"]))
@@ -234,7 +271,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
         from advmeta.errors import ConfigError
 
         raise ConfigError(f"report folder {out_dir}: cannot create it ({err.strerror or err}); choose another --out") from None
-    tabs = tables(summary)
+    tabs = tables(summary, episodes)
     failed = summary[summary["status"] != "ok"]
     md = [f"# Results of `{Path(str(folder)).name}`", "",
           f"{len(set(summary['trial_id'].astype(str)) | set(curves['trial_id'].astype(str)))} trials, "

@@ -33,8 +33,12 @@ def test_paper_tables_trials() -> None:
         ["plain", "pgm", "naive-l2l", "grad-l2l", "2step-l2l"])
     assert len({s.trial_id for s in specs}) == len(specs) == 31
     maml1 = next(s for s in meta if s.method == "maml" and s.train["k_shot"] == 1)
-    assert set(maml1.table) == {"adml", "tafl", "rmaml"}
-    assert {e["scenario"] for e in maml1.evals} == {"surrogate", "whitebox"}
+    assert set(maml1.table) == {"adml", "tafl", "rmaml", "adaptive"}
+    assert {e["scenario"] for e in maml1.evals} == {"surrogate", "whitebox", "support", "support+query"}
+    # the adaptive table adds evaluations to its seven methods' trials, never a training
+    adaptive = {s.method for s in meta if "adaptive" in s.table}
+    assert adaptive == {"maml", "aq", "tafl", "rmaml-out", "protonet", "aq-protonet", "adml"}
+    assert all(len(s.table) > 1 for s in meta if "adaptive" in s.table)
     adml = [s for s in meta if s.method == "adml"]
     assert all(s.hparams["first_order"] is False for s in adml)
     surrogate = next(e for e in maml1.evals if e["scenario"] == "surrogate")
@@ -86,9 +90,9 @@ def test_surrogate_rule_sets_the_adml_table_and_what_trains_on_the_surrogate() -
     specs = expand(grid, data, get_budget("quick"), dataset="omniglot", seed=0, table_eps=quick)
     by = {s.method: s for s in specs if s.family == "meta"}
     assert by["adml"].hparams["train_eps"] == by["maml-ad"].hparams["train_eps"] == "48/255"
-    assert set(by["adml"].table) == {"adml", "tafl"}  # one ADML trial for both tables
+    assert set(by["adml"].table) == {"adml", "tafl", "adaptive"}  # one ADML trial for the three tables
     assert by["aq"].hparams["train_eps"] == by["adml-wb"].hparams["train_eps"] == "32/255"
-    assert set(by["aq"].table) == {"adml", "tafl", "rmaml"}
+    assert set(by["aq"].table) == {"adml", "tafl", "rmaml", "adaptive"}
     sur = next(e for e in by["maml"].evals if e["scenario"] == "surrogate")
     wb = next(e for e in by["maml"].evals if e["scenario"] == "whitebox")
     assert sur["eps"] == ["48/255"] and wb["eps"] == ["32/255"]
@@ -208,3 +212,44 @@ def test_budget_for_dataset_applies_only_that_datasets_fields() -> None:
     assert (mini.image_size, mini.iterations, mini.by_dataset) == (42, 1000, ())
     assert b.for_dataset("omniglot") == replace(quick, by_dataset=())
     assert get_budget("quick", "omniglot").iterations == quick.iterations
+
+
+def test_the_budget_sets_autoattack_and_a_grid_eval_overrides_it() -> None:
+    """Quick runs AutoAttack's APGD part with the budget's steps, paper its own 100 APGD
+    iterations; a grid's `attack_params` wins; the settings reach the evaluation protocol."""
+    from advmeta.tune.epsplan import TableEps
+    from advmeta.tune.family_meta import protocols
+    from advmeta.tune.families import RunContext
+
+    grid, data = load_grid("paper-tables")
+    eps = {t: TableEps(("32/255",), "calibrated") for t in ("adml", "tafl", "rmaml", "adaptive", "l2l")}
+
+    def autoattack(budget: str, grid_data: dict) -> dict:  # type: ignore[type-arg]
+        specs = expand(grid, grid_data, get_budget(budget), dataset="omniglot", seed=0, table_eps=eps)
+        maml = next(s for s in specs if s.method == "maml" and s.train["k_shot"] == 1)
+        (protocol,) = [p for p in protocols(maml, RunContext(sweep_dir="x")) if "autoattack" in p.attacks]
+        return protocol.params_of("autoattack")
+
+    quick = autoattack("quick", data)
+    assert quick["components"] == ["apgd-ce", "apgd-t"] and quick["steps"] == 10 and quick["n_queries"] == 1000
+    assert autoattack("paper", data)["steps"] == 100 and "components" not in autoattack("paper", data)
+    import copy
+
+    own = copy.deepcopy(data)
+    table = next(t for t in own["tables"] if t["name"] == "adaptive")
+    table["evals"][0]["attack_params"] = {"autoattack": {"components": ["apgd-ce", "square"], "n_queries": 50}}
+    assert autoattack("quick", own) == {**quick, "components": ["apgd-ce", "square"], "n_queries": 50}
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"pgd": {"steps": 3}}, "not one of this eval's attacks"),
+    ({"autoattack": {"stepz": 3}}, "unknown setting"),
+    ({"autoattack": {"components": ["banana"]}}, "components must be some of"),
+    ({"autoattack": {"steps": 0}}, "steps must be an integer"),
+    ({"autoattack": 3}, "must be a table"),
+])
+def test_bad_attack_params_in_a_grid_are_config_errors(params: dict, message: str) -> None:  # type: ignore[type-arg]
+    from advmeta.tune.validate import check_eval
+
+    with pytest.raises(ConfigError, match=message):
+        check_eval({"scenario": "whitebox", "attacks": ["autoattack"], "eps": ["8/255"], "attack_params": params}, "t")

@@ -145,7 +145,7 @@ def test_cost_estimate_puts_the_longest_trials_first() -> None:
     from advmeta.tune.runner import cost_estimate
 
     grid, data = load_grid("paper-tables")
-    eps = {t: TableEps(("32/255",), "calibrated") for t in ("adml", "tafl", "rmaml", "l2l")}
+    eps = {t: TableEps(("32/255",), "calibrated") for t in ("adml", "tafl", "rmaml", "adaptive", "l2l")}
     specs = expand(grid, data, get_budget("quick"), dataset="omniglot", seed=0, table_eps=eps)
     order = [s.method for s in sorted(specs, key=cost_estimate, reverse=True)]
     assert order[0] == "adml" and order[-1] == "plain"
@@ -168,5 +168,34 @@ def test_report_puts_the_support_attacks_beside_the_query_attack() -> None:
     ada = [t for t in tables(to_frame(rows, "summary")) if t.title.startswith("Attacks through the adaptation")]
     assert len(ada) == 1
     md = to_markdown(ada[0])
-    assert "| row | clean | query 32/255 | support 32/255 | support+query 32/255 |" in md
+    assert "| row | clean | query pgd 32/255 | support 32/255 | support+query 32/255 |" in md
     assert "| maml | 85.00 ± 1.00 | 23.00 ± 1.00 | 47.00 ± 1.00 | 7.00 ± 1.00 |" in md
+
+
+def test_the_adaptive_table_pairs_every_column_on_the_support_attacks_episodes() -> None:
+    """Query PGD on 4 episodes, the support attack on the first 2: the query column is re-averaged
+    over those 2 (per-episode table), so the row compares like with like."""
+    import json
+
+    from advmeta.report import tables, to_markdown
+    from advmeta.results import mean_ci95
+
+    pgd = json.dumps({"steps": 10})
+    base = {"sweep": "s", "trial_id": "m", "status": "ok", "error": "", "method": "maml", "hparams": "{}",
+            "eps": 32 / 255, "eps_str": "32/255", "finetune_step": 3, "k_shot": 1}
+    evals = {("whitebox", "clean", "clean", "none", "{}"): [80.0, 90.0, 10.0, 20.0],
+             ("whitebox", "clean", "adv", "pgd", pgd): [40.0, 60.0, 0.0, 0.0],
+             ("support", "adv", "clean", "pgd", pgd): [70.0, 80.0]}
+    rows, eps_rows = [], []
+    for (scenario, support, query, attack, params), accs in evals.items():
+        key = {"scenario": scenario, "support": support, "query": query, "attack": attack, "attack_params": params}
+        mean, ci = mean_ci95(accs)
+        rows.append({**base, **key, "acc": mean, "acc_ci95": ci, "n_episodes": len(accs)})
+        eps_rows += [{"sweep": "s", "trial_id": "m", "method": "maml", "eps_str": "32/255", "finetune_step": 3, **key,
+                      "episode_index": i, "acc": a} for i, a in enumerate(accs)]
+    summary, episodes = to_frame(rows, "summary"), to_frame(eps_rows, "episodes")
+    (ada,) = [t for t in tables(summary, episodes) if t.title.startswith("Attacks through the adaptation")]
+    md = to_markdown(ada)
+    assert "same 2 episodes" in ada.title
+    assert "| row | clean | query pgd-10 32/255 | support-10 32/255 |" in md
+    assert "| maml | **85.00 ± 9.80** | **50.00 ± 19.60** | **75.00 ± 9.80** |" in md  # one row: all best

@@ -99,6 +99,13 @@ class Budget:
             ``square``, and the ``support`` / ``support+query`` scenarios (``None``: as the
             other white-box evals). Quick: 10 (AutoAttack with Square-1000 measured 21 s per
             Omniglot episode on one core, the support scenarios 1.1–1.2 s).
+        attack_params: ``(attack, ((setting, value), ...))`` pairs: test settings of an attack at
+            this budget, recorded in every row's ``attack_params`` (a grid's own eval settings
+            win). Quick: AutoAttack's gradient part only, APGD-CE then targeted APGD-DLR — Square's
+            1000 queries are 1000 forwards of an episode's 75 queries (transductive batch norm
+            couples them), 52–63 s of each Omniglot episode in trials against 5 s for the APGD
+            runs, measured; the gradient-free side is the masking checks' Square at quick. Paper:
+            AutoAttack's 100 APGD iterations (the papers' PGD counts are for PGD).
     """
 
     name: str
@@ -137,6 +144,7 @@ class Budget:
     by_dataset: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
     checks: tuple[tuple[str, Any], ...] = ()
     adaptive_episodes: int | None = None
+    attack_params: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
     gail_iterations: int | None = None
     gail_batch_steps: int | None = None
 
@@ -188,6 +196,7 @@ BUDGETS: dict[str, Budget] = {
         l2l_num_classes=5, surrogate_steps=10, l2l_test_images=50, calibration_episodes=4, l2l_attacker="slim",
         checks=(("episodes", 1), ("converge_steps", 1), ("converge_restarts", 1), ("square_queries", 10)),
         adaptive_episodes=2, gail_iterations=3, gail_batch_steps=300,
+        attack_params=(("autoattack", (("n_queries", 20),)),),
     ),
     # quick: sized by measurement for one hour of 2 CPU cores on Omniglot (README): 5 training
     # queries per class (MAML 88.4 % on the test classes after 600 iterations, 152 s; 15 queries:
@@ -206,6 +215,7 @@ BUDGETS: dict[str, Budget] = {
                                           ("rmaml-out", 600)), l2l_eval_batches=1,
         adversarial_iterations=450,
         checks=(("episodes", 2), ("converge_restarts", 2), ("square_queries", 300)), adaptive_episodes=10,
+        attack_params=(("autoattack", (("components", ("apgd-ce", "apgd-t")),)),),
         # GAIL: 300 iterations of 2000 pairs (~0.5 s an iteration on one core, measured: the `gail`
         # grid's 20 runs in about half an hour on 2 cores); Ho & Ermon sample 5000 per iteration.
         gail_iterations=300, gail_batch_steps=2000,
@@ -226,6 +236,7 @@ BUDGETS: dict[str, Budget] = {
         q_query=15, test_episodes=600, attack_steps=20, image_size=None, inner_steps=None, test_inner_steps=None,
         l2l_epochs=100, l2l_train_per_class=None, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 34), ("widen", 10)),
         l2l_num_classes=None, surrogate_steps=1500, gail_iterations=1000, gail_batch_steps=5000,
+        attack_params=(("autoattack", (("steps", 100),)),),  # AutoAttack's own APGD iterations
     ),
 }
 

@@ -59,7 +59,9 @@ def protocols(spec: Any, ctx: RunContext) -> list[Any]:
         key = f"{ev.get('split', 'test')}|{n}|{steps}|{q}"
         g = groups.setdefault(key, {"split": ev.get("split", "test"), "n_episodes": n, "steps": steps, "q_query": q,
                                     "scenarios": ["finetune"], "attacks": [], "eps": [], "surrogate_eps": [],
-                                    "surrogate_supports": []})
+                                    "surrogate_supports": [], "settings": {}})
+        for attack, settings in dict(ev.get("attack_params", {})).items():  # the budget's or the grid's
+            g["settings"].setdefault(attack, {}).update(settings)
         if scenario not in g["scenarios"]:
             g["scenarios"].append(scenario)
         if scenario == "whitebox":
@@ -72,11 +74,25 @@ def protocols(spec: Any, ctx: RunContext) -> list[Any]:
         elif scenario == "surrogate":
             g["surrogate_eps"] += [e for e in ev.get("eps", ["2/255"]) if e not in g["surrogate_eps"]]
             g["surrogate_supports"] += [s for s in ev.get("support", ["clean"]) if s not in g["surrogate_supports"]]
+    # An attack that two groups run with the same settings runs once, on the larger group: the
+    # smaller's episodes are the first of the larger's (same split, queries and seed; each
+    # episode's attack draws from its own index), and the report reads them per episode.
+    for g in groups.values():
+        for h in groups.values():
+            if (h is not g and h["n_episodes"] > g["n_episodes"]
+                    and (h["split"], h["q_query"], h["steps"]) == (g["split"], g["q_query"], g["steps"])
+                    and "whitebox" in h["scenarios"] and set(g["eps"]) <= set(h["eps"])):
+                g["attacks"] = [a for a in g["attacks"]
+                                if a not in h["attacks"] or g["settings"].get(a) != h["settings"].get(a)]
+        if "whitebox" in g["scenarios"] and not g["attacks"]:
+            g["scenarios"].remove("whitebox")
     out = []
     for g in groups.values():
         params = {a: {"steps": int(g["steps"])} for a in g["attacks"] if attack_info(a).iterative and g["steps"]}
         if g.get("adaptive") and g["steps"]:
             params.setdefault("pgd", {"steps": int(g["steps"])})
+        for attack, settings in g["settings"].items():
+            params[attack] = {**params.get(attack, {}), **settings}
         kwargs: dict[str, Any] = {"split": g["split"], "n_episodes": g["n_episodes"], "scenarios": tuple(g["scenarios"]),
                                   "q_query": None if g["q_query"] is None else int(g["q_query"]),
                                   "chunk": min(50, g["n_episodes"]), "device": ctx.device, "sweep": spec.sweep,

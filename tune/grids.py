@@ -202,6 +202,12 @@ def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps 
         if ev.get("scenario") != "l2l":
             full["q_query"] = budget.q_query
         full.update(ev)
+        listed = attacks if isinstance(attacks, list) else [attacks]
+        own = {str(a): dict(p) for a, p in dict(ev.get("attack_params", {})).items()}
+        by_budget = {a: {k: list(v) if isinstance(v, tuple) else v for k, v in p}
+                     for a, p in budget.attack_params if a in listed}
+        if own or by_budget:  # the budget's settings of an attack, the grid's own winning
+            full["attack_params"] = {a: {**by_budget.get(a, {}), **own.get(a, {})} for a in sorted({*own, *by_budget})}
         if full.get("scenario", "whitebox") == "whitebox":
             # The masking checks of every white-box evaluation, sized by the budget (a grid's
             # `checks = false` turns them off, a table of CheckSettings fields overrides).

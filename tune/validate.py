@@ -80,9 +80,50 @@ def check_eval(ev: Mapping[str, Any], table: str) -> None:
         raise ConfigError(_where(table, f"unknown split {ev['split']!r}; use {', '.join(SPLITS)}"))
     if "checks" in ev:
         _check_checks(ev["checks"], _where(table, "checks"))
+    if "attack_params" in ev:
+        _check_attack_params(ev["attack_params"], attacks, _where(table, "attack_params"))
     for key in _POSITIVE_INTS:
         if key in ev and ev[key] is not None:
             _positive_int(ev[key], _where(table, key))
+
+
+def _check_attack_params(value: Any, attacks: list[Any], where: str) -> None:
+    """``attack_params = { autoattack = { components = [...] } }``: settings of the eval's own
+    attacks, each a keyword of that attack, its values tried on a toy input up front."""
+    import inspect
+
+    from advmeta.attacks import get_attack
+
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: must be a table of attack = {{ setting = value }}")
+    for attack, settings in value.items():
+        if attack not in attacks:
+            raise ConfigError(f"{where}: {attack!r} is not one of this eval's attacks ({', '.join(map(str, attacks))})")
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"{where}.{attack}: must be a table of setting = value")
+        known = [p for p in inspect.signature(get_attack(attack)).parameters if p not in ("model_fn", "x", "y", "eps",
+                                                                                           "generator")]
+        bad = sorted(set(settings) - set(known))
+        if bad:
+            raise ConfigError(f"{where}.{attack}: unknown setting(s) {bad}; known: {', '.join(known)}")
+        _try_attack(attack, dict(settings), f"{where}.{attack}")
+
+
+def _try_attack(attack: str, settings: dict[str, Any], where: str) -> None:
+    """Run ``attack`` with ``settings`` once on a 4×4 toy (milliseconds), so a bad value is an
+    error now rather than after a trial has trained."""
+    import torch
+
+    from advmeta.attacks import get_attack
+
+    x = torch.full((2, 1, 4, 4), 0.5)
+    weight = torch.linspace(-1, 1, 16 * 3).reshape(16, 3)
+    try:
+        get_attack(attack)(lambda z: z.flatten(-3) @ weight, x, torch.tensor([0, 1]), eps=8 / 255, **settings)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {settings} rejected ({err})") from None
 
 
 def check_axes(axes: Mapping[str, list[Any]], table: str) -> None:
