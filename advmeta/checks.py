@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from advmeta.attacks import AttackSpec, ModelFn
 from advmeta.eps import format_eps, parse_eps
 from advmeta.results import mean_ci95
 
-ModelFn = Callable[[Tensor], Tensor]
 Generators = Callable[[str], Any]  # tag -> generator(s) for the checked episodes
 
 CHECKS: dict[str, str] = {
@@ -182,8 +182,6 @@ class MaskingChecks:
             gens: the generators of a tag (one per episode: the checks' random starts).
             transfer_x: the surrogate's adversarial queries at this ε, when the trial has them.
         """
-        from advmeta.learners import AttackSpec
-
         st = self.settings
         self.episodes += qx.shape[0]
         t0 = time.perf_counter()

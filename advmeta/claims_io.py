@@ -65,7 +65,7 @@ def write_claims(source: str | Path | pd.DataFrame, out_dir: str | Path | None =
             raise ConfigError("write_claims: give out_dir when the source is a frame")
         frame = source if "verdict" in source else evaluate_claims(source, episodes, manifest, claim_files)
     else:
-        from advmeta.report import load, load_manifest
+        from advmeta.results import load, load_manifest
 
         summary, eps = load(source)
         if manifest is None:

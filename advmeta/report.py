@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from advmeta.results import HPARAM_PREFIX
-
-_SKIP_HP = {"inner_steps", "test_inner_steps"}
+from advmeta.report_common import gaussian_kde, row_labels
+from advmeta.results import load, load_manifest
 
 
 @dataclass
@@ -32,61 +31,6 @@ class Table:
     ci: pd.DataFrame
     best: pd.DataFrame
     """Booleans: the best (highest) mean of its column within its block of rows."""
-
-
-def load(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The ``summary`` and ``episodes`` tables of a sweep folder (local path or URI)."""
-    import pyarrow.parquet as pq
-
-    from advmeta.bank import filesystem
-
-    import pyarrow as pa
-
-    from advmeta.errors import CorruptDataError
-
-    fs, root = filesystem(str(folder))
-    try:
-        summary = pq.read_table(f"{root}/summary.parquet", filesystem=fs).to_pandas()
-    except (pa.ArrowInvalid, OSError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise CorruptDataError(f"{folder}/summary.parquet is not a readable Parquet file ({str(err).splitlines()[0][:160]}); "
-                               "re-run the sweep into this folder to rewrite it") from None
-    missing = [c for c in ("trial_id", "method", "scenario", "acc") if c not in summary.columns]
-    if missing:
-        raise CorruptDataError(f"{folder}/summary.parquet is not an advmeta summary (no {', '.join(missing)} column)")
-    try:
-        episodes = pq.read_table(f"{root}/episodes.parquet", filesystem=fs).to_pandas()
-    except (FileNotFoundError, OSError, pa.ArrowInvalid):
-        episodes = pd.DataFrame()
-    return summary, episodes
-
-
-def row_labels(frame: pd.DataFrame, shots: bool = True) -> pd.Series:
-    """``method`` plus the hyper-parameters that vary among that method's rows (``tafl gamma=2 k=1``).
-
-    Args:
-        frame: summary rows.
-        shots: prefix ``K-shot`` when the rows mix shots (and the table has no column for it).
-    """
-    hp_cols = [c for c in frame.columns if c.startswith(HPARAM_PREFIX) and c[len(HPARAM_PREFIX):] not in _SKIP_HP]
-    labels = frame["method"].astype(str).copy()
-    for method, idx in frame.groupby("method").groups.items():
-        sub = frame.loc[idx]
-        varying = [c for c in hp_cols if sub[c].astype(str).nunique(dropna=False) > 1]
-        if varying:
-            labels.loc[idx] = sub.apply(lambda r: f"{method} " + " ".join(
-                f"{c[len(HPARAM_PREFIX):]}={_fmt(r[c])}" for c in varying), axis=1)
-    if shots and "k_shot" in frame and frame["k_shot"].nunique() > 1:
-        has = frame["k_shot"].notna()
-        labels = labels.where(~has, frame["k_shot"].astype("string").fillna("") + "-shot " + labels)
-    return labels.astype(str)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
 
 
 def _steps(params: Any) -> str:
@@ -236,17 +180,6 @@ def to_latex(table: Table) -> str:
         lines.append(" & ".join([_tex(x) for x in _index_text(key)] + cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     return "\n".join(lines) + "\n"
-
-
-def gaussian_kde(samples: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Gaussian kernel density of ``samples`` on ``grid`` with Scott's bandwidth (numpy only)."""
-    x = np.asarray(samples, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size < 2 or np.std(x) == 0:
-        return np.zeros_like(grid, dtype=np.float64)
-    h = 1.06 * np.std(x, ddof=1) * x.size ** (-1 / 5)
-    z = (grid[:, None] - x[None, :]) / h
-    return np.exp(-0.5 * z**2).sum(1) / (x.size * h * math.sqrt(2 * math.pi))
 
 
 def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str, Any]:
@@ -406,18 +339,6 @@ def overview_markdown(summary: pd.DataFrame, claims: pd.DataFrame, manifest: dic
             lines.append(f"| {first['method']} | {shot} | " + " | ".join(cells)
                          + f" | {float(first['train_seconds']):.0f} | {flag} |")
     return "\n".join(lines) + "\n"
-
-
-def load_manifest(folder: str | Path) -> dict[str, Any] | None:
-    """The sweep's ``sweep.json`` (None when absent or unreadable)."""
-    from advmeta.bank import filesystem
-
-    fs, root = filesystem(str(folder))
-    try:
-        with fs.open_input_stream(f"{root}/sweep.json") as inp:
-            return dict(json.loads(inp.read().decode()))
-    except (FileNotFoundError, OSError, ValueError):
-        return None
 
 
 def attacked_tables(manifest: dict[str, Any] | None) -> dict[str, Any]:

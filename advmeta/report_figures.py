@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from advmeta.report import gaussian_kde, row_labels
+from advmeta.report_common import gaussian_kde, row_labels
 
 
 def _plt():  # type: ignore[no-untyped-def]

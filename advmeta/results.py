@@ -269,3 +269,48 @@ def schema_markdown() -> str:
 
 if __name__ == "__main__":
     print(schema_markdown())
+
+
+def load(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``summary`` and ``episodes`` tables of a sweep folder (local path or URI).
+
+    Raises:
+        FileNotFoundError: the folder holds no ``summary.parquet``.
+        CorruptDataError: it is not a readable advmeta summary.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from advmeta.bank import filesystem
+    from advmeta.errors import CorruptDataError
+
+    fs, root = filesystem(str(folder))
+    try:
+        summary = pq.read_table(f"{root}/summary.parquet", filesystem=fs).to_pandas()
+    except (pa.ArrowInvalid, OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise CorruptDataError(f"{folder}/summary.parquet is not a readable Parquet file ({str(err).splitlines()[0][:160]}); "
+                               "re-run the sweep into this folder to rewrite it") from None
+    missing = [c for c in ("trial_id", "method", "scenario", "acc") if c not in summary.columns]
+    if missing:
+        raise CorruptDataError(f"{folder}/summary.parquet is not an advmeta summary (no {', '.join(missing)} column)")
+    try:
+        episodes = pq.read_table(f"{root}/episodes.parquet", filesystem=fs).to_pandas()
+    except (FileNotFoundError, OSError, pa.ArrowInvalid):
+        episodes = pd.DataFrame()
+    return summary, episodes
+
+
+
+def load_manifest(folder: str | Path) -> dict[str, Any] | None:
+    """The sweep's ``sweep.json`` (None when absent or unreadable)."""
+    from advmeta.bank import filesystem
+
+    fs, root = filesystem(str(folder))
+    try:
+        with fs.open_input_stream(f"{root}/sweep.json") as inp:
+            return dict(json.loads(inp.read().decode()))
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+

@@ -8,11 +8,9 @@ as the unbroken run would have.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,102 +20,19 @@ import torch
 from advmeta import checkpoint as ckpt_io
 from advmeta.env import configure_allocator, resolve_device, set_threads
 from advmeta.errors import ConfigError
-from advmeta.factory import build_learner, learner_config
+from advmeta.factory import build_learner
 from advmeta.learners import config_dict, get_learner
 from advmeta.protocol import Bank
 from advmeta.train_bank import check_training_bank, training_bank_request
+from advmeta.results import mean_ci95
+from advmeta.train_config import RUN_ONLY_FIELDS, TrainConfig
 
 __all__ = ["TrainConfig", "RUN_ONLY_FIELDS", "train", "training_bank_request", "check_training_bank", "validate",
            "load_dataset", "make_surrogate"]
-from advmeta.results import mean_ci95
 
 Report = Callable[[dict[str, Any], "Path | None"], None]
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a meta-training run (learner, model, data, budget, seed).
-
-    Attributes:
-        method: registered learner name (``maml``, ``aq``, ``tafl``, …).
-        hparams: the learner's hyper-parameters (fields of ``get_learner(method).Config``).
-        dataset: few-shot dataset name (``omniglot``, ``miniimagenet``, …).
-        data_root: data folder (None: ``$ADVMETA_DATA`` or the cache).
-        image_size: image side (None: the dataset's default).
-        split_scheme: class split of the dataset (None: the standard one, Vinyals for Omniglot).
-        backbone: registered model name (None: the learner's default; Conv4 for MAML-family).
-        width: conv filters (None: 64 at ≤32 px and for metric learners, 32 at 84 px).
-        bn_mode: ``batch`` (transductive batch statistics, MAML-family default) or ``running``.
-        n_way, k_shot, q_query: the episode shape (queries per class).
-        meta_batch: tasks per meta-update.
-        iterations: meta-updates.
-        meta_lr: Adam learning rate of the meta-update (ADML uses its own β₁, β₂).
-        val_every: iterations between validations (0: only at the end).
-        val_episodes: held-out validation episodes (the ``val`` split).
-        checkpoint_every: iterations between checkpoints (the last iteration always writes one).
-        seed: seed of the initialisation, the episode streams and the attacks.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        vectorize: ``loop``, ``vmap`` or ``auto`` (vmap on CUDA only, by the benchmark).
-        threads: torch threads (None: ``OMP_NUM_THREADS`` or all CPUs).
-        surrogate_arch: model of the fixed surrogate (ADML, MAML-AD, surrogate evaluation).
-        surrogate_steps: Adam steps of the surrogate's training.
-        surrogate_classes: ``all`` (the paper's threat: every class of the dataset, true labels)
-            or ``train`` (meta-training classes only, predicted labels on unseen classes).
-        cache_dir: where the surrogate checkpoints are cached (None: the per-user cache).
-    """
-
-    method: str = "maml"
-    hparams: Mapping[str, Any] = field(default_factory=dict)
-    dataset: str = "omniglot"
-    data_root: str | None = None
-    image_size: int | None = None
-    split_scheme: str | None = None
-    backbone: str | None = None
-    width: int | None = None
-    bn_mode: str = "batch"
-    n_way: int = 5
-    k_shot: int = 1
-    q_query: int = 15
-    meta_batch: int = 4
-    iterations: int = 600
-    meta_lr: float = 1e-3
-    val_every: int = 100
-    val_episodes: int = 100
-    checkpoint_every: int = 100
-    seed: int = 0
-    device: str = "auto"
-    vectorize: str = "auto"
-    threads: int | None = None
-    surrogate_arch: str = "conv4"
-    surrogate_steps: int = 1500
-    surrogate_classes: str = "all"
-    cache_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        learner_config(self.method, self.hparams)  # unknown method / fields -> ConfigError
-        for name in ("n_way", "k_shot", "q_query", "meta_batch", "iterations", "val_episodes"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.bn_mode not in ("batch", "running"):
-            raise ConfigError(f"bn_mode must be batch or running, got {self.bn_mode!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["hparams"] = dict(self.hparams)
-        return out
-
-    def result_dict(self) -> dict[str, Any]:
-        """:meth:`to_dict` without the fields that do not change the result (:data:`RUN_ONLY_FIELDS`).
-
-        Resume compares this, so the same run continued on another device, with another data
-        path, cache or thread count (or the loop instead of vmap) is still the same run.
-        """
-        return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY_FIELDS}
-
-
-# Where and how a run executes, not what it computes. ``vectorize``: the loop and vmap paths give
-# the same numbers up to float rounding (tests/test_train.py), as CPU and CUDA do.
-RUN_ONLY_FIELDS = frozenset({"device", "data_root", "cache_dir", "threads", "vectorize"})
 
 
 def load_dataset(cfg: TrainConfig) -> Any:

@@ -8,16 +8,14 @@ because both attack one episode at a time (:func:`advmeta.surrogate.attack_per_e
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from advmeta.errors import ConfigError
 from advmeta.factory import learner_config
 from advmeta.learners import get_learner
-
-if TYPE_CHECKING:
-    from advmeta.train import TrainConfig
+from advmeta.train_config import TrainConfig
 
 
 def training_bank_request(cfg: TrainConfig) -> dict[str, Any] | None:

@@ -172,7 +172,7 @@ def method_eps_overrides(fields: Mapping[str, Any], eps: str) -> dict[str, Any]:
     step size that is not tied to ε (AQ-ProtoNet's 2/255, PGM's 2/255) follows it as
     max(2/255, ε/4), so a multi-step attack still reaches the boundary of the larger ball.
     """
-    from advmeta.learners._attack import auto_step_size
+    from advmeta.attacks import auto_step_size
 
     if eps == PENDING:
         step = PENDING

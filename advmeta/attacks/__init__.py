@@ -19,16 +19,20 @@ Example::
 
 from __future__ import annotations
 
-from advmeta.attacks._core import Norm
+from advmeta.attacks._core import ModelFn, Norm
 from advmeta.attacks._registry import ATTACKS, AttackInfo, attack_info, attack_names, get_attack, register_attack
 from advmeta.attacks._tasks import flatten_tasks, per_task, task_generator, task_generators, task_model_fn
+from advmeta.attacks.spec import AttackSpec, auto_step_size
 
 __all__ = [
     "ATTACKS",
     "AttackInfo",
+    "AttackSpec",
+    "ModelFn",
     "Norm",
     "attack_info",
     "attack_names",
+    "auto_step_size",
     "flatten_tasks",
     "get_attack",
     "per_task",

@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advmeta.attacks import ModelFn
 from advmeta.l2l.config import Method
-
-ModelFn = Callable[[Tensor], Tensor]
 
 
 @contextmanager

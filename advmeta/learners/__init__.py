@@ -9,7 +9,7 @@ frozen hyper-parameter dataclass ``Config``::
 
 from __future__ import annotations
 
-from advmeta.learners._attack import AttackSpec, ModelFn
+from advmeta.attacks import AttackSpec, ModelFn
 from advmeta.learners._base import Learner
 from advmeta.learners._registry import LEARNERS, config_dict, get_learner, hp, hparams, learner_names, register_learner
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from advmeta.errors import NonFiniteLossError
-from advmeta.learners._attack import ModelFn
+from advmeta.attacks import ModelFn
 from advmeta.protocol import Bank
 
 # A surrogate attack: (images (T, B, C, H, W), split-level labels (T, B) or None, ε) -> images.

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from advmeta.learners._attack import AttackSpec, ModelFn
+from advmeta.attacks import AttackSpec, ModelFn
 from advmeta.learners._base import Learner, accuracy
 from advmeta.learners._registry import hp, hparams
 from advmeta.learners._tasks import Params, ce, forward, head_names, inner_loop, map_tasks

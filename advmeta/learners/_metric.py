@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from advmeta.learners._attack import ModelFn
+from advmeta.attacks import ModelFn
 from advmeta.learners._base import Learner, accuracy
 from advmeta.learners._tasks import ce
 

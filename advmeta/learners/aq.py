@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from advmeta.learners._attack import AttackSpec
+from advmeta.attacks import AttackSpec
 from advmeta.learners._base import accuracy
 from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import hp, hparams, register_learner

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from advmeta.learners._attack import AttackSpec
+from advmeta.attacks import AttackSpec
 from advmeta.learners._base import accuracy
 from advmeta.learners._registry import hp, hparams, register_learner
 from advmeta.learners._tasks import ce

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from advmeta.learners._attack import AttackSpec
+from advmeta.attacks import AttackSpec
 from advmeta.learners._base import accuracy
 from advmeta.learners._contrastive import contrastive_loss
 from advmeta.learners._maml import MAMLBase, MAMLConfig

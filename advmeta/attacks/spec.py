@@ -1,6 +1,6 @@
 """A named attack with its settings, as learners and the evaluator use it.
 
-The attacks themselves live in :mod:`advmeta.attacks`; this only binds a name, ε and settings
+The attack functions live beside it in :mod:`advmeta.attacks`; this only binds a name, ε and settings
 so that a learner's hyper-parameters or an evaluation protocol can describe an attack, run it
 on a logits callable, and record it (``attack_params`` JSON of the result rows).
 """
@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from advmeta.attacks._core import ModelFn
+from advmeta.attacks._registry import get_attack
 from advmeta.eps import Eps, format_eps, parse_eps
-
-ModelFn = Callable[[Tensor], Tensor]
 
 
 def auto_step_size(eps: float) -> str:
@@ -55,8 +55,6 @@ class AttackSpec:
         return format_eps(self.eps)
 
     def _fn(self) -> Callable[..., Tensor]:
-        from advmeta.attacks import get_attack  # lazy: the attack package registers on first use
-
         return get_attack(self.name)
 
     def accepted(self) -> dict[str, Any]:
