@@ -291,7 +291,9 @@ def masking_section(checks: pd.DataFrame) -> list[str]:
 
 _OVERVIEW_COLUMNS = (
     ("clean", "finetune", "clean", "clean", "none"), ("PGD wb", "whitebox", "clean", "adv", "pgd"),
-    ("worst wb", "whitebox", "clean", "adv", "worst"), ("sur clean/clean", "surrogate", "clean", "clean", "none"),
+    ("worst wb", "whitebox", "clean", "adv", "worst"), ("AutoAttack", "whitebox", "clean", "adv", "autoattack"),
+    ("support", "support", "adv", "clean", "pgd"), ("support+query", "support+query", "adv", "adv", "pgd"),
+    ("sur clean/clean", "surrogate", "clean", "clean", "none"),
     ("sur clean/adv", "surrogate", "clean", "adv", "transfer"), ("sur adv/adv", "surrogate", "adv", "adv", "transfer"),
     ("l2l clean", "l2l", None, None, "none"), ("l2l pgd-20", "l2l", None, None, "pgd-20"))
 
@@ -301,8 +303,9 @@ def overview_markdown(summary: pd.DataFrame, claims: pd.DataFrame, manifest: dic
     """A page a README can show as is: the verdicts, each table's ε, and accuracy per method.
 
     The accuracy table has one row per trial (method × shot) and one column per kind of row
-    (clean after fine-tuning; white-box PGD and the per-query worst case at the table's ε;
-    ADML's surrogate table, support/query; the L2L table), at the last fine-tune step.
+    (clean after fine-tuning; white-box PGD, the per-query worst case and AutoAttack at the table's
+    ε; PGD through the fine-tuning on the support, and on support and query; ADML's surrogate
+    table, support/query; the L2L table), at the last fine-tune step.
     """
     from advmeta.claims_io import format_value
 

@@ -110,20 +110,34 @@ def test_tafl_weights_are_detached_and_average_one() -> None:
     assert torch.allclose(task_weights(lar, gamma=0.0, k=1.0), torch.ones(4, dtype=torch.float64))
 
 
-def test_tafl_loss_is_weighted_aq_loss() -> None:
+def test_tafl_loss_against_a_hand_computation() -> None:
+    """TAFL's meta-loss from scratch in float64: each task's inner step, the logits, L_AR and the
+    focal weights by hand (torch.func), none of it through the learner's code. Only the
+    adversarial query is the learner's own (the attack has its own contract and strength tests)."""
     ep = episodes(t=4)
-    tafl = make("tafl", inner_lr=0.3, inner_steps=1, train_eps="16/255", gamma=2.0)
-    loss, stats = tafl.meta_loss(ep, torch.Generator().manual_seed(3))
-    aq = make("aq", net=tafl.net, inner_lr=0.3, inner_steps=1, train_eps="16/255")
-    fast = aq.adapt(aq.params(), ep.support_x, ep.support_y)
-    x_adv = aq.adversarial_query(fast, ep, torch.Generator().manual_seed(3))
-    ce_adv = F.cross_entropy(aq.logits(fast, x_adv).flatten(0, 1), ep.query_y.flatten(), reduction="none").view(4, -1)
-    ce_clean = F.cross_entropy(aq.logits(fast, ep.query_x).flatten(0, 1), ep.query_y.flatten(),
-                               reduction="none").view(4, -1)
+    alpha, gamma, k = 0.3, 2.0, 1.0
+    tafl = make("tafl", inner_lr=alpha, inner_steps=1, train_eps="16/255", gamma=gamma, k=k)
+    loss, _ = tafl.meta_loss(ep, torch.Generator().manual_seed(3))
+    theta = dict(tafl.net.named_parameters())
+
+    def f(params: dict, x: torch.Tensor) -> torch.Tensor:  # type: ignore[type-arg]
+        return functional_call(tafl.net, params, (x,))
+
+    per_task = []
+    for t in range(4):
+        inner = F.cross_entropy(f(theta, ep.support_x[t]), ep.support_y[t])
+        grads = torch.autograd.grad(inner, list(theta.values()))
+        per_task.append({name: v - alpha * g for (name, v), g in zip(theta.items(), grads)})
+    fast = {name: torch.stack([p[name] for p in per_task]) for name in theta}
+    x_adv = tafl.adversarial_query(fast, ep, torch.Generator().manual_seed(3))
+    ce_adv = torch.stack([F.cross_entropy(f(per_task[t], x_adv[t]), ep.query_y[t], reduction="none") for t in range(4)])
+    ce_clean = torch.stack([F.cross_entropy(f(per_task[t], ep.query_x[t]), ep.query_y[t], reduction="none")
+                            for t in range(4)])
     lar = torch.clamp(ce_adv.sum(1) - ce_clean.sum(1), min=1e-3).detach()
-    m = (1 - torch.exp(-lar)) ** 2
+    m = (1 - torch.exp(-k * lar)) ** gamma
     ref = (m / m.mean() * ce_adv.mean(1)).mean()
-    assert torch.allclose(loss, ref)
+    assert loss.dtype == torch.float64 and torch.allclose(loss, ref, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(ref, ce_adv.mean())  # the weights matter on these tasks
 
 
 @pytest.mark.parametrize("recompute", [True, False])

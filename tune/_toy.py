@@ -34,6 +34,8 @@ class ToyConfig:
         seconds: seconds each iteration sleeps (simulates work).
         crash_at: raise at this iteration (-1: never).
         crash_times: how many attempts crash before one gets through (counted in the work dir).
+        gate: a file path; when set, every iteration after the first waits until it exists (a
+            test holds trials mid-run without racing a clock).
     """
 
     gamma: float = 2.0
@@ -42,6 +44,7 @@ class ToyConfig:
     seconds: float = 0.0
     crash_at: int = -1
     crash_times: int = 1
+    gate: str = ""
 
 
 def methods() -> list[str]:
@@ -73,6 +76,8 @@ def run(spec: Any, ctx: Any, report: Any) -> tuple[list[dict[str, Any]], list[di
     every = max(1, int(train.get("checkpoint_every", 3)))
     work = Path(ctx.work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    starts = work / "starts"  # how many times this trial began (a retry after a lost node adds one)
+    starts.write_text(str(int(starts.read_text()) + 1 if starts.is_file() else 1))
     ckpt = work / CKPT
     start, elapsed = 0, 0.0
     if ckpt.is_file():
@@ -89,6 +94,8 @@ def run(spec: Any, ctx: Any, report: Any) -> tuple[list[dict[str, Any]], list[di
                 raise ToyCrash(f"injected crash at iteration {it} (attempt {n + 1})")
         if cfg.seconds:
             time.sleep(cfg.seconds)
+        while cfg.gate and it > 0 and not os.path.exists(cfg.gate):
+            time.sleep(0.05)
         val = _curve(cfg, seed, it)
         if (it + 1) % every == 0 or it + 1 == iterations:
             seconds = elapsed + time.perf_counter() - t0
