@@ -290,8 +290,8 @@ def masking_section(checks: pd.DataFrame) -> list[str]:
 
 
 _OVERVIEW_COLUMNS = (
-    ("clean", "finetune", "clean", "clean", "none"), ("PGD wb", "whitebox", "clean", "adv", "pgd"),
-    ("worst wb", "whitebox", "clean", "adv", "worst"), ("AutoAttack", "whitebox", "clean", "adv", "autoattack"),
+    ("clean", "finetune", "clean", "clean", "none"), ("AutoAttack", "whitebox", "clean", "adv", "autoattack"),
+    ("worst wb", "whitebox", "clean", "adv", "worst"), ("PGD wb", "whitebox", "clean", "adv", "pgd"),
     ("support", "support", "adv", "clean", "pgd"), ("support+query", "support+query", "adv", "adv", "pgd"),
     ("sur clean/clean", "surrogate", "clean", "clean", "none"),
     ("sur clean/adv", "surrogate", "clean", "adv", "transfer"), ("sur adv/adv", "surrogate", "adv", "adv", "transfer"),
@@ -303,8 +303,8 @@ def overview_markdown(summary: pd.DataFrame, claims: pd.DataFrame, manifest: dic
     """A page a README can show as is: the verdicts, each table's ε, and accuracy per method.
 
     The accuracy table has one row per trial (method × shot) and one column per kind of row
-    (clean after fine-tuning; white-box PGD, the per-query worst case and AutoAttack at the table's
-    ε; PGD through the fine-tuning on the support, and on support and query; ADML's surrogate
+    (clean after fine-tuning; AutoAttack, the per-query worst case and PGD, white-box, at the
+    table's ε; PGD through the fine-tuning on the support, and on support and query; ADML's surrogate
     table, support/query; the L2L table), at the last fine-tune step.
     """
     from advmeta.claims_io import format_value

@@ -62,6 +62,9 @@ def sweep(
     with folder_lock(folder, enabled=not dry_run):  # a second run on this folder exits 2 naming this one
         if resume:
             name, specs, manifest = resumed_specs(folder)
+            if "grid" not in manifest and manifest.get("method"):
+                raise ConfigError(f"--resume: {folder} holds an `advmeta tune {manifest['method']}` search, not a grid "
+                                  f"sweep; continue it with: advmeta tune {manifest['method']} --resume --output {folder}")
             opt.check_resume(ctx, manifest, {"grid": "grid", "budget": "budget", "seed": "seed", "dataset": "dataset"},
                              changing=("methods", "eps"))
             info = {k: manifest.get(k) for k in ("grid", "budget", "dataset", "seed", "table_eps", "calibration")}

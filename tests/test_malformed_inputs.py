@@ -182,6 +182,7 @@ CASES: list[Case] = [
     ("tune resume other budget", lambda t: ["tune", "tafl", "--resume", "--output", _recorded_tune(t), "--budget", "quick"], "--budget quick"),
     ("tune resume new hyper-parameter", lambda t: ["tune", "tafl", "--resume", "--output", _recorded_tune(t), "--gamma", "1,2"], "--gamma"),
     ("tune resume other k-shot", lambda t: ["tune", "tafl", "--resume", "--output", _recorded_tune(t), "--k-shot", "5"], "--k-shot"),
+    ("sweep resume of a tune folder", lambda t: ["sweep", "--resume", "--output", _recorded_tune(t)], "advmeta tune tafl --resume"),
     ("tune resume other method", lambda t: ["tune", "maml", "--resume", "--output", _recorded_tune(t)], "search over tafl"),
     ("resume with methods", lambda t: ["sweep", "--resume", "--output", _recorded_sweep(t), "--methods", "maml"], "--methods"),
     ("negative seed", lambda t: ["sweep", "--grid", "tafl", "--seed", "-1", *DRY], "--seed"),
