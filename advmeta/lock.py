@@ -97,9 +97,9 @@ def acquire(folder: str | os.PathLike[str], command: str) -> Path:
             holder = read_lock(root)
             if holder is not None and holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid():
                 return path  # re-entrant in one process
-            if not _is_stale(holder):
+            if holder is not None and not _is_stale(holder):
                 raise ConfigError(
-                    f"{root} is in use by another run: pid {holder['pid']} on {holder.get('host')} since "  # type: ignore[index]
+                    f"{root} is in use by another run: pid {holder['pid']} on {holder.get('host')} since "
                     f"{holder.get('since')} ({holder.get('command')}); wait for it to finish or choose another "
                     f"--output (delete {path} only if that process is gone)") from None
             # Stale: replace it through a rename; then check that ours is the record that stuck.

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from advmeta.attacks._core import ModelFn
+from advmeta.attacks._core import Gen, ModelFn
 from advmeta.attacks._registry import get_attack
 from advmeta.eps import Eps, format_eps, parse_eps
 
@@ -76,7 +76,7 @@ class AttackSpec:
         return json.dumps({k: (format_eps(v) if k == "step_size" and isinstance(v, (int, float)) else v)
                            for k, v in self.accepted().items()}, sort_keys=True, default=str)
 
-    def __call__(self, model_fn: ModelFn, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def __call__(self, model_fn: ModelFn, x: Tensor, y: Tensor, generator: Gen = None) -> Tensor:
         """The adversarial version of ``x`` (detached). Shape: x (..., C, H, W), y (...)."""
         if self.eps_float == 0.0 or self.name == "none":
             return x.detach()

@@ -14,17 +14,19 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from advmeta.learners._base import Learner
 from advmeta.registry import Registry
 
-LEARNERS: Registry[type] = Registry("learner", "advmeta.learners")
+LEARNERS: Registry[type[Learner]] = Registry("learner", "advmeta.learners")
 
 C = TypeVar("C", bound=type)
+L = TypeVar("L", bound=type[Learner])
 
 
-def register_learner(name: str) -> Callable[[C], C]:
+def register_learner(name: str) -> Callable[[L], L]:
     """Class decorator registering a learner under ``name`` and setting ``cls.name``."""
 
-    def deco(cls: C) -> C:
+    def deco(cls: L) -> L:
         cls.name = name  # type: ignore[attr-defined]
         return LEARNERS.register(name)(cls)
 
@@ -73,7 +75,7 @@ def config_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def get_learner(name: str) -> type:
+def get_learner(name: str) -> type[Learner]:
     """The learner class registered as ``name`` (a ConfigError listing known names otherwise)."""
     return LEARNERS.get(name)
 
