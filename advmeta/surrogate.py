@@ -109,7 +109,8 @@ class Surrogate:
         """Logits over the training classes. Shape: (..., C, H, W) → (..., n_classes)."""
         flat = x.reshape(-1, *x.shape[-3:])
         out = self.net(flat)
-        return out.view(*x.shape[:-3], out.shape[-1])
+        result: Tensor = out.view(*x.shape[:-3], out.shape[-1])
+        return result
 
     def __call__(self, x: Tensor, labels: Tensor | None, eps: float) -> Tensor:
         """FGSM of ``x`` on the surrogate at ``eps``.

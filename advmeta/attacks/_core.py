@@ -69,7 +69,8 @@ def sample_norm(d: Tensor, norm: Norm) -> Tensor:
     """Per-sample norm over (C, H, W), shape (...)."""
     if norm is Norm.LINF:
         return d.abs().flatten(-3).amax(-1)
-    return d.flatten(-3).norm(dim=-1)
+    out: Tensor = d.flatten(-3).norm(dim=-1)
+    return out
 
 
 def _expand(v: Tensor) -> Tensor:

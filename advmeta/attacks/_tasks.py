@@ -64,7 +64,8 @@ def task_model_fn(
         stacked = dict(params)
         if use_vmap:
             def one(p: Params, xt: Tensor) -> Tensor:
-                return functional_call(net, {**p, **shared}, (xt,))
+                out: Tensor = functional_call(net, {**p, **shared}, (xt,))
+                return out
 
             batched = torch.func.vmap(one)
             return lambda x: batched(stacked, x)

@@ -41,7 +41,8 @@ class Policy(nn.Module):
         """An action per row: sampled with ``generator`` (or the most likely one when ``greedy``)."""
         logp = self(obs)
         if greedy:
-            return logp.argmax(dim=-1)
+            out: Tensor = logp.argmax(dim=-1)
+            return out
         return torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
 
 
@@ -56,7 +57,8 @@ class Value(nn.Module):
         self.register_buffer("sigma", torch.ones((), dtype=dtype))
 
     def forward(self, obs: Tensor) -> Tensor:
-        return self.mu + self.sigma * self.net(obs).squeeze(-1)
+        out: Tensor = self.mu + self.sigma * self.net(obs).squeeze(-1)
+        return out
 
 
 class Discriminator(nn.Module):
@@ -73,7 +75,8 @@ class Discriminator(nn.Module):
         return torch.cat([obs, F.one_hot(actions, self.n_actions).to(obs.dtype)], dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).squeeze(-1)
+        out: Tensor = self.net(x).squeeze(-1)
+        return out
 
 
 class LearnedUpdater(nn.Module):
@@ -102,7 +105,8 @@ class LearnedUpdater(nn.Module):
         """The step Δ (same shape as the flat ``theta`` and ``grad``)."""
         rms = grad.pow(2).mean().sqrt().clamp_min(torch.finfo(grad.dtype).tiny)
         feats = torch.stack([theta, grad / rms], dim=-1)
-        return -self.sgd_lr * grad + self.sgd_lr * rms * self.net(feats).squeeze(-1)
+        out: Tensor = -self.sgd_lr * grad + self.sgd_lr * rms * self.net(feats).squeeze(-1)
+        return out
 
 
 def flat(tensors: Sequence[Tensor]) -> Tensor:

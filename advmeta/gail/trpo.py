@@ -101,7 +101,8 @@ def trpo_step(policy: Policy, obs: Tensor, actions: Tensor, advantages: Tensor, 
         return (ratio * adv).mean() + entropy_coef * entropy, entropy
 
     def kl() -> Tensor:
-        return (old_p * (old_logp_all - policy(obs))).sum(-1).mean()
+        out: Tensor = (old_p * (old_logp_all - policy(obs))).sum(-1).mean()
+        return out
 
     loss, entropy = surrogate()
     grad = flat(torch.autograd.grad(loss, params))

@@ -68,7 +68,8 @@ def _call(attacker: nn.Module, x: Tensor, grad: Tensor | None = None) -> Tensor:
     """g_φ on images with any leading dimensions (the tasks of a meta-batch become one batch)."""
     flat = x.reshape(-1, *x.shape[-3:])
     out = attacker(flat) if grad is None else attacker(flat, grad.reshape(flat.shape))
-    return out.reshape(x.shape)
+    result: Tensor = out.reshape(x.shape)
+    return result
 
 
 def learned_perturbation(

@@ -70,4 +70,5 @@ def contrastive_loss(learner: Any, fast: Params, query_x: Tensor, tau: float,
         z = captured[0]
         return nt_xent(z[:b], z[b:], tau)
 
-    return map_tasks(task, (fast, v1, v2), vectorize=False).mean()
+    out: Tensor = map_tasks(task, (fast, v1, v2), vectorize=False).mean()
+    return out

@@ -92,8 +92,10 @@ class MAMLBase(Learner):
             return forward(self.net, p, buffers, xt)
 
         if shared:
-            return map_tasks(task, (x,), shared=(fast,), vectorize=self.vectorize)
-        return map_tasks(task, (fast, x), vectorize=self.vectorize)
+            out: Tensor = map_tasks(task, (x,), shared=(fast,), vectorize=self.vectorize)
+            return out
+        result: Tensor = map_tasks(task, (fast, x), vectorize=self.vectorize)
+        return result
 
     def logits_fn(self, fast: Params, *, shared: bool = False) -> ModelFn:
         """A logits callable at the given weights, detached: attacks never reach θ through it."""

@@ -58,7 +58,8 @@ def forward(net: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, 
     Shape:
         x: (B, C, H, W) → logits (B, n_classes).
     """
-    return functional_call(net, {**buffers, **params}, (x,))
+    out: Tensor = functional_call(net, {**buffers, **params}, (x,))
+    return out
 
 
 def ce(logits: Tensor, y: Tensor) -> Tensor:

@@ -46,7 +46,8 @@ class WithAttacker(nn.Module):
         self.attacker = attacker
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.backbone(x)
+        out: Tensor = self.backbone(x)
+        return out
 
 
 def _image_channels(backbone: nn.Module) -> int:

@@ -68,7 +68,8 @@ class Conv4(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """Flattened features, (B, C, H, W) -> (B, feature_dim)."""
-        return self.encoder(self.normalize(x)).flatten(1)
+        out: Tensor = self.encoder(self.normalize(x)).flatten(1)
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         z = self.features(x)

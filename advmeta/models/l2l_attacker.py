@@ -36,7 +36,8 @@ class AttackerBlock(nn.Module):
         self.act = nn.PReLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.body(x) + self.shortcut(x))
+        out: Tensor = self.act(self.body(x) + self.shortcut(x))
+        return out
 
 
 class L2LAttacker(nn.Module):

@@ -61,7 +61,8 @@ class MatchingNet(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """Embedding without context, (B, C, H, W) -> (B, D)."""
-        return self.embedding(x)
+        out: Tensor = self.embedding(x)
+        return out
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int | None = None) -> Tensor:
         n_way = int(support_y.max()) + 1 if n_way is None else n_way
@@ -78,7 +79,8 @@ class MatchingNet(nn.Module):
     def _context_support(self, g: Tensor) -> Tensor:
         out, _ = self.support_lstm(g.unsqueeze(0))
         d = g.shape[-1]
-        return g + out[0, :, :d] + out[0, :, d:]
+        result: Tensor = g + out[0, :, :d] + out[0, :, d:]
+        return result
 
     def _context_query(self, f: Tensor, g: Tensor) -> Tensor:
         h, c = f, torch.zeros_like(f)

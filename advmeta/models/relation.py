@@ -69,7 +69,8 @@ class RelationNet(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """Flattened embedding, (B, C, H, W) -> (B, D)."""
-        return self.encoder(self.normalize(x)).flatten(1)
+        out: Tensor = self.encoder(self.normalize(x)).flatten(1)
+        return out
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int | None = None) -> Tensor:
         n_way = int(support_y.max()) + 1 if n_way is None else n_way
@@ -84,7 +85,8 @@ class RelationNet(nn.Module):
             dim=2,
         ).flatten(0, 1)
         r = self.relation(pairs).flatten(1)
-        return self.fc2(F.relu(self.fc1(r))).view(n_q, n_way)
+        out: Tensor = self.fc2(F.relu(self.fc1(r))).view(n_q, n_way)
+        return out
 
 
 @MODELS.register("relation")

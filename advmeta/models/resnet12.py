@@ -38,7 +38,8 @@ class ResBlock12(nn.Module):
         out = self.act(self.bn1(self.conv1(x)))
         out = self.act(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.pool(self.act(out + self.shortcut(x)))
+        result: Tensor = self.pool(self.act(out + self.shortcut(x)))
+        return result
 
 
 class ResNet12(nn.Module):
@@ -88,7 +89,8 @@ class ResNet12(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, feature_dim)."""
         z = self.encoder(self.normalize(x))
-        return z.mean(dim=(2, 3)) if self.pool == "avg" else z.flatten(1)
+        out: Tensor = z.mean(dim=(2, 3)) if self.pool == "avg" else z.flatten(1)
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         z = self.features(x)

@@ -38,7 +38,8 @@ class WideBlock(nn.Module):
             out = F.dropout(out, self.dropout, self.training)
         out = self.conv2(out)
         # The pre-activation is shared with the projection shortcut (as in the WRN code).
-        return out + (x if self.shortcut is None else self.shortcut(a))
+        result: Tensor = out + (x if self.shortcut is None else self.shortcut(a))
+        return result
 
 
 class WideResNet(nn.Module):
