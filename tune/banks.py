@@ -45,7 +45,7 @@ def bank_bytes(req: dict[str, Any], image_shape: Sequence[int]) -> int:
     """Bytes of a bank's images (float32, clean and attacked, every ε)."""
     c, h, w = image_shape
     per_episode = req["n_way"] * (req["k_shot"] + req["q_query"]) * c * h * w * 4 * 2
-    return int(req["n_episodes"]) * per_episode * len(req["eps"])
+    return int(req["n_episodes"]) * int(per_episode) * len(req["eps"])
 
 
 def requirements(specs: Sequence[TrialSpec]) -> list[dict[str, Any]]:

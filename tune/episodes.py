@@ -110,7 +110,7 @@ def make_bank_ray(path: str, job: BankJob) -> float:
 def bank_exists(path: str) -> bool:
     """Whether a complete bank (with its manifest) is at ``path``."""
     fs, root = filesystem(path)
-    return fs.get_file_info(f"{root}/{MANIFEST}").type == pafs.FileType.File
+    return bool(fs.get_file_info(f"{root}/{MANIFEST}").type == pafs.FileType.File)
 
 
 def generate(path: str, job: BankJob, *, overwrite: bool = False) -> dict[str, Any]:

@@ -107,4 +107,5 @@ def all_methods(include_toy: bool = False) -> list[str]:
 
 def config_class(method: str) -> type:
     """The hyper-parameter dataclass of ``method``."""
-    return get_family(family_of(method)).config_class(method)
+    cls: type = get_family(family_of(method)).config_class(method)
+    return cls

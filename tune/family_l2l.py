@@ -28,7 +28,7 @@ def config_class(method: str) -> type:
     docs = attribute_docs(L2LConfig)  # shown by `advmeta tune <trainer> --params`, as the learners' metadata docs
     keep = [(f.name, f.type, dataclasses.field(default=f.default, metadata={"doc": docs.get(f.name, "")})
              if f.default is not dataclasses.MISSING
-             else dataclasses.field(default_factory=f.default_factory, metadata={"doc": docs.get(f.name, "")}))  # type: ignore[misc]
+             else dataclasses.field(default_factory=f.default_factory, metadata={"doc": docs.get(f.name, "")}))
             for f in dataclasses.fields(L2LConfig) if f.name not in NOT_TUNABLE]
     return dataclasses.make_dataclass("L2LHParams", keep, frozen=True)
 

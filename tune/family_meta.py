@@ -27,7 +27,7 @@ def config_class(method: str) -> type:
     """The learner's ``Config`` dataclass."""
     from advmeta.learners import get_learner
 
-    return get_learner(method).Config  # type: ignore[no-any-return]
+    return get_learner(method).Config
 
 
 def train_config(spec: Any, ctx: RunContext) -> Any:
@@ -193,7 +193,7 @@ def run(spec: Any, ctx: RunContext, report: Report) -> TrialOutput:
             checked.add(first)
         source = bank_source(ctx, cfg, protocol)
         if source is not None:
-            used.append(source.path)  # type: ignore[attr-defined]
+            used.append(source.path)
         r, e, c = evaluate(ckpt, protocol, progress=ctx.progress, bank=source)
         rows += r
         episode_rows += e

@@ -72,7 +72,7 @@ class Ledger:
             return json.loads(inp.read().decode())
 
     def _exists(self, path: str) -> bool:
-        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+        return bool(self.fs.get_file_info(path).type != pafs.FileType.NotFound)
 
     def write_json(self, path: str, data: Any) -> None:
         """Atomically write JSON at ``path`` (inside the sweep folder)."""

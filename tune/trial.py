@@ -53,9 +53,10 @@ class TrialSpec:
 
     def identity(self) -> dict[str, Any]:
         """The fields the trial id is a hash of (not the sweep's name or its tables)."""
-        return _canonical({"family": self.family, "method": self.method, "hparams": dict(self.hparams),
-                           "train": dict(self.train), "evals": [dict(e) for e in self.evals],
-                           "budget": self.budget})
+        ident: dict[str, Any] = _canonical({"family": self.family, "method": self.method, "hparams": dict(self.hparams),
+                                            "train": dict(self.train), "evals": [dict(e) for e in self.evals],
+                                            "budget": self.budget})
+        return ident
 
     @property
     def trial_id(self) -> str:
