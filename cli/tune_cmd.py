@@ -66,12 +66,11 @@ def tune_command(
     folder = sweep_dir(name, output, storage)
     if resume:
         name, specs, manifest = resumed_specs(folder)
-        opt.check_resume(ctx, {**manifest, "method": manifest.get("method", method)},
-                         {"budget": "budget", "seed": "seed", "dataset": "dataset", "search": "search",
-                          "samples": "samples"},
-                         changing=("test_eps", "attacks", "n_way", "k_shot"), extra=ctx.args)
         if manifest.get("method", method) != method:
             raise ConfigError(f"--resume: {folder} holds a search over {manifest.get('method')}, not {method}")
+        opt.check_resume(ctx, manifest, {"budget": "budget", "seed": "seed", "dataset": "dataset", "search": "search",
+                                         "samples": "samples"},
+                         changing=("test_eps", "attacks", "n_way", "k_shot"), extra=ctx.args)
         keep = ("method", "budget", "dataset", "seed", "search", "samples")
         info: dict[str, object] = {**{k: manifest[k] for k in keep if k in manifest}, "resumed": True}
     else:

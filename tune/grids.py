@@ -194,18 +194,16 @@ def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps 
                 "n_test": budget.l2l_test_images}
         if ev.get("scenario") in ("whitebox", "support", "support+query") and budget.whitebox_episodes:
             full["episodes"] = budget.whitebox_episodes
-        attacks = ev.get("attacks", [])
-        heavy = ev.get("scenario") in ("support", "support+query") or any(
-            queries_of(a) for a in (attacks if isinstance(attacks, list) else [attacks]))
+        attacks = _as_list(ev.get("attacks", []))
+        heavy = ev.get("scenario") in ("support", "support+query") or any(queries_of(a) for a in attacks)
         if heavy and budget.adaptive_episodes:
             full["episodes"] = budget.adaptive_episodes
         if ev.get("scenario") != "l2l":
             full["q_query"] = budget.q_query
         full.update(ev)
-        listed = attacks if isinstance(attacks, list) else [attacks]
         own = {str(a): dict(p) for a, p in dict(ev.get("attack_params", {})).items()}
         by_budget = {a: {k: list(v) if isinstance(v, tuple) else v for k, v in p}
-                     for a, p in budget.attack_params if a in listed}
+                     for a, p in budget.attack_params if a in attacks}
         if own or by_budget:  # the budget's settings of an attack, the grid's own winning
             full["attack_params"] = {a: {**by_budget.get(a, {}), **own.get(a, {})} for a in sorted({*own, *by_budget})}
         if full.get("scenario", "whitebox") == "whitebox":
