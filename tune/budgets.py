@@ -103,8 +103,9 @@ class Budget:
             this budget, recorded in every row's ``attack_params`` (a grid's own eval settings
             win). Quick: AutoAttack's gradient part only, APGD-CE then targeted APGD-DLR — Square's
             1000 queries are 1000 forwards of an episode's 75 queries (transductive batch norm
-            couples them), 52–63 s of each Omniglot episode in trials against 5 s for the APGD
-            runs, measured; the gradient-free side is the masking checks' Square at quick. Paper:
+            couples them): the whole cascade measured 52–63 s an Omniglot episode in trials, its
+            APGD part alone 4.4–5.7 s (results/paper-tables-omniglot); the gradient-free side is the
+            masking checks' Square at quick. Paper:
             AutoAttack's 100 APGD iterations (the papers' PGD counts are for PGD).
     """
 
