@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from advmeta import checkpoint as ckpt_io
+from advmeta import loop
 from advmeta.checks import MaskingChecks
 from advmeta.env import configure_allocator, resolve_device, versions
 from advmeta.errors import NonFiniteLossError
@@ -37,11 +37,11 @@ Key = tuple[str, str, str, str, str, int]  # scenario, support, query, attack, e
 
 def load_learner(checkpoint: str | Path, device: torch.device) -> tuple[Learner, TrainConfig, dict[str, Any], Any]:
     """The trained learner of a checkpoint (network in ``eval()`` mode), its config, state and dataset."""
-    state = ckpt_io.load(checkpoint, map_location=device)
-    cfg = TrainConfig(**state["train_config"])
+    state = loop.load_checkpoint(checkpoint, "meta", map_location=device)
+    cfg = TrainConfig(**state["config"])
     ds = load_dataset(cfg)
     learner = build_learner(cfg, ds.image_shape, device)
-    learner.net.load_state_dict(state["model"])
+    learner.net.load_state_dict(state["state"]["model"])
     learner.net.eval()
     return learner, cfg, state, ds
 
@@ -337,7 +337,7 @@ def _rows(acc: _Acc, learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
         "method": cfg.method, **hparam_columns(hp), "dataset": cfg.dataset, "split": protocol.split,
         "image_size": int(learner_image_size(state)), "n_way": shape[0], "k_shot": shape[1], "q_query": shape[2],
         "seed": seed, "bn_mode": cfg.bn_mode, "first_order": learner.first_order,
-        "train_iterations": int(state["iteration"]), "train_eps": learner.train_eps,
+        "train_iterations": int(state["step"]), "train_eps": learner.train_eps,
         "train_eps_str": format_eps(learner.train_eps), "train_seconds": float(state.get("train_seconds", np.nan)),
         "advmeta_version": v["advmeta"], "torch_version": v["torch"], "ray_version": v["ray"],
         "python_version": v["python"], "device": str(device), "created_at": now,

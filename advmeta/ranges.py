@@ -66,10 +66,11 @@ Values = list[Any] | ValueRange
 
 
 def kind_of(annotation: Any, name: str = "") -> Kind:
-    """The :class:`Kind` for a dataclass field's type annotation (ε by the field's name)."""
+    """The :class:`Kind` for a dataclass field's type annotation: an ε is a field typed
+    :data:`advmeta.eps.Eps` (``name`` only words error messages)."""
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
     text = str(text).replace(" ", "")
-    if name == "eps" or name.endswith(("_eps", "step_size")) or name.startswith("eps_") or "Eps" in text:
+    if "Eps" in text:
         return Kind.EPS
     if text.startswith("bool"):
         return Kind.BOOL

@@ -8,20 +8,17 @@ as the unbroken run would have.
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from advmeta import checkpoint as ckpt_io
+from advmeta import loop
 from advmeta.env import configure_allocator, resolve_device, set_threads
-from advmeta.errors import ConfigError
 from advmeta.factory import build_learner
 from advmeta.learners import config_dict, get_learner
+from advmeta.loop import Identity, Report
 from advmeta.protocol import Bank
 from advmeta.train_bank import check_training_bank, training_bank_request
 from advmeta.results import mean_ci95
@@ -29,11 +26,6 @@ from advmeta.train_config import RUN_ONLY_FIELDS, TrainConfig
 
 __all__ = ["TrainConfig", "RUN_ONLY_FIELDS", "train", "training_bank_request", "check_training_bank", "validate",
            "load_dataset", "make_surrogate"]
-
-Report = Callable[[dict[str, Any], "Path | None"], None]
-
-
-
 
 def load_dataset(cfg: TrainConfig) -> Any:
     """The few-shot dataset of a configuration."""
@@ -69,30 +61,45 @@ def _iteration_generator(seed: int, it: int, device: torch.device) -> torch.Gene
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + it)
 
 
-class _Progress:
-    """A one-line progress bar on stderr (no dependency)."""
+class _MetaTrainer:
+    """Meta-training as a :class:`advmeta.loop.Trainer`: a unit is one meta-iteration."""
 
-    def __init__(self, total: int, label: str, enabled: bool) -> None:
-        self.total, self.label, self.enabled, self.t0 = total, label, enabled, time.perf_counter()
+    kind = "meta"
 
-    def update(self, i: int, start: int, text: str) -> None:
-        if not self.enabled:
-            return
-        rate = (i - start) / max(time.perf_counter() - self.t0, 1e-9)
-        width = 24
-        done = int(width * i / self.total)
-        sys.stderr.write(f"\r{self.label} [{'#' * done}{'.' * (width - done)}] {i}/{self.total} "
-                         f"{rate:.2f} it/s {text}   ")
-        sys.stderr.flush()
+    def __init__(self, cfg: TrainConfig, learner: Any, train_sampler: Any, val_sampler: Any,
+                 device: torch.device) -> None:
+        self.cfg, self.learner, self.device = cfg, learner, device
+        self.train_sampler, self.val_sampler = train_sampler, val_sampler
+        self.optimizers = learner.optimizers(cfg.meta_lr)
 
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
+    def unit(self, i: int) -> dict[str, float]:
+        self.learner.net.train()
+        mb = self.cfg.meta_batch
+        ep = self.train_sampler.sample(list(range(i * mb, (i + 1) * mb)), device=self.device)
+        stats: dict[str, float] = self.learner.update(self.optimizers, ep, _iteration_generator(self.cfg.seed, i, self.device))
+        return stats
+
+    def validate(self, done: int, units: list[dict[str, float]]) -> dict[str, Any]:
+        acc, ci = mean_ci95(validate(self.learner, self.val_sampler, self.cfg.val_episodes, self.device))
+        recent = units[-max(1, self.cfg.val_every):]  # with no periodic validation: the last iteration's
+        return {"iteration": done, "train_loss": float(np.mean([u["loss"] for u in recent])),
+                "val_acc": acc, "val_acc_ci95": ci}
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.learner.net.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.learner.net.load_state_dict(state["model"])
+        for opt, s in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(s)
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: bool = True,
           report: Report | None = None, bank: Bank | None = None) -> tuple[Path, dict[str, Any]]:
     """Meta-train ``cfg.method`` and write checkpoints to ``out_dir/checkpoint.pt``.
+
+    The loop, the checkpoint format and the resume policy are :mod:`advmeta.loop`'s (shared
+    with the L2L trainers); the network's weights are ``state["state"]["model"]``.
 
     Args:
         cfg: the run's configuration.
@@ -113,14 +120,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
 
     Raises:
         NonFiniteLossError: a meta-training loss was NaN or infinite.
-        ConfigError: the bank does not hold this run's training episodes.
+        ConfigError: the bank does not hold this run's training episodes, or ``out_dir`` holds
+            the checkpoint of another configuration.
     """
     from advmeta.data import EpisodeSampler, EpisodeSpec
 
     configure_allocator()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "checkpoint.pt"
     if cfg.threads is not None or cfg.device == "cpu":
         set_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -132,58 +137,20 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     surrogate = make_surrogate(cfg, ds, device, progress) if cls_needs and bank is None else None
     torch.manual_seed(cfg.seed)
     learner = build_learner(cfg, ds.image_shape, device, surrogate=surrogate, bank=bank)
-    optimizers = learner.optimizers(cfg.meta_lr)
     k, q, u = learner.train_shots(cfg.k_shot, cfg.q_query, 0)
     train_sampler = EpisodeSampler(ds, "train", EpisodeSpec(n_way=cfg.n_way, k_shot=k, q_query=q, n_unlabeled=u),
                                    seed=cfg.seed)
     val_sampler = EpisodeSampler(ds, "val", EpisodeSpec(n_way=cfg.n_way, k_shot=cfg.k_shot, q_query=cfg.q_query),
                                  seed=cfg.seed)
-    start, history, train_seconds = 0, [], 0.0
-    metrics: dict[str, Any] = {}
-    if resume and path.exists():
-        state = ckpt_io.load(path, map_location=device)
-        saved_cfg = {k: v for k, v in state["train_config"].items() if k not in RUN_ONLY_FIELDS}
-        if saved_cfg != cfg.result_dict():
-            raise ConfigError(f"{path} was written by a different configuration; use another out_dir or resume=False")
-        learner.net.load_state_dict(state["model"])
-        for opt, s in zip(optimizers, state["optimizers"]):
-            opt.load_state_dict(s)
-        ckpt_io.set_rng_state(state["rng"])
-        start, history, train_seconds = state["iteration"], state["history"], state["train_seconds"]
-        metrics = state["metrics"]
-    bar = _Progress(cfg.iterations, cfg.method, progress)
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    for it in range(start, cfg.iterations):
-        learner.net.train()
-        ep = train_sampler.sample(list(range(it * cfg.meta_batch, (it + 1) * cfg.meta_batch)), device=device)
-        stats = learner.update(optimizers, ep, _iteration_generator(cfg.seed, it, device))
-        losses.append(stats["loss"])
-        done = it + 1
-        validate_now = done == cfg.iterations or (cfg.val_every > 0 and done % cfg.val_every == 0)
-        save_now = done == cfg.iterations or (cfg.checkpoint_every > 0 and done % cfg.checkpoint_every == 0)
-        if validate_now:
-            accs = validate(learner, val_sampler, cfg.val_episodes, device)
-            acc, ci = mean_ci95(accs)
-            metrics = {"iteration": done, "train_loss": float(np.mean(losses[-max(1, cfg.val_every):])),
-                       "val_acc": acc, "val_acc_ci95": ci}
-            history.append(dict(metrics))
-        if save_now or validate_now:
-            elapsed = train_seconds + time.perf_counter() - t0
-            metrics = {**metrics, "train_seconds": elapsed}
-            saved = None
-            if save_now:
-                saved = ckpt_io.save_atomic({
-                    "format": ckpt_io.FORMAT, "train_config": cfg.to_dict(), "method": cfg.method,
-                    "hparams": config_dict(learner.cfg), "image_shape": tuple(ds.image_shape),
-                    "model": learner.net.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
-                    "iteration": done, "rng": ckpt_io.rng_state(), "history": history,
-                    "train_seconds": elapsed, "metrics": metrics}, path)
-            if report is not None:
-                report(dict(metrics), saved)
-        bar.update(done, start, f"loss {stats['loss']:.3f}" + (f" val {metrics['val_acc']:.1f}%"
-                                                                 if "val_acc" in metrics else ""))
-    bar.close()
-    if start >= cfg.iterations and not metrics:
-        metrics = {"iteration": start}
+    trainer = _MetaTrainer(cfg, learner, train_sampler, val_sampler, device)
+    identity = Identity("meta", cfg.to_dict(), cfg.result_dict(),
+                        {"method": cfg.method, "hparams": config_dict(learner.cfg), "image_shape": tuple(ds.image_shape)})
+
+    def describe(stats: dict[str, float], metrics: dict[str, Any]) -> str:
+        return f"loss {stats['loss']:.3f}" + (f" val {metrics['val_acc']:.1f}%" if "val_acc" in metrics else "")
+
+    path, metrics, history = loop.run(trainer, out_dir, identity,
+                                      loop.Schedule(cfg.iterations, cfg.val_every, cfg.checkpoint_every),
+                                      resume=resume, report=report, progress=progress, label=cfg.method,
+                                      describe=describe, map_location=device)
     return path, {**metrics, "history": history}

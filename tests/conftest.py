@@ -11,6 +11,13 @@ import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# The runner's tests use a fake, millisecond method family (tests/toy_family.py). It is registered
+# through the environment, which the CLI subprocesses and Ray's workers inherit, with the repository
+# root on their path so that they import it too.
+_REPO = str(Path(__file__).resolve().parent.parent)
+os.environ["ADVMETA_FAMILIES"] = "toy=tests.toy_family"
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, os.environ.get("PYTHONPATH", "")) if p)
+
 
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -356,3 +357,25 @@ def test_cw_linf_names_carry_their_steps() -> None:
     for bad in ("cw-linf-0", "cw-linf-x", "cw-linf-"):
         with pytest.raises(ConfigError):
             attack_spec(bad, 8 / 255)
+
+
+def test_one_resume_policy_for_every_trainer(tmp_path) -> None:
+    """The L2L trainer runs on the meta-learners' skeleton (advmeta.loop): a folder holding another
+    configuration's checkpoint is refused, never overwritten, and a meta checkpoint is not an L2L one."""
+    from advmeta.train import TrainConfig, train
+
+    data = _tiny_data()
+    cfg = L2LConfig(method="plain", pgd_steps=1, dataset="toy", classifier_kwargs={"depth": 10, "widen": 1},
+                    epochs=1, batch_size=16, eval_batches=0, device="cpu")
+    path, _ = train_l2l(cfg, tmp_path / "run", progress=False, data=data)
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match="lr"):
+        train_l2l(dataclasses.replace(cfg, lr=cfg.lr / 2), tmp_path / "run", progress=False, data=data)
+    assert path.read_bytes() == before
+    meta, _ = train(TrainConfig(method="maml", dataset="glyphs", n_way=3, k_shot=1, q_query=2, meta_batch=1, width=8,
+                                iterations=1, val_episodes=1, device="cpu", hparams={"inner_steps": 1}),
+                    tmp_path / "meta", progress=False)
+    with pytest.raises(ConfigError, match="not a checkpoint of the l2l trainer"):
+        load_checkpoint(meta)
+    with pytest.raises(ConfigError, match="not a checkpoint of the meta trainer"):
+        train(TrainConfig(method="maml", dataset="glyphs", iterations=1), tmp_path / "run", progress=False)

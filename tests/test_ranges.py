@@ -62,11 +62,11 @@ def test_bad_input_is_a_one_line_config_error(text: str, kind: Kind, message: st
     assert str(info.value).startswith("--x")
 
 
-def test_kind_of_reads_annotations_and_eps_names() -> None:
+def test_kind_of_reads_annotations_not_names() -> None:
     assert kind_of("float", "gamma") is Kind.FLOAT
     assert kind_of("int", "inner_steps") is Kind.INT
     assert kind_of("bool", "first_order") is Kind.BOOL
-    assert kind_of("str", "train_eps") is Kind.EPS
-    assert kind_of("str", "train_step_size") is Kind.EPS
+    assert kind_of("str", "train_eps") is Kind.STR  # an ε is a type: a str named like one is a str
+    assert kind_of("Eps", "train_step_size") is Kind.EPS
     assert kind_of("Eps", "eps") is Kind.EPS
     assert kind_of("str", "train_attack") is Kind.STR

@@ -53,7 +53,7 @@ class _Stop(Exception):
 def test_resume_gives_the_same_result(tmp_path: Path) -> None:
     cfg = small("aq", tmp_path, iterations=4, hparams={"train_eps": "16/255"})
     ref_path, ref = train(cfg, tmp_path / "a", progress=False)
-    ref_state = torch.load(ref_path, weights_only=False)["model"]
+    ref_state = torch.load(ref_path, weights_only=False)["state"]["model"]
 
     def interrupt(metrics: dict, ckpt: Path | None) -> None:
         if metrics["iteration"] == 2:
@@ -61,9 +61,9 @@ def test_resume_gives_the_same_result(tmp_path: Path) -> None:
 
     with pytest.raises(_Stop):
         train(cfg, tmp_path / "b", progress=False, report=interrupt)
-    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["iteration"] == 2
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["step"] == 2
     path, metrics = train(cfg, tmp_path / "b", progress=False)
-    state = torch.load(path, weights_only=False)["model"]
+    state = torch.load(path, weights_only=False)["state"]["model"]
     for k in ref_state:
         assert torch.equal(ref_state[k], state[k]), k
     assert metrics["val_acc"] == ref["val_acc"]
@@ -79,7 +79,7 @@ def test_resume_ignores_run_only_fields(tmp_path: Path) -> None:
     """Another device spelling, data path, cache, thread count or vectorize path is the same run."""
     cfg = small("maml", tmp_path, iterations=4)
     ref_path, _ = train(cfg, tmp_path / "ref", progress=False)
-    ref_state = torch.load(ref_path, weights_only=False)["model"]
+    ref_state = torch.load(ref_path, weights_only=False)["state"]["model"]
 
     def interrupt(metrics: dict, ckpt: Path | None) -> None:
         if metrics["iteration"] == 2:
@@ -99,7 +99,7 @@ def test_resume_ignores_run_only_fields(tmp_path: Path) -> None:
     # data_root is where the data is, not what it is: point it at the same glyphs (built in).
     path, metrics = train(moved, tmp_path / "a", progress=False)
     assert metrics["iteration"] == 4
-    state = torch.load(path, weights_only=False)["model"]
+    state = torch.load(path, weights_only=False)["state"]["model"]
     for k in ref_state:
         assert torch.equal(state[k], ref_state[k]), k
 
@@ -172,8 +172,8 @@ def test_training_bank_gives_the_same_parameters(method: str, tmp_path: Path, su
     write_training_bank(cfg, tmp_path / "bank")
     bank = EpisodeBank(str(tmp_path / "bank"))
     path, metrics = train(cfg, tmp_path / "banked", progress=False, bank=bank)
-    ref_state = torch.load(ref_path, weights_only=False)["model"]
-    state = torch.load(path, weights_only=False)["model"]
+    ref_state = torch.load(ref_path, weights_only=False)["state"]["model"]
+    state = torch.load(path, weights_only=False)["state"]["model"]
     for k in ref_state:
         assert torch.equal(ref_state[k], state[k]), k
     assert metrics["val_acc"] == ref["val_acc"]

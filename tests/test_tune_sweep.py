@@ -1,6 +1,6 @@
 """Real small sweeps on Ray Tune with the toy family: resume, retries, error records, determinism.
 
-The toy family (advmeta.tune._toy) trains in milliseconds, so these tests exercise the Ray
+The toy family (tests/toy_family.py) trains in milliseconds, so these tests exercise the Ray
 layer itself; one test runs the real core end to end on a tiny budget.
 """
 
@@ -283,7 +283,7 @@ def test_ray_data_training_bank_feeds_adml(ray_cluster: object, tmp_path: Path) 
     assert isinstance(bank, EpisodeBank) and bank.spec == spec
     path, _ = train(cfg, tmp_path / "banked", progress=False, bank=bank)
     ref_path, _ = train(cfg, tmp_path / "ref", progress=False)
-    state, ref = (torch.load(p, weights_only=False)["model"] for p in (path, ref_path))
+    state, ref = (torch.load(p, weights_only=False)["state"]["model"] for p in (path, ref_path))
     for k in ref:
         assert torch.equal(state[k], ref[k]), k
 

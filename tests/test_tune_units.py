@@ -199,3 +199,34 @@ def test_the_adaptive_table_pairs_every_column_on_the_support_attacks_episodes()
     assert "same 2 episodes" in ada.title
     assert "| row | clean | query pgd-10 32/255 | support-10 32/255 |" in md
     assert "| maml | **85.00 ± 9.80** | **50.00 ± 19.60** | **75.00 ± 9.80** |" in md  # one row: all best
+
+
+def test_families_outside_the_package_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from advmeta.tune.families import all_methods, family_of, get_family
+
+    assert family_of("toy") == "toy"  # conftest registers the tests' fake family
+    monkeypatch.delenv("ADVMETA_FAMILIES")
+    assert "toy" not in all_methods() and "maml" in all_methods()
+    with pytest.raises(ConfigError, match="unknown method 'toy'"):
+        family_of("toy")
+    for bad, message in (("toy", "not name=module"), ("meta=tests.toy_family", "built-in"),
+                         ("ghost=tests.no_such_module", "cannot import")):
+        monkeypatch.setenv("ADVMETA_FAMILIES", bad)
+        with pytest.raises(ConfigError, match=message):
+            get_family(bad.partition("=")[0]) if "ghost" in bad else all_methods()
+
+
+def test_an_eps_is_a_type_not_a_name() -> None:
+    """The CLI and the grids read a field as an ε (k/255 ranges, ``8/255`` values) because it is typed
+    ``Eps``; every ε-looking field of every method's config is typed so (a new one typed ``str`` fails here)."""
+    import dataclasses
+
+    from advmeta.ranges import Kind, kind_of
+    from advmeta.tune.families import all_methods, config_class
+
+    assert kind_of("str", "train_eps") is Kind.STR and kind_of("Eps", "anything") is Kind.EPS
+    assert kind_of("tuple[Eps, ...]") is Kind.EPS and kind_of("float", "eps") is Kind.FLOAT
+    looks_like_eps = [(m, f.name, f.type) for m in all_methods() for f in dataclasses.fields(config_class(m))
+                      if "eps" in f.name.split("_") or f.name.endswith("step_size")]
+    assert len(looks_like_eps) >= 8
+    assert [x for x in looks_like_eps if kind_of(x[2], x[1]) is not Kind.EPS] == []

@@ -5,8 +5,11 @@
 - ``l2l``: the L2L trainers of :mod:`advmeta.l2l` (:mod:`advmeta.tune.family_l2l`).
 - ``gail``: GAIL and L2L-GAIL of :mod:`advmeta.gail` (:mod:`advmeta.tune.family_gail`); their
   rows are learning curves (the ``curves`` table), not accuracies.
-- ``toy``: a fake, fast, deterministic trainer used by the runner's own tests and benchmark
-  (:mod:`advmeta.tune._toy`); it exercises every path of the Ray layer without the core.
+
+More families come from outside the package through ``ADVMETA_FAMILIES`` (``name=module``,
+comma-separated): the tests register their fake, millisecond ``toy`` family this way
+(``tests/toy_family.py``). The variable is read at each lookup, so Ray's worker processes,
+which inherit the driver's environment, find the same families.
 
 Each family module exposes ``methods() -> list[str]``, ``config_class(method) -> type`` (a
 dataclass whose fields are the tunable hyper-parameters) and ``run(spec, ctx, report)``, which
@@ -16,6 +19,7 @@ returns a :class:`TrialOutput` (or the plain tuple of its first three fields).
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +28,8 @@ from typing import Any, NamedTuple, Protocol
 
 from advmeta.errors import ConfigError
 
-_MODULES = {"meta": "advmeta.tune.family_meta", "l2l": "advmeta.tune.family_l2l", "gail": "advmeta.tune.family_gail",
-            "toy": "advmeta.tune._toy"}
+_BUILT_IN = {"meta": "advmeta.tune.family_meta", "l2l": "advmeta.tune.family_l2l", "gail": "advmeta.tune.family_gail"}
+FAMILIES_ENV = "ADVMETA_FAMILIES"
 
 Report = Callable[[dict[str, Any], "Path | None"], None]
 """``report(metrics, checkpoint_path_or_None)``: what a family calls at each validation."""
@@ -75,17 +79,39 @@ class Family(Protocol):
     def run(self, spec: Any, ctx: RunContext, report: Report) -> TrialOutput | tuple[Any, Any, Any]: ...
 
 
+def registered() -> dict[str, str]:
+    """Family name → module: the built-in ones, then those of ``$ADVMETA_FAMILIES``.
+
+    Raises:
+        ConfigError: a malformed ``ADVMETA_FAMILIES`` entry, or one that redefines a built-in family.
+    """
+    out = dict(_BUILT_IN)
+    for entry in filter(None, (e.strip() for e in os.environ.get(FAMILIES_ENV, "").split(","))):
+        name, sep, module = (part.strip() for part in entry.partition("="))
+        if not sep or not name or not module:
+            raise ConfigError(f"{FAMILIES_ENV}: {entry!r} is not name=module")
+        if name in _BUILT_IN:
+            raise ConfigError(f"{FAMILIES_ENV}: {name!r} is a built-in family")
+        out[name] = module
+    return out
+
+
 def get_family(name: str) -> ModuleType:
     """The module of family ``name``."""
+    modules = registered()
+    if name not in modules:
+        raise ConfigError(f"unknown method family {name!r}; known: {', '.join(modules)}")
     try:
-        return importlib.import_module(_MODULES[name])
-    except KeyError:
-        raise ConfigError(f"unknown method family {name!r}; known: {', '.join(_MODULES)}") from None
+        return importlib.import_module(modules[name])
+    except ImportError as e:
+        if name in _BUILT_IN:
+            raise
+        raise ConfigError(f"family {name!r} ({FAMILIES_ENV}): cannot import {modules[name]}: {e}") from None
 
 
 def family_of(method: str) -> str:
     """The family a method belongs to; :class:`ConfigError` listing every method if none."""
-    for name in ("toy", "gail", "l2l", "meta"):
+    for name in registered():
         try:
             if method in get_family(name).methods():
                 return name
@@ -94,10 +120,10 @@ def family_of(method: str) -> str:
     raise ConfigError(f"unknown method {method!r}; known: {', '.join(all_methods())}")
 
 
-def all_methods(include_toy: bool = False) -> list[str]:
-    """Every method of every family (the toy family only on request)."""
+def all_methods() -> list[str]:
+    """Every method of every registered family."""
     names: list[str] = []
-    for fam in ("meta", "l2l", "gail") + (("toy",) if include_toy else ()):
+    for fam in registered():
         try:
             names += get_family(fam).methods()
         except ImportError:

@@ -33,7 +33,8 @@ class TrialSpec:
 
     Attributes:
         sweep: the sweep's name (grid name or ``tune-<method>``).
-        family: ``meta`` (advmeta.train/evaluate), ``l2l`` (advmeta.l2l) or ``toy`` (tests).
+        family: ``meta`` (advmeta.train/evaluate), ``l2l`` (advmeta.l2l), ``gail`` (advmeta.gail)
+            or one registered through ``ADVMETA_FAMILIES`` (the tests' ``toy``).
         method: learner or trainer name.
         hparams: overrides of the learner's ``Config`` fields (the rest keep their defaults).
         train: training settings (dataset, n_way, k_shot, q_query, iterations, seed, …).

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from advmeta.errors import CorruptDataError, DataNotFoundError
+from advmeta import loop
+from advmeta.errors import DataNotFoundError
 from advmeta.l2l.config import L2LConfig
 
-CHECKPOINT_NAME = "checkpoint.pt"
-FORMAT = "advmeta-l2l/1"
+CHECKPOINT_NAME = loop.CHECKPOINT_NAME
 
 
 def build_classifier(cfg: L2LConfig, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -64,44 +64,31 @@ class L2LCheckpoint:
         return self.cfg.name
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` atomically (a temporary file, then a rename), so a crash leaves the old one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
-    tmp.replace(path)
-    return path
-
-
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> L2LCheckpoint:
     """Rebuild the networks of ``path`` (a checkpoint file or the run's folder) on ``device``.
 
     Raises:
         DataNotFoundError: no checkpoint there.
-        CorruptDataError: the file is not an L2L checkpoint.
+        CorruptDataError: the file is not an advmeta checkpoint.
+        ConfigError: it is another trainer's checkpoint.
     """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise DataNotFoundError(f"no L2L checkpoint at {path}")
-    try:
-        raw = torch.load(path, map_location=device, weights_only=False)
-    except Exception as err:  # torch raises many types for a damaged file
-        raise CorruptDataError(f"cannot read L2L checkpoint {path}: {err}") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise CorruptDataError(f"{path} is not an L2L checkpoint (format {FORMAT})")
+    raw = loop.load_checkpoint(path, "l2l", map_location=device)
     cfg = L2LConfig.from_dict(raw["config"])
     shape = tuple(raw["image_shape"])
     classifier = build_classifier(cfg, shape, raw["num_classes"]).to(device)
-    classifier.load_state_dict(raw["classifier"])
+    classifier.load_state_dict(raw["state"]["classifier"])
     attacker = build_attacker(cfg, shape)
     if attacker is not None:
         attacker = attacker.to(device)
-        attacker.load_state_dict(raw["attacker"])
+        attacker.load_state_dict(raw["state"]["attacker"])
     classifier.eval()
     return L2LCheckpoint(
-        cfg=cfg, classifier=classifier, attacker=attacker, epoch=int(raw["epoch"]), image_shape=shape,
+        cfg=cfg, classifier=classifier, attacker=attacker, epoch=int(raw["step"]), image_shape=shape,
         num_classes=int(raw["num_classes"]), dataset=str(raw["dataset"]), history=list(raw.get("history", [])),
         train_seconds=float(raw.get("train_seconds", 0.0)), raw=raw,
     )

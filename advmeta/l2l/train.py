@@ -1,31 +1,29 @@
 """Training an L2L-family classifier: epochs of alternating steps, schedules, checkpoints, timing.
 
-``train_l2l`` mirrors :func:`advmeta.train.train`: ``(cfg, out_dir, resume, progress, report)``,
-returning the checkpoint path and the final metrics, and calling ``report(metrics, path)`` after
-every epoch (the Ray layer forwards it to ``tune.report``).
+``train_l2l`` runs on :mod:`advmeta.loop`, the skeleton :func:`advmeta.train.train` runs on:
+``(cfg, out_dir, resume, progress, report)``, returning the checkpoint path and the final
+metrics, and calling ``report(metrics, path)`` after every epoch (the Ray layer forwards it to
+``tune.report``).
 """
 
 from __future__ import annotations
 
-import sys
 import time
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from advmeta import loop
 from advmeta.env import resolve_device
 from advmeta.eps import parse_eps
 from advmeta.l2l.config import L2LConfig
 from advmeta.l2l.data import ClassificationData, augment, load_l2l_data, minibatches, to_float
 from advmeta.l2l.evaluate import accuracy
-from advmeta.l2l.networks import CHECKPOINT_NAME, build_attacker, build_classifier, load_checkpoint, save_checkpoint
+from advmeta.l2l.networks import build_attacker, build_classifier
 from advmeta.l2l.step import alternating_step
-
-Report = Callable[[dict[str, Any], Path | None], None]
+from advmeta.loop import Report
 
 
 def _optimisers(
@@ -50,6 +48,75 @@ def _validate(cfg: L2LConfig, classifier: nn.Module, data: ClassificationData, d
     return {"val_clean_acc": 100 * clean.float().mean().item(), "val_pgd20_acc": 100 * robust.float().mean().item()}
 
 
+class _L2LTrainer:
+    """L2L training as a :class:`advmeta.loop.Trainer`: a unit is one epoch of alternating steps."""
+
+    kind = "l2l"
+
+    def __init__(self, cfg: L2LConfig, data: ClassificationData, device: torch.device) -> None:
+        self.cfg, self.data, self.device = cfg, data, device
+        torch.manual_seed(cfg.seed)
+        self.classifier = build_classifier(cfg, data.image_shape, data.num_classes).to(device)
+        attacker = build_attacker(cfg, data.image_shape)
+        self.attacker = attacker.to(device) if attacker is not None else None
+        self.opt_f, self.sched, self.opt_g = _optimisers(cfg, self.classifier, self.attacker)
+        self.data_gen = torch.Generator().manual_seed(cfg.seed)
+        self.attack_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.epoch_seconds: list[float] = []  # training time of each epoch, validation excluded
+
+    def unit(self, i: int) -> dict[str, float]:
+        cfg, device = self.cfg, self.device
+        t0 = time.perf_counter()
+        n = correct = 0
+        loss_sum = att_sum = 0.0
+        self.classifier.train()
+        step_size = parse_eps(cfg.pgd_step_size)
+        for xb, yb in minibatches(self.data.train_x, self.data.train_y, cfg.batch_size, self.data_gen, drop_last=True):
+            x, y = to_float(xb, device), yb.to(device)
+            if cfg.augment:
+                x = augment(x, self.data_gen, flip=cfg.flips)
+            res = alternating_step(cfg.method_enum, self.classifier, self.attacker, self.opt_f, self.opt_g, x, y,
+                                   cfg.eps_value, pgd_steps=cfg.pgd_steps, pgd_step_size=step_size,
+                                   eval_mode_perturb=cfg.perturb_eval_mode, generator=self.attack_gen)
+            n += len(y)
+            correct += res.correct
+            loss_sum += res.classifier_loss * len(y)
+            att_sum += res.attacker_loss * len(y)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        self.epoch_seconds.append(seconds)
+        lr = self.opt_f.param_groups[0]["lr"]
+        self.sched.step()
+        return {"lr": lr, "loss": loss_sum / max(n, 1), "train_adv_acc": 100 * correct / max(n, 1),
+                "attacker_loss": att_sum / max(n, 1), "epoch_seconds": seconds}
+
+    def validate(self, done: int, units: list[dict[str, float]]) -> dict[str, Any]:
+        last = units[-1]
+        return {"epoch": done, "lr": last["lr"], "train_loss": last["loss"], "train_adv_acc": last["train_adv_acc"],
+                "attacker_loss": last["attacker_loss"], "epoch_seconds": last["epoch_seconds"],
+                **_validate(self.cfg, self.classifier, self.data, self.device)}
+
+    def state(self) -> dict[str, Any]:
+        return {"classifier": self.classifier.state_dict(), "classifier_opt": self.opt_f.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "attacker": self.attacker.state_dict() if self.attacker is not None else None,
+                "attacker_opt": self.opt_g.state_dict() if self.opt_g is not None else None,
+                "data_gen": self.data_gen.get_state(), "attack_gen": self.attack_gen.get_state(),
+                "epoch_seconds": list(self.epoch_seconds)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.classifier.load_state_dict(state["classifier"])
+        if self.attacker is not None and self.opt_g is not None:
+            self.attacker.load_state_dict(state["attacker"])
+            self.opt_g.load_state_dict(state["attacker_opt"])
+        self.opt_f.load_state_dict(state["classifier_opt"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.data_gen.set_state(state["data_gen"])
+        self.attack_gen.set_state(state["attack_gen"].to(self.attack_gen.get_state().device))
+        self.epoch_seconds = list(state["epoch_seconds"])
+
+
 def train_l2l(
     cfg: L2LConfig,
     out_dir: str | Path,
@@ -61,103 +128,42 @@ def train_l2l(
 ) -> tuple[Path, dict[str, Any]]:
     """Train ``cfg``'s classifier (and attacker) and write ``out_dir/checkpoint.pt``.
 
+    The loop, the checkpoint format and the resume policy are :mod:`advmeta.loop`'s (shared
+    with the meta-learners): an epoch is a unit, validated (and reported) every epoch.
+
     Args:
         cfg: the run.
         out_dir: folder of the checkpoint (created).
         resume: continue from an existing checkpoint of the same configuration.
-        progress: print one line per epoch on stderr.
+        progress: draw a progress bar on stderr.
         report: called as ``report(metrics, checkpoint_path_or_None)`` after every epoch.
         data: the classification data, if already loaded (else loaded from ``cfg``).
 
     Returns:
         The checkpoint's path and the last epoch's metrics (``epoch_seconds`` is the mean
-        training time per epoch, excluding validation; ``train_seconds`` the total).
+        training time per epoch, excluding validation; ``train_seconds`` the wall time of the
+        epochs and their validations).
 
     Raises:
         NonFiniteLossError: a loss became NaN or infinite.
         DataNotFoundError: the dataset's files are missing.
+        ConfigError: ``out_dir`` holds the checkpoint of another configuration.
     """
-    out = Path(out_dir)
-    path = out / CHECKPOINT_NAME
     device = resolve_device(cfg.device)
     if data is None:
         data = load_l2l_data(cfg.dataset, cfg.data_root, cfg.image_size, cfg.num_classes,
                              cfg.train_per_class, cfg.test_per_class)
-    torch.manual_seed(cfg.seed)
-    classifier = build_classifier(cfg, data.image_shape, data.num_classes).to(device)
-    attacker = build_attacker(cfg, data.image_shape)
-    attacker = attacker.to(device) if attacker is not None else None
-    opt_f, sched, opt_g = _optimisers(cfg, classifier, attacker)
-    data_gen = torch.Generator().manual_seed(cfg.seed)
-    attack_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    start, history, train_seconds = 0, [], 0.0
+    trainer = _L2LTrainer(cfg, data, device)
+    identity = loop.Identity("l2l", cfg.to_dict(), cfg.result_dict(),
+                             {"dataset": data.name, "image_shape": list(data.image_shape),
+                              "num_classes": data.num_classes})
 
-    if resume and path.is_file():
-        ck = load_checkpoint(path, device)
-        if ck.cfg.result_dict() != cfg.result_dict():
-            warnings.warn(f"{path} holds another configuration; training from scratch and replacing it", stacklevel=2)
-        else:
-            raw = ck.raw
-            classifier.load_state_dict(raw["classifier"])
-            if attacker is not None:
-                attacker.load_state_dict(raw["attacker"])
-                opt_g.load_state_dict(raw["attacker_opt"])
-            opt_f.load_state_dict(raw["classifier_opt"])
-            sched.load_state_dict(raw["scheduler"])
-            data_gen.set_state(raw["data_gen"])
-            attack_gen.set_state(raw["attack_gen"].to(attack_gen.get_state().device))
-            start, history, train_seconds = ck.epoch, ck.history, ck.train_seconds
+    def describe(stats: dict[str, float], metrics: dict[str, Any]) -> str:
+        val = "".join(f" {k}={v:.1f}" for k, v in metrics.items() if k.startswith("val_"))
+        return f"loss={stats['loss']:.3f} adv_acc={stats['train_adv_acc']:.1f}{val}"
 
-    eps = cfg.eps_value
-    step_size = parse_eps(cfg.pgd_step_size)
-    metrics: dict[str, Any] = history[-1] if history else {}
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        n = correct = 0
-        loss_sum = att_sum = 0.0
-        classifier.train()
-        for xb, yb in minibatches(data.train_x, data.train_y, cfg.batch_size, data_gen, drop_last=True):
-            x, y = to_float(xb, device), yb.to(device)
-            if cfg.augment:
-                x = augment(x, data_gen, flip=cfg.flips)
-            res = alternating_step(cfg.method_enum, classifier, attacker, opt_f, opt_g, x, y, eps,
-                                   pgd_steps=cfg.pgd_steps, pgd_step_size=step_size,
-                                   eval_mode_perturb=cfg.perturb_eval_mode, generator=attack_gen)
-            n += len(y)
-            correct += res.correct
-            loss_sum += res.classifier_loss * len(y)
-            att_sum += res.attacker_loss * len(y)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - t0
-        train_seconds += seconds
-        lr = opt_f.param_groups[0]["lr"]
-        sched.step()
-        metrics = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(n, 1),
-                   "train_adv_acc": 100 * correct / max(n, 1), "attacker_loss": att_sum / max(n, 1),
-                   "epoch_seconds": seconds, "train_seconds": train_seconds}
-        metrics.update(_validate(cfg, classifier, data, device))
-        history.append(metrics)
-        saved: Path | None = None
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-            saved = save_checkpoint(path, {
-                "config": cfg.to_dict(), "epoch": epoch + 1, "dataset": data.name,
-                "image_shape": list(data.image_shape), "num_classes": data.num_classes,
-                "classifier": classifier.state_dict(), "classifier_opt": opt_f.state_dict(),
-                "scheduler": sched.state_dict(),
-                "attacker": attacker.state_dict() if attacker is not None else None,
-                "attacker_opt": opt_g.state_dict() if opt_g is not None else None,
-                "data_gen": data_gen.get_state(), "attack_gen": attack_gen.get_state(),
-                "history": history, "train_seconds": train_seconds,
-            })
-        if progress:
-            val = "".join(f" {k}={v:.1f}" for k, v in metrics.items() if k.startswith("val_"))
-            print(f"[{cfg.name}] epoch {epoch + 1}/{cfg.epochs} loss={metrics['train_loss']:.3f} "
-                  f"adv_acc={metrics['train_adv_acc']:.1f}{val} ({seconds:.1f}s)", file=sys.stderr)
-        if report is not None:
-            report(dict(metrics), saved)
-    if not path.is_file():  # nothing left to train, yet no checkpoint: cannot happen unless resumed oddly
-        raise RuntimeError(f"training finished without a checkpoint at {path}")
-    final = dict(metrics)
-    final["epoch_seconds"] = train_seconds / max(len(history), 1)
-    return path, final
+    path, metrics, _ = loop.run(trainer, out_dir, identity, loop.Schedule(cfg.epochs, 1, cfg.checkpoint_every),
+                                resume=resume, report=report, progress=progress, label=cfg.name,
+                                describe=describe, map_location=device)
+    seconds = trainer.epoch_seconds  # every epoch's, restored with the state on a resumed run
+    return path, {**metrics, "epoch_seconds": sum(seconds) / max(len(seconds), 1)}

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from advmeta.eps import parse_eps
+from advmeta.eps import Eps, parse_eps
 from advmeta.errors import ConfigError
 from advmeta.learners._base import accuracy, check_finite
 from advmeta.learners._maml import MAMLBase, MAMLConfig
@@ -78,7 +78,7 @@ class ADMLConfig(MAMLConfig):
                             low=1e-5, high=1e-2, log=True)
     meta_lr_clean: float = hp(0.001, "β₂: Adam learning rate of the second (θ′_c on adversarial query) update",
                               low=1e-5, high=1e-2, log=True)
-    train_eps: str = hp("2/255", "ε of the surrogate FGSM at meta-training (paper: ε = 2 read as 2/255)")
+    train_eps: Eps = hp("2/255", "ε of the surrogate FGSM at meta-training (paper: ε = 2 read as 2/255)")
     recompute_second: bool = hp(True, "the second update differentiates at the θ left by the first "
                                 "(sequential assignment) [choice]; False: both at the pre-update θ",
                                 choices=(True, False))

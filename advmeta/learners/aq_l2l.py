@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advmeta.eps import parse_eps
+from advmeta.eps import Eps, parse_eps
 from advmeta.learners._base import accuracy
 from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import hp, hparams, register_learner
@@ -26,7 +26,7 @@ class AQL2LConfig(MAMLConfig):
     """AQ-L2L's hyper-parameters: MAML's plus the learned query attacker's."""
 
     first_order: bool = hp(True, "drop second derivatives, as AQ's public code", choices=(False, True))
-    train_eps: str = hp("8/255", "ℓ∞ budget of the learned query perturbation (AQ: 8/255)")
+    train_eps: Eps = hp("8/255", "ℓ∞ budget of the learned query perturbation (AQ: 8/255)")
     l2l_method: str = hp("grad-l2l", "form of g_φ's input: naive-l2l, grad-l2l or 2step-l2l",
                          choices=("naive-l2l", "grad-l2l", "2step-l2l"))
     attacker_kind: str = hp("slim", "attacker network: wide (the L2L paper's) or slim [choice: cheaper]",

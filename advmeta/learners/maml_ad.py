@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from advmeta.eps import Eps
 from advmeta.learners._base import accuracy
 from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import hp, hparams, register_learner
@@ -18,7 +19,7 @@ from advmeta.learners.adml import surrogate_halves
 class MAMLADConfig(MAMLConfig):
     """MAML-AD's hyper-parameters: MAML's plus the surrogate ε."""
 
-    train_eps: str = hp("2/255", "ε of the surrogate FGSM at meta-training (as ADML)")
+    train_eps: Eps = hp("2/255", "ε of the surrogate FGSM at meta-training (as ADML)")
 
 
 @register_learner("maml-ad")

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from advmeta.attacks import AttackSpec
+from advmeta.eps import Eps
 from advmeta.learners._base import accuracy
 from advmeta.learners._contrastive import contrastive_loss
 from advmeta.learners._maml import MAMLBase, MAMLConfig
@@ -29,7 +30,7 @@ class RMAMLConfig(MAMLConfig):
 
     first_order: bool = hp(True, "drop second derivatives; R-MAML's public code is first order", choices=(False, True))
     train_attack: str = hp("fgsm-rs", "training attack (R-MAML: FGSM with random start)")
-    train_eps: str = hp("2/255", "ε of the training attack (mini-ImageNet: 2/255)")
+    train_eps: Eps = hp("2/255", "ε of the training attack (mini-ImageNet: 2/255)")
     contrastive_weight: float = hp(0.0, "weight of the auxiliary NT-Xent loss on two augmented views of the "
                                    "query; 0 = off, 0.1 when on [choice]", low=0.0, high=1.0)
     contrastive_tau: float = hp(0.5, "NT-Xent temperature [choice]", low=0.05, high=1.0)

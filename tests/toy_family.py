@@ -1,4 +1,5 @@
-"""A fake method family for the runner's tests and benchmark: fast, deterministic, crash-able.
+"""A fake method family for the runner's tests: fast, deterministic, crash-able (registered as ``toy``
+through ``ADVMETA_FAMILIES=toy=tests.toy_family``, see tests/conftest.py).
 
 It mimics the core's contract — train with checkpoints and resume, report metrics at each
 validation, then evaluate into rows of the result schema — in milliseconds, so the Ray layer's
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from advmeta.eps import format_eps, parse_eps
+from advmeta.eps import Eps, format_eps, parse_eps
 from advmeta.results import hparam_columns, mean_ci95
 
 CKPT = "toy.ckpt.json"
@@ -40,7 +41,7 @@ class ToyConfig:
 
     gamma: float = 2.0
     k: float = 1.0
-    train_eps: str = "2/255"
+    train_eps: Eps = "2/255"
     seconds: float = 0.0
     crash_at: int = -1
     crash_times: int = 1
