@@ -230,3 +230,27 @@ def test_an_eps_is_a_type_not_a_name() -> None:
                       if "eps" in f.name.split("_") or f.name.endswith("step_size")]
     assert len(looks_like_eps) >= 8
     assert [x for x in looks_like_eps if kind_of(x[2], x[1]) is not Kind.EPS] == []
+
+
+def test_every_family_implements_the_protocol() -> None:
+    """A family is one module: every registered one (the tests' toy included) defines every member
+    of ``Family``, so the grids, the search space and the runner never branch on a family's name."""
+    import inspect
+
+    from advmeta.tune.families import FAMILY_MEMBERS, get_family, registered
+
+    assert {"train_settings", "budget_hparams", "search_evals", "train_cost", "run", "methods"} <= set(FAMILY_MEMBERS)
+    for name in registered():
+        module = get_family(name)
+        missing = [m for m in FAMILY_MEMBERS if not callable(getattr(module, m, None))]
+        assert missing == [], f"family {name} lacks {missing}"
+        budget = get_budget("smoke")
+        train = module.train_settings(budget, module.methods()[0], {"dataset": "glyphs", "n_way": 5, "k_shot": 1})
+        assert isinstance(train, dict) and isinstance(module.budget_hparams(budget), dict)
+        assert inspect.signature(module.run).parameters.keys() >= {"spec", "ctx", "report"}
+    import pathlib
+
+    tune_dir = pathlib.Path(__file__).resolve().parents[1] / "tune"
+    for shared in ("grids.py", "space.py", "runner.py", "budgets.py"):
+        text = (tune_dir / shared).read_text()
+        assert not any(f'family == "{f}"' in text or f'family != "{f}"' in text for f in ("meta", "l2l", "gail")), shared

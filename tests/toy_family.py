@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,38 @@ def methods() -> list[str]:
 def config_class(method: str) -> type:
     """:class:`ToyConfig`."""
     return ToyConfig
+
+
+def trains_on_surrogate(method: str) -> bool:
+    """No: the toy method never trains on a surrogate's images."""
+    return False
+
+
+def train_settings(budget: Any, method: str, axes: Mapping[str, Any]) -> dict[str, Any]:
+    """The meta family's settings shape (a few-shot trial), not adversarially trained."""
+    train: dict[str, Any] = {
+        "n_way": 5, "q_query": budget.train_q_query or budget.q_query, "iterations": budget.iterations,
+        "meta_batch": budget.meta_batch, "val_every": budget.val_every, "val_episodes": budget.val_episodes,
+        "checkpoint_every": budget.checkpoint_every, "image_size": budget.image_size,
+        "surrogate_steps": budget.surrogate_steps}
+    train.update({k: v for k, v in axes.items() if v is not None})
+    train["iterations"] = budget.iterations_for(method, train.get("k_shot"))
+    return train
+
+
+def budget_hparams(budget: Any) -> dict[str, Any]:
+    """None."""
+    return {}
+
+
+def search_evals(budget: Any, attacks: list[str], test_eps: list[str] | None, sweep: str) -> tuple[dict[str, Any], ...]:
+    """One white-box evaluation at ``test_eps`` (default 2/255)."""
+    return ({"scenario": "whitebox", "attacks": list(attacks), "eps": list(test_eps or ["2/255"])},)
+
+
+def train_cost(spec: Any) -> float:
+    """Its iterations' sleeps."""
+    return float(spec.train.get("iterations", 6)) * float(spec.hparams.get("seconds", 0.0))
 
 
 class ToyCrash(RuntimeError):

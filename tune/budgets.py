@@ -156,23 +156,6 @@ class Budget:
         changes = dict(dict(self.by_dataset).get(dataset or "", ()))
         return replace(self, by_dataset=(), **changes)
 
-    def learner_overrides(self, family: str = "meta") -> dict[str, Any]:
-        """Hyper-parameters the budget sets for a family's methods (applied where they exist)."""
-        out: dict[str, Any] = {}
-        if family == "l2l":
-            if self.l2l_batch_size is not None:
-                out["batch_size"] = self.l2l_batch_size
-            if self.l2l_lr_milestones is not None:
-                out["lr_milestones"] = list(self.l2l_lr_milestones)
-            return out
-        if self.inner_steps is not None:
-            out["inner_steps"] = self.inner_steps
-        if self.test_inner_steps is not None:
-            out["test_inner_steps"] = self.test_inner_steps
-        if self.inner_lr is not None:
-            out["inner_lr"] = out["inner_lr_adv"] = self.inner_lr
-        return out
-
     def keeps_shot(self, k_shot: int) -> bool:
         """Whether trials with ``k_shot`` run at this budget."""
         return self.shots is None or int(k_shot) in self.shots

@@ -11,28 +11,25 @@ comma-separated): the tests register their fake, millisecond ``toy`` family this
 (``tests/toy_family.py``). The variable is read at each lookup, so Ray's worker processes,
 which inherit the driver's environment, find the same families.
 
-Each family module exposes ``methods() -> list[str]``, ``config_class(method) -> type`` (a
-dataclass whose fields are the tunable hyper-parameters) and ``run(spec, ctx, report)``, which
-returns a :class:`TrialOutput` (or the plain tuple of its first three fields).
+Each family module implements :class:`Family`: its methods and their hyper-parameter dataclasses,
+its trials' training settings and budget hyper-parameters, what ``advmeta tune`` evaluates, a cost
+estimate, and ``run(spec, ctx, report)``, which returns a :class:`TrialOutput` (or the plain tuple
+of its first three fields).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Mapping
+from typing import Any, NamedTuple, Protocol, cast
 
 from advmeta.errors import ConfigError
+from advmeta.loop import Report as Report  # ``report(metrics, checkpoint_path_or_None)``, as the core's trainers call it
 
 _BUILT_IN = {"meta": "advmeta.tune.family_meta", "l2l": "advmeta.tune.family_l2l", "gail": "advmeta.tune.family_gail"}
 FAMILIES_ENV = "ADVMETA_FAMILIES"
-
-Report = Callable[[dict[str, Any], "Path | None"], None]
-"""``report(metrics, checkpoint_path_or_None)``: what a family calls at each validation."""
 
 
 @dataclass(frozen=True)
@@ -72,11 +69,48 @@ class TrialOutput(NamedTuple):
 
 
 class Family(Protocol):
-    """What a family module provides."""
+    """What a family module (``tune/family_<name>.py``) provides; :func:`get_family` returns one.
 
-    def methods(self) -> list[str]: ...
-    def config_class(self, method: str) -> type: ...
-    def run(self, spec: Any, ctx: RunContext, report: Report) -> TrialOutput | tuple[Any, Any, Any]: ...
+    Everything the Ray layer does differently per kind of trainer is here, so that grids, the
+    search space and the runner never branch on a family's name.
+    """
+
+    def methods(self) -> list[str]:
+        """The methods of the family."""
+        ...
+
+    def config_class(self, method: str) -> type:
+        """A dataclass whose fields are ``method``'s tunable hyper-parameters."""
+        ...
+
+    def trains_on_surrogate(self, method: str) -> bool:
+        """Whether ``method`` trains on the fixed surrogate's FGSM images (then it trains at ADML's table ε)."""
+        ...
+
+    def train_settings(self, budget: Any, method: str, axes: Mapping[str, Any]) -> dict[str, Any]:
+        """A trial's training settings from the budget under a table's axes (``dataset``, ``n_way``, ``k_shot``)."""
+        ...
+
+    def budget_hparams(self, budget: Any) -> dict[str, Any]:
+        """Hyper-parameters the budget sets (applied where a method has the field)."""
+        ...
+
+    def search_evals(self, budget: Any, attacks: list[str], test_eps: list[str] | None,
+                     sweep: str) -> tuple[dict[str, Any], ...]:
+        """What ``advmeta tune`` evaluates (``test_eps`` None: the family's default ε)."""
+        ...
+
+    def train_cost(self, spec: Any) -> float:
+        """A trial's expected training seconds on one core (orders the trials: longest first)."""
+        ...
+
+    def run(self, spec: Any, ctx: RunContext, report: Report) -> TrialOutput | tuple[Any, Any, Any]:
+        """Train and evaluate one trial."""
+        ...
+
+
+FAMILY_MEMBERS = tuple(name for name in vars(Family) if not name.startswith("_"))
+"""What every family module defines (checked over every registered family by the tests)."""
 
 
 def registered() -> dict[str, str]:
@@ -96,13 +130,13 @@ def registered() -> dict[str, str]:
     return out
 
 
-def get_family(name: str) -> ModuleType:
+def get_family(name: str) -> Family:
     """The module of family ``name``."""
     modules = registered()
     if name not in modules:
         raise ConfigError(f"unknown method family {name!r}; known: {', '.join(modules)}")
     try:
-        return importlib.import_module(modules[name])
+        return cast(Family, importlib.import_module(modules[name]))
     except ImportError as e:
         if name in _BUILT_IN:
             raise

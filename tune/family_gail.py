@@ -9,6 +9,7 @@ and a grid's ``[tables.hparams] env = [...]`` both cross it like any other field
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,32 @@ def config_class(method: str) -> type:
         "doc": docs.get(f.name, ""), **({"choices": choices[f.name]} if f.name in choices else {})}))
             for f in dataclasses.fields(GAILConfig) if f.name not in NOT_TUNABLE]
     return dataclasses.make_dataclass("GAILHParams", keep, frozen=True)
+
+
+def trains_on_surrogate(method: str) -> bool:
+    """No: GAIL runs never train on a surrogate's images."""
+    return False
+
+
+def train_settings(budget: Any, method: str, axes: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's training settings: the budget's iterations and pairs per iteration (no few-shot axes)."""
+    return {"iterations": budget.gail_iterations, "batch_steps": budget.gail_batch_steps}
+
+
+def budget_hparams(budget: Any) -> dict[str, Any]:
+    """None: a budget sizes GAIL through its training settings only."""
+    return {}
+
+
+def search_evals(budget: Any, attacks: list[str], test_eps: list[str] | None, sweep: str) -> tuple[dict[str, Any], ...]:
+    """None: a GAIL run's result is its learning curve."""
+    return ()
+
+
+def train_cost(spec: Any) -> float:
+    """~0.5 s per iteration of 2000 pairs on one core (quick, measured); the sampling dominates."""
+    t = spec.train
+    return 0.5 * float(t.get("iterations") or 300) * float(t.get("batch_steps") or 5000) / 2000.0
 
 
 def gail_config(spec: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,55 @@ def config_class(method: str) -> type:
              else dataclasses.field(default_factory=f.default_factory, metadata={"doc": docs.get(f.name, "")}))
             for f in dataclasses.fields(L2LConfig) if f.name not in NOT_TUNABLE]
     return dataclasses.make_dataclass("L2LHParams", keep, frozen=True)
+
+
+# Seconds per epoch per 1000 training images on one CPU core at quick, 28 px.
+_TRAIN_COST = {"plain": 0.48, "naive-l2l": 1.56, "grad-l2l": 1.80, "pgm": 2.92, "2step-l2l": 3.06}
+
+
+def trains_on_surrogate(method: str) -> bool:
+    """No: L2L trainers never train on a surrogate's images."""
+    return False
+
+
+def train_settings(budget: Any, method: str, axes: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's training settings: the budget's L2L numbers on the classification set of ``axes["dataset"]``."""
+    from advmeta.tune.grids import classification_dataset
+
+    train: dict[str, Any] = {
+        "epochs": budget.l2l_epochs, "train_per_class": budget.l2l_train_per_class,
+        "classifier": budget.l2l_classifier, "classifier_kwargs": dict(budget.l2l_classifier_kwargs),
+        "num_classes": budget.l2l_num_classes, "image_size": budget.image_size, "attacker": budget.l2l_attacker,
+        "dataset": classification_dataset(axes.get("dataset"))}
+    if budget.l2l_eval_batches is not None:
+        train["eval_batches"] = budget.l2l_eval_batches
+    return train
+
+
+def budget_hparams(budget: Any) -> dict[str, Any]:
+    """Hyper-parameters the budget sets for the L2L trainers."""
+    out: dict[str, Any] = {}
+    if budget.l2l_batch_size is not None:
+        out["batch_size"] = budget.l2l_batch_size
+    if budget.l2l_lr_milestones is not None:
+        out["lr_milestones"] = list(budget.l2l_lr_milestones)
+    return out
+
+
+def search_evals(budget: Any, attacks: list[str], test_eps: list[str] | None, sweep: str) -> tuple[dict[str, Any], ...]:
+    """What ``advmeta tune`` evaluates: the L2L table (attacks named with their steps, pgd-20) at the
+    first ε (default 8/255, the paper's), a PGD-20 curve over the rest."""
+    l2l_attacks = [a if a != "pgd" else "pgd-20" for a in attacks]
+    return ({"scenario": "l2l", "attacks": ["none", *[a for a in l2l_attacks if a != "none"]],
+             "eps": list(test_eps or ["8/255"]), "n_test": budget.l2l_test_images},)
+
+
+def train_cost(spec: Any) -> float:
+    """Expected training seconds on one core (measured at 28 px; the pixels scale it)."""
+    t = spec.train
+    size = (float(t.get("image_size") or 28) / 28.0) ** 2
+    images = float(t.get("num_classes") or 10) * float(t.get("train_per_class") or 100) / 1000.0
+    return _TRAIN_COST.get(spec.method, 2.0) * float(t.get("epochs", 1)) * images * size
 
 
 def run(spec: Any, ctx: RunContext, report: Report) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:

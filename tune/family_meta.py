@@ -30,6 +30,74 @@ def config_class(method: str) -> type:
     return get_learner(method).Config
 
 
+# Seconds per training iteration on one CPU core at quick on Omniglot 28 px
+# (results/paper-tables-omniglot/summary.parquet: train_seconds / train_iterations).
+_TRAIN_COST = {"maml": 0.27, "aq": 0.42, "tafl": 0.58, "rmaml-out": 0.59, "rmaml-trades": 0.73, "rmaml-both": 0.76,
+               "adml": 0.86, "maml-ad": 0.81, "adml-wb": 0.74, "aq-protonet": 1.57, "matching": 0.19,
+               "protonet": 0.21, "relation": 0.24}
+
+
+def trains_on_surrogate(method: str) -> bool:
+    """Whether a learner trains on the fixed surrogate's FGSM images (ADML, MAML-AD)."""
+    from advmeta.learners import get_learner
+
+    return bool(getattr(get_learner(method), "needs_surrogate", False))
+
+
+def is_adversarial(method: str) -> bool:
+    """Whether a learner trains on adversarial examples (its own attack or the surrogate's)."""
+    import dataclasses
+
+    return "train_eps" in {f.name for f in dataclasses.fields(config_class(method))} or trains_on_surrogate(method)
+
+
+def train_settings(budget: Any, method: str, axes: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's training settings: the budget's numbers under the table's axes (dataset, n_way, k_shot, …)."""
+    train: dict[str, Any] = {
+        "n_way": 5, "q_query": budget.train_q_query or budget.q_query, "iterations": budget.iterations,
+        "meta_batch": budget.meta_batch, "val_every": budget.val_every, "val_episodes": budget.val_episodes,
+        "checkpoint_every": budget.checkpoint_every, "image_size": budget.image_size,
+        "surrogate_steps": budget.surrogate_steps}
+    train.update({k: v for k, v in axes.items() if v is not None})
+    train["iterations"] = budget.iterations_for(method, train.get("k_shot"), is_adversarial(method))
+    return train
+
+
+def budget_hparams(budget: Any) -> dict[str, Any]:
+    """Hyper-parameters the budget sets for the learners (applied where a learner has the field)."""
+    out: dict[str, Any] = {}
+    if budget.inner_steps is not None:
+        out["inner_steps"] = budget.inner_steps
+    if budget.test_inner_steps is not None:
+        out["test_inner_steps"] = budget.test_inner_steps
+    if budget.inner_lr is not None:
+        out["inner_lr"] = out["inner_lr_adv"] = budget.inner_lr
+    return out
+
+
+def search_evals(budget: Any, attacks: list[str], test_eps: list[str] | None, sweep: str) -> tuple[dict[str, Any], ...]:
+    """What ``advmeta tune`` evaluates: the white-box attacks at ``test_eps`` (default 2/255) on all of
+    the budget's test episodes (not its white-box subset: a search compares trials by this row), with
+    the budget's numbers as a grid gets them (attack steps, masking checks)."""
+    from advmeta.tune.grids import eval_settings
+
+    evals = tuple(eval_settings({"name": sweep, "evals": [
+        {"scenario": "whitebox", "attacks": list(attacks), "eps": list(test_eps or ["2/255"]), "support": ["clean"],
+         "query": ["clean", "adv"], "episodes": budget.test_episodes, "split": "test"}]}, budget))
+    for ev in evals:
+        ev.pop("n_test", None)
+        ev.pop("eps_source", None)
+    return evals
+
+
+def train_cost(spec: Any) -> float:
+    """Expected training seconds on one core (measured at 28 px; the pixels scale it)."""
+    t = spec.train
+    size = (float(t.get("image_size") or 28) / 28.0) ** 2
+    per = _TRAIN_COST.get(spec.method, 0.6 if is_adversarial(spec.method) else 0.27)
+    return float(t.get("iterations", 1)) * per * (1.0 + 0.25 * (float(t.get("k_shot", 1)) - 1)) * size
+
+
 def train_config(spec: Any, ctx: RunContext) -> Any:
     """The :class:`advmeta.train.TrainConfig` of a trial."""
     from advmeta.train import TrainConfig

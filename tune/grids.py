@@ -37,7 +37,7 @@ from typing import Any
 from advmeta.errors import ConfigError
 from advmeta.tune.budgets import Budget
 from advmeta.tune.epsplan import TABLE, TableEps, method_eps_overrides, plan, table_rule
-from advmeta.tune.families import config_class, family_of
+from advmeta.tune.families import config_class, family_of, get_family
 from advmeta.tune.trial import TrialSpec
 from advmeta.tune.validate import check_axes, check_eval, check_value
 
@@ -103,15 +103,6 @@ def _fields(method: str) -> dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(config_class(method))}
 
 
-def _needs_surrogate(family: str, method: str) -> bool:
-    """Whether a method trains on the fixed surrogate's FGSM images (ADML, MAML-AD)."""
-    if family != "meta":
-        return False
-    from advmeta.learners import get_learner
-
-    return bool(getattr(get_learner(method), "needs_surrogate", False))
-
-
 def with_dataset_defaults(method: str, dataset: str | None, hparams: Mapping[str, Any]) -> dict[str, Any]:
     """``hparams`` over the method's per-dataset defaults (e.g. α = 0.4 on Omniglot, METHODS §2)."""
     from advmeta.learners._defaults import dataset_defaults
@@ -119,34 +110,12 @@ def with_dataset_defaults(method: str, dataset: str | None, hparams: Mapping[str
     return dataset_defaults(config_class(method), dataset) | dict(hparams)
 
 
-def is_adversarial(family: str, method: str) -> bool:
-    """Whether a meta-learner trains on adversarial examples (its own attack or the surrogate's)."""
-    return family == "meta" and ("train_eps" in _fields(method) or _needs_surrogate(family, method))
-
-
-def _train_settings(budget: Budget, family: str, method: str, axes: Mapping[str, Any], seed: int,
-                    extra: Mapping[str, Any]) -> dict[str, Any]:
-    """Training settings of a trial: the table's axes over the budget's numbers."""
+def train_settings(budget: Budget, family: str, method: str, axes: Mapping[str, Any], seed: int,
+                   extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Training settings of a trial: the seed, the family's settings from the budget under the
+    table's axes (:meth:`Family.train_settings`), then the table's own ``train`` values."""
     train: dict[str, Any] = {"seed": seed, "budget": budget.name}
-    if family == "gail":
-        train.update({"iterations": budget.gail_iterations, "batch_steps": budget.gail_batch_steps})
-        train.update(extra)
-        return train
-    if family == "l2l":
-        train.update({"epochs": budget.l2l_epochs, "train_per_class": budget.l2l_train_per_class,
-                      "classifier": budget.l2l_classifier, "classifier_kwargs": dict(budget.l2l_classifier_kwargs),
-                      "num_classes": budget.l2l_num_classes, "image_size": budget.image_size,
-                      "attacker": budget.l2l_attacker,
-                      "dataset": classification_dataset(axes.get("dataset"))})
-        if budget.l2l_eval_batches is not None:
-            train["eval_batches"] = budget.l2l_eval_batches
-    else:
-        train.update({"n_way": 5, "q_query": budget.train_q_query or budget.q_query, "iterations": budget.iterations,
-                      "meta_batch": budget.meta_batch, "val_every": budget.val_every,
-                      "val_episodes": budget.val_episodes, "checkpoint_every": budget.checkpoint_every,
-                      "image_size": budget.image_size, "surrogate_steps": budget.surrogate_steps})
-        train.update({k: v for k, v in axes.items() if v is not None})
-        train["iterations"] = budget.iterations_for(method, train.get("k_shot"), is_adversarial(family, method))
+    train.update(get_family(family).train_settings(budget, method, axes))
     train.update(extra)
     return train
 
@@ -190,7 +159,7 @@ def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps 
         if not isinstance(ev, Mapping):
             raise ConfigError(f"table {table.get('name')!r}: each eval must be a table of settings")
         check_eval(ev, str(table.get("name", "table")))
-        full = {"episodes": budget.test_episodes, "attack_steps": budget.attack_steps, "split": "test",
+        full: dict[str, Any] = {"episodes": budget.test_episodes, "attack_steps": budget.attack_steps, "split": "test",
                 "n_test": budget.l2l_test_images}
         if ev.get("scenario") in ("whitebox", "support", "support+query") and budget.whitebox_episodes:
             full["episodes"] = budget.whitebox_episodes
@@ -266,7 +235,6 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
         per_method = dict(table.get("method_hparams", {}))
         table_methods = _as_list(table.get("methods", []))
         if "*" in table_methods:  # every learner of the core, present and future
-            from advmeta.tune.families import get_family
 
             table_methods = [m for m in table_methods if m != "*"] + [
                 m for m in get_family("meta").methods() if m not in table_methods]
@@ -302,19 +270,19 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
             for k, values in [*own_axes.items(), *((k, [v]) for k, v in fixed.items())]:
                 for v in values:
                     check_value(fields[k], v, f"grid {name}, table {tname!r}: {method} {k}")
-            from_budget = {k: v for k, v in budget.learner_overrides(family).items() if k in fields}
+            from_budget = {k: v for k, v in get_family(family).budget_hparams(budget).items() if k in fields}
             from_eps: dict[str, Any] = {}
             if t_eps is not None and t_eps.trains_methods:
-                train_at = sur_eps.primary if sur_eps is not None and _needs_surrogate(family, method) else t_eps.train_eps
+                train_at = sur_eps.primary if sur_eps is not None and get_family(family).trains_on_surrogate(method) else t_eps.train_eps
                 from_eps = method_eps_overrides(fields, train_at) if train_at else {}
             for combo in itertools.product(*own_axes.values()) if own_axes else [()]:
                 hp = from_budget | from_eps | dict(zip(own_axes, combo)) | fixed
                 for train_combo, rep in itertools.product(
                         itertools.product(*axes.values()) if axes else [()], range(seeds)):
                     ax = dict(zip(axes, train_combo))
-                    if ax.get("dataset") in (None, "auto") and family != "gail":
+                    if ax.get("dataset") in (None, "auto"):
                         ax["dataset"] = dataset
-                    train = _train_settings(budget, family, method, ax, seed + rep, dict(table.get("train", {})))
+                    train = train_settings(budget, family, method, ax, seed + rep, dict(table.get("train", {})))
                     trial_hp = with_dataset_defaults(method, train.get("dataset"), hp)
                     spec = TrialSpec(sweep or name, family, method, trial_hp, train, tuple(evals), budget.name,
                                      (tname,))

@@ -99,15 +99,7 @@ def _throttled(fn: Any, seconds: float) -> Any:
     return call
 
 
-# Seconds per training iteration (meta) or per epoch per 1000 training images (l2l) on one CPU
-# core at quick on Omniglot 28 px (results/paper-tables-omniglot/summary.parquet:
-# train_seconds / train_iterations); methods not listed cost their family's default.
-_TRAIN_COST = {
-    "maml": 0.27, "aq": 0.42, "tafl": 0.58, "rmaml-out": 0.59, "rmaml-trades": 0.73, "rmaml-both": 0.76,
-    "adml": 0.86, "maml-ad": 0.81, "adml-wb": 0.74, "aq-protonet": 1.57, "matching": 0.19, "protonet": 0.21,
-    "relation": 0.24,
-    "plain": 0.48, "naive-l2l": 1.56, "grad-l2l": 1.80, "pgm": 2.92, "2step-l2l": 3.06,
-}
+# Evaluation costs on one CPU core at quick on Omniglot 28 px (training costs: each family's ``train_cost``).
 _ATTACK_STEP_COST = 0.12  # one white-box attack step on one 75-query episode (seconds, same setting)
 _TRIAL_OVERHEAD = 30.0  # start, data, checkpoints, the surrogate scenario (seconds, same setting)
 _QUERY_COST = 0.017  # one forward of a 75-query episode: a Square query (seconds, quick AQ, measured)
@@ -122,24 +114,11 @@ def cost_estimate(spec: TrialSpec, trained: bool = False) -> float:
     (longest-processing-time-first packing). ``trained``: its checkpoint is already there (the
     calibration's MAML), so it only evaluates.
     """
-    from advmeta.tune.grids import is_adversarial, queries_of
+    from advmeta.tune.families import get_family
+    from advmeta.tune.grids import queries_of
 
-    t = spec.train
-    size = (float(t.get("image_size") or 28) / 28.0) ** 2
-    if trained:
-        train = 0.0
-    elif spec.family == "gail":
-        # ~0.5 s per iteration of 2000 pairs on one core (quick, measured); the sampling dominates.
-        train = 0.5 * float(t.get("iterations") or 300) * float(t.get("batch_steps") or 5000) / 2000.0
-    elif spec.family == "l2l":
-        per = _TRAIN_COST.get(spec.method, 2.0)
-        images = float(t.get("num_classes") or 10) * float(t.get("train_per_class") or 100) / 1000.0
-        train = per * float(t.get("epochs", 1)) * images * size
-    else:
-        adversarial = is_adversarial(spec.family, spec.method)
-        per = _TRAIN_COST.get(spec.method, 0.6 if adversarial else 0.27)
-        shots = float(t.get("k_shot", 1))
-        train = float(t.get("iterations", 1)) * per * (1.0 + 0.25 * (shots - 1)) * size
+    size = (float(spec.train.get("image_size") or 28) / 28.0) ** 2
+    train = 0.0 if trained else get_family(spec.family).train_cost(spec)
     attacked = sum(len(ev.get("attacks", [])) * float(ev.get("attack_steps") or 10) * float(ev.get("episodes", 100))
                    for ev in spec.evals if ev.get("scenario") == "whitebox")
     queries = sum(queries_of(a) * float(ev.get("episodes", 100)) for ev in spec.evals if ev.get("scenario") == "whitebox"
@@ -236,7 +215,7 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
                 ),
             )
             grid = tuner.fit()
-            for result in grid:
+            for result in grid:  # type: ignore[attr-defined]  # ray: ResultGrid iterates by __getitem__/__len__, has no __iter__
                 spec = by_id.get(str((result.config or {}).get("trial", {}).get("trial_id")))
                 if spec is None:
                     continue

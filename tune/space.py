@@ -94,7 +94,8 @@ def _is_number(text: str) -> bool:
 
 def _sample(values: Values, field: dataclasses.Field[Any], rng: np.random.Generator) -> Any:
     if isinstance(values, ValueRange) and values.step is None and values.kind in (Kind.FLOAT, Kind.EPS):
-        log = bool((field.metadata or {}).get("log")) and values.lo > 0
+        meta: Mapping[str, Any] = field.metadata or {}
+        log = bool(meta.get("log")) and values.lo > 0
         u = rng.uniform(math.log(values.lo), math.log(values.hi)) if log else rng.uniform(values.lo, values.hi)
         x = math.exp(u) if log else u
         return float(x) if values.kind is Kind.FLOAT else _eps(x)
@@ -126,46 +127,30 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
         k_shot: K of K-shot.
         search: ``grid`` (every combination × ``samples`` seeds) or ``random`` (``samples`` draws).
         samples: repeats (grid) or draws (random).
-        test_eps: ε of the evaluation (default: every training ε tried, else 2/255).
+        test_eps: ε of the evaluation (default: every training ε tried, else the family's: 2/255, L2L 8/255).
         attacks: white-box attacks of the evaluation.
         sweep: the sweep's name (default ``tune-<method>``).
 
     Raises:
         ConfigError: unknown search, ``samples`` < 1.
     """
-    from advmeta.tune.grids import _train_settings, eval_settings, with_dataset_defaults
+    from advmeta.tune.families import get_family
+    from advmeta.tune.grids import train_settings, with_dataset_defaults
 
     if samples < 1:
         raise ConfigError("--samples must be >= 1")
     family = family_of(method)
     fields = tunable_fields(method)
     sweep = sweep or f"tune-{method}"
-    if test_eps is None:
-        train_eps = sorted({v for k, vals in overrides.items() if kind_of(fields[k].type, k) is Kind.EPS
-                            and k != "train_step_size" for v in as_list(vals)})
-        test_eps = train_eps or (["8/255"] if family == "l2l" else ["2/255"])
-    if family == "gail":
-        evals: tuple[dict[str, Any], ...] = ()  # a GAIL run's result is its learning curve
-    elif family == "l2l":
-        # The L2L evaluation names attacks with their steps (pgd-20); one ε plus a curve over the rest.
-        l2l_attacks = [a if a != "pgd" else "pgd-20" for a in attacks]
-        evals = ({
-            "scenario": "l2l", "attacks": ["none", *[a for a in l2l_attacks if a != "none"]],
-            "eps": list(test_eps), "n_test": budget.l2l_test_images},)
-    else:
-        # The budget's numbers as a grid gets them (attack steps, masking checks); all of the
-        # budget's test episodes, not its white-box subset: a search compares trials by this row.
-        evals = tuple(eval_settings({"name": sweep, "evals": [
-            {"scenario": "whitebox", "attacks": list(attacks), "eps": list(test_eps), "support": ["clean"],
-             "query": ["clean", "adv"], "episodes": budget.test_episodes, "split": "test"}]}, budget))
-        for ev in evals:
-            ev.pop("n_test", None)
-            ev.pop("eps_source", None)
+    if test_eps is None:  # at the ε the search trains at, else the family's default
+        test_eps = sorted({v for k, vals in overrides.items() if kind_of(fields[k].type, k) is Kind.EPS
+                           and k != "train_step_size" for v in as_list(vals)}) or None
+    evals = get_family(family).search_evals(budget, list(attacks), test_eps, sweep)
     from advmeta.tune.validate import check_eval
 
     for ev in evals:
         check_eval(ev, sweep)  # unknown attacks or a bad ε: an error before any trial
-    base = {k: v for k, v in budget.learner_overrides(family).items() if k in fields}
+    base = {k: v for k, v in get_family(family).budget_hparams(budget).items() if k in fields}
     combos: list[tuple[dict[str, Any], int]] = []
     if search == "grid":
         keys = list(overrides)
@@ -185,9 +170,7 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
             check_value(fields[k], v, f"--{k.replace('_', '-')}")
     specs = []
     for hp, s in combos:
-        axes = ({"dataset": dataset, "n_way": n_way, "k_shot": k_shot} if family == "meta"
-                else {"dataset": dataset} if family == "l2l" else {})
-        train = _train_settings(budget, family, method, axes, s, {})
+        train = train_settings(budget, family, method, {"dataset": dataset, "n_way": n_way, "k_shot": k_shot}, s, {})
         trial_hp = with_dataset_defaults(method, train.get("dataset"), base | hp)
         specs.append(TrialSpec(sweep, family, method, trial_hp, train, evals, budget.name, ("tune",)))
     return list(dict((sp.trial_id, sp) for sp in specs).values())
