@@ -30,6 +30,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from advmeta.errors import ConfigError, CorruptDataError, DataNotFoundError
+from advmeta.surrogate import DEFAULT_ARCH
 
 MANIFEST = "_bank.json"  # a leading underscore: pyarrow and pandas skip it when reading the folder
 IMAGE_COLUMNS = ("support_x", "query_x", "support_adv_x", "query_adv_x")
@@ -91,7 +92,8 @@ def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and inner path of a local path or a URI (``s3://…``, ``file://…``)."""
     if "://" in path:
         try:
-            return pafs.FileSystem.from_uri(path)
+            found: tuple[pafs.FileSystem, str] = pafs.FileSystem.from_uri(path)  # pyarrow is untyped
+            return found
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as err:
             raise ConfigError(f"cannot open storage {path!r}: {err}") from None
     import os
@@ -338,7 +340,7 @@ class EpisodeMaker:
     """
 
     def __init__(self, spec: BankSpec, data_root: str | None = None, surrogate_steps: int = 1500,
-                 surrogate_arch: str = "conv4", device: str = "cpu", surrogate_classes: str = "all") -> None:
+                 surrogate_arch: str = DEFAULT_ARCH, device: str = "cpu", surrogate_classes: str = "all") -> None:
         from advmeta.data import EpisodeSampler, EpisodeSpec, load_fewshot
         from advmeta.env import resolve_device
         from advmeta.surrogate import SurrogateConfig, get_surrogate

@@ -28,6 +28,9 @@ from torch import Tensor, nn
 from advmeta import checkpoint as ckpt_io
 
 
+DEFAULT_ARCH = "conv4"
+"""The surrogate's architecture unless a run says otherwise (every default in the package reads this)."""
+
 @dataclass(frozen=True)
 class SurrogateConfig:
     """Training settings of the surrogate.
@@ -44,7 +47,7 @@ class SurrogateConfig:
             with the surrogate's predicted label) [choice: ``all``].
     """
 
-    arch: str = "conv4"
+    arch: str = DEFAULT_ARCH
     width: int = 64
     steps: int = 1500
     batch_size: int = 64
@@ -225,7 +228,11 @@ def get_surrogate(ds: Any, cfg: SurrogateConfig | None = None, device: torch.dev
         net.load_state_dict(state["model"])
         return Surrogate(net, class_offsets(ds, cfg.classes))
     net = train_surrogate(ds, cfg, device, progress)
-    n_classes = net.head.out_features if hasattr(net, "head") else None
+    n_classes = None
+    if hasattr(net, "head"):
+        head = net.head
+        assert isinstance(head, nn.Linear), "the surrogate classifier's head is a Linear layer"
+        n_classes = head.out_features
     ckpt_io.save_atomic({"format": ckpt_io.FORMAT, "config": dataclasses.asdict(cfg), "n_classes": n_classes,
                          "dataset": ds.name, "image_shape": tuple(ds.image_shape), "model": net.state_dict()}, path)
     return Surrogate(net, class_offsets(ds, cfg.classes))

@@ -14,6 +14,7 @@ from typing import Any
 
 from advmeta.errors import ConfigError
 from advmeta.factory import learner_config
+from advmeta.surrogate import DEFAULT_ARCH
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class TrainConfig:
     device: str = "auto"
     vectorize: str = "auto"
     threads: int | None = None
-    surrogate_arch: str = "conv4"
+    surrogate_arch: str = DEFAULT_ARCH
     surrogate_steps: int = 1500
     surrogate_classes: str = "all"
     cache_dir: str | None = None

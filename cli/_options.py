@@ -97,7 +97,7 @@ def list_or_run(name: str, specs: Sequence[Any], folder: str, info: dict[str, An
     """The end of ``sweep`` and ``tune``: list the trials (``--dry-run``), or run them and exit.
 
     Args:
-        name, specs, folder, info: what :func:`advmeta.tune.command.execute` runs and records.
+        name, specs, folder, info: what :func:`advmeta.cli._command.execute` runs and records.
         dry_run: only print one line per trial (``label(spec)``) and the trial count.
         label: a trial's line in the listing, after its id.
         report: render the report at the end.
@@ -114,7 +114,7 @@ def list_or_run(name: str, specs: Sequence[Any], folder: str, info: dict[str, An
         return
     if options.get("max_failures", 0) < 0:
         raise ConfigError("--max-failures must be >= 0")
-    from advmeta.tune.command import execute, exit_code
+    from advmeta.cli._command import execute, exit_code
     from advmeta.tune.runner import SweepOptions
 
     outcome = execute(name, specs, folder, SweepOptions(**options), info, report=report)

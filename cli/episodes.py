@@ -34,9 +34,10 @@ def episodes(
     train`` bank feeds ADML/MAML-AD training instead (the same images they would compute).
     """
     from advmeta.bank import BankSpec, surrogate_key
+    from advmeta.cli._command import resolve_dataset
     from advmeta.errors import ConfigError, ResourceError
     from advmeta.ranges import Kind, as_list, parse_values
-    from advmeta.tune.command import resolve_dataset
+    from advmeta.surrogate import DEFAULT_ARCH
     from advmeta.tune.episodes import BankJob, generate
     from advmeta.tune.session import ray_session
 
@@ -52,9 +53,9 @@ def episodes(
     spec = BankSpec(dataset=ds, split=split, n_way=n_way, k_shot=k_shot, q_query=q_query, seed=seed,
                     n_episodes=n_episodes, eps=eps_list, attack="fgsm",
                     attack_params={"labels": "true on the surrogate's split, else its predictions"},
-                    surrogate=surrogate_key("conv4", surrogate_steps, seed, image_size), image_shape=shape,  # type: ignore[arg-type]
+                    surrogate=surrogate_key(DEFAULT_ARCH, surrogate_steps, seed, image_size), image_shape=shape,  # type: ignore[arg-type]
                     image_size=image_size)
-    job = BankJob(spec, data_root, surrogate_steps, "conv4", batch_size, actors, cpus_per_actor, gpus_per_actor)
+    job = BankJob(spec, data_root, surrogate_steps, DEFAULT_ARCH, batch_size, actors, cpus_per_actor, gpus_per_actor)
     if actors == 0:
         result = generate(output, job, overwrite=overwrite)
     else:

@@ -45,7 +45,7 @@ def sweep(
     """
     from advmeta.lock import folder_lock
     from advmeta.tune.budgets import get_budget
-    from advmeta.tune.command import plan_sweep, resolve_dataset, resumed_specs, sweep_dir
+    from advmeta.cli._command import plan_sweep, resolve_dataset, resumed_specs, sweep_dir
     from advmeta.tune.grids import grid_names, load_grid
 
     if list_grids:

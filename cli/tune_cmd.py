@@ -47,7 +47,7 @@ def tune_command(
     """
     from advmeta.ranges import Kind, as_list, parse_values
     from advmeta.tune.budgets import get_budget
-    from advmeta.tune.command import resolve_dataset, resumed_specs, sweep_dir
+    from advmeta.cli._command import resolve_dataset, resumed_specs, sweep_dir
     from advmeta.tune.families import family_of
     from advmeta.tune.space import describe_fields, parse_overrides, tune_trials
 

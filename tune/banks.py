@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from advmeta.bank import BankSpec, find_bank, surrogate_key
+from advmeta.surrogate import DEFAULT_ARCH
 from advmeta.tune.episodes import BankJob, generate
 from advmeta.tune.trial import TrialSpec
 
@@ -35,7 +36,7 @@ def _training_requirement(spec: TrialSpec) -> dict[str, Any] | None:
 
     req = training_bank_request(train_config(spec, RunContext(sweep_dir="")))
     # Banks are made with the default surrogate (conv4 over every class); others attack in the trial.
-    if req is None or req["surrogate_arch"] != "conv4" or spec.train.get("surrogate_classes", "all") != "all":
+    if req is None or req["surrogate_arch"] != DEFAULT_ARCH or spec.train.get("surrogate_classes", "all") != "all":
         return None
     return {k: req[k] for k in ("dataset", "split", "n_way", "k_shot", "q_query", "seed", "image_size",
                                 "surrogate_steps", "eps", "n_episodes")}
@@ -87,7 +88,7 @@ def ensure_banks(specs: Sequence[TrialSpec], root: str, data_root: str | None, a
 
     made = []
     for req in requirements(specs):
-        skey = surrogate_key("conv4", req["surrogate_steps"], req["seed"], req["image_size"])
+        skey = surrogate_key(DEFAULT_ARCH, req["surrogate_steps"], req["seed"], req["image_size"])
         if find_bank(root, dataset=req["dataset"], split=req["split"], n_way=req["n_way"], k_shot=req["k_shot"],
                      q_query=req["q_query"], seed=req["seed"], eps=req["eps"], n_episodes=req["n_episodes"],
                      surrogate=skey) is not None:
@@ -100,7 +101,7 @@ def ensure_banks(specs: Sequence[TrialSpec], root: str, data_root: str | None, a
                         attack="fgsm", surrogate=skey, image_shape=shape, image_size=req["image_size"])  # type: ignore[arg-type]
         name = hashlib.sha256(spec.to_json().encode()).hexdigest()[:10]
         path = f"{root.rstrip('/')}/{req['dataset']}-{req['split']}-{req['n_way']}w{req['k_shot']}s-{name}"
-        job = BankJob(spec, data_root, req["surrogate_steps"], "conv4", batch_size=8, actors=actors,
+        job = BankJob(spec, data_root, req["surrogate_steps"], DEFAULT_ARCH, batch_size=8, actors=actors,
                       cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor)
         generate(path, job, overwrite=True)
         made.append(path)

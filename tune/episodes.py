@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 
 from advmeta.bank import MANIFEST, BankSpec, EpisodeMaker, filesystem, write_bank, write_manifest
 from advmeta.errors import ConfigError
+from advmeta.surrogate import DEFAULT_ARCH
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class BankJob:
     spec: BankSpec
     data_root: str | None = None
     surrogate_steps: int = 1500
-    surrogate_arch: str = "conv4"
+    surrogate_arch: str = DEFAULT_ARCH
     batch_size: int = 16
     actors: int = 2
     cpus_per_actor: float = 0.5
