@@ -14,7 +14,7 @@ from torch import nn
 from advmeta.errors import ConfigError, NonFiniteLossError
 from advmeta.l2l import (
     METHOD_NAMES,
-    ClassificationData,
+    L2LData,
     L2LConfig,
     L2LEvalProtocol,
     Method,
@@ -226,10 +226,10 @@ def test_augment_and_minibatches() -> None:
     assert sorted(seen.tolist()) == list(range(16))
 
 
-def _tiny_data() -> ClassificationData:
+def _tiny_data() -> L2LData:
     x, y = _toy_data(48)
     xu = (x * 255).round().to(torch.uint8)
-    return ClassificationData("toy", xu[:32], y[:32], xu[32:], y[32:], 2)
+    return L2LData("toy", xu[:32], y[:32], xu[32:], y[32:], 2)
 
 
 def test_train_evaluate_resume_and_blackbox(tmp_path) -> None:

@@ -49,11 +49,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from advmeta.env import resolve_device, set_threads
 from advmeta.eps import format_eps, parse_eps
+
+if TYPE_CHECKING:
+    from advmeta.l2l import L2LData, L2LEvalProtocol
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -95,7 +99,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def cached_evaluation(ckpt: Path, protocol, data, device: str) -> list[dict]:  # noqa: ANN001
+def cached_evaluation(ckpt: Path, protocol: L2LEvalProtocol, data: L2LData | None,
+                      device: str) -> list[dict[str, Any]]:
     """:func:`advmeta.l2l.evaluate_l2l`, stored next to the checkpoint and reused while both the
     checkpoint and the protocol are unchanged.
 
@@ -114,7 +119,8 @@ def cached_evaluation(ckpt: Path, protocol, data, device: str) -> list[dict]:  #
     path = ckpt.parent / f"eval-{h.hexdigest()[:16]}.json"
     if path.is_file():
         print(f"[{ckpt.parent.name}] evaluation reused: {path}", file=sys.stderr, flush=True)
-        return json.loads(path.read_text())
+        cached: list[dict[str, Any]] = json.loads(path.read_text())  # the rows written below
+        return cached
     rows = evaluate_l2l(ckpt, protocol, data=data, device=device, progress=True)
     write_text_atomic(path, json.dumps(rows, default=str))
     return rows
@@ -175,8 +181,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         from advmeta.l2l.data import to_float
         from advmeta.l2l.timing import interleaved_step_seconds
 
-        n = cfgs[0].batch_size
-        step_s = interleaved_step_seconds(cfgs, to_float(data.train_x[:n]), data.train_y[:n], data.num_classes,
+        n_batch = cfgs[0].batch_size
+        step_s = interleaved_step_seconds(cfgs, to_float(data.train_x[:n_batch]), data.train_y[:n_batch], data.num_classes,
                                           a.timing_rounds, resolve_device(a.device))
 
     cols = [c for c in summary[next(iter(summary))] if c != "epoch_s" and not c.endswith("_ci")]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from advmeta.l2l.blackbox import blackbox_matrix, blackbox_table
 from advmeta.l2l.config import ATTACKER_KINDS, METHOD_NAMES, L2LConfig, Method
-from advmeta.l2l.data import ClassificationData, load_l2l_data
+from advmeta.l2l.data import L2LData, load_l2l_data
 from advmeta.l2l.evaluate import L2LEvalProtocol, attack_spec, binomial_ci95, evaluate_l2l
 from advmeta.l2l.networks import L2LCheckpoint, load_checkpoint
 from advmeta.l2l.perturb import learned_perturbation, normalised_input_gradient, project
@@ -25,7 +25,7 @@ from advmeta.l2l.train import train_l2l
 __all__ = [
     "ATTACKER_KINDS",
     "METHOD_NAMES",
-    "ClassificationData",
+    "L2LData",
     "L2LCheckpoint",
     "L2LConfig",
     "L2LEvalProtocol",

@@ -16,7 +16,7 @@ import torch
 
 from advmeta.env import resolve_device
 from advmeta.eps import Eps, parse_eps
-from advmeta.l2l.data import ClassificationData, to_float
+from advmeta.l2l.data import L2LData, to_float
 from advmeta.l2l.evaluate import _row, accuracy, attack_spec, base_row, held_out, resolve_source
 
 
@@ -25,7 +25,7 @@ def blackbox_table(
     *,
     attack: str = "pgd-20",
     eps: Eps = "8/255",
-    data: ClassificationData | None = None,
+    data: L2LData | None = None,
     n_test: int | None = None,
     batch_size: int = 256,
     seed: int = 0,

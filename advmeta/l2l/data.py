@@ -18,8 +18,10 @@ from advmeta.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class ClassificationData:
-    """A train / held-out-test pair of uint8 image arrays with int64 labels in [0, num_classes)."""
+class L2LData:
+    """What an L2L run trains and tests on: a train / held-out-test pair of uint8 image tensors with
+    int64 labels in [0, num_classes), cut from a loader's :class:`advmeta.data.ClassificationData`
+    (NumPy arrays, every class and image) by :func:`load_l2l_data`."""
 
     name: str
     train_x: Tensor
@@ -53,7 +55,7 @@ def load_l2l_data(
     num_classes: int | None = None,
     train_per_class: int | None = None,
     test_per_class: int | None = None,
-) -> ClassificationData:
+) -> L2LData:
     """A classification set from :func:`advmeta.data.load_classification`, optionally cut down.
 
     Args:
@@ -80,7 +82,7 @@ def load_l2l_data(
     if image_size is not None and train_x.shape[-1] != image_size:
         # a loader that ignored the size (or a cache built at another size): resize here
         train_x, test_x = resize_uint8(train_x, image_size), resize_uint8(test_x, image_size)
-    return ClassificationData(str(cd.name), train_x, train_y, test_x, test_y, num_classes or total)
+    return L2LData(str(cd.name), train_x, train_y, test_x, test_y, num_classes or total)
 
 
 def resize_uint8(x: Tensor, size: int) -> Tensor:

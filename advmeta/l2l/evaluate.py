@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from advmeta.env import resolve_device, versions
 from advmeta.eps import Eps, format_eps, parse_eps
 from advmeta.errors import ConfigError
-from advmeta.l2l.data import ClassificationData, to_float
+from advmeta.l2l.data import L2LData, to_float
 
 AttackSpec = tuple[str, dict[str, Any]] | None
 PAPER_STEP = 0.003
@@ -196,7 +196,7 @@ def resolve_source(source: Any, device: torch.device) -> Any:
     raise ConfigError(f"expected an L2L checkpoint path or L2LCheckpoint, got {type(source).__name__}")
 
 
-def held_out(ck: Any, data: ClassificationData | None, n_test: int | None) -> tuple[Tensor, Tensor]:
+def held_out(ck: Any, data: L2LData | None, n_test: int | None) -> tuple[Tensor, Tensor]:
     """The held-out images of ``ck``'s dataset (loaded from its config unless ``data`` is given)."""
     if data is None:
         from advmeta.l2l.data import load_l2l_data
@@ -211,7 +211,7 @@ def evaluate_l2l(
     source: Any,
     protocol: L2LEvalProtocol | None = None,
     *,
-    data: ClassificationData | None = None,
+    data: L2LData | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> list[dict[str, Any]]:
@@ -234,7 +234,7 @@ def evaluate_l2l(
     base = base_row(ck, len(y), dev)
     eps = parse_eps(protocol.eps)
     rows, everything = [], []
-    jobs = [(name, eps, {}) for name in protocol.attacks]
+    jobs: list[tuple[str, float, dict[str, str]]] = [(name, eps, {}) for name in protocol.attacks]
     jobs += [("pgd-20", parse_eps(e), {"curve": "eps"}) for e in protocol.eps_curve]
     jobs += [(f"pgd-{k}", eps, {"curve": "steps"}) for k in protocol.steps_curve]
     for name, e, extra in jobs:

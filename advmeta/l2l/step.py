@@ -149,6 +149,7 @@ def alternating_step(
     if learned and (attacker is None or attacker_opt is None):
         raise ValueError(f"{method.value} needs an attacker and its optimiser")
     if learned:
+        assert attacker is not None, "checked above"
         attacker.train()
     delta = make_perturbation(
         method, classifier, attacker, x, y, eps, pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
@@ -165,5 +166,9 @@ def alternating_step(
     classifier_opt.step()
     correct = int((logits.argmax(1) == y).sum())
 
-    attacker_loss = attacker_step(classifier, attacker, attacker_opt, x, y, delta) if learned else math.nan
+    if learned:
+        assert attacker is not None and attacker_opt is not None, "checked above"
+        attacker_loss = attacker_step(classifier, attacker, attacker_opt, x, y, delta)
+    else:
+        attacker_loss = math.nan
     return StepResult(classifier_loss=loss.item(), correct=correct, attacker_loss=attacker_loss)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -47,7 +48,7 @@ def interleaved_step_seconds(
         raise ValueError(f"trainer names must differ, got {names}")
     device = torch.device(device)
     x, y = x.to(device), y.to(device)
-    shape = tuple(int(s) for s in x.shape[1:])
+    shape = cast("tuple[int, int, int]", tuple(int(s) for s in x.shape[1:]))  # x is (B, C, H, W)
     nets = {}
     for cfg in cfgs:
         torch.manual_seed(cfg.seed)

@@ -19,7 +19,7 @@ from advmeta import loop
 from advmeta.env import resolve_device
 from advmeta.eps import parse_eps
 from advmeta.l2l.config import L2LConfig
-from advmeta.l2l.data import ClassificationData, augment, load_l2l_data, minibatches, to_float
+from advmeta.l2l.data import L2LData, augment, load_l2l_data, minibatches, to_float
 from advmeta.l2l.evaluate import accuracy
 from advmeta.l2l.networks import build_attacker, build_classifier
 from advmeta.l2l.step import alternating_step
@@ -35,7 +35,7 @@ def _optimisers(
     return opt_f, sched, opt_g
 
 
-def _validate(cfg: L2LConfig, classifier: nn.Module, data: ClassificationData, device: torch.device) -> dict[str, float]:
+def _validate(cfg: L2LConfig, classifier: nn.Module, data: L2LData, device: torch.device) -> dict[str, float]:
     """Clean and PGD-20 (step 2/255) accuracy on the first ``eval_batches`` held-out batches."""
     if cfg.eval_batches == 0:
         return {}
@@ -53,7 +53,7 @@ class _L2LTrainer:
 
     kind = "l2l"
 
-    def __init__(self, cfg: L2LConfig, data: ClassificationData, device: torch.device) -> None:
+    def __init__(self, cfg: L2LConfig, data: L2LData, device: torch.device) -> None:
         self.cfg, self.data, self.device = cfg, data, device
         torch.manual_seed(cfg.seed)
         self.classifier = build_classifier(cfg, data.image_shape, data.num_classes).to(device)
@@ -124,7 +124,7 @@ def train_l2l(
     progress: bool = True,
     report: Report | None = None,
     *,
-    data: ClassificationData | None = None,
+    data: L2LData | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train ``cfg``'s classifier (and attacker) and write ``out_dir/checkpoint.pt``.
 
