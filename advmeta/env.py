@@ -51,6 +51,19 @@ def versions() -> dict[str, str]:
     return out
 
 
+def provenance(device: str | None = None) -> dict[str, str]:
+    """The provenance columns of a result row (``advmeta_version`` … ``created_at``, and ``device``
+    when given): the versions that determine it and the time of writing (UTC)."""
+    import datetime as _dt
+
+    ver = versions()
+    out = {"advmeta_version": ver["advmeta"], "torch_version": ver["torch"], "ray_version": ver["ray"],
+           "python_version": ver["python"]}
+    if device is not None:
+        out["device"] = device
+    return {**out, "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
 _ALLOCATOR_CONFIGURED = False
 
 

@@ -8,7 +8,6 @@ mode as the evaluation.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import sys
 import time
@@ -18,16 +17,17 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from advmeta import loop
 from advmeta.checks import MaskingChecks
-from advmeta.env import configure_allocator, resolve_device, versions
+from advmeta.env import configure_allocator, provenance, resolve_device
 from advmeta.errors import NonFiniteLossError
 from advmeta.eps import format_eps, parse_eps
 from advmeta.factory import build_learner
+from advmeta.attacks import cross_entropy
 from advmeta.learners import AttackSpec, Learner
+from advmeta.learners.tafl import l_ar
 from advmeta.protocol import ADAPTIVE_SCENARIOS, Bank, EvalProtocol
 from advmeta.results import hparam_columns, mean_ci95
 from advmeta.train import TrainConfig, load_dataset, make_surrogate
@@ -48,7 +48,7 @@ def load_learner(checkpoint: str | Path, device: torch.device) -> tuple[Learner,
 
 def query_scores(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Per-query correctness and cross-entropy. Shape: (T, B, N), (T, B) → (T, B), (T, B)."""
-    ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
+    ce = cross_entropy(logits, y)
     return (logits.argmax(-1) == y), ce
 
 
@@ -124,14 +124,14 @@ def _whitebox(learner: Learner, fn: Any, ep: Any, step: int, protocol: EvalProto
                 ok, ce = query_scores(fn(x_adv), y)
             dt = time.perf_counter() - t0
             t_all += dt
-            lar = torch.clamp(ce.sum(1) - clean_ce.sum(1), min=protocol.l_ar_delta)
+            lar = l_ar(ce.sum(1), clean_ce.sum(1), protocol.l_ar_delta)
             acc.add(("whitebox", "clean", "adv", name, es, step), ok, ce, ep.index, spec.params_json(), e, lar, dt)
             if eps == protocol.eps[0] and not attack_info(name).gradient_free and attack_info(name).bounded:
                 first[name] = ok
             worst_ok &= ok
             worst_ce = torch.maximum(worst_ce, ce)
         if protocol.worst and len(protocol.attacks) > 1:
-            lar = torch.clamp(worst_ce.sum(1) - clean_ce.sum(1), min=protocol.l_ar_delta)
+            lar = l_ar(worst_ce.sum(1), clean_ce.sum(1), protocol.l_ar_delta)
             acc.add(("whitebox", "clean", "adv", "worst", es, step), worst_ok, worst_ce, ep.index,
                     json.dumps({"attacks": list(protocol.attacks)}), e, lar, t_all)
     return first
@@ -329,9 +329,7 @@ def _rows(acc: _Acc, learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
           device: torch.device, shape: tuple[int, int, int], seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from advmeta.learners import config_dict
 
-    v = versions()
     hp = config_dict(learner.cfg)
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     base = {
         "sweep": protocol.sweep, "trial_id": protocol.trial_id, "status": "ok", "error": "",
         "method": cfg.method, **hparam_columns(hp), "dataset": cfg.dataset, "split": protocol.split,
@@ -339,8 +337,7 @@ def _rows(acc: _Acc, learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
         "seed": seed, "bn_mode": cfg.bn_mode, "first_order": learner.first_order,
         "train_iterations": int(state["step"]), "train_eps": learner.train_eps,
         "train_eps_str": format_eps(learner.train_eps), "train_seconds": float(state.get("train_seconds", np.nan)),
-        "advmeta_version": v["advmeta"], "torch_version": v["torch"], "ray_version": v["ray"],
-        "python_version": v["python"], "device": str(device), "created_at": now,
+        **provenance(str(device)),
     }
     rows, eps_rows = [], []
     for key in acc.acc:

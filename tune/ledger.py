@@ -260,18 +260,13 @@ def _concat(frames: list[pd.DataFrame], kind: str) -> pd.DataFrame:
 
 def error_row(spec: TrialSpec, error: str, status: str = "error") -> dict[str, Any]:
     """The one summary row recording a failed trial (settings filled, metrics null)."""
-    from advmeta.env import versions
-
-    import datetime as _dt
+    from advmeta.env import provenance
 
     train = dict(spec.train)
-    ver = versions()
     return {
         "sweep": spec.sweep, "trial_id": spec.trial_id, "status": status, "error": error,
         "method": spec.method, **hparam_columns(dict(spec.hparams)), "dataset": train.get("dataset"),
         "split": "test", "image_size": train.get("image_size"), "n_way": train.get("n_way"),
         "k_shot": train.get("k_shot"), "q_query": train.get("q_query"), "seed": train.get("seed"),
-        "train_iterations": train.get("iterations", train.get("epochs")),
-        "advmeta_version": ver["advmeta"], "torch_version": ver["torch"], "ray_version": ver["ray"],
-        "python_version": ver["python"], "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "train_iterations": train.get("iterations", train.get("epochs")), **provenance(),
     }

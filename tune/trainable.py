@@ -10,7 +10,6 @@ the ledger and never recomputed.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import shutil
 import tempfile
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from advmeta.env import set_threads, versions
+from advmeta.env import provenance, set_threads
 from advmeta.tune.families import RunContext, TrialOutput, get_family
 from advmeta.tune.ledger import Ledger
 from advmeta.tune.trial import TrialSpec
@@ -40,18 +39,10 @@ def eps_sources(spec: TrialSpec) -> dict[str, str]:
     return out
 
 
-def _provenance(device: str) -> dict[str, str]:
-    """The provenance columns of a trial's rows: versions, device and the time of writing."""
-    ver = versions()
-    return {"advmeta_version": ver["advmeta"], "torch_version": ver["torch"], "ray_version": ver["ray"],
-            "python_version": ver["python"], "device": device,
-            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-
-
 def _finish_rows(rows: list[dict[str, Any]], spec: TrialSpec, device: str) -> list[dict[str, Any]]:
     """Add the id, status and provenance columns the core leaves to the runner."""
     sources = eps_sources(spec)
-    prov = _provenance(device)
+    prov = provenance(device)
     out = []
     for row in rows:
         full = {k: v for k, v in row.items() if k not in _SKIP}
@@ -68,7 +59,7 @@ def _finish_curves(rows: list[dict[str, Any]], spec: TrialSpec, device: str) -> 
     """The id and provenance columns of a trial's learning-curve rows."""
     if not rows:
         return []
-    extra = {"sweep": spec.sweep, "trial_id": spec.trial_id, "budget": spec.budget, **_provenance(device)}
+    extra = {"sweep": spec.sweep, "trial_id": spec.trial_id, "budget": spec.budget, **provenance(device)}
     return [{**r, **extra} for r in rows]
 
 

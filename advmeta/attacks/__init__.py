@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 from advmeta.attacks._core import ModelFn, Norm
+from advmeta.attacks._losses import cross_entropy, kl_to_clean
 from advmeta.attacks._registry import ATTACKS, AttackInfo, attack_info, attack_names, get_attack, register_attack
 from advmeta.attacks._tasks import flatten_tasks, per_task, task_generator, task_generators, task_model_fn
 from advmeta.attacks.spec import AttackSpec, auto_step_size
@@ -33,8 +34,10 @@ __all__ = [
     "attack_info",
     "attack_names",
     "auto_step_size",
+    "cross_entropy",
     "flatten_tasks",
     "get_attack",
+    "kl_to_clean",
     "per_task",
     "register_attack",
     "task_generator",

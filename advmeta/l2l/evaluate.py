@@ -19,7 +19,6 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advmeta.env import resolve_device, versions
+from advmeta.env import provenance, resolve_device
 from advmeta.eps import Eps, format_eps, parse_eps
 from advmeta.errors import ConfigError
 from advmeta.l2l.data import L2LData, to_float
@@ -142,14 +141,12 @@ def base_row(ck: Any, n_test: int, device: torch.device) -> dict[str, Any]:
     if not cfg.method_enum.learned:
         hp["attacker"] = None
     train_eps = 0.0 if cfg.method == "plain" else cfg.eps_value
-    ver = versions()
     return {
         "status": "ok", "error": "", "method": cfg.method, **hparam_columns(hp), "dataset": ck.dataset,
         "split": "test", "image_size": ck.image_shape[1], "n_episodes": n_test, "seed": cfg.seed,
         "bn_mode": "running", "train_iterations": ck.epoch, "train_eps": train_eps,
         "train_eps_str": format_eps(train_eps), "scenario": "l2l", "finetune_step": 0,
-        "train_seconds": ck.train_seconds, "advmeta_version": ver["advmeta"], "torch_version": ver["torch"],
-        "ray_version": ver["ray"], "python_version": ver["python"], "device": str(device),
+        "train_seconds": ck.train_seconds, **provenance(str(device)),
     }
 
 
@@ -162,8 +159,7 @@ def _row(base: dict[str, Any], attack: str, spec: AttackSpec, eps: float, correc
     return {**base, "support": None, "query": "clean" if attack == "none" else "adv", "attack": attack,
             "attack_params": json.dumps(params, sort_keys=True), "eps": 0.0 if attack == "none" else eps,
             "eps_str": format_eps(0.0 if attack == "none" else eps), "acc": acc,
-            "acc_ci95": binomial_ci95(acc, len(correct)), "loss": loss, "eval_seconds": seconds,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "acc_ci95": binomial_ci95(acc, len(correct)), "loss": loss, "eval_seconds": seconds}
 
 
 def _stochastic(spec: AttackSpec) -> bool:

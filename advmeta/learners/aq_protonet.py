@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from advmeta.attacks import AttackSpec
+from advmeta.attacks import AttackSpec, kl_to_clean
 from advmeta.eps import Eps
 from advmeta.learners._base import accuracy
 from advmeta.learners._registry import hp, hparams, register_learner
@@ -56,5 +56,5 @@ class AQProtoNet(ProtoNet):
         if not trades:
             return ce(adv, qy), {"acc_adv": accuracy(adv, qy)}
         clean = self.episode_logits(sx, sy, qx)
-        kl = F.kl_div(F.log_softmax(adv, -1), F.log_softmax(clean, -1), reduction="none", log_target=True).sum(-1).mean()
+        kl = kl_to_clean(adv, F.log_softmax(clean, -1)).mean()
         return ce(clean, qy) + cfg.trades_beta * kl, {"acc": accuracy(clean, qy), "acc_adv": accuracy(adv, qy)}

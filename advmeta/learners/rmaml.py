@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from advmeta.attacks import AttackSpec
+from advmeta.attacks import AttackSpec, kl_to_clean
 from advmeta.eps import Eps
 from advmeta.learners._base import accuracy
 from advmeta.learners._contrastive import contrastive_loss
@@ -135,8 +135,7 @@ class RMAMLTrades(_RMAMLBase):
         spec = AttackSpec(self.cfg.train_attack, self.cfg.train_eps, {"loss": "kl"})
         x_adv = self.attack(spec, fast, x_all, None, generator)  # type: ignore[arg-type]
         clean_all, adv_all = self.logits(fast, x_all), self.logits(fast, x_adv)
-        kl = F.kl_div(F.log_softmax(adv_all, -1), F.log_softmax(clean_all, -1), reduction="none",
-                      log_target=True).sum(-1).mean()
+        kl = kl_to_clean(adv_all, F.log_softmax(clean_all, -1)).mean()
         n_s = episodes.support_x.shape[1]
         clean_q = clean_all[:, n_s:n_s + episodes.query_x.shape[1]]
         loss = ce(clean_q, y) + self.cfg.beta * kl

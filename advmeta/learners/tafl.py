@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from advmeta.attacks import cross_entropy
 from advmeta.learners._base import accuracy
 from advmeta.learners._registry import hp, hparams, register_learner
 from advmeta.learners._tasks import Params
@@ -52,10 +52,10 @@ class TAFL(AQ):
         y = episodes.query_y
         x_adv = self.adversarial_query(fast, episodes, generator)
         out = self.logits(fast, x_adv)
-        ce_adv = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
+        ce_adv = cross_entropy(out, y)
         with torch.no_grad():
             clean = self.logits({k: v.detach() for k, v in fast.items()}, episodes.query_x)
-            ce_clean = F.cross_entropy(clean.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
+            ce_clean = cross_entropy(clean, y)
             lar = l_ar(ce_adv.detach().sum(1), ce_clean.sum(1), self.cfg.delta)
         w = task_weights(lar, self.cfg.gamma, self.cfg.k)
         loss = (w * ce_adv.mean(1)).mean()
