@@ -264,6 +264,7 @@ class MaskingChecks:
                             "threshold": threshold, "passed": None, "n_episodes": 0, "seconds": 0.0,
                             "detail": f"{what}: {note}"})
                 continue
+            assert s is not None, "values are non-empty only when the series exists"
             if name == "deterministic":
                 value, ci = float(np.max(values)), float("nan")
             else:

@@ -43,7 +43,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -354,7 +354,7 @@ def _sum(rows: pd.DataFrame, num: list[Term], den: list[Term] | None,
     if errors:
         text = " / ".join(_text([(t.weight, t, None) for t in terms]) for terms in (num, den) if terms)
         return {"value": math.nan, "ci95": math.nan, "ci_method": "", "rows": text, "detail": "; ".join(errors)}
-    items = [list(side.values()) for side in sides]
+    items = [[(w, t, r) for w, t, r in side.values()] for side in sides]  # (summed weight, term, row)
     flat = items[0] + items[1]
     value = [sum(w * float(_qty(r.to_frame().T, t.quantity).iloc[0]) for w, t, r in part) for part in items]
     shot = next(iter(shots)) if len(shots := {str(r["k_shot"]) for *_, r in flat}) == 1 else ""
@@ -413,7 +413,8 @@ def _evaluate(claim: dict[str, Any], rows: pd.DataFrame, manifest: Mapping[str, 
     groups = sorted(cand[fe].dropna().unique().tolist()) if fe in cand and cand[fe].notna().any() else [None]
     out = []
     for g in groups:
-        sub, notes, eps = cand if g is None else cand[_mask(cand, {fe: g})], [], None
+        # a group g is a value of column fe, so fe is a str whenever g is not None
+        sub, notes, eps = cand if g is None else cand[_mask(cand, {cast(str, fe): g})], [], None
         if entry and entry.get("eps") and re.fullmatch(r"[\d.]+(/[\d.]+)?", str(entry["eps"][0]).strip()):
             eps = parse_eps(entry["eps"][0])  # (a calibrated ε still pending reads "eps*": not used)
             notes.append(f"ε {format_eps(eps)}: table {name}'s primary ε ({entry.get('source', '?')})")

@@ -27,7 +27,9 @@ def format_value(r: Any) -> str:
 
 def claims_markdown(frame: pd.DataFrame) -> str:
     """The verdicts as Markdown: a section per paper, a table row per claim, the verdict in bold."""
-    cell = lambda x: str(x).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    def cell(x: object) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
     lines = ["## The papers' claims", "", "A claim holds when its whole 95% interval (value ± CI) is on the claim's "
              "side of the threshold, fails when it is wholly on the other side, and is inconclusive otherwise.", ""]
     for paper, sub in frame.groupby("paper", sort=False):

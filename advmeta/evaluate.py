@@ -197,8 +197,8 @@ def _surrogate(learner: Learner, ep_clean: Any, ep_adv: Any, eps: float, steps: 
         if s_name not in supports:
             continue
         t0 = time.perf_counter()
-        reuse = s_name == "clean" and clean_fns is not None
-        fns = clean_fns if reuse else learner.adapted(supports[s_name], ep_clean.support_y, steps)
+        fns = (clean_fns if s_name == "clean" and clean_fns is not None
+               else learner.adapted(supports[s_name], ep_clean.support_y, steps))
         # The table reads the adapted model (the last fine-tune step); the clean curve over the
         # steps is the finetune scenario's. Scoring every step here cost 4x the table (measured).
         step, fn = len(fns) - 1, fns[-1]
@@ -280,6 +280,7 @@ def evaluate(checkpoint: str | Path, protocol: EvalProtocol | None = None, progr
                     ep_c, ep_a = bank(idx, e)
                     ep_c, ep_a = ep_c.to(device), ep_a.to(device)
                 else:
+                    assert surrogate is not None  # made above whenever there is no bank
                     ep_c, ep_a = ep, surrogate.attack_episodes(ep, e, protocol.split)
                 # The clean support was adapted to above: reuse it (same episodes, same weights).
                 same = ep_c is ep or (torch.equal(ep_c.support_x, ep.support_x)

@@ -55,5 +55,6 @@ def gaussian_kde(samples: np.ndarray, grid: np.ndarray) -> np.ndarray:
         return np.zeros_like(grid, dtype=np.float64)
     h = 1.06 * np.std(x, ddof=1) * x.size ** (-1 / 5)
     z = (grid[:, None] - x[None, :]) / h
-    return np.exp(-0.5 * z**2).sum(1) / (x.size * h * math.sqrt(2 * math.pi))
+    density: np.ndarray = np.exp(-0.5 * z**2).sum(1) / (x.size * h * math.sqrt(2 * math.pi))
+    return density
 

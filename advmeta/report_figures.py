@@ -10,14 +10,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from advmeta.report_common import gaussian_kde, row_labels
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def _plt():  # type: ignore[no-untyped-def]
+
+def _plt() -> ModuleType:
+    """``matplotlib.pyplot``, imported after selecting the Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,7 +32,7 @@ def _plt():  # type: ignore[no-untyped-def]
     return plt
 
 
-def _save(fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
+def _save(fig: Figure, path: Path) -> Path:
     """Lay out, write (PNG, 120 dpi) and close a figure; returns ``path``."""
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -201,7 +201,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
         try:
             from advmeta.lock import annotate
 
-            annotate(ray_session=ray._private.worker.global_worker.node.get_session_dir_path())
+            node = ray._private.worker.global_worker.node
+            if node is not None:  # None: this driver is not connected (nothing to name)
+                annotate(ray_session=node.get_session_dir_path())
         except (AttributeError, OSError):
             pass
     try:

@@ -145,7 +145,8 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
     if test_eps is None:  # at the ε the search trains at, else the family's default
         test_eps = sorted({v for k, vals in overrides.items() if kind_of(fields[k].type, k) is Kind.EPS
                            and k != "train_step_size" for v in as_list(vals)}) or None
-    evals = get_family(family).search_evals(budget, list(attacks), test_eps, sweep)
+    evals = get_family(family).search_evals(budget, list(attacks), list(test_eps) if test_eps is not None else None,
+                                             sweep)
     from advmeta.tune.validate import check_eval
 
     for ev in evals:

@@ -150,7 +150,7 @@ def check_value(field: dataclasses.Field[Any], value: Any, what: str) -> None:
         return
     if any(t in annotation for t in ("tuple", "list", "dict", "Mapping", "Sequence")):
         return  # structured values are checked by the learner itself
-    meta = field.metadata or {}
+    meta: Mapping[str, Any] = field.metadata or {}
     choices = meta.get("choices")
     if choices is not None:
         if value not in choices:

@@ -144,6 +144,7 @@ def apgd(
         with torch.no_grad():
             clean_logits = model_fn(x)
     if targets:
+        assert clean_logits is not None, "computed above when targets > 0"
         ranked = clean_logits.argsort(dim=-1, descending=True)
         objectives = [make_objective("dlr", model_fn, x, y, target=ranked[..., r]) for r in range(1, targets + 1)]
     else:

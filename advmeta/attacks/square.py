@@ -34,7 +34,8 @@ _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 def p_schedule(p_init: float, it: int, n_queries: int) -> float:
     """The fraction of pixels the square covers at query ``it`` of ``n_queries``."""
     scaled = int(it / n_queries * 10000)
-    return p_init / 2 ** sum(scaled > h for h in _HALVINGS)
+    p: float = p_init / 2 ** sum(scaled > h for h in _HALVINGS)
+    return p
 
 
 def _signs(u: Tensor, eps: float) -> Tensor:

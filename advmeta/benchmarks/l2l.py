@@ -19,6 +19,7 @@ the cost (the paper's WRN-34-10); the cpu setting shows what happens when it doe
 from __future__ import annotations
 
 import argparse
+from typing import Any, TypedDict
 
 import torch
 
@@ -29,7 +30,25 @@ from advmeta.l2l.timing import interleaved_step_seconds
 PAPER_SECONDS_PER_EPOCH = {"plain": 106.0, "pgm": 1311.0, "grad-l2l": 618.0, "2step-l2l": 805.0}
 """Jiang et al. (AISTATS 2021), CIFAR-10, WRN-34-10, time per epoch."""
 
-SETTINGS = {
+
+
+class _Setting(TypedDict):
+    """A benchmark setting: the classifier WRN-``depth``-``widen`` on 3×``size``×``size`` and the attackers timed."""
+
+    depth: int
+    widen: int
+    size: int
+    attackers: tuple[str, ...]
+
+
+class _Common(TypedDict):
+    """The :class:`L2LConfig` fields every trainer of a setting shares."""
+
+    classifier_kwargs: dict[str, Any]
+    device: str
+
+
+SETTINGS: dict[str, _Setting] = {
     "paper": {"depth": 34, "widen": 10, "size": 32, "attackers": ("wide",)},
     "cpu": {"depth": 10, "widen": 2, "size": 16, "attackers": ("slim", "wide")},
 }
@@ -38,7 +57,7 @@ SETTINGS = {
 def configs(setting: str) -> list[L2LConfig]:
     """Plain, PGM and the two gradient-fed L2L trainers with each of the setting's attackers."""
     s = SETTINGS[setting]
-    common = {"classifier_kwargs": {"depth": s["depth"], "widen": s["widen"]}, "device": "cpu"}
+    common: _Common = {"classifier_kwargs": {"depth": s["depth"], "widen": s["widen"]}, "device": "cpu"}
     out = [L2LConfig(method="plain", **common), L2LConfig(method="pgm", **common)]
     for method in ("grad-l2l", "2step-l2l"):
         out += [L2LConfig(method=method, attacker=a, **common) for a in s["attackers"]]

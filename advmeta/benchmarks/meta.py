@@ -22,15 +22,19 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.func import functional_call
 
 from advmeta.env import configure_allocator, resolve_device, set_threads
 from advmeta.learners import AttackSpec, get_learner
 from advmeta.models import build_model
+
+if TYPE_CHECKING:
+    from advmeta.data import Episodes
 
 LR = 0.4
 
@@ -57,12 +61,15 @@ class Shape(NamedTuple):
                 f"{self.q_query} queries/class, {self.tasks} tasks")
 
 
-def make_batch(device: torch.device, shape: Shape = Shape(), seed: int = 0):  # noqa: ANN201
+def make_batch(device: torch.device, shape: Shape = Shape(), seed: int = 0) -> Episodes:
     from advmeta.data import Episodes
 
     n, t = shape.n_way, shape.tasks
     g = torch.Generator().manual_seed(seed)
-    lab = lambda per: torch.arange(n).repeat_interleave(per).repeat(t, 1)  # noqa: E731
+
+    def lab(per: int) -> Tensor:
+        return torch.arange(n).repeat_interleave(per).repeat(t, 1)
+
     img = (shape.channels, shape.size, shape.size)
     return Episodes(torch.rand(t, n * shape.k_shot, *img, generator=g), lab(shape.k_shot),
                     torch.rand(t, n * shape.q_query, *img, generator=g), lab(shape.q_query),
@@ -76,8 +83,8 @@ def net_for(device: torch.device, vmap: bool = False, shape: Shape = Shape()) ->
 
 
 def ours(method: str, steps: int, first_order: bool, device: torch.device, vmap: bool = False,
-         shape: Shape = Shape()) -> Callable[[], None]:
-    hp = {"inner_lr": LR, "inner_steps": steps, "first_order": first_order}
+         shape: Shape = Shape()) -> Callable[[], object]:
+    hp: dict[str, Any] = {"inner_lr": LR, "inner_steps": steps, "first_order": first_order}
     if method == "aq":
         hp.update(train_eps="8/255", train_step_size="8/255")
     cls = get_learner(method)
@@ -97,7 +104,7 @@ def reference(adversarial: bool, steps: int, first_order: bool, device: torch.de
 
     def step() -> None:
         opt.zero_grad()
-        total = 0.0
+        total: Tensor | float = 0.0
         for t in range(shape.tasks):
             fast = {k: v.clone() for k, v in net.named_parameters()}
             losses_q = []
@@ -108,9 +115,15 @@ def reference(adversarial: bool, steps: int, first_order: bool, device: torch.de
                 qx = ep.query_x[t]
                 if adversarial:
                     frozen = {k: w.detach() for k, w in fast.items()}
-                    qx = attack(lambda x, p=frozen: functional_call(net, p, (x,)), qx, ep.query_y[t], g)
+
+                    def model_fn(x: Tensor, p: dict[str, Tensor] = frozen) -> Tensor:
+                        out: Tensor = functional_call(net, p, (x,))
+                        return out
+
+                    qx = attack(model_fn, qx, ep.query_y[t], g)
                 losses_q.append(F.cross_entropy(functional_call(net, fast, (qx,)), ep.query_y[t]))
             total = total + losses_q[-1]
+        assert isinstance(total, Tensor), "a query loss was added per task (shape.tasks >= 1)"
         (total / shape.tasks).backward()
         opt.step()
 
@@ -139,7 +152,7 @@ def with_higher(steps: int, first_order: bool, device: torch.device, shape: Shap
     return step
 
 
-def timeit(fns: dict[str, Callable[[], None]], reps: int, device: torch.device) -> dict[str, float]:
+def timeit(fns: dict[str, Callable[[], object]], reps: int, device: torch.device) -> dict[str, float]:
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():  # warm-up
         fn()

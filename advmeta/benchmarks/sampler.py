@@ -43,7 +43,8 @@ class PILEpisodes:
 
     def load(self, path: Path) -> torch.Tensor:
         with Image.open(path) as im:
-            return to_tensor(im.convert("RGB"))
+            image: torch.Tensor = to_tensor(im.convert("RGB"))  # torchvision is untyped
+            return image
 
     def episode(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         sx, sy, qx, qy = [], [], [], []

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from advmeta.registry import Registry
 
+if TYPE_CHECKING:
+    from advmeta.data.base import ClassificationData, FewShotDataset
+
 #: Few-shot datasets: ``name -> loader(root_candidates, image_size, split_scheme, download) -> FewShotDataset``.
-FEWSHOT: Registry[Callable[..., Any]] = Registry("dataset", "advmeta.data")
+FEWSHOT: Registry[Callable[..., FewShotDataset]] = Registry("dataset", "advmeta.data")
 
 #: Plain classification sets: ``name -> loader(...) -> ClassificationData``.
-CLASSIFICATION: Registry[Callable[..., Any]] = Registry("classification dataset", "advmeta.data")
+CLASSIFICATION: Registry[Callable[..., ClassificationData]] = Registry("classification dataset", "advmeta.data")

@@ -67,7 +67,8 @@ class ClassSplit:
         Shape: returns (len(idx), C, H, W) uint8.
         """
         idx = np.asarray(idx, dtype=np.int64)
-        return self.gather(np.array([c]), idx[None])[0]
+        out: np.ndarray = self.gather(np.array([c]), idx[None])[0]
+        return out
 
     def gather(self, classes: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Images ``idx[i]`` of class ``classes[i]`` for every i, in one vectorised read.
@@ -78,7 +79,7 @@ class ClassSplit:
         idx = np.asarray(idx, dtype=np.int64)
         if idx.size and (np.any(idx < 0) or np.any(idx >= self._counts[classes][:, None])):
             raise IndexError("image index out of range for its class")
-        out = self._base[(self._offsets[classes][:, None] + idx).ravel()]
+        out: np.ndarray = self._base[(self._offsets[classes][:, None] + idx).ravel()]
         out = out.reshape(idx.shape + out.shape[1:])
         if self._rot is not None:
             k = self._rot[classes]

@@ -88,7 +88,10 @@ def _build_c100(folder: Path, size: int) -> tuple[dict[str, np.ndarray], dict[st
         obj = read_pickle(folder / part, ("data", "fine_labels", "coarse_labels"))
         x, (f, c) = _images(folder / part, obj, ("fine_labels", "coarse_labels"),
                             (len(fine_names), len(coarse_names)), size)
-        xs.append(x), fines.append(f), coarses.append(c), tests.append(np.full(len(x), part == "test"))
+        xs.append(x)
+        fines.append(f)
+        coarses.append(c)
+        tests.append(np.full(len(x), part == "test"))
     fine, coarse = np.concatenate(fines), np.concatenate(coarses)
     order, _, _ = contiguous_classes(fine, len(fine_names))  # images grouped by fine class
     fine_to_coarse = np.full(len(fine_names), -1, dtype=np.int64)
@@ -164,7 +167,8 @@ def _build_c10(folder: Path, size: int) -> tuple[dict[str, np.ndarray], dict[str
         xs, ys = [], []
         for f in files:
             x, (y,) = _images(folder / f, read_pickle(folder / f, ("data", "labels")), ("labels",), (len(names),), size)
-            xs.append(x), ys.append(y)
+            xs.append(x)
+            ys.append(y)
         out[f"{part}_x"], out[f"{part}_y"] = np.concatenate(xs), np.concatenate(ys)
     return out, {"label_names": names}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,16 +74,18 @@ class Episodes:
 
     def to(self, device: torch.device | str) -> Episodes:
         """The same episodes on ``device``."""
-        return Episodes(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
-                           for f in fields(self)})
+        moved: dict[str, Any] = {f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                                 for f in fields(self)}  # each field's own type (Tensor, or None for unlabeled_x)
+        return Episodes(**moved)
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
 
     def task(self, t: int) -> Episodes:
         """Task ``t`` alone, as a batch of one (T = 1)."""
-        return Episodes(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[t:t + 1]
-                           for f in fields(self)})
+        sliced: dict[str, Any] = {f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[t:t + 1]
+                                  for f in fields(self)}  # each field's own type (Tensor, or None for unlabeled_x)
+        return Episodes(**sliced)
 
 
 def stable_hash(*parts: str) -> int:

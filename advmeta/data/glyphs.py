@@ -69,7 +69,8 @@ def render(class_id: int, idx: Sequence[int] | np.ndarray, size: int = 28) -> np
     d2 = (pix[None, :, None, 0] - pts[:, None, :, 0]) ** 2 + (pix[None, :, None, 1] - pts[:, None, :, 1]) ** 2
     dist = np.sqrt(d2.min(axis=2))
     ink = np.clip((widths[:, None] - dist) * size + 0.5, 0.0, 1.0) + noise  # 1-pixel anti-aliased edge
-    return np.round(np.clip(ink, 0.0, 1.0) * 255).astype(np.uint8).reshape(b, 1, size, size)
+    images: np.ndarray = np.round(np.clip(ink, 0.0, 1.0) * 255).astype(np.uint8).reshape(b, 1, size, size)
+    return images
 
 
 class GlyphSplit(ClassSplit):
@@ -124,8 +125,8 @@ def load_glyphs(data_root: str | Path | None = None, image_size: int | None = No
     n_train, n_val = int(num_classes * 0.7), int(num_classes * 0.1)
     ids = np.arange(num_classes)
     parts = {"train": ids[:n_train], "val": ids[n_train:n_train + n_val], "test": ids[n_train + n_val:]}
-    splits = {s: GlyphSplit(s, v, images_per_class, size) for s, v in parts.items()}
-    info = {"root": None, "files": [], "checksums": {}, "cache": None,
+    splits: dict[str, ClassSplit] = {s: GlyphSplit(s, v, images_per_class, size) for s, v in parts.items()}
+    info: dict[str, Any] = {"root": None, "files": [], "checksums": {}, "cache": None,
             "cache_note": "procedural: rendered in memory on first use", "num_classes": num_classes}
     return FewShotDataset("glyphs", splits, "default", info)
 

@@ -75,8 +75,8 @@ def _decode_one(path: Path, size: int, md5: str | None) -> np.ndarray:
         data = path.read_bytes()
         if md5 is not None and hashlib.md5(data).hexdigest() != md5:
             raise CorruptDataError(f"{path} fails its MD5SUMS checksum")
-        with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("RGB")
+        with Image.open(io.BytesIO(data)) as src:
+            im = src.convert("RGB")
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)

@@ -174,7 +174,7 @@ def load_omniglot_cls(data_root: str | Path | None = None, image_size: int | Non
     counts = np.array(entry.meta["counts"])
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
     tr, te, ytr, yte = [], [], [], []
-    names = []
+    names: list[str] = []
     for c, (o, n, w) in enumerate(zip(offsets, counts, entry.meta["sets"], strict=True)):
         if w != "background":
             continue

@@ -109,7 +109,9 @@ class _UniformPolicy(Policy):
     """The uniformly random policy (for the random return)."""
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        n = self.net[-1].out_features  # type: ignore[union-attr]
+        last = self.net[-1]
+        assert isinstance(last, torch.nn.Linear), "mlp() ends in a Linear layer"
+        n = last.out_features
         return torch.full((obs.shape[0], n), -float(np.log(n)), dtype=obs.dtype)
 
 

@@ -50,6 +50,9 @@ class Value(nn.Module):
     """The state-value baseline V(s) = μ + σ·net(s): the network fits standardised targets and
     (μ, σ) are the last fitted batch's (buffers, saved with the weights)."""
 
+    mu: Tensor  # registered buffers, shape ()
+    sigma: Tensor
+
     def __init__(self, obs_dim: int, hidden: Sequence[int], dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.net = mlp(obs_dim, hidden, 1, dtype)

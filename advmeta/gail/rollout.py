@@ -11,6 +11,7 @@ resumed run needs to sample the same episodes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
@@ -20,8 +21,11 @@ from advmeta.errors import ConfigError
 
 from .networks import Policy
 
+if TYPE_CHECKING:
+    import gymnasium
 
-def make_env(env_id: str):  # -> gymnasium.Env
+
+def make_env(env_id: str) -> gymnasium.Env[Any, Any]:
     """A gymnasium environment (its registered time limit kept: 500 steps on CartPole, 200 on MountainCar)."""
     try:
         import gymnasium as gym
@@ -40,9 +44,13 @@ class ObsScale:
     half_width: np.ndarray
 
     @classmethod
-    def of(cls, env) -> ObsScale:  # noqa: ANN001 - a gymnasium env
-        low = np.asarray(env.observation_space.low, dtype=np.float64)
-        high = np.asarray(env.observation_space.high, dtype=np.float64)
+    def of(cls, env: gymnasium.Env[Any, Any]) -> ObsScale:
+        from gymnasium.spaces import Box
+
+        space = env.observation_space
+        assert isinstance(space, Box), "classic-control observations are a Box"
+        low = np.asarray(space.low, dtype=np.float64)
+        high = np.asarray(space.high, dtype=np.float64)
         finite = np.isfinite(low) & np.isfinite(high)
         finite[finite] &= high[finite] - low[finite] < 1e6
         center, half = np.zeros_like(low), np.ones_like(low)
@@ -51,7 +59,8 @@ class ObsScale:
         return cls(center, half)
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
-        return (np.asarray(raw, dtype=np.float64) - self.center) / self.half_width
+        scaled: np.ndarray = (np.asarray(raw, dtype=np.float64) - self.center) / self.half_width
+        return scaled
 
 
 @dataclass
@@ -87,6 +96,15 @@ class Batch:
         return int(self.lengths.sum())
 
 
+class _Trajectory(TypedDict):
+    """One running episode's steps: raw observations, next observations, actions, rewards."""
+
+    raw: list[np.ndarray]
+    next: list[np.ndarray]
+    a: list[int]
+    r: list[float]
+
+
 class Sampler:
     """Episodes of a policy in ``n_envs`` copies of one environment (the state: ``episodes_started``)."""
 
@@ -94,8 +112,13 @@ class Sampler:
         self.env_id = env_id
         self.envs = [make_env(env_id) for _ in range(n_envs)]
         self.scale = ObsScale.of(self.envs[0])
-        self.obs_dim = int(np.prod(self.envs[0].observation_space.shape))
-        self.n_actions = int(self.envs[0].action_space.n)
+        from gymnasium.spaces import Box, Discrete
+
+        observations, actions = self.envs[0].observation_space, self.envs[0].action_space
+        assert isinstance(observations, Box), "classic-control observations are a Box"
+        assert isinstance(actions, Discrete), "the policies are categorical: a Discrete action space"
+        self.obs_dim = int(np.prod(observations.shape))
+        self.n_actions = int(actions.n)
         self.seed = int(seed)
         self.dtype = dtype
         self.episodes_started = 0
@@ -109,9 +132,9 @@ class Sampler:
                max_episodes: int | None = None) -> Batch:
         """Whole episodes of ``policy`` totalling at least ``min_steps`` pairs (or ``max_episodes`` episodes)."""
         n = len(self.envs)
-        traj: list[dict[str, list] | None] = [None] * n
-        current = [None] * n  # the latest raw observation of each running environment
-        done_eps: list[tuple[int, dict[str, list], bool, np.ndarray]] = []  # (start order, data, terminated, last)
+        traj: list[_Trajectory | None] = [None] * n
+        current: list[Any] = [None] * n  # the latest raw observation of each running environment
+        done_eps: list[tuple[int, _Trajectory, bool, np.ndarray]] = []  # (start order, data, terminated, last)
         started = 0
         taken = 0
 
@@ -177,7 +200,8 @@ def mountaincar_potential(raw_obs: np.ndarray, scale: float) -> np.ndarray:
     """Φ(s) = scale × the cart's mechanical energy per unit mass in MountainCar's units:
     v²/2 + g·sin(3x)/3 with g = 0.0025 (the environment's gravity; its slope is sin(3x)·0.45)."""
     x, v = raw_obs[..., 0], raw_obs[..., 1]
-    return scale * (0.5 * v * v + 0.0025 * np.sin(3 * x) / 3)
+    phi: np.ndarray = scale * (0.5 * v * v + 0.0025 * np.sin(3 * x) / 3)
+    return phi
 
 
 def shaped_rewards(batch: Batch, env_id: str, gamma: float, scale: float) -> Tensor:

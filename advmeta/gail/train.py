@@ -167,7 +167,9 @@ def build_state(cfg: GAILConfig) -> GAILState:
     value = Value(obs_dim, cfg.value_hidden, dtype)
     disc = Discriminator(obs_dim, n_act, cfg.disc_hidden, dtype)
     value_opt = torch.optim.Adam(value.parameters(), lr=cfg.value_lr)
-    updater = updater_opt = disc_opt = None
+    updater: LearnedUpdater | None = None
+    updater_opt: torch.optim.Optimizer | None = None
+    disc_opt: torch.optim.Optimizer | None = None
     if cfg.learned_updater:
         updater = LearnedUpdater(cfg.updater_hidden, cfg.updater_sgd_lr, dtype)
         updater_opt = torch.optim.Adam(updater.parameters(), lr=cfg.disc_lr)

@@ -47,7 +47,7 @@ class MAMLBase(Learner):
     def buffers(self) -> Params:
         return dict(self.net.named_buffers())
 
-    def _support_loss(self, buffers: Params, x: Tensor, y: Tensor):  # noqa: ANN202
+    def _support_loss(self, buffers: Params, x: Tensor, y: Tensor) -> Callable[[Params], Tensor]:
         return lambda p: ce(forward(self.net, p, buffers, x), y)
 
     # -- the shared inner loop ---------------------------------------------------------------------

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from advmeta.learners._base import Learner
 from advmeta.registry import Registry
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 LEARNERS: Registry[type[Learner]] = Registry("learner", "advmeta.learners")
 
-C = TypeVar("C", bound=type)
+C = TypeVar("C")
 L = TypeVar("L", bound=type[Learner])
 
 
@@ -27,8 +30,9 @@ def register_learner(name: str) -> Callable[[L], L]:
     """Class decorator registering a learner under ``name`` and setting ``cls.name``."""
 
     def deco(cls: L) -> L:
-        cls.name = name  # type: ignore[attr-defined]
-        return LEARNERS.register(name)(cls)
+        cls.name = name
+        LEARNERS.register(name)(cls)  # returns cls itself
+        return cls
 
     return deco
 
@@ -60,11 +64,11 @@ def hp(
     return dataclasses.field(default=default, metadata=meta)
 
 
-def hparams(cls: C) -> C:
+def hparams(cls: type[C]) -> type[C]:
     """Make ``cls`` a frozen dataclass and append an ``Attributes`` section built from the fields."""
     cls = dataclasses.dataclass(frozen=True)(cls)
     lines = [(cls.__doc__ or "").rstrip(), "", "Attributes:"]
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(cast("type[DataclassInstance]", cls)):  # a dataclass since the line above
         lines.append(f"    {f.name} (default {f.default!r}): {f.metadata.get('doc', '')}")
     cls.__doc__ = "\n".join(lines)
     return cls

@@ -88,6 +88,12 @@ class AQL2L(MAMLBase):
                                use_grad=Method(config.l2l_method).uses_gradient)
         return WithAttacker(backbone, attacker)
 
+    def _attacker(self) -> nn.Module:
+        """g_φ: the ``attacker`` of the :class:`WithAttacker` net built by :meth:`wrap_model`."""
+        attacker = self.net.attacker
+        assert isinstance(attacker, nn.Module), "the net is a WithAttacker, whose attacker is a module"
+        return attacker
+
     def params(self) -> Params:
         """θ: the backbone's parameters only (the attacker is not meta-learned or adapted)."""
         return {k: v for k, v in self.net.named_parameters() if not k.startswith(ATTACKER_PREFIX)}
@@ -95,7 +101,7 @@ class AQL2L(MAMLBase):
     def optimizers(self, meta_lr: float) -> list[torch.optim.Optimizer]:
         """Adam on θ (meta_lr), then Adam on φ (``attacker_lr``)."""
         return [torch.optim.Adam(list(self.params().values()), lr=meta_lr),
-                torch.optim.Adam(self.net.attacker.parameters(), lr=self.cfg.attacker_lr)]
+                torch.optim.Adam(self._attacker().parameters(), lr=self.cfg.attacker_lr)]
 
     def query_perturbation(self, fast: Params, episodes: Any) -> Tensor:
         """δ on every task's query at the adapted weights, differentiable through g_φ only.
@@ -106,8 +112,9 @@ class AQL2L(MAMLBase):
         from advmeta.l2l.config import Method
         from advmeta.l2l.perturb import learned_perturbation
 
-        self.net.attacker.train()
-        return learned_perturbation(Method(self.cfg.l2l_method), self.net.attacker, self.logits_fn(fast),
+        attacker = self._attacker()
+        attacker.train()
+        return learned_perturbation(Method(self.cfg.l2l_method), attacker, self.logits_fn(fast),
                                     episodes.query_x, episodes.query_y, parse_eps(self.cfg.train_eps))
 
     def meta_loss(self, episodes: Any, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:

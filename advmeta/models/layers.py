@@ -39,7 +39,7 @@ def _enum(cls: type[Enum], value: object, what: str) -> Enum:
     try:
         return cls(value)
     except ValueError:
-        known = ", ".join(m.value for m in cls)  # type: ignore[attr-defined]
+        known = ", ".join(m.value for m in cls)
         raise ConfigError(f"unknown {what} {value!r}; known: {known}") from None
 
 
@@ -57,6 +57,9 @@ class BatchNorm2d(nn.Module):
     Shape:
         x: (N, C, H, W) -> (N, C, H, W).
     """
+
+    running_mean: Tensor | None  # registered buffers in "running" mode, else None
+    running_var: Tensor | None
 
     def __init__(
         self,
@@ -92,14 +95,18 @@ class BatchNorm2d(nn.Module):
             mean = x.mean(dim=(0, 2, 3))
             var = (x - mean[:, None, None]).square().mean(dim=(0, 2, 3))
             if self.running_mean is not None:
+                assert self.running_var is not None, "running_mean and running_var are registered together"
                 n = x.numel() / x.shape[1]
                 with torch.no_grad():  # same update rule as torch: unbiased variance
                     self.running_mean.lerp_(mean.detach(), self.momentum)
                     self.running_var.lerp_(var.detach() * n / max(n - 1, 1), self.momentum)
         else:
+            assert self.running_mean is not None and self.running_var is not None, \
+                "no batch statistics only in 'running' mode, which registers the running buffers"
             mean, var = self.running_mean, self.running_var
         out = (x - mean[:, None, None]) * torch.rsqrt(var + self.eps)[:, None, None]
         if self.weight is not None:
+            assert self.bias is not None, "affine creates weight and bias together"
             out = out * self.weight[:, None, None] + self.bias[:, None, None]
         return out
 
@@ -114,6 +121,9 @@ class Normalize(nn.Module):
         mean: per-channel means.
         std: per-channel standard deviations.
     """
+
+    mean: Tensor  # registered buffers, (C, 1, 1)
+    std: Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()

@@ -9,6 +9,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,13 @@ from torch import Tensor, nn
 from advmeta.errors import ConfigError
 from advmeta.models._registry import MODELS
 from advmeta.models.layers import ConvBlock, image_hw, maybe_normalize, out_size
+
+
+class _BNOptions(TypedDict):
+    """The batch-norm keywords every :class:`ConvBlock` of the network shares."""
+
+    bn_mode: str
+    bn_impl: str
 
 
 class RelationNet(nn.Module):
@@ -47,7 +55,7 @@ class RelationNet(nn.Module):
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        bn = {"bn_mode": bn_mode, "bn_impl": bn_impl}
+        bn: _BNOptions = {"bn_mode": bn_mode, "bn_impl": bn_impl}
         self.normalize = maybe_normalize(mean, std)
         self.encoder = nn.Sequential(
             ConvBlock(in_channels, width, padding=0, pool=True, **bn),
