@@ -8,7 +8,7 @@ is a :class:`Trainer` driven by :func:`run`, so they share:
   ``kind`` (which trainer wrote it), ``config`` (the whole configuration), ``identity`` (the part
   that changes the result), ``step`` (units done), ``state`` (the trainer's networks, optimisers
   and generators), ``rng`` (the global RNG states), ``history`` (metrics at each validation),
-  ``metrics`` (the latest), ``train_seconds`` (wall time of the units and validations) and the
+  ``metrics`` (the latest), ``train_seconds`` (wall time of the units, validation excluded) and the
   trainer's ``extra`` fields for readers (image shape, class count, …);
 - **one resume policy**: a checkpoint of the same identity continues to the result the unbroken
   run gives; one of another configuration (or another trainer) is a :class:`ConfigError` —
@@ -148,7 +148,8 @@ def run(trainer: Trainer, out_dir: str | Path, identity: Identity, schedule: Sch
         map_location: device the checkpoint's tensors load to.
 
     Returns:
-        The checkpoint's path, the latest metrics (``train_seconds`` included) and the history
+        The checkpoint's path, the latest metrics (``train_seconds``: the units' wall time,
+        validation excluded, summed over every resumed part) and the history
         (the metrics of every validation).
 
     Raises:
@@ -172,9 +173,10 @@ def run(trainer: Trainer, out_dir: str | Path, identity: Identity, schedule: Sch
         metrics = dict(saved["metrics"])
     bar = _Progress(schedule.total, label, progress)
     units: list[dict[str, float]] = []
-    t0 = time.perf_counter()
     for i in range(start, schedule.total):
+        t0 = time.perf_counter()
         stats = trainer.unit(i)
+        seconds += time.perf_counter() - t0
         units.append(stats)
         done = i + 1
         validate_now, save_now = schedule.validate_at(done), schedule.checkpoint_at(done)
@@ -183,7 +185,7 @@ def run(trainer: Trainer, out_dir: str | Path, identity: Identity, schedule: Sch
             units = []
             history.append(dict(metrics))
         if validate_now or save_now:
-            metrics = {**metrics, "train_seconds": seconds + time.perf_counter() - t0}
+            metrics = {**metrics, "train_seconds": seconds}
             written = None
             if save_now:
                 written = ckpt_io.save_atomic({

@@ -79,7 +79,7 @@ _METRICS = [
     Column("acc", "float64", "%", "mean accuracy over episodes, 0–100"),
     Column("acc_ci95", "float64", "%", "half-width of the 95% confidence interval: 1.96·σ/√n"),
     Column("loss", "float64", "nats", "mean cross-entropy on the (possibly attacked) query"),
-    Column("train_seconds", "float64", "s", "wall time of training"),
+    Column("train_seconds", "float64", "s", "wall time of training (validation excluded)"),
     Column("eval_seconds", "float64", "s", "wall time of this evaluation scenario"),
 ]
 _PROVENANCE = [

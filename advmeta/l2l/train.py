@@ -141,8 +141,7 @@ def train_l2l(
 
     Returns:
         The checkpoint's path and the last epoch's metrics (``epoch_seconds`` is the mean
-        training time per epoch, excluding validation; ``train_seconds`` the wall time of the
-        epochs and their validations).
+        training time per epoch and ``train_seconds`` the total, validation excluded).
 
     Raises:
         NonFiniteLossError: a loss became NaN or infinite.
