@@ -188,7 +188,7 @@ def test_unknown_grid_name_lists_the_known_ones() -> None:
 
 def test_omniglot_trials_get_the_papers_omniglot_defaults_and_user_values_win() -> None:
     from advmeta.learners import get_learner
-    from advmeta.learners._defaults import dataset_defaults
+    from advmeta.learners._registry import dataset_defaults
     from advmeta.learners.aq import train_attack_spec
 
     assert dataset_defaults(get_learner("maml").Config, "miniimagenet") == {}
@@ -253,3 +253,24 @@ def test_bad_attack_params_in_a_grid_are_config_errors(params: dict, message: st
 
     with pytest.raises(ConfigError, match=message):
         check_eval({"scenario": "whitebox", "attacks": ["autoattack"], "eps": ["8/255"], "attack_params": params}, "t")
+
+
+def test_every_learners_dataset_defaults_name_its_own_fields_and_known_datasets() -> None:
+    """A learner's per-dataset defaults sit in its Config (``DATASET_DEFAULTS``); a misspelt field or
+    dataset there would be silently ignored, so every entry of every learner is checked here."""
+    import dataclasses
+
+    from advmeta.data import dataset_names
+    from advmeta.learners import get_learner, learner_names
+
+    declared = {}
+    for method in learner_names():
+        for klass in get_learner(method).Config.__mro__:
+            if "DATASET_DEFAULTS" in vars(klass):
+                declared[klass] = vars(klass)["DATASET_DEFAULTS"]
+    assert len(declared) >= 3  # MAML's, ADML's and AQ's
+    for klass, by_dataset in declared.items():
+        fields = {f.name for f in dataclasses.fields(klass)}
+        for dataset, values in by_dataset.items():
+            assert dataset in dataset_names(), (klass.__name__, dataset)
+            assert set(values) <= fields, (klass.__name__, set(values) - fields)

@@ -105,7 +105,7 @@ def _fields(method: str) -> dict[str, dataclasses.Field[Any]]:
 
 def with_dataset_defaults(method: str, dataset: str | None, hparams: Mapping[str, Any]) -> dict[str, Any]:
     """``hparams`` over the method's per-dataset defaults (e.g. α = 0.4 on Omniglot, METHODS §2)."""
-    from advmeta.learners._defaults import dataset_defaults
+    from advmeta.learners._registry import dataset_defaults
 
     return dataset_defaults(config_class(method), dataset) | dict(hparams)
 

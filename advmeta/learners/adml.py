@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -82,6 +82,8 @@ class ADMLConfig(MAMLConfig):
     recompute_second: bool = hp(True, "the second update differentiates at the θ left by the first "
                                 "(sequential assignment) [choice]; False: both at the pre-update θ",
                                 choices=(True, False))
+
+    DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {"omniglot": {"inner_lr_adv": 0.4}}  # as α₂ (MAML's)
 
 
 @register_learner("adml")

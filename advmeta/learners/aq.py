@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -25,6 +25,9 @@ class AQConfig(MAMLConfig):
     train_attack_steps: int = hp(1, "steps of the training attack (AQ-MAML: 1)", low=1, high=10)
     train_step_size: Eps = hp("eps", "step size of the training attack; `eps`: equal to train_eps (AQ-MAML's one step of ε)")
     train_random_start: bool = hp(True, "random start of the training attack", choices=(False, True))
+
+    # AQ's Omniglot training attack (METHODS §5): one PGD step of ε = 16/255 (its step size follows ε).
+    DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {"omniglot": {"train_eps": "16/255"}}
 
 
 def train_attack_spec(cfg: Any) -> AttackSpec:
