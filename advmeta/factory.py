@@ -52,7 +52,7 @@ def build_learner(cfg: Any, image_shape: tuple[int, int, int], device: torch.dev
     from advmeta.models import build_model
 
     cls = get_learner(cfg.method)
-    lcfg = learner_config(cfg.method, cfg.hparams)
+    lcfg = cfg.learner_config
     vec = use_vmap(cfg.vectorize, device) and cls.maml_family
     backbone = cfg.backbone or cls.default_backbone
     c, h, _ = image_shape

@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from advmeta.errors import ConfigError
-from advmeta.factory import learner_config
 from advmeta.learners import get_learner
 from advmeta.train_config import TrainConfig
 
@@ -36,7 +35,7 @@ def training_bank_request(cfg: TrainConfig) -> dict[str, Any] | None:
     cls = get_learner(cfg.method)
     if not cls.needs_surrogate:
         return None
-    lcfg = learner_config(cfg.method, cfg.hparams)
+    lcfg = cfg.learner_config
     k, q, u = cls(lcfg, torch.nn.Identity()).train_shots(cfg.k_shot, cfg.q_query, 0)
     if u:
         return None

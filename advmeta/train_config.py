@@ -77,12 +77,18 @@ class TrainConfig:
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        learner_config(self.method, self.hparams)  # unknown method / fields -> ConfigError
+        # Parsed here, once (unknown method or fields: ConfigError); read as :attr:`learner_config`.
+        object.__setattr__(self, "_learner_config", learner_config(self.method, self.hparams))
         for name in ("n_way", "k_shot", "q_query", "meta_batch", "iterations", "val_episodes"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.bn_mode not in ("batch", "running"):
             raise ConfigError(f"bn_mode must be batch or running, got {self.bn_mode!r}")
+
+    @property
+    def learner_config(self) -> Any:
+        """The learner's frozen ``Config`` built from :attr:`hparams` (parsed once, at construction)."""
+        return self._learner_config  # type: ignore[attr-defined]
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

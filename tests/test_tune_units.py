@@ -254,3 +254,19 @@ def test_every_family_implements_the_protocol() -> None:
     for shared in ("grids.py", "space.py", "runner.py", "budgets.py"):
         text = (tune_dir / shared).read_text()
         assert not any(f'family == "{f}"' in text or f'family != "{f}"' in text for f in ("meta", "l2l", "gail")), shared
+
+
+def test_a_trials_training_settings_reach_the_train_config_or_fail() -> None:
+    """Every TrainConfig field a grid's ``train`` may set reaches the run (none is dropped by a
+    hand-written list), and an unknown one is an error naming it, not a silently ignored key."""
+    from advmeta.learners import get_learner
+    from advmeta.tune.families import RunContext
+    from advmeta.tune.family_meta import train_config
+
+    train = {"dataset": "glyphs", "seed": 3, "budget": "smoke", "iterations": 7, "surrogate_arch": "conv4",
+             "bn_mode": "running", "meta_lr": 0.002, "width": 16}
+    cfg = train_config(TrialSpec("s", "meta", "aq", {"inner_lr": 0.2}, train), RunContext(sweep_dir=""))
+    assert (cfg.iterations, cfg.seed, cfg.bn_mode, cfg.meta_lr, cfg.width) == (7, 3, "running", 0.002, 16)
+    assert isinstance(cfg.learner_config, get_learner("aq").Config) and cfg.learner_config.inner_lr == 0.2
+    with pytest.raises(ConfigError, match="unknown training setting.*iteratons"):
+        train_config(TrialSpec("s", "meta", "maml", {}, {"iteratons": 5}), RunContext(sweep_dir=""))

@@ -100,12 +100,19 @@ def train_cost(spec: Any) -> float:
 
 def train_config(spec: Any, ctx: RunContext) -> Any:
     """The :class:`advmeta.train.TrainConfig` of a trial."""
-    from advmeta.train import TrainConfig
+    import dataclasses
+
+    from advmeta.errors import ConfigError
+    from advmeta.train import RUN_ONLY_FIELDS, TrainConfig
 
     t = dict(spec.train)
-    kwargs = {k: t[k] for k in ("dataset", "image_size", "n_way", "k_shot", "q_query", "meta_batch", "iterations",
-                                "val_every", "val_episodes", "checkpoint_every", "seed", "surrogate_steps", "surrogate_classes",
-                                "backbone", "width", "bn_mode", "meta_lr", "split_scheme") if k in t}
+    # Every TrainConfig field a trial's settings may set: all but the run's context and the learner's.
+    settable = {f.name for f in dataclasses.fields(TrainConfig)} - RUN_ONLY_FIELDS - {"method", "hparams"}
+    unknown = sorted(set(t) - settable - {"budget"})
+    if unknown:
+        raise ConfigError(f"trial {spec.trial_id}: unknown training setting(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(settable))}")
+    kwargs = {k: t[k] for k in settable if k in t}
     # threads stay None (the trial's OMP_NUM_THREADS, set by Ray and by the trainable): the
     # checkpoint records the config, and resuming with other --cpus-per-trial must still match.
     return TrainConfig(method=spec.method, hparams=dict(spec.hparams), data_root=ctx.data_root,
