@@ -66,14 +66,9 @@ def trains_on_surrogate(method: str) -> bool:
 
 def train_settings(budget: Any, method: str, axes: Mapping[str, Any]) -> dict[str, Any]:
     """The meta family's settings shape (a few-shot trial), not adversarially trained."""
-    train: dict[str, Any] = {
-        "n_way": 5, "q_query": budget.train_q_query or budget.q_query, "iterations": budget.iterations,
-        "meta_batch": budget.meta_batch, "val_every": budget.val_every, "val_episodes": budget.val_episodes,
-        "checkpoint_every": budget.checkpoint_every, "image_size": budget.image_size,
-        "surrogate_steps": budget.surrogate_steps}
-    train.update({k: v for k, v in axes.items() if v is not None})
-    train["iterations"] = budget.iterations_for(method, train.get("k_shot"))
-    return train
+    from advmeta.tune.family_meta import episodic_settings
+
+    return episodic_settings(budget, method, axes, adversarial=False)
 
 
 def budget_hparams(budget: Any) -> dict[str, Any]:

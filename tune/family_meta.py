@@ -53,13 +53,18 @@ def is_adversarial(method: str) -> bool:
 
 def train_settings(budget: Any, method: str, axes: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's training settings: the budget's numbers under the table's axes (dataset, n_way, k_shot, …)."""
+    return episodic_settings(budget, method, axes, adversarial=is_adversarial(method))
+
+
+def episodic_settings(budget: Any, method: str, axes: Mapping[str, Any], adversarial: bool) -> dict[str, Any]:
+    """The settings of an episodic trainer's trial (the budget's iterations capped when ``adversarial``)."""
     train: dict[str, Any] = {
         "n_way": 5, "q_query": budget.train_q_query or budget.q_query, "iterations": budget.iterations,
         "meta_batch": budget.meta_batch, "val_every": budget.val_every, "val_episodes": budget.val_episodes,
         "checkpoint_every": budget.checkpoint_every, "image_size": budget.image_size,
         "surrogate_steps": budget.surrogate_steps}
     train.update({k: v for k, v in axes.items() if v is not None})
-    train["iterations"] = budget.iterations_for(method, train.get("k_shot"), is_adversarial(method))
+    train["iterations"] = budget.iterations_for(method, train.get("k_shot"), adversarial)
     return train
 
 
