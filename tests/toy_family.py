@@ -64,6 +64,11 @@ def trains_on_surrogate(method: str) -> bool:
     return False
 
 
+def bank_requirements(spec: Any) -> list[dict[str, Any]]:
+    """None: toy trials read no episode bank."""
+    return []
+
+
 def train_settings(budget: Any, method: str, axes: Mapping[str, Any]) -> dict[str, Any]:
     """The meta family's settings shape (a few-shot trial), not adversarially trained."""
     from advmeta.tune.family_meta import episodic_settings

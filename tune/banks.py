@@ -28,20 +28,6 @@ from advmeta.tune.trial import TrialSpec
 TRAIN_BANK_MAX_BYTES = 256 * 2**20
 
 
-def _training_requirement(spec: TrialSpec) -> dict[str, Any] | None:
-    """The training bank an ADML / MAML-AD trial can read (None for other methods)."""
-    from advmeta.train import training_bank_request
-    from advmeta.tune.families import RunContext
-    from advmeta.tune.family_meta import train_config
-
-    req = training_bank_request(train_config(spec, RunContext(sweep_dir="")))
-    # Banks are made with the default surrogate (conv4 over every class); others attack in the trial.
-    if req is None or req["surrogate_arch"] != DEFAULT_ARCH or spec.train.get("surrogate_classes", "all") != "all":
-        return None
-    return {k: req[k] for k in ("dataset", "split", "n_way", "k_shot", "q_query", "seed", "image_size",
-                                "surrogate_steps", "eps", "n_episodes")}
-
-
 def bank_bytes(req: dict[str, Any], image_shape: Sequence[int]) -> int:
     """Bytes of a bank's images (float32, clean and attacked, every ε)."""
     c, h, w = image_shape
@@ -50,31 +36,17 @@ def bank_bytes(req: dict[str, Any], image_shape: Sequence[int]) -> int:
 
 
 def requirements(specs: Sequence[TrialSpec]) -> list[dict[str, Any]]:
-    """The distinct banks the trials' surrogate evaluations and surrogate training read."""
+    """The distinct banks the trials read (each family says which, :meth:`Family.bank_requirements`),
+    merged: one bank per episode shape, with every ε and the most episodes any trial asks for."""
+    from advmeta.tune.families import get_family
+
     needs: dict[str, dict[str, Any]] = {}
     for spec in specs:
-        if spec.family != "meta":
-            continue
-        train_req = _training_requirement(spec)
-        if train_req is not None:
-            key = json.dumps({k: v for k, v in train_req.items() if k not in ("eps", "n_episodes")}, sort_keys=True)
-            entry = needs.setdefault(key, {**train_req, "eps": [], "n_episodes": 0})
-            entry["eps"] += [e for e in train_req["eps"] if e not in entry["eps"]]
-            entry["n_episodes"] = max(entry["n_episodes"], int(train_req["n_episodes"]))
-        t = dict(spec.train)
-        if t.get("surrogate_classes", "all") != "all":
-            continue
-        for ev in spec.evals:
-            if ev.get("scenario") != "surrogate":
-                continue
-            req = {"dataset": t["dataset"], "split": ev.get("split", "test"), "n_way": int(t.get("n_way", 5)),
-                   "k_shot": int(t.get("k_shot", 1)), "q_query": int(ev.get("q_query", t.get("q_query", 15))),
-                   "seed": int(t.get("seed", 0)),
-                   "image_size": t.get("image_size"), "surrogate_steps": int(t.get("surrogate_steps", 1500))}
-            key = json.dumps(req, sort_keys=True)
+        for req in get_family(spec.family).bank_requirements(spec):
+            key = json.dumps({k: v for k, v in req.items() if k not in ("eps", "n_episodes")}, sort_keys=True)
             entry = needs.setdefault(key, {**req, "eps": [], "n_episodes": 0})
-            entry["eps"] += [e for e in ev.get("eps", []) if e not in entry["eps"]]
-            entry["n_episodes"] = max(entry["n_episodes"], int(ev.get("episodes", 100)))
+            entry["eps"] += [e for e in req["eps"] if e not in entry["eps"]]
+            entry["n_episodes"] = max(entry["n_episodes"], int(req["n_episodes"]))
     return list(needs.values())
 
 

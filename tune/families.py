@@ -87,6 +87,10 @@ class Family(Protocol):
         """Whether ``method`` trains on the fixed surrogate's FGSM images (then it trains at ADML's table ε)."""
         ...
 
+    def bank_requirements(self, spec: Any) -> list[dict[str, Any]]:
+        """The episode banks ``spec``'s trial reads (made once per sweep, :mod:`advmeta.tune.banks`)."""
+        ...
+
     def train_settings(self, budget: Any, method: str, axes: Mapping[str, Any]) -> dict[str, Any]:
         """A trial's training settings from the budget under a table's axes (``dataset``, ``n_way``, ``k_shot``)."""
         ...

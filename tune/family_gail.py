@@ -49,6 +49,11 @@ def trains_on_surrogate(method: str) -> bool:
     return False
 
 
+def bank_requirements(spec: Any) -> list[dict[str, Any]]:
+    """None: GAIL trials read no episode bank."""
+    return []
+
+
 def train_settings(budget: Any, method: str, axes: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's training settings: the budget's iterations and pairs per iteration (no few-shot axes)."""
     return {"iterations": budget.gail_iterations, "batch_steps": budget.gail_batch_steps}

@@ -43,6 +43,11 @@ def trains_on_surrogate(method: str) -> bool:
     return False
 
 
+def bank_requirements(spec: Any) -> list[dict[str, Any]]:
+    """None: L2L trials read no episode bank."""
+    return []
+
+
 def train_settings(budget: Any, method: str, axes: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's training settings: the budget's L2L numbers on the classification set of ``axes["dataset"]``."""
     from advmeta.tune.grids import classification_dataset

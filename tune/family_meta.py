@@ -103,6 +103,31 @@ def train_cost(spec: Any) -> float:
     return float(t.get("iterations", 1)) * per * (1.0 + 0.25 * (float(t.get("k_shot", 1)) - 1)) * size
 
 
+def bank_requirements(spec: Any) -> list[dict[str, Any]]:
+    """The episode banks a trial reads, made once per sweep (:mod:`advmeta.tune.banks`): ADML's and
+    MAML-AD's surrogate-attacked training episodes, and the surrogate evaluation's test episodes.
+    Banks are made with the default surrogate (conv4 over every class); others attack in the trial."""
+    from advmeta.surrogate import DEFAULT_ARCH
+    from advmeta.train import training_bank_request
+
+    t = dict(spec.train)
+    if t.get("surrogate_classes", "all") != "all":
+        return []
+    out = []
+    req = training_bank_request(train_config(spec, RunContext(sweep_dir="")))
+    if req is not None and req["surrogate_arch"] == DEFAULT_ARCH:
+        out.append({k: req[k] for k in ("dataset", "split", "n_way", "k_shot", "q_query", "seed", "image_size",
+                                        "surrogate_steps", "eps", "n_episodes")})
+    for ev in spec.evals:
+        if ev.get("scenario") == "surrogate":
+            out.append({"dataset": t["dataset"], "split": ev.get("split", "test"), "n_way": int(t.get("n_way", 5)),
+                        "k_shot": int(t.get("k_shot", 1)), "q_query": int(ev.get("q_query", t.get("q_query", 15))),
+                        "seed": int(t.get("seed", 0)), "image_size": t.get("image_size"),
+                        "surrogate_steps": int(t.get("surrogate_steps", 1500)),
+                        "eps": list(ev.get("eps", [])), "n_episodes": int(ev.get("episodes", 100))})
+    return out
+
+
 def train_config(spec: Any, ctx: RunContext) -> Any:
     """The :class:`advmeta.train.TrainConfig` of a trial."""
     import dataclasses
