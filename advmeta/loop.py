@@ -1,8 +1,9 @@
 """The one training skeleton: units of work, validation, checkpoints, exact resume, reports.
 
 Every trainer that runs in a trial — the meta-learners (:func:`advmeta.train.train`, a unit is
-a meta-iteration) and the L2L classifiers (:func:`advmeta.l2l.train_l2l`, a unit is an epoch) —
-is a :class:`Trainer` driven by :func:`run`, so they share:
+a meta-iteration), the L2L classifiers (:func:`advmeta.l2l.train_l2l`, a unit is an epoch) and
+GAIL / L2L-GAIL (:func:`advmeta.gail.train_gail`, a unit is an iteration) — is a :class:`Trainer`
+driven by :func:`run`, so they share:
 
 - **one checkpoint format**: an :mod:`advmeta.checkpoint` file (atomic, ``format`` checked) with
   ``kind`` (which trainer wrote it), ``config`` (the whole configuration), ``identity`` (the part

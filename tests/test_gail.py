@@ -168,7 +168,7 @@ def test_resume_gives_identical_rewards(tmp_path: Path) -> None:
     _, resumed, _ = train_gail(cfg, tmp_path / "b", expert=exp)
     keys = [k for k in full[0] if k != "train_seconds"]
     assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in full]
-    with pytest.raises(ConfigError, match="another GAIL configuration"):
+    with pytest.raises(ConfigError, match="another configuration"):
         train_gail(dataclasses.replace(cfg, disc_lr=0.5), tmp_path / "b", expert=exp)
 
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
-from advmeta.checkpoint import load, save_atomic
-from advmeta.errors import ConfigError, NonFiniteLossError
+from advmeta import loop
+from advmeta.errors import NonFiniteLossError
+from advmeta.loop import Report
 
 from .config import GAILConfig
 from .expert import ExpertData, ExpertSettings, expert_data
@@ -40,9 +39,7 @@ from .networks import Discriminator, LearnedUpdater, Policy, Value, flat, unflat
 from .rollout import Sampler, mean_return
 from .trpo import policy_step
 
-Report = Callable[[dict[str, Any], Path | None], None]
-CHECKPOINT_NAME = "gail.pt"
-FORMAT = 1
+CHECKPOINT_NAME = loop.CHECKPOINT_NAME
 
 
 def disc_loss(logits_policy: Tensor, logits_expert: Tensor) -> Tensor:
@@ -201,10 +198,49 @@ def iteration(cfg: GAILConfig, state: GAILState, x_expert: Tensor) -> dict[str, 
             "step_fraction": info.step_fraction}
 
 
+class _GAILTrainer:
+    """GAIL training as a :class:`advmeta.loop.Trainer`: a unit is one iteration, validated (one
+    ``curves`` row) every iteration."""
+
+    kind = "gail"
+
+    def __init__(self, cfg: GAILConfig, expert: ExpertData) -> None:
+        self.cfg, self.expert = cfg, expert
+        self.run = build_state(cfg)
+        dtype = next(self.run.disc.parameters()).dtype
+        self.x_expert = self.run.disc.inputs(torch.as_tensor(self.run.sampler.scale(expert.raw_obs), dtype=dtype),
+                                               torch.as_tensor(expert.actions, dtype=torch.int64))
+        self.seconds, self.steps = 0.0, 0  # the iterations' time and the environment steps so far
+
+    def unit(self, i: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        m = iteration(self.cfg, self.run, self.x_expert)
+        self.seconds += time.perf_counter() - t0
+        self.steps += int(m.pop("steps"))
+        bad = [k for k in ("reward", "disc_loss", "gail_reward", "policy_entropy") if not math.isfinite(m[k])]
+        if bad:
+            raise NonFiniteLossError(f"GAIL iteration {i + 1}: {', '.join(bad)} not finite")
+        return m
+
+    def validate(self, done: int, units: list[dict[str, float]]) -> dict[str, Any]:
+        return {"iteration": done, "env_steps": self.steps, **units[-1], "train_seconds": self.seconds,
+                "expert_reward": self.expert.mean_return, "random_reward": self.expert.random_return}
+
+    def state(self) -> dict[str, Any]:
+        return {"run": self.run.state_dict(), "seconds": self.seconds, "steps": self.steps}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.run.load_state_dict(state["run"])
+        self.seconds, self.steps = float(state["seconds"]), int(state["steps"])
+
+
 def train_gail(cfg: GAILConfig, out_dir: str | Path, resume: bool = True, progress: bool = False,
                report: Report | None = None, *, expert: ExpertData | None = None,
                cache_dir: str | Path | None = None) -> tuple[Path, list[dict[str, Any]], dict[str, Any]]:
     """Train ``cfg`` in ``out_dir`` (continuing its checkpoint when ``resume``).
+
+    The loop, the checkpoint format and the resume policy are :mod:`advmeta.loop`'s (shared with
+    the meta-learners and the L2L trainers); ``report`` is called after every iteration.
 
     Returns:
         (checkpoint path, one dict per iteration, final metrics).
@@ -213,46 +249,19 @@ def train_gail(cfg: GAILConfig, out_dir: str | Path, resume: bool = True, progre
         NonFiniteLossError: a loss or reward turned NaN or infinite.
         ConfigError: ``out_dir`` holds a checkpoint of another configuration.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / CHECKPOINT_NAME
     expert = expert if expert is not None else expert_data(ExpertSettings.of(cfg), cache_dir, progress)
-    state = build_state(cfg)
+    trainer = _GAILTrainer(cfg, expert)
     config = dataclasses.asdict(cfg)
-    rows: list[dict[str, Any]] = []
-    start, seconds, steps = 0, 0.0, 0
-    if resume and ckpt.exists():
-        saved = load(ckpt)
-        if saved.get("gail_format") != FORMAT or saved.get("config") != config:
-            raise ConfigError(f"{ckpt} belongs to another GAIL configuration; use another folder or resume=False")
-        state.load_state_dict(saved["state"])
-        rows, start, seconds, steps = list(saved["rows"]), int(saved["iteration"]), float(saved["seconds"]), int(saved["steps"])
-    dtype = next(state.disc.parameters()).dtype
-    x_expert = state.disc.inputs(torch.as_tensor(state.sampler.scale(expert.raw_obs), dtype=dtype),
-                                 torch.as_tensor(expert.actions, dtype=torch.int64))
-    for it in range(start + 1, cfg.iterations + 1):
-        t0 = time.perf_counter()
-        m = iteration(cfg, state, x_expert)
-        seconds += time.perf_counter() - t0
-        steps += int(m.pop("steps"))
-        bad = [k for k in ("reward", "disc_loss", "gail_reward", "policy_entropy") if not math.isfinite(m[k])]
-        if bad:
-            raise NonFiniteLossError(f"GAIL iteration {it}: {', '.join(bad)} not finite")
-        row = {"iteration": it, "env_steps": steps, **m, "train_seconds": seconds,
-               "expert_reward": expert.mean_return, "random_reward": expert.random_return}
-        rows.append(row)
-        saved_path = None
-        if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
-            save_atomic({"format": 1, "gail_format": FORMAT, "config": config, "state": state.state_dict(),
-                         "rows": rows, "iteration": it, "seconds": seconds, "steps": steps}, ckpt)
-            saved_path = ckpt
-        if report is not None:
-            report({"iteration": it, "reward": m["reward"], "disc_acc": m["disc_acc"]}, saved_path)
-        if progress:
-            print(f"  {cfg.method} {cfg.env} it {it}/{cfg.iterations}: reward {m['reward']:.1f} "
-                  f"(expert {expert.mean_return:.1f}), D acc {m['disc_acc']:.1f} %, {seconds:.0f} s",
-                  file=sys.stderr, flush=True)
-    state.sampler.close()
+
+    def describe(stats: dict[str, float], metrics: dict[str, Any]) -> str:
+        return f"reward {stats['reward']:.1f} (expert {expert.mean_return:.1f}), D acc {stats['disc_acc']:.1f} %"
+
+    try:
+        ckpt, _, rows = loop.run(trainer, out_dir, loop.Identity("gail", config, config, {}),
+                                 loop.Schedule(cfg.iterations, 1, cfg.checkpoint_every), resume=resume,
+                                 report=report, progress=progress, label=f"{cfg.method} {cfg.env}", describe=describe)
+    finally:
+        trainer.run.sampler.close()
     return ckpt, rows, final_metrics(rows, cfg)
 
 
