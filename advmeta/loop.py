@@ -104,8 +104,9 @@ def load_checkpoint(path: str | Path, kind: str, map_location: Any = "cpu") -> d
     """
     state = ckpt_io.load(path, map_location=map_location)
     if state.get("kind") != kind:
-        held = f"the {state['kind']} trainer's" if state.get("kind") else "an older advmeta's format"
-        raise ConfigError(f"{path} is not a checkpoint of the {kind} trainer (it holds {held})")
+        held = f"the {state['kind']} trainer's" if state.get("kind") else "an older advmeta's format, which cannot resume"
+        raise ConfigError(f"{path} is not a checkpoint of the {kind} trainer (it holds {held}); "
+                          "delete it to train from scratch, or use another folder")
     return state
 
 
