@@ -274,3 +274,15 @@ def test_every_learners_dataset_defaults_name_its_own_fields_and_known_datasets(
         for dataset, values in by_dataset.items():
             assert dataset in dataset_names(), (klass.__name__, dataset)
             assert set(values) <= fields, (klass.__name__, set(values) - fields)
+
+
+def test_a_misspelt_training_setting_is_an_error_naming_the_table() -> None:
+    from advmeta.errors import ConfigError
+    from advmeta.tune.budgets import get_budget
+    from advmeta.tune.grids import expand
+
+    grid = {"tables": [{"name": "t", "methods": ["maml"], "k_shot": [1], "train": {"iteratons": 5}}]}
+    with pytest.raises(ConfigError, match="grid g, table 't': unknown training setting.*iteratons"):
+        expand("g", grid, get_budget("smoke"), dataset="glyphs", seed=0)
+    good = {"tables": [{"name": "t", "methods": ["maml"], "k_shot": [1], "train": {"iterations": 5}}]}
+    assert [s.train.iterations for s in expand("g", good, get_budget("smoke"), dataset="glyphs", seed=0)] == [5]

@@ -268,5 +268,19 @@ def test_a_trials_training_settings_reach_the_train_config_or_fail() -> None:
     cfg = train_config(TrialSpec("s", "meta", "aq", {"inner_lr": 0.2}, train), RunContext(sweep_dir=""))
     assert (cfg.iterations, cfg.seed, cfg.bn_mode, cfg.meta_lr, cfg.width) == (7, 3, "running", 0.002, 16)
     assert isinstance(cfg.learner_config, get_learner("aq").Config) and cfg.learner_config.inner_lr == 0.2
-    with pytest.raises(ConfigError, match="unknown training setting.*iteratons"):
-        train_config(TrialSpec("s", "meta", "maml", {}, {"iteratons": 5}), RunContext(sweep_dir=""))
+    with pytest.raises(ConfigError, match="unknown training setting.*iteratons"):  # a typo: refused when the trial is made
+        TrialSpec("s", "meta", "maml", {}, {"iteratons": 5})
+    with pytest.raises(ConfigError, match="unknown training setting.*epochs"):  # another family's setting
+        train_config(TrialSpec("s", "meta", "maml", {}, {"epochs": 5}), RunContext(sweep_dir=""))
+
+
+def test_train_settings_are_typed_and_read_as_the_mapping_of_what_is_set() -> None:
+    from advmeta.tune.trial import UNSET, TrainSettings
+
+    t = TrainSettings.of({"k_shot": 5, "seed": 1, "image_size": None})
+    assert t.k_shot == 5 and t.iterations is UNSET and dict(t) == {"seed": 1, "image_size": None, "k_shot": 5}
+    assert t.get("iterations", 7) == 7 and "image_size" in t and "iterations" not in t and len(t) == 3
+    spec = TrialSpec("s", "meta", "maml", {}, {"k_shot": 5, "seed": 1})
+    assert spec.train.k_shot == 5 and TrialSpec.from_dict(spec.to_dict()) == spec
+    # the id hashes what is set: the same as the plain dict it was made from
+    assert spec.trial_id == TrialSpec("s", "meta", "maml", {}, TrainSettings(seed=1, k_shot=5)).trial_id

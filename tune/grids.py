@@ -38,7 +38,7 @@ from advmeta.errors import ConfigError
 from advmeta.tune.budgets import Budget
 from advmeta.tune.epsplan import TABLE, TableEps, method_eps_overrides, plan, table_rule
 from advmeta.tune.families import config_class, family_of, get_family
-from advmeta.tune.trial import TrialSpec
+from advmeta.tune.trial import TrainSettings, TrialSpec
 from advmeta.tune.validate import check_axes, check_eval, check_value
 
 _TRAIN_AXES = ("dataset", "n_way", "k_shot", "q_query")
@@ -284,7 +284,11 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
                         ax["dataset"] = dataset
                     train = train_settings(budget, family, method, ax, seed + rep, dict(table.get("train", {})))
                     trial_hp = with_dataset_defaults(method, train.get("dataset"), hp)
-                    spec = TrialSpec(sweep or name, family, method, trial_hp, train, tuple(evals), budget.name,
+                    try:
+                        settings = TrainSettings.of(train)
+                    except ConfigError as err:
+                        raise ConfigError(f"grid {name}, table {tname!r}: {err}") from None
+                    spec = TrialSpec(sweep or name, family, method, trial_hp, settings, tuple(evals), budget.name,
                                      (tname,))
                     key = spec.with_evals(()).trial_id
                     if key in merged:

@@ -9,11 +9,99 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from advmeta.eps import format_eps
+from advmeta.errors import ConfigError
+
+
+class _Unset:
+    """The value of a :class:`TrainSettings` field that a trial does not set."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True, eq=False)
+class TrainSettings(Mapping[str, Any]):
+    """A trial's training settings: typed fields, of which a trial sets some (the rest are
+    :data:`UNSET` and its trainer's defaults apply). It reads as the mapping of the fields set —
+    which is what its identity hashes, so an unset field and an absent key are the same trial.
+
+    Built once when a grid or ``advmeta tune`` makes the trial (:meth:`of` rejects an unknown
+    setting, naming it), carried unchanged to the trainable, where the family turns it into its
+    trainer's config (:class:`advmeta.train.TrainConfig`, ``L2LConfig``, ``GAILConfig``).
+    """
+
+    # every family
+    seed: int = UNSET
+    budget: str = UNSET
+    dataset: str = UNSET
+    image_size: int | None = UNSET
+    iterations: int = UNSET
+    checkpoint_every: int = UNSET
+    # few-shot (meta) trials: the fields of TrainConfig a trial may set
+    n_way: int = UNSET
+    k_shot: int = UNSET
+    q_query: int = UNSET
+    meta_batch: int = UNSET
+    val_every: int = UNSET
+    val_episodes: int = UNSET
+    meta_lr: float = UNSET
+    backbone: str | None = UNSET
+    width: int | None = UNSET
+    bn_mode: str = UNSET
+    split_scheme: str | None = UNSET
+    surrogate_arch: str = UNSET
+    surrogate_steps: int = UNSET
+    surrogate_classes: str = UNSET
+    # L2L trials
+    epochs: int = UNSET
+    classifier: str = UNSET
+    classifier_kwargs: Mapping[str, Any] = UNSET
+    attacker: str = UNSET
+    num_classes: int | None = UNSET
+    train_per_class: int | None = UNSET
+    test_per_class: int | None = UNSET
+    eval_batches: int | None = UNSET
+    # GAIL trials
+    batch_steps: int | None = UNSET
+    n_envs: int = UNSET
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> TrainSettings:
+        """The settings of a mapping; :class:`ConfigError` naming any unknown key."""
+        if isinstance(data, TrainSettings):
+            return data
+        unknown = sorted(set(data) - NAMES)
+        if unknown:
+            raise ConfigError(f"unknown training setting(s) {', '.join(map(str, unknown))}; "
+                              f"known: {', '.join(sorted(NAMES))}")
+        return cls(**dict(data))
+
+    def __getitem__(self, key: str) -> Any:
+        value = getattr(self, key, UNSET) if key in NAMES else UNSET
+        if value is UNSET:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (f.name for f in fields(self) if getattr(self, f.name) is not UNSET)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"TrainSettings({dict(self)!r})"
+
+
+NAMES = frozenset(f.name for f in fields(TrainSettings))
+"""Every training setting a trial may have."""
 
 
 def _canonical(value: Any) -> Any:
@@ -37,7 +125,8 @@ class TrialSpec:
             or one registered through ``ADVMETA_FAMILIES`` (the tests' ``toy``).
         method: learner or trainer name.
         hparams: overrides of the learner's ``Config`` fields (the rest keep their defaults).
-        train: training settings (dataset, n_way, k_shot, q_query, iterations, seed, …).
+        train: training settings (:class:`TrainSettings`; a mapping is converted, and an unknown
+            key is a :class:`ConfigError`).
         evals: evaluation protocols, each a dict (scenario, attacks, eps, support, query, …).
         budget: the budget level the numbers come from.
         table: names of the grid tables that asked for this trial.
@@ -47,10 +136,13 @@ class TrialSpec:
     family: str
     method: str
     hparams: Mapping[str, Any]
-    train: Mapping[str, Any]
+    train: TrainSettings
     evals: tuple[Mapping[str, Any], ...] = ()
     budget: str = "quick"
     table: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "train", TrainSettings.of(self.train))
 
     def identity(self) -> dict[str, Any]:
         """The fields the trial id is a hash of (not the sweep's name or its tables)."""
@@ -84,7 +176,7 @@ class TrialSpec:
         """Inverse of :meth:`to_dict` (the ``trial_id`` key, if any, is recomputed, not trusted)."""
         return cls(
             sweep=str(data["sweep"]), family=str(data["family"]), method=str(data["method"]),
-            hparams=dict(data.get("hparams", {})), train=dict(data.get("train", {})),
+            hparams=dict(data.get("hparams", {})), train=TrainSettings.of(dict(data.get("train", {}))),
             evals=tuple(dict(e) for e in data.get("evals", ())), budget=str(data.get("budget", "quick")),
             table=tuple(data.get("table", ())),
         )
