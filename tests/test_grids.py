@@ -286,3 +286,15 @@ def test_a_misspelt_training_setting_is_an_error_naming_the_table() -> None:
         expand("g", grid, get_budget("smoke"), dataset="glyphs", seed=0)
     good = {"tables": [{"name": "t", "methods": ["maml"], "k_shot": [1], "train": {"iterations": 5}}]}
     assert [s.train.iterations for s in expand("g", good, get_budget("smoke"), dataset="glyphs", seed=0)] == [5]
+
+
+def test_a_misspelt_evaluation_setting_is_an_error_naming_the_table() -> None:
+    from advmeta.tune.trial import EvalSettings
+
+    grid = {"tables": [{"name": "t", "methods": ["maml"], "k_shot": [1],
+                        "evals": [{"scenario": "whitebox", "atacks": ["pgd"], "eps": ["8/255"]}]}]}
+    with pytest.raises(ConfigError, match="grid g, table 't': unknown evaluation setting.*atacks"):
+        expand("g", grid, get_budget("smoke"), dataset="glyphs", seed=0)
+    grid["tables"][0]["evals"][0] = {"scenario": "whitebox", "attacks": ["pgd"], "eps": ["8/255"]}
+    ev = expand("g", grid, get_budget("smoke"), dataset="glyphs", seed=0)[0].evals[0]
+    assert isinstance(ev, EvalSettings) and ev.attacks == ["pgd"] and ev["eps"] == ["8/255"]

@@ -38,7 +38,7 @@ from advmeta.errors import ConfigError
 from advmeta.tune.budgets import Budget
 from advmeta.tune.epsplan import TABLE, TableEps, method_eps_overrides, plan, table_rule
 from advmeta.tune.families import config_class, family_of, get_family
-from advmeta.tune.trial import TrainSettings, TrialSpec
+from advmeta.tune.trial import EvalSettings, TrainSettings, TrialSpec
 from advmeta.tune.validate import check_axes, check_eval, check_value
 
 _TRAIN_AXES = ("dataset", "n_way", "k_shot", "q_query")
@@ -246,7 +246,10 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
                 raise ConfigError(f"grid {name}, table {tname!r}: no method has a hyper-parameter {field_name!r}")
         table_rule(table)  # (plan() checked it too, unless table_eps came from elsewhere)
         t_eps = table_eps.get(tname)
-        evals = eval_settings(table, budget, t_eps)
+        try:
+            evals = [EvalSettings.of(e) for e in eval_settings(table, budget, t_eps)]
+        except ConfigError as err:
+            raise ConfigError(f"grid {name}, table {tname!r}: {err}") from None
         axes = {k: _as_list(table[k]) for k in _TRAIN_AXES if k in table}
         check_axes(axes, tname)
         seeds = table.get("seeds", 1)

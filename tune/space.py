@@ -20,7 +20,7 @@ from advmeta.errors import ConfigError
 from advmeta.ranges import Kind, ValueRange, Values, as_list, kind_of, parse_values
 from advmeta.tune.budgets import Budget
 from advmeta.tune.families import config_class, family_of
-from advmeta.tune.trial import TrainSettings, TrialSpec
+from advmeta.tune.trial import EvalSettings, TrainSettings, TrialSpec
 
 _ALIASES = {"eps": ("train_eps", "eps")}
 """``--eps`` names the training ε of whichever field the learner has."""
@@ -173,5 +173,6 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
     for hp, s in combos:
         train = train_settings(budget, family, method, {"dataset": dataset, "n_way": n_way, "k_shot": k_shot}, s, {})
         trial_hp = with_dataset_defaults(method, train.get("dataset"), base | hp)
-        specs.append(TrialSpec(sweep, family, method, trial_hp, TrainSettings.of(train), evals, budget.name, ("tune",)))
+        specs.append(TrialSpec(sweep, family, method, trial_hp, TrainSettings.of(train),
+                               tuple(EvalSettings.of(e) for e in evals), budget.name, ("tune",)))
     return list(dict((sp.trial_id, sp) for sp in specs).values())

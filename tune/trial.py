@@ -28,15 +28,55 @@ UNSET: Any = _Unset()
 
 
 @dataclass(frozen=True, eq=False)
-class TrainSettings(Mapping[str, Any]):
-    """A trial's training settings: typed fields, of which a trial sets some (the rest are
-    :data:`UNSET` and its trainer's defaults apply). It reads as the mapping of the fields set —
-    which is what its identity hashes, so an unset field and an absent key are the same trial.
+class _Settings(Mapping[str, Any]):
+    """Typed fields of which a trial sets some (the rest are :data:`UNSET`), read as the mapping
+    of the fields set — what a trial's identity hashes, so an unset field and an absent key are
+    the same trial. Subclasses list the fields; :meth:`of` rejects an unknown key, naming it."""
 
-    Built once when a grid or ``advmeta tune`` makes the trial (:meth:`of` rejects an unknown
-    setting, naming it), carried unchanged to the trainable, where the family turns it into its
-    trainer's config (:class:`advmeta.train.TrainConfig`, ``L2LConfig``, ``GAILConfig``).
+    _WHAT = "setting"
+
+    @classmethod
+    def names(cls) -> frozenset[str]:
+        """Every field name."""
+        return frozenset(f.name for f in fields(cls))
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> Any:
+        """The settings of a mapping; :class:`ConfigError` naming any unknown key."""
+        if isinstance(data, cls):
+            return data
+        unknown = sorted(set(data) - cls.names())
+        if unknown:
+            raise ConfigError(f"unknown {cls._WHAT}(s) {', '.join(map(str, unknown))}; "
+                              f"known: {', '.join(sorted(cls.names()))}")
+        return cls(**dict(data))
+
+    def __getitem__(self, key: str) -> Any:
+        value = getattr(self, key, UNSET) if key in self.names() else UNSET
+        if value is UNSET:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (f.name for f in fields(self) if getattr(self, f.name) is not UNSET)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self)!r})"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class TrainSettings(_Settings):
+    """A trial's training settings (see :class:`_Settings`).
+
+    Made once when a grid or ``advmeta tune`` makes the trial, carried unchanged to the
+    trainable, where the family turns it into its trainer's config
+    (:class:`advmeta.train.TrainConfig`, ``L2LConfig``, ``GAILConfig``).
     """
+
+    _WHAT = "training setting"
 
     # every family
     seed: int = UNSET
@@ -73,34 +113,37 @@ class TrainSettings(Mapping[str, Any]):
     batch_steps: int | None = UNSET
     n_envs: int = UNSET
 
-    @classmethod
-    def of(cls, data: Mapping[str, Any]) -> TrainSettings:
-        """The settings of a mapping; :class:`ConfigError` naming any unknown key."""
-        if isinstance(data, TrainSettings):
-            return data
-        unknown = sorted(set(data) - NAMES)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s) {', '.join(map(str, unknown))}; "
-                              f"known: {', '.join(sorted(NAMES))}")
-        return cls(**dict(data))
 
-    def __getitem__(self, key: str) -> Any:
-        value = getattr(self, key, UNSET) if key in NAMES else UNSET
-        if value is UNSET:
-            raise KeyError(key)
-        return value
+@dataclass(frozen=True, eq=False, repr=False)
+class EvalSettings(_Settings):
+    """One evaluation of a trial (a grid's ``[[tables.evals]]`` with the budget's numbers filled
+    in, see :func:`advmeta.tune.grids.eval_settings`); the family turns it into its protocol."""
 
-    def __iter__(self) -> Iterator[str]:
-        return (f.name for f in fields(self) if getattr(self, f.name) is not UNSET)
+    _WHAT = "evaluation setting"
 
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
+    scenario: str = UNSET
+    """whitebox | surrogate | support | support+query | l2l."""
+    attacks: list[str] = UNSET
+    eps: list[Any] = UNSET
+    """ε of the evaluation (k/255 strings)."""
+    eps_source: str = UNSET
+    """Where the ε came from: paper | calibrated | grid | user."""
+    support: list[str] = UNSET
+    query: list[str] = UNSET
+    episodes: int = UNSET
+    split: str = UNSET
+    q_query: int = UNSET
+    attack_steps: int | None = UNSET
+    attack_params: Mapping[str, Any] = UNSET
+    checks: Any = UNSET
+    """The masking checks' settings (a mapping of CheckSettings fields), or False."""
+    n_test: int | None = UNSET
+    seeds: list[int] = UNSET
+    eps_curve: list[Any] = UNSET
+    steps_curve: list[int] = UNSET
 
-    def __repr__(self) -> str:
-        return f"TrainSettings({dict(self)!r})"
 
-
-NAMES = frozenset(f.name for f in fields(TrainSettings))
+NAMES = TrainSettings.names()
 """Every training setting a trial may have."""
 
 
@@ -127,7 +170,8 @@ class TrialSpec:
         hparams: overrides of the learner's ``Config`` fields (the rest keep their defaults).
         train: training settings (:class:`TrainSettings`; a mapping is converted, and an unknown
             key is a :class:`ConfigError`).
-        evals: evaluation protocols, each a dict (scenario, attacks, eps, support, query, …).
+        evals: evaluation protocols (:class:`EvalSettings`; mappings are converted, and an
+            unknown key is a :class:`ConfigError`).
         budget: the budget level the numbers come from.
         table: names of the grid tables that asked for this trial.
     """
@@ -137,12 +181,13 @@ class TrialSpec:
     method: str
     hparams: Mapping[str, Any]
     train: TrainSettings
-    evals: tuple[Mapping[str, Any], ...] = ()
+    evals: tuple[EvalSettings, ...] = ()
     budget: str = "quick"
     table: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "train", TrainSettings.of(self.train))
+        object.__setattr__(self, "evals", tuple(EvalSettings.of(e) for e in self.evals))
 
     def identity(self) -> dict[str, Any]:
         """The fields the trial id is a hash of (not the sweep's name or its tables)."""
@@ -177,13 +222,14 @@ class TrialSpec:
         return cls(
             sweep=str(data["sweep"]), family=str(data["family"]), method=str(data["method"]),
             hparams=dict(data.get("hparams", {})), train=TrainSettings.of(dict(data.get("train", {}))),
-            evals=tuple(dict(e) for e in data.get("evals", ())), budget=str(data.get("budget", "quick")),
+            evals=tuple(EvalSettings.of(dict(e)) for e in data.get("evals", ())), budget=str(data.get("budget", "quick")),
             table=tuple(data.get("table", ())),
         )
 
     def with_evals(self, evals: tuple[Mapping[str, Any], ...]) -> TrialSpec:
         """A copy with other evaluation protocols."""
-        return TrialSpec(self.sweep, self.family, self.method, self.hparams, self.train, evals, self.budget, self.table)
+        return TrialSpec(self.sweep, self.family, self.method, self.hparams, self.train,
+                         tuple(EvalSettings.of(e) for e in evals), self.budget, self.table)
 
     def with_hparams(self, extra: Mapping[str, Any]) -> TrialSpec:
         """A copy with more hyper-parameter overrides (Tune's search-space samples)."""
