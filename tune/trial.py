@@ -7,6 +7,7 @@ every re-run of a sweep — the key of the completion ledger (:mod:`advmeta.tune
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
@@ -15,6 +16,11 @@ from typing import Any
 
 from advmeta.eps import format_eps
 from advmeta.errors import ConfigError
+
+
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls))
 
 
 class _Unset:
@@ -38,7 +44,7 @@ class _Settings(Mapping[str, Any]):
     @classmethod
     def names(cls) -> frozenset[str]:
         """Every field name."""
-        return frozenset(f.name for f in fields(cls))
+        return _field_names(cls)
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Any:
