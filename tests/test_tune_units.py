@@ -284,3 +284,16 @@ def test_train_settings_are_typed_and_read_as_the_mapping_of_what_is_set() -> No
     assert spec.train.k_shot == 5 and TrialSpec.from_dict(spec.to_dict()) == spec
     # the id hashes what is set: the same as the plain dict it was made from
     assert spec.trial_id == TrialSpec("s", "meta", "maml", {}, TrainSettings(seed=1, k_shot=5)).trial_id
+
+
+def test_every_trainers_run_settings_are_train_settings() -> None:
+    """TrainSettings lists what a trial may set; every family's trainer reads its settings from it, so
+    each trainer's settable fields must be there (a new TrainConfig field a grid cannot set fails here)."""
+    import dataclasses
+
+    from advmeta.train import RUN_ONLY_FIELDS, TrainConfig
+    from advmeta.tune import family_gail, family_l2l
+    from advmeta.tune.trial import TrainSettings
+
+    meta = {f.name for f in dataclasses.fields(TrainConfig)} - RUN_ONLY_FIELDS - {"method", "hparams"}
+    assert meta | set(family_l2l.TRAIN_KEYS) | {"test_per_class"} | set(family_gail.TRAIN_KEYS) <= TrainSettings.names()

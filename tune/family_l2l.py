@@ -12,6 +12,9 @@ from advmeta.tune.families import Report, RunContext
 NOT_TUNABLE = frozenset({"method", "dataset", "data_root", "device", "checkpoint_every", "eval_batches", "seed",
                          "image_size", "num_classes", "train_per_class", "test_per_class"})
 """L2LConfig fields that are settings of the run (the budget's or the sweep's), not hyper-parameters."""
+TRAIN_KEYS = ("dataset", "image_size", "num_classes", "train_per_class", "epochs", "classifier", "classifier_kwargs",
+              "seed", "attacker", "eval_batches")
+"""The budget's and the sweep's fields of a trial's ``train`` settings an L2L trainer reads."""
 
 
 def methods() -> list[str]:
@@ -93,8 +96,7 @@ def run(spec: Any, ctx: RunContext, report: Report) -> tuple[list[dict[str, Any]
     from advmeta.l2l import L2LConfig, L2LEvalProtocol, evaluate_l2l, train_l2l
 
     t = dict(spec.train)
-    settings = {k: t[k] for k in ("dataset", "image_size", "num_classes", "train_per_class", "epochs",
-                                  "classifier", "classifier_kwargs", "seed", "attacker", "eval_batches") if k in t and t[k] is not None}
+    settings = {k: t[k] for k in TRAIN_KEYS if k in t and t[k] is not None}
     hp = dict(spec.hparams)
     if "lr_milestones" in hp:
         hp["lr_milestones"] = tuple(hp["lr_milestones"])
