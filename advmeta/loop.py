@@ -9,7 +9,8 @@ driven by :func:`run`, so they share:
   ``kind`` (which trainer wrote it), ``config`` (the whole configuration), ``identity`` (the part
   that changes the result), ``step`` (units done), ``state`` (the trainer's networks, optimisers
   and generators), ``rng`` (the global RNG states), ``history`` (metrics at each validation),
-  ``metrics`` (the latest), ``train_seconds`` (wall time of the units, validation excluded) and the
+  ``metrics`` (the latest), ``train_seconds`` (wall time of the units, validation excluded; every
+  ``history`` entry and ``metrics`` carry it too) and the
   trainer's ``extra`` fields for readers (image shape, class count, …);
 - **one resume policy**: a checkpoint of the same identity continues to the result the unbroken
   run gives; one of another configuration (or another trainer) is a :class:`ConfigError` —
@@ -40,7 +41,7 @@ class Trainer(Protocol):
     """What :func:`run` drives.
 
     Attributes:
-        kind: what the checkpoint holds (``meta``, ``l2l``); a checkpoint of another kind is refused.
+        kind: what the checkpoint holds (``meta``, ``l2l``, ``gail``); a checkpoint of another kind is refused.
     """
 
     kind: str
@@ -79,16 +80,14 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Identity:
-    """What a checkpoint belongs to.
+    """What a checkpoint belongs to (besides the trainer's ``kind``).
 
     Attributes:
-        kind: the trainer (``meta``, ``l2l``).
         config: the whole configuration (stored; readers rebuild the run from it).
         result: the fields that change the result (resume compares these).
         extra: further fields stored for readers (``image_shape``, ``hparams``, …).
     """
 
-    kind: str
     config: dict[str, Any]
     result: dict[str, Any]
     extra: dict[str, Any]
@@ -151,8 +150,8 @@ def run(trainer: Trainer, out_dir: str | Path, identity: Identity, schedule: Sch
 
     Returns:
         The checkpoint's path, the latest metrics (``train_seconds``: the units' wall time,
-        validation excluded, summed over every resumed part) and the history
-        (the metrics of every validation).
+        validation excluded, summed over every resumed part) and the history (the metrics of
+        every validation, each with its ``train_seconds``).
 
     Raises:
         ConfigError: the checkpoint was written by another configuration or trainer.
@@ -163,7 +162,7 @@ def run(trainer: Trainer, out_dir: str | Path, identity: Identity, schedule: Sch
     start, history, seconds = 0, [], 0.0
     metrics: dict[str, Any] = {}
     if resume and path.exists():
-        saved = load_checkpoint(path, identity.kind, map_location)
+        saved = load_checkpoint(path, trainer.kind, map_location)
         if saved["identity"] != identity.result:
             changed = sorted(k for k in set(saved["identity"]) | set(identity.result)
                              if saved["identity"].get(k) != identity.result.get(k))
@@ -185,13 +184,14 @@ def run(trainer: Trainer, out_dir: str | Path, identity: Identity, schedule: Sch
         if validate_now:
             metrics = trainer.validate(done, units)
             units = []
-            history.append(dict(metrics))
         if validate_now or save_now:
             metrics = {**metrics, "train_seconds": seconds}
+            if validate_now:
+                history.append(dict(metrics))
             written = None
             if save_now:
                 written = ckpt_io.save_atomic({
-                    "format": ckpt_io.FORMAT, "kind": identity.kind, "config": identity.config,
+                    "format": ckpt_io.FORMAT, "kind": trainer.kind, "config": identity.config,
                     "identity": identity.result, **identity.extra, "step": done, "state": trainer.state(),
                     "rng": ckpt_io.rng_state(), "history": history, "metrics": metrics,
                     "train_seconds": metrics["train_seconds"]}, path)

@@ -143,7 +143,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     val_sampler = EpisodeSampler(ds, "val", EpisodeSpec(n_way=cfg.n_way, k_shot=cfg.k_shot, q_query=cfg.q_query),
                                  seed=cfg.seed)
     trainer = _MetaTrainer(cfg, learner, train_sampler, val_sampler, device)
-    identity = Identity("meta", cfg.to_dict(), cfg.result_dict(),
+    identity = Identity(cfg.to_dict(), cfg.result_dict(),
                         {"method": cfg.method, "hparams": config_dict(learner.cfg), "image_shape": tuple(ds.image_shape)})
 
     def describe(stats: dict[str, float], metrics: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ def _field_names(cls: type) -> frozenset[str]:
 
 
 class _Unset:
-    """The value of a :class:`TrainSettings` field that a trial does not set."""
+    """The value of a :class:`TrainSettings` or :class:`EvalSettings` field that a trial does not set."""
 
     def __repr__(self) -> str:
         return "UNSET"
@@ -147,10 +147,6 @@ class EvalSettings(_Settings):
     seeds: list[int] = UNSET
     eps_curve: list[Any] = UNSET
     steps_curve: list[int] = UNSET
-
-
-NAMES = TrainSettings.names()
-"""Every training setting a trial may have."""
 
 
 def _canonical(value: Any) -> Any:

@@ -64,8 +64,7 @@ def _cpu_times() -> tuple[float, float]:
     return total - idle, total
 
 
-def grid_slice(grid: str, methods: str, budget: str, dataset: str, data_root: str | None,
-               extra: list[str]) -> dict[str, float]:
+def grid_slice(grid: str, methods: str, budget: str, dataset: str, data_root: str | None) -> dict[str, float]:
     """Run ``advmeta sweep`` on a slice of a real grid and measure how busy the cores were."""
     import subprocess
     import sys
@@ -86,7 +85,7 @@ def grid_slice(grid: str, methods: str, budget: str, dataset: str, data_root: st
     with tempfile.TemporaryDirectory(prefix="advmeta-bench-slice-") as tmp:
         out = f"{tmp}/sweep"
         cmd = [sys.executable, "-m", "advmeta", "sweep", "--grid", grid, "--budget", budget, "--methods", methods,
-               "--dataset", dataset, "-o", out, "--quiet", *extra]
+               "--dataset", dataset, "-o", out, "--quiet"]
         if data_root:
             cmd += ["--data-root", data_root]
         load_before = os.getloadavg()
@@ -179,7 +178,7 @@ def main() -> None:
     dataset = args.dataset or resolve_default_dataset(args.data_root)[0]
     results: dict[str, object] = {"dataset": dataset, "cpus": os.cpu_count(), "versions": versions()}
     if args.grid:
-        g = grid_slice(args.grid, args.methods, args.budget, dataset, args.data_root, [])
+        g = grid_slice(args.grid, args.methods, args.budget, dataset, args.data_root)
         results["grid_slice"] = g
         print(f"grid slice: advmeta sweep --grid {args.grid} --budget {args.budget} --methods {args.methods} "
               f"({g['trials']} trials, {dataset}, {g['cpus']} CPUs, load before {g['load_before']:.2f}): "

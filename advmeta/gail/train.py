@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -210,12 +209,10 @@ class _GAILTrainer:
         dtype = next(self.run.disc.parameters()).dtype
         self.x_expert = self.run.disc.inputs(torch.as_tensor(self.run.sampler.scale(expert.raw_obs), dtype=dtype),
                                                torch.as_tensor(expert.actions, dtype=torch.int64))
-        self.seconds, self.steps = 0.0, 0  # the iterations' time and the environment steps so far
+        self.steps = 0  # environment steps so far
 
     def unit(self, i: int) -> dict[str, float]:
-        t0 = time.perf_counter()
         m = iteration(self.cfg, self.run, self.x_expert)
-        self.seconds += time.perf_counter() - t0
         self.steps += int(m.pop("steps"))
         bad = [k for k in ("reward", "disc_loss", "gail_reward", "policy_entropy") if not math.isfinite(m[k])]
         if bad:
@@ -223,15 +220,15 @@ class _GAILTrainer:
         return m
 
     def validate(self, done: int, units: list[dict[str, float]]) -> dict[str, Any]:
-        return {"iteration": done, "env_steps": self.steps, **units[-1], "train_seconds": self.seconds,
+        return {"iteration": done, "env_steps": self.steps, **units[-1],  # the loop adds train_seconds
                 "expert_reward": self.expert.mean_return, "random_reward": self.expert.random_return}
 
     def state(self) -> dict[str, Any]:
-        return {"run": self.run.state_dict(), "seconds": self.seconds, "steps": self.steps}
+        return {"run": self.run.state_dict(), "steps": self.steps}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.run.load_state_dict(state["run"])
-        self.seconds, self.steps = float(state["seconds"]), int(state["steps"])
+        self.steps = int(state["steps"])
 
 
 def train_gail(cfg: GAILConfig, out_dir: str | Path, resume: bool = True, progress: bool = False,
@@ -257,7 +254,7 @@ def train_gail(cfg: GAILConfig, out_dir: str | Path, resume: bool = True, progre
         return f"reward {stats['reward']:.1f} (expert {expert.mean_return:.1f}), D acc {stats['disc_acc']:.1f} %"
 
     try:
-        ckpt, _, rows = loop.run(trainer, out_dir, loop.Identity("gail", config, config, {}),
+        ckpt, _, rows = loop.run(trainer, out_dir, loop.Identity(config, config, {}),
                                  loop.Schedule(cfg.iterations, 1, cfg.checkpoint_every), resume=resume,
                                  report=report, progress=progress, label=f"{cfg.method} {cfg.env}", describe=describe)
     finally:

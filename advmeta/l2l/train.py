@@ -62,7 +62,6 @@ class _L2LTrainer:
         self.opt_f, self.sched, self.opt_g = _optimisers(cfg, self.classifier, self.attacker)
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
         self.attack_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-        self.epoch_seconds: list[float] = []  # training time of each epoch, validation excluded
 
     def unit(self, i: int) -> dict[str, float]:
         cfg, device = self.cfg, self.device
@@ -85,7 +84,6 @@ class _L2LTrainer:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
-        self.epoch_seconds.append(seconds)
         lr = self.opt_f.param_groups[0]["lr"]
         self.sched.step()
         return {"lr": lr, "loss": loss_sum / max(n, 1), "train_adv_acc": 100 * correct / max(n, 1),
@@ -102,8 +100,7 @@ class _L2LTrainer:
                 "scheduler": self.sched.state_dict(),
                 "attacker": self.attacker.state_dict() if self.attacker is not None else None,
                 "attacker_opt": self.opt_g.state_dict() if self.opt_g is not None else None,
-                "data_gen": self.data_gen.get_state(), "attack_gen": self.attack_gen.get_state(),
-                "epoch_seconds": list(self.epoch_seconds)}
+                "data_gen": self.data_gen.get_state(), "attack_gen": self.attack_gen.get_state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.classifier.load_state_dict(state["classifier"])
@@ -114,7 +111,6 @@ class _L2LTrainer:
         self.sched.load_state_dict(state["scheduler"])
         self.data_gen.set_state(state["data_gen"])
         self.attack_gen.set_state(state["attack_gen"].to(self.attack_gen.get_state().device))
-        self.epoch_seconds = list(state["epoch_seconds"])
 
 
 def train_l2l(
@@ -153,7 +149,7 @@ def train_l2l(
         data = load_l2l_data(cfg.dataset, cfg.data_root, cfg.image_size, cfg.num_classes,
                              cfg.train_per_class, cfg.test_per_class)
     trainer = _L2LTrainer(cfg, data, device)
-    identity = loop.Identity("l2l", cfg.to_dict(), cfg.result_dict(),
+    identity = loop.Identity(cfg.to_dict(), cfg.result_dict(),
                              {"dataset": data.name, "image_shape": list(data.image_shape),
                               "num_classes": data.num_classes})
 
@@ -164,5 +160,4 @@ def train_l2l(
     path, metrics, _ = loop.run(trainer, out_dir, identity, loop.Schedule(cfg.epochs, 1, cfg.checkpoint_every),
                                 resume=resume, report=report, progress=progress, label=cfg.name,
                                 describe=describe, map_location=device)
-    seconds = trainer.epoch_seconds  # every epoch's, restored with the state on a resumed run
-    return path, {**metrics, "epoch_seconds": sum(seconds) / max(len(seconds), 1)}
+    return path, {**metrics, "epoch_seconds": metrics["train_seconds"] / max(int(metrics["epoch"]), 1)}
