@@ -6,25 +6,12 @@ exactly as it was trained.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from advmeta.errors import ConfigError
 from advmeta.learners import Learner, get_learner
-
-
-def learner_config(method: str, hparams: Mapping[str, Any]) -> Any:
-    """The learner's ``Config`` from a dict; :class:`ConfigError` naming unknown fields."""
-    cls = get_learner(method)
-    known = {f.name for f in dataclasses.fields(cls.Config)}
-    unknown = sorted(set(hparams) - known)
-    if unknown:
-        raise ConfigError(f"unknown hyper-parameter(s) {', '.join(unknown)} for {method}; "
-                          f"known: {', '.join(sorted(known))}")
-    return cls.Config(**dict(hparams))
 
 
 def default_width(image_size: int, backbone: str) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advmeta.errors import ConfigError
-from advmeta.factory import learner_config
+from advmeta.hparams import HParams
 from advmeta.surrogate import DEFAULT_ARCH
 
 
@@ -23,7 +23,9 @@ class TrainConfig:
 
     Attributes:
         method: registered learner name (``maml``, ``aq``, ``tafl``, …).
-        hparams: the learner's hyper-parameters (fields of ``get_learner(method).Config``).
+        hparams: the learner's hyper-parameters the run sets (fields of ``get_learner(method).Config``);
+            a mapping becomes an :class:`~advmeta.hparams.HParams` at construction (its ``Config``
+            parsed there), and an ``HParams`` of this learner is kept as it is (parsed once).
         dataset: few-shot dataset name (``omniglot``, ``miniimagenet``, …).
         data_root: data folder (None: ``$ADVMETA_DATA`` or the cache).
         image_size: image side (None: the dataset's default).
@@ -77,8 +79,8 @@ class TrainConfig:
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        # Parsed here, once (unknown method or fields: ConfigError); read as :attr:`learner_config`.
-        object.__setattr__(self, "_learner_config", learner_config(self.method, self.hparams))
+        # Parsed here unless it already was (unknown method or fields: ConfigError).
+        object.__setattr__(self, "hparams", learner_hparams(self.method, self.hparams))
         for name in ("n_way", "k_shot", "q_query", "meta_batch", "iterations", "val_episodes"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -87,8 +89,8 @@ class TrainConfig:
 
     @property
     def learner_config(self) -> Any:
-        """The learner's frozen ``Config`` built from :attr:`hparams` (parsed once, at construction)."""
-        return self._learner_config  # type: ignore[attr-defined]
+        """The learner's frozen ``Config`` (:attr:`hparams`' parsed ``Config``)."""
+        return self.hparams.config  # type: ignore[attr-defined]  # an HParams since __post_init__
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -102,6 +104,13 @@ class TrainConfig:
         path, cache or thread count (or the loop instead of vmap) is still the same run.
         """
         return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY_FIELDS}
+
+
+def learner_hparams(method: str, hparams: Mapping[str, Any]) -> HParams:
+    """``hparams`` as the :class:`~advmeta.hparams.HParams` of learner ``method`` (parsed unless it already is)."""
+    from advmeta.learners import get_learner
+
+    return HParams.of(get_learner(method).Config, hparams, method)
 
 
 # Where and how a run executes, not what it computes. ``vectorize``: the loop and vmap paths give

@@ -9,12 +9,12 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from advmeta.errors import ConfigError
 from advmeta.tune.ledger import Ledger
-from advmeta.tune.runner import SweepOptions, SweepOutcome, run_sweep
+from advmeta.tune.runner import SweepOutcome
 from advmeta.tune.trial import TrialSpec
 
 
@@ -140,16 +140,29 @@ def resumed_specs(folder: str) -> tuple[str, list[TrialSpec], dict[str, Any]]:
     return str(manifest.get("name", "sweep")), specs, manifest
 
 
-def execute(name: str, specs: Sequence[TrialSpec], folder: str, opts: SweepOptions, info: dict[str, Any],
-            report: bool = True, quiet: bool = False) -> SweepOutcome:
-    """Run the sweep, write the report, print the summary lines; the caller maps the exit code."""
-    info = {**info, "command": shlex.join(["advmeta", *sys.argv[1:]]), "cwd": os.getcwd()}
-    started = float(info.get("started_at") or time.time())
+def list_trials(specs: Sequence[TrialSpec], folder: str, label: Callable[[TrialSpec], str]) -> None:
+    """``--dry-run``: one line per trial (its id and ``label(spec)``), then the count."""
+    for spec in specs:
+        print(f"{spec.trial_id}  {label(spec)}")
+    print(f"{len(specs)} trials -> {folder}")
+
+
+def begin(folder: str, info: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """Before :func:`advmeta.tune.runner.run_sweep`: its manifest facts (``info`` plus the command
+    line, the working folder and the start time) and the wall seconds of earlier runs of ``folder``."""
     previous = (Ledger(folder).read_manifest() or {}).get("wall_seconds_total", 0.0) if "://" not in folder else 0.0
-    outcome = run_sweep(name, specs, folder, opts, info)
-    wall = time.time() - started
+    return ({**info, "command": shlex.join(["advmeta", *sys.argv[1:]]), "cwd": os.getcwd(),
+             "started_at": float(info.get("started_at") or time.time())}, float(previous or 0.0))
+
+
+def finish(name: str, folder: str, outcome: SweepOutcome, started_at: float, previous_wall: float,
+           report: bool = True, quiet: bool = False) -> int:
+    """After :func:`advmeta.tune.runner.run_sweep`: record the wall time (this run's from
+    ``started_at``, and with earlier runs' ``previous_wall``), write the report, print the summary
+    lines; return the exit code (:func:`exit_code`)."""
+    wall = time.time() - started_at
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    Ledger(folder).update_manifest({"wall_seconds": wall, "wall_seconds_total": float(previous or 0.0) + wall,
+    Ledger(folder).update_manifest({"wall_seconds": wall, "wall_seconds_total": previous_wall + wall,
                                     "load_average": list(load), "cpus": os.cpu_count()})
     lines = [f"{name}: {outcome.done}/{outcome.total} trials done"
              + (f", {outcome.failed} failed" if outcome.failed else "")
@@ -185,7 +198,7 @@ def execute(name: str, specs: Sequence[TrialSpec], folder: str, opts: SweepOptio
     if not quiet:
         for line in lines:
             print(line)
-    return outcome
+    return exit_code(outcome)
 
 
 def exit_code(outcome: SweepOutcome) -> int:

@@ -6,7 +6,7 @@ keeping them here means the two commands cannot drift apart in names, defaults o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import typer
@@ -90,32 +90,3 @@ def check_resume(ctx: typer.Context, manifest: dict[str, Any], recorded: dict[st
     if clashes:
         raise ConfigError(f"--resume continues the sweep recorded in its folder, which {', '.join(clashes)} would "
                           "change; drop them, or start a new sweep with another --output")
-
-
-def list_or_run(name: str, specs: Sequence[Any], folder: str, info: dict[str, Any], *, dry_run: bool,
-                label: Callable[[Any], str], report: bool, **options: Any) -> None:
-    """The end of ``sweep`` and ``tune``: list the trials (``--dry-run``), or run them and exit.
-
-    Args:
-        name, specs, folder, info: what :func:`advmeta.cli._command.execute` runs and records.
-        dry_run: only print one line per trial (``label(spec)``) and the trial count.
-        label: a trial's line in the listing, after its id.
-        report: render the report at the end.
-        options: the fields of :class:`advmeta.tune.runner.SweepOptions`.
-
-    Raises:
-        typer.Exit: always after a run, with the sweep's exit code.
-        ConfigError: ``--max-failures`` below zero.
-    """
-    if dry_run:
-        for spec in specs:
-            typer.echo(f"{spec.trial_id}  {label(spec)}")
-        typer.echo(f"{len(specs)} trials -> {folder}")
-        return
-    if options.get("max_failures", 0) < 0:
-        raise ConfigError("--max-failures must be >= 0")
-    from advmeta.cli._command import execute, exit_code
-    from advmeta.tune.runner import SweepOptions
-
-    outcome = execute(name, specs, folder, SweepOptions(**options), info, report=report)
-    raise typer.Exit(exit_code(outcome))

@@ -45,7 +45,7 @@ def sweep(
     """
     from advmeta.lock import folder_lock
     from advmeta.tune.budgets import get_budget
-    from advmeta.cli._command import plan_sweep, resolve_dataset, resumed_specs, sweep_dir
+    from advmeta.cli._command import begin, finish, list_trials, plan_sweep, resolve_dataset, resumed_specs, sweep_dir
     from advmeta.tune.grids import grid_names, load_grid
 
     if list_grids:
@@ -85,10 +85,18 @@ def sweep(
                                      device=device, cpus_per_trial=cpus_per_trial, dry_run=dry_run, progress=not quiet)
             info = {"grid": grid, "budget": budget, "dataset": ds, "seed": seed, **info}
         info["started_at"] = t_start
-        opt.list_or_run(name, specs, folder, info, dry_run=dry_run, label=lambda s: f"{s.label}  [{', '.join(s.table)}]",
-                        report=report, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                        max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
-                        progress=not quiet, banks={"test": banks} if banks else {}, make_banks=make_banks)
+        if dry_run:
+            list_trials(specs, folder, lambda s: f"{s.label}  [{', '.join(s.table)}]")
+            return
+        from advmeta.tune.runner import SweepOptions, run_sweep
+
+        run_info, previous = begin(folder, info)
+        outcome = run_sweep(name, specs, folder, SweepOptions(
+            address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_failures=max_failures,
+            num_cpus=num_cpus, data_root=data_root, device=device, progress=not quiet,
+            banks={"test": banks} if banks else {}, make_banks=make_banks), run_info)
+        code = finish(name, folder, outcome, run_info["started_at"], previous, report=report)  # the report inside the lock
+    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

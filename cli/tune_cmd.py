@@ -47,7 +47,7 @@ def tune_command(
     """
     from advmeta.ranges import Kind, as_list, parse_values
     from advmeta.tune.budgets import get_budget
-    from advmeta.cli._command import resolve_dataset, resumed_specs, sweep_dir
+    from advmeta.cli._command import begin, finish, list_trials, resolve_dataset, resumed_specs, sweep_dir
     from advmeta.tune.families import family_of
     from advmeta.tune.space import describe_fields, parse_overrides, tune_trials
 
@@ -78,8 +78,10 @@ def tune_command(
             typer.echo("note: no hyper-parameter given; running the defaults once "
                        f"(see `advmeta tune {method} --params`)", err=True)
         eps = as_list(parse_values(test_eps, Kind.EPS, "--test-eps")) if test_eps else None
-        gail = family_of(method) == "gail"  # simulators: no dataset is chosen or announced
-        ds = "none" if gail and dataset in (None, "auto") else resolve_dataset(dataset, data_root)
+        from advmeta.tune.families import get_family
+
+        simulated = not get_family(family_of(method)).uses_dataset(method)  # GAIL: no dataset chosen or announced
+        ds = "none" if simulated and dataset in (None, "auto") else resolve_dataset(dataset, data_root)
         bud = get_budget(budget, ds)
         specs = tune_trials(method, overrides, bud, dataset=ds, seed=seed, n_way=n_way, k_shot=k_shot,
                             search=search, samples=samples, test_eps=eps,
@@ -89,10 +91,18 @@ def tune_command(
     from advmeta.lock import folder_lock
 
     with folder_lock(folder, enabled=not dry_run):  # a second run on this folder exits 2 naming this one
-        opt.list_or_run(name, specs, folder, info, dry_run=dry_run, label=lambda s: s.label, report=report,
-                        address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                        max_failures=max_failures, num_cpus=num_cpus, data_root=data_root, device=device,
-                        scheduler=scheduler, metric=metric, progress=not quiet)
+        if dry_run:
+            list_trials(specs, folder, lambda s: s.label)
+            return
+        from advmeta.tune.runner import SweepOptions, run_sweep
+
+        run_info, previous = begin(folder, info)
+        outcome = run_sweep(name, specs, folder, SweepOptions(
+            address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_failures=max_failures,
+            num_cpus=num_cpus, data_root=data_root, device=device, scheduler=scheduler, metric=metric,
+            progress=not quiet), run_info)
+        code = finish(name, folder, outcome, run_info["started_at"], previous, report=report)  # the report inside the lock
+    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

@@ -188,18 +188,18 @@ def test_unknown_grid_name_lists_the_known_ones() -> None:
 
 def test_omniglot_trials_get_the_papers_omniglot_defaults_and_user_values_win() -> None:
     from advmeta.learners import get_learner
-    from advmeta.learners._registry import dataset_defaults
+    from advmeta.hparams import dataset_defaults
     from advmeta.learners.aq import train_attack_spec
 
     assert dataset_defaults(get_learner("maml").Config, "miniimagenet") == {}
     omni = dataset_defaults(get_learner("tafl").Config, "omniglot")
     assert omni["inner_lr"] == 0.4 and omni["inner_steps"] == 1 and omni["train_eps"] == "16/255"
     assert "train_eps" not in dataset_defaults(get_learner("rmaml-out").Config, "omniglot")
-    from advmeta.tune.grids import with_dataset_defaults
+    from advmeta.hparams import HParams
 
-    hp = with_dataset_defaults("tafl", "omniglot", {"train_eps": "32/255", "inner_lr": 0.1})
+    hp = HParams.on_dataset(get_learner("tafl").Config, "omniglot", {"train_eps": "32/255", "inner_lr": 0.1})
     assert hp["train_eps"] == "32/255" and hp["inner_lr"] == 0.1 and hp["test_inner_steps"] == 3
-    cfg = get_learner("tafl").Config(**hp)
+    cfg = hp.config
     assert train_attack_spec(cfg).params["step_size"] == "32/255"  # one step of ε by default
 
 

@@ -9,13 +9,17 @@ from advmeta.tune.progress import SweepProgress
 
 
 def _trial(tid: str, method: str, iterations: int) -> SimpleNamespace:
-    return SimpleNamespace(trial_id=tid, status="RUNNING",
-                           config={"trial": {"method": method, "train": {"iterations": iterations}}})
+    SPECS[tid] = SimpleNamespace(method=method, train={"iterations": iterations})  # what the line reads of a spec
+    return SimpleNamespace(trial_id=tid, status="RUNNING", config={"trial": {"id": tid}})
+
+
+SPECS: dict[str, SimpleNamespace] = {}
+"""Trial id → a stand-in TrialSpec (the runner gives SweepProgress its specs by id)."""
 
 
 def test_the_line_shows_each_running_trial_where_it_is() -> None:
     out = io.StringIO()  # not a terminal: plain lines
-    p = SweepProgress("demo", total=3, already_done=0, concurrency=2, stream=out)
+    p = SweepProgress("demo", total=3, already_done=0, concurrency=2, stream=out, specs=SPECS)
     a, b = _trial("a", "adml", 600), _trial("b", "tafl", 600)
     p.on_trial_start(0, [a, b], a)
     p.on_trial_start(0, [a, b], b)
@@ -33,7 +37,7 @@ def test_the_eta_counts_down_between_finishes_and_says_evaluating(monkeypatch) -
 
     clock = [1000.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
-    p = SweepProgress("demo", total=4, already_done=0, concurrency=2, stream=io.StringIO())
+    p = SweepProgress("demo", total=4, already_done=0, concurrency=2, stream=io.StringIO(), specs=SPECS)
     a, b = _trial("a", "maml", 600), _trial("b", "aq", 600)
     p.on_trial_start(0, [a, b], a)
     p.on_trial_start(0, [a, b], b)

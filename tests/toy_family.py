@@ -59,6 +59,11 @@ def config_class(method: str) -> type:
     return ToyConfig
 
 
+def uses_dataset(method: str) -> bool:
+    """Yes: the toy trials stand in for few-shot ones (a dataset is chosen for them)."""
+    return True
+
+
 def trains_on_surrogate(method: str) -> bool:
     """No: the toy method never trains on a surrogate's images."""
     return False

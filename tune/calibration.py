@@ -59,7 +59,7 @@ class CalibrationJob:
 
 def calibration_spec(specs: Sequence[TrialSpec]) -> TrialSpec | None:
     """The grid's MAML trial the calibration uses: 1-shot (the fewest shots), first in grid order."""
-    maml = [s for s in specs if s.family == "meta" and s.method == "maml"]
+    maml = [s for s in specs if s.method == "maml"]
     if not maml:
         return None
     return min(maml, key=lambda s: int(s.train.get("k_shot", 1)))
@@ -146,12 +146,12 @@ def _surrogate_worker(train_config: dict[str, Any], threads: int) -> float:
 
 def surrogate_configs(specs: Sequence[TrialSpec], ctx: RunContext) -> list[dict[str, Any]]:
     """The distinct surrogates the trials need (training configs that name them), CPU only."""
-    from advmeta.learners import get_learner
+    from advmeta.learners import get_learner, learner_names
     from advmeta.tune.family_meta import train_config
 
     out: dict[str, dict[str, Any]] = {}
     for s in specs:
-        if s.family != "meta":
+        if s.method not in learner_names():  # not a few-shot learner
             continue
         needs = get_learner(s.method).needs_surrogate or any(ev.get("scenario") == "surrogate" for ev in s.evals)
         if not needs:
@@ -237,7 +237,7 @@ def hand_over(folder: str, record: Mapping[str, Any], job: CalibrationJob, specs
         return None
     want = {k: v for k, v in job.train_config.items() if k not in RUN_ONLY_FIELDS}
     for s in specs:
-        if s.method != "maml" or s.family != "meta":
+        if s.method != "maml":
             continue
         if {k: v for k, v in train_config(s, ctx).to_dict().items() if k not in RUN_ONLY_FIELDS} != want:
             continue

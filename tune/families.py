@@ -83,6 +83,10 @@ class Family(Protocol):
         """A dataclass whose fields are ``method``'s tunable hyper-parameters."""
         ...
 
+    def uses_dataset(self, method: str) -> bool:
+        """Whether ``method``'s trials read a dataset (else a sweep of them chooses none)."""
+        ...
+
     def trains_on_surrogate(self, method: str) -> bool:
         """Whether ``method`` trains on the fixed surrogate's FGSM images (then it trains at ADML's table ε)."""
         ...

@@ -9,6 +9,7 @@ and a grid's ``[tables.hparams] env = [...]`` both cross it like any other field
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,12 @@ def methods() -> list[str]:
 
 def config_class(method: str) -> type:
     """A dataclass of the tunable GAILConfig fields (the run settings left out)."""
+    return _hparams_class()
+
+
+@functools.cache
+def _hparams_class() -> type:
+    """``GAILHParams``, made once per process (every trainer shares it; trials' ``HParams`` hold it)."""
     from advmeta.docs import attribute_docs
     from advmeta.gail import GAILConfig
 
@@ -41,7 +48,21 @@ def config_class(method: str) -> type:
     keep = [(f.name, f.type, dataclasses.field(default=f.default, metadata={
         "doc": docs.get(f.name, ""), **({"choices": choices[f.name]} if f.name in choices else {})}))
             for f in dataclasses.fields(GAILConfig) if f.name not in NOT_TUNABLE]
-    return dataclasses.make_dataclass("GAILHParams", keep, frozen=True)
+    cls = dataclasses.make_dataclass("GAILHParams", keep, frozen=True)
+    cls.__module__ = __name__  # pickled by reference (see __getattr__)
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    """``GAILHParams`` by name, as pickle finds the class of a trial's hyper-parameters in another process."""
+    if name == "GAILHParams":
+        return _hparams_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def uses_dataset(method: str) -> bool:
+    """No: GAIL's environments are simulators (a sweep of them chooses and announces no dataset)."""
+    return False
 
 
 def trains_on_surrogate(method: str) -> bool:

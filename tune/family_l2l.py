@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,12 @@ def methods() -> list[str]:
 
 def config_class(method: str) -> type:
     """A dataclass of the tunable L2LConfig fields (the run settings left out)."""
+    return _hparams_class()
+
+
+@functools.cache
+def _hparams_class() -> type:
+    """``L2LHParams``, made once per process (every trainer shares it; trials' ``HParams`` hold it)."""
     from advmeta.docs import attribute_docs
     from advmeta.l2l import L2LConfig
 
@@ -34,11 +41,25 @@ def config_class(method: str) -> type:
              if f.default is not dataclasses.MISSING
              else dataclasses.field(default_factory=f.default_factory, metadata={"doc": docs.get(f.name, "")}))
             for f in dataclasses.fields(L2LConfig) if f.name not in NOT_TUNABLE]
-    return dataclasses.make_dataclass("L2LHParams", keep, frozen=True)
+    cls = dataclasses.make_dataclass("L2LHParams", keep, frozen=True)
+    cls.__module__ = __name__  # pickled by reference (see __getattr__)
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    """``L2LHParams`` by name, as pickle finds the class of a trial's hyper-parameters in another process."""
+    if name == "L2LHParams":
+        return _hparams_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Seconds per epoch per 1000 training images on one CPU core at quick, 28 px.
 _TRAIN_COST = {"plain": 0.48, "naive-l2l": 1.56, "grad-l2l": 1.80, "pgm": 2.92, "2step-l2l": 3.06}
+
+
+def uses_dataset(method: str) -> bool:
+    """Yes: L2L trainers train on a classification view of the sweep's dataset."""
+    return True
 
 
 def trains_on_surrogate(method: str) -> bool:

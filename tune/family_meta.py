@@ -37,6 +37,11 @@ _TRAIN_COST = {"maml": 0.27, "aq": 0.42, "tafl": 0.58, "rmaml-out": 0.59, "rmaml
                "protonet": 0.21, "relation": 0.24}
 
 
+def uses_dataset(method: str) -> bool:
+    """Yes: few-shot learners train and test on a dataset's episodes."""
+    return True
+
+
 def trains_on_surrogate(method: str) -> bool:
     """Whether a learner trains on the fixed surrogate's FGSM images (ADML, MAML-AD)."""
     from advmeta.learners import get_learner
@@ -145,7 +150,7 @@ def train_config(spec: Any, ctx: RunContext) -> Any:
     kwargs = {k: t[k] for k in settable if k in t}
     # threads stay None (the trial's OMP_NUM_THREADS, set by Ray and by the trainable): the
     # checkpoint records the config, and resuming with other --cpus-per-trial must still match.
-    return TrainConfig(method=spec.method, hparams=dict(spec.hparams), data_root=ctx.data_root,
+    return TrainConfig(method=spec.method, hparams=spec.hparams, data_root=ctx.data_root,
                        device=ctx.device, threads=None, **kwargs)
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from advmeta.errors import ConfigError
+from advmeta.hparams import HParams
 from advmeta.tune.budgets import Budget
 from advmeta.tune.epsplan import TABLE, TableEps, method_eps_overrides, plan, table_rule
 from advmeta.tune.families import config_class, family_of, get_family
@@ -86,11 +87,11 @@ def load_grid(name_or_path: str) -> tuple[str, dict[str, Any]]:
 
 
 def uses_data(data: Mapping[str, Any]) -> bool:
-    """Whether a grid has a trial that reads a dataset (every family but ``gail``, whose
-    environments are simulators)."""
+    """Whether a grid has a trial that reads a dataset (:meth:`Family.uses_dataset`; not GAIL's,
+    whose environments are simulators)."""
     for table in data.get("tables", []):
         for method in _as_list(table.get("methods", [])):
-            if method == "*" or family_of(str(method)) != "gail":
+            if method == "*" or get_family(family_of(str(method))).uses_dataset(str(method)):
                 return True
     return False
 
@@ -101,13 +102,6 @@ def _as_list(value: Any) -> list[Any]:
 
 def _fields(method: str) -> dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(config_class(method))}
-
-
-def with_dataset_defaults(method: str, dataset: str | None, hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """``hparams`` over the method's per-dataset defaults (e.g. α = 0.4 on Omniglot, METHODS §2)."""
-    from advmeta.learners._registry import dataset_defaults
-
-    return dataset_defaults(config_class(method), dataset) | dict(hparams)
 
 
 def train_settings(budget: Budget, family: str, method: str, axes: Mapping[str, Any], seed: int,
@@ -236,8 +230,9 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
         table_methods = _as_list(table.get("methods", []))
         if "*" in table_methods:  # every learner of the core, present and future
 
-            table_methods = [m for m in table_methods if m != "*"] + [
-                m for m in get_family("meta").methods() if m not in table_methods]
+            from advmeta.learners import learner_names
+
+            table_methods = [m for m in table_methods if m != "*"] + [m for m in learner_names() if m not in table_methods]
         for m in per_method:
             if m not in table_methods:
                 raise ConfigError(f"grid {name}, table {tname!r}: method_hparams for {m!r}, which is not in methods")
@@ -286,8 +281,8 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
                     if ax.get("dataset") in (None, "auto"):
                         ax["dataset"] = dataset
                     train = train_settings(budget, family, method, ax, seed + rep, dict(table.get("train", {})))
-                    trial_hp = with_dataset_defaults(method, train.get("dataset"), hp)
                     try:
+                        trial_hp = HParams.on_dataset(config_class(method), train.get("dataset"), hp, method)
                         settings = TrainSettings.of(train)
                     except ConfigError as err:
                         raise ConfigError(f"grid {name}, table {tname!r}: {err}") from None

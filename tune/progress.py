@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from ray.tune import Callback
@@ -35,11 +35,14 @@ class SweepProgress(Callback):
         enabled: draw at all (``--quiet`` turns it off).
         on_complete: called with the trial's config after each completed trial (the runner
             merges partial results there).
+        specs: trial id → its :class:`~advmeta.tune.trial.TrialSpec` (method and length of the
+            running trials; Tune's configs name a trial by its id, ``{"id": …, "spec": …}``).
     """
 
     def __init__(self, name: str, total: int, already_done: int, concurrency: int,
                  stream: TextIO | None = None, enabled: bool = True,
-                 on_complete: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_complete: Callable[[dict[str, Any]], None] | None = None,
+                 specs: Mapping[str, Any] | None = None) -> None:
         self.name = name
         self.total = total
         self.done = already_done
@@ -50,6 +53,7 @@ class SweepProgress(Callback):
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.on_complete = on_complete
+        self._specs = specs if specs is not None else {}
         self.t0 = time.monotonic()
         self.durations: list[float] = []
         self._started: dict[str, float] = {}
@@ -113,10 +117,9 @@ class SweepProgress(Callback):
     def _label(self, trial: Any) -> None:
         """Remember a running trial's method and training length (from its config)."""
         try:
-            spec = trial.config["trial"]
-            train = spec.get("train", {})
-            total = train.get("iterations") or train.get("epochs")
-            self._labels[trial.trial_id] = (str(spec["method"]), total)
+            spec = self._specs[trial.config["trial"]["id"]]
+            total = spec.train.get("iterations") or spec.train.get("epochs")
+            self._labels[trial.trial_id] = (str(spec.method), total)
         except (AttributeError, KeyError, TypeError):
             pass
 

@@ -5,11 +5,22 @@
 ``DONE.json``, each of those resumes from its own checkpoints, and the merged tables hold each
 trial of the manifest once. This survives a SIGKILL of the driver at any moment, which a
 restore of Tune's experiment state (saved periodically) alone would not.
+
+Each trial's process runs :func:`run_trial`, the function trainable: train with the core, report
+to Tune, evaluate, record. Resuming has two layers. Within one sweep run, Ray Tune retries a
+crashed trial (``FailureConfig(max_failures)``) and :func:`ray.tune.get_checkpoint` hands back
+the last checkpoint reported with ``tune.report``. Across runs (``advmeta sweep --resume`` after
+the driver was killed), the trial's work folder in the ledger still holds its checkpoints and the
+core's trainers continue from there; finished trials are skipped through the ledger and never
+recomputed.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from collections.abc import Sequence
@@ -18,8 +29,9 @@ from typing import Any
 
 import pandas as pd
 
+from advmeta.env import provenance, set_threads
 from advmeta.errors import ConfigError
-from advmeta.tune.families import RunContext
+from advmeta.tune.families import RunContext, TrialOutput, get_family
 from advmeta.tune.ledger import Ledger
 from advmeta.tune.session import Resources, precheck_gpus, ray_session, resolve_resources
 from advmeta.tune.trial import TrialSpec
@@ -114,7 +126,6 @@ def cost_estimate(spec: TrialSpec, trained: bool = False) -> float:
     (longest-processing-time-first packing). ``trained``: its checkpoint is already there (the
     calibration's MAML), so it only evaluates.
     """
-    from advmeta.tune.families import get_family
     from advmeta.tune.grids import queries_of
 
     size = (float(spec.train.get("image_size") or 28) / 28.0) ** 2
@@ -171,7 +182,6 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
     from ray import tune
 
     from advmeta.tune.progress import SweepProgress
-    from advmeta.tune.trainable import run_trial
 
     specs = list(dict((s.trial_id, s) for s in specs).values())
     ledger = Ledger(sweep_dir)
@@ -197,15 +207,17 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
             trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources.as_tune())
             progress = SweepProgress(name, len(specs), len(specs) - len(pending), resources.max_concurrent,
                                      enabled=opts.progress,
-                                     on_complete=_throttled(lambda: ledger.merge(specs), 30.0))
+                                     on_complete=_throttled(lambda: ledger.merge(specs), 30.0), specs=by_id)
             max_t = max(int(s.train.get("iterations", s.train.get("epochs", 1))) for s in pending)
             tuner = tune.Tuner(
                 trainable,
-                param_space={"trial": tune.grid_search([s.to_dict() for s in pending])},
+                # The TrialSpec objects themselves: each trial's process receives its spec unchanged
+                # (Tune passes it through the object store; its config shows the id).
+                param_space={"trial": tune.grid_search([{"id": s.trial_id, "spec": s} for s in pending])},
                 tune_config=tune.TuneConfig(
                     num_samples=1, scheduler=_scheduler(opts, max_t), reuse_actors=opts.reuse_actors,
-                    trial_name_creator=lambda t: t.config["trial"]["trial_id"],
-                    trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
+                    trial_name_creator=lambda t: t.config["trial"]["id"],
+                    trial_dirname_creator=lambda t: t.config["trial"]["id"],
                 ),
                 run_config=tune.RunConfig(
                     name="run-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"),
@@ -216,7 +228,7 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
             )
             grid = tuner.fit()
             for result in grid:  # type: ignore[attr-defined]  # ray: ResultGrid iterates by __getitem__/__len__, has no __iter__
-                spec = by_id.get(str((result.config or {}).get("trial", {}).get("trial_id")))
+                spec = by_id.get(str((result.config or {}).get("trial", {}).get("id")))
                 if spec is None:
                     continue
                 metrics = result.metrics or {}
@@ -254,3 +266,124 @@ def _ray_storage(ledger: Ledger) -> str:
     if ledger.local:
         return ledger.path.rstrip("/") + "/ray"
     return ledger.root.rstrip("/") + "/ray"
+
+
+# The trial's process --------------------------------------------------------------------------
+
+_SKIP = {"sweep", "trial_id", "status", "error"}
+
+
+def eps_sources(spec: TrialSpec) -> dict[str, str]:
+    """``eps_str`` → where that ε came from (paper / calibrated / user / grid), from the trial's evals."""
+    from advmeta.eps import format_eps
+
+    out: dict[str, str] = {}
+    for ev in spec.evals:
+        for e in ev.get("eps", []) or []:
+            try:
+                out.setdefault(format_eps(e), str(ev.get("eps_source", "grid")))
+            except Exception:  # noqa: BLE001 - a malformed ε is reported by the evaluation itself
+                continue
+    return out
+
+
+def _finish_rows(rows: list[dict[str, Any]], spec: TrialSpec, device: str) -> list[dict[str, Any]]:
+    """Add the id, status and provenance columns the core leaves to the runner."""
+    sources = eps_sources(spec)
+    prov = provenance(device)
+    out = []
+    for row in rows:
+        full = {k: v for k, v in row.items() if k not in _SKIP}
+        full.update({"sweep": spec.sweep, "trial_id": spec.trial_id, "status": "ok", "error": ""})
+        full["eps_source"] = sources.get(str(full.get("eps_str")), "") if full.get("eps") else ""
+        full["ray_version"] = prov["ray_version"]  # the core's own rows say "absent"
+        for key, value in prov.items():
+            full.setdefault(key, value)
+        out.append(full)
+    return out
+
+
+def _finish_curves(rows: list[dict[str, Any]], spec: TrialSpec, device: str) -> list[dict[str, Any]]:
+    """The id and provenance columns of a trial's learning-curve rows."""
+    if not rows:
+        return []
+    extra = {"sweep": spec.sweep, "trial_id": spec.trial_id, "budget": spec.budget, **provenance(device)}
+    return [{**r, **extra} for r in rows]
+
+
+def _restore_tune_checkpoint(work: Path) -> None:
+    """Copy the files of Tune's last checkpoint into ``work`` where they are missing there."""
+    from ray import tune
+
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        return
+    with ckpt.as_directory() as src:
+        for path in Path(src).rglob("*"):
+            target = work / path.relative_to(src)
+            if path.is_file() and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+
+
+def run_trial(config: dict[str, Any], ctx: RunContext) -> None:
+    """Ray Tune function trainable for one trial.
+
+    Args:
+        config: ``{"trial": {"id": trial_id, "spec": TrialSpec}}`` — the spec the grid or search
+            made, unchanged.
+        ctx: where the sweep lives and how trials run (shared by every trial).
+    """
+    from ray import tune
+
+    spec: TrialSpec = config["trial"]["spec"]
+    ledger = Ledger(ctx.sweep_dir)
+    tid = spec.trial_id
+    if ledger.is_done(tid):
+        # Finished in an earlier run whose driver died before it could record the fact.
+        tune.report({**ledger.final_metrics(tid), "trial_id": tid, "done": 1})
+        return
+    ledger.write_spec(spec)
+    threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", ctx.threads) or 1)), ctx.threads)
+    set_threads(threads)
+    work = Path(ledger.work_dir(tid))
+    work.mkdir(parents=True, exist_ok=True)
+    ledger.sync_work(tid, str(work), upload=False)
+    _restore_tune_checkpoint(work)
+
+    def report(metrics: dict[str, Any], ckpt_path: Path | None) -> None:
+        clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
+        clean["trial_id"] = tid
+        if ckpt_path is None:
+            tune.report(clean)
+            return
+        ledger.sync_work(tid, str(work), upload=True)
+        with tempfile.TemporaryDirectory(prefix="advmeta-ckpt-") as tmp:
+            src = Path(ckpt_path)
+            if src.is_dir():
+                shutil.copytree(src, Path(tmp) / src.name)
+            else:
+                shutil.copy2(src, Path(tmp) / src.name)
+            tune.report(clean, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    device = ctx.device
+    if device == "auto":
+        import ray
+
+        # A trial uses a GPU only if Ray gave it one (GPU-less trials on a GPU node stay off it).
+        device = "cuda" if ray.get_gpu_ids() else "cpu"
+    run_ctx = RunContext(sweep_dir=ctx.sweep_dir, work_dir=str(work), data_root=ctx.data_root,
+                         device=device, threads=threads, banks=ctx.banks, progress=False)
+    family = get_family(spec.family)
+    t0 = time.perf_counter()
+    out = TrialOutput(*family.run(spec, run_ctx, report))
+    rows, episode_rows, final = out.rows, out.episodes, dict(out.final)
+    device = str(final.pop("device", "cpu"))
+    rows = _finish_rows(rows, spec, device)
+    episode_rows = [{**r, "sweep": spec.sweep, "trial_id": tid} for r in episode_rows]
+    check_rows = [{**r, "sweep": spec.sweep, "trial_id": tid} for r in out.checks]
+    curve_rows = _finish_curves(out.curves, spec, device)
+    final = {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))}
+    final["trial_seconds"] = time.perf_counter() - t0
+    ledger.write_result(spec, rows, episode_rows, final, check_rows, curve_rows)
+    tune.report({**final, "trial_id": tid, "done": 1})

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from advmeta.errors import ConfigError
+from advmeta.hparams import HParams
 from advmeta.ranges import Kind, ValueRange, Values, as_list, kind_of, parse_values
 from advmeta.tune.budgets import Budget
 from advmeta.tune.families import config_class, family_of
@@ -135,7 +136,7 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
         ConfigError: unknown search, ``samples`` < 1.
     """
     from advmeta.tune.families import get_family
-    from advmeta.tune.grids import train_settings, with_dataset_defaults
+    from advmeta.tune.grids import train_settings
 
     if samples < 1:
         raise ConfigError("--samples must be >= 1")
@@ -172,7 +173,7 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
     specs = []
     for hp, s in combos:
         train = train_settings(budget, family, method, {"dataset": dataset, "n_way": n_way, "k_shot": k_shot}, s, {})
-        trial_hp = with_dataset_defaults(method, train.get("dataset"), base | hp)
+        trial_hp = HParams.on_dataset(config_class(method), train.get("dataset"), base | hp, method)
         specs.append(TrialSpec(sweep, family, method, trial_hp, TrainSettings.of(train),
                                tuple(EvalSettings.of(e) for e in evals), budget.name, ("tune",)))
     return list(dict((sp.trial_id, sp) for sp in specs).values())

@@ -1,8 +1,11 @@
 """One trial of a sweep: what is trained, how it is evaluated, and its stable id.
 
-A :class:`TrialSpec` is plain data (JSON-able) so that it travels through Ray Tune's config, is
-written next to the trial's results, and hashes to the same ``trial_id`` on every machine and on
-every re-run of a sweep — the key of the completion ledger (:mod:`advmeta.tune.ledger`).
+A :class:`TrialSpec` is made once, when a grid or ``advmeta tune`` expands (its method's
+``Config``, training settings and evaluations typed and checked there), and reaches the trial's
+process unchanged: it is the trial's Ray Tune config itself. Its JSON form (:meth:`TrialSpec.to_dict`)
+is written next to the trial's results and in the sweep's manifest (``--resume`` reads it back),
+and hashes to the same ``trial_id`` on every machine and on every re-run of a sweep — the key of
+the completion ledger (:mod:`advmeta.tune.ledger`).
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 from advmeta.eps import format_eps
 from advmeta.errors import ConfigError
+from advmeta.hparams import HParams
 
 
 @functools.cache
@@ -28,6 +32,15 @@ class _Unset:
 
     def __repr__(self) -> str:
         return "UNSET"
+
+    def __reduce__(self) -> str:
+        return "UNSET"  # the one instance, also after pickling (a trial's spec travels to its process)
+
+    def __copy__(self) -> _Unset:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> _Unset:
+        return self
 
 
 UNSET: Any = _Unset()
@@ -169,7 +182,10 @@ class TrialSpec:
         family: ``meta`` (advmeta.train/evaluate), ``l2l`` (advmeta.l2l), ``gail`` (advmeta.gail)
             or one registered through ``ADVMETA_FAMILIES`` (the tests' ``toy``).
         method: learner or trainer name.
-        hparams: overrides of the learner's ``Config`` fields (the rest keep their defaults).
+        hparams: the method's hyper-parameters the trial sets (:class:`~advmeta.hparams.HParams`:
+            read as the mapping of what is set, which the id hashes; ``hparams.config`` is the
+            method's typed ``Config``, parsed here once — a mapping is converted, and an unknown
+            field is a :class:`ConfigError`).
         train: training settings (:class:`TrainSettings`; a mapping is converted, and an unknown
             key is a :class:`ConfigError`).
         evals: evaluation protocols (:class:`EvalSettings`; mappings are converted, and an
@@ -188,8 +204,17 @@ class TrialSpec:
     table: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
+        from advmeta.tune.families import get_family
+
+        config_class = get_family(self.family).config_class(self.method)
+        object.__setattr__(self, "hparams", HParams.of(config_class, self.hparams, self.method))
         object.__setattr__(self, "train", TrainSettings.of(self.train))
         object.__setattr__(self, "evals", tuple(EvalSettings.of(e) for e in self.evals))
+
+    @property
+    def config(self) -> Any:
+        """The method's typed ``Config`` (parsed once, when the spec was made)."""
+        return cast(HParams, self.hparams).config
 
     def identity(self) -> dict[str, Any]:
         """The fields the trial id is a hash of (not the sweep's name or its tables)."""
@@ -209,7 +234,8 @@ class TrialSpec:
         """A short human description: ``tafl 5w1s gamma=2 k=1``."""
         shots = f"{self.train.get('n_way', '?')}w{self.train.get('k_shot', '?')}s" if "k_shot" in self.train else ""
         hp = " ".join(f"{k}={_short(v)}" for k, v in sorted(self.hparams.items()))
-        seed = f"seed={self.train['seed']}" if self.family == "gail" and "seed" in self.train else ""
+        # Trials without a few-shot shape (L2L, GAIL) name their seed instead.
+        seed = f"seed={self.train['seed']}" if not shots and "seed" in self.train else ""
         return " ".join(p for p in (self.method, shots, hp, seed) if p)
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,12 +258,6 @@ class TrialSpec:
         """A copy with other evaluation protocols."""
         return TrialSpec(self.sweep, self.family, self.method, self.hparams, self.train,
                          tuple(EvalSettings.of(e) for e in evals), self.budget, self.table)
-
-    def with_hparams(self, extra: Mapping[str, Any]) -> TrialSpec:
-        """A copy with more hyper-parameter overrides (Tune's search-space samples)."""
-        merged = dict(self.hparams)
-        merged.update(extra)
-        return TrialSpec(self.sweep, self.family, self.method, merged, self.train, self.evals, self.budget, self.table)
 
 
 def _short(value: Any) -> str:

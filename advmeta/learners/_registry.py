@@ -74,26 +74,6 @@ def hparams(cls: type[C]) -> type[C]:
     return cls
 
 
-def dataset_defaults(config_cls: type, dataset: str | None) -> dict[str, Any]:
-    """The hyper-parameters of ``config_cls`` whose default differs on ``dataset``.
-
-    A config declares them next to its fields, as ``DATASET_DEFAULTS = {dataset: {field: value}}``
-    (a class variable, not a field); a subclass's entries extend and override its bases'.
-
-    Args:
-        config_cls: a learner's frozen ``Config`` dataclass.
-        dataset: few-shot dataset name (``None`` or a name no config mentions: no changes).
-
-    Returns:
-        Field name → value, only for fields ``config_cls`` has.
-    """
-    out: dict[str, Any] = {}
-    for klass in reversed(config_cls.__mro__):
-        out.update(vars(klass).get("DATASET_DEFAULTS", {}).get(dataset or "", {}))
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    return {k: v for k, v in out.items() if k in fields}
-
-
 def config_dict(cfg: Any) -> dict[str, Any]:
     """A learner config as a plain dict (the ``hparams`` of result rows and checkpoints)."""
     return dataclasses.asdict(cfg)
