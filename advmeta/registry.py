@@ -1,12 +1,17 @@
 """Name → object registries whose members register themselves.
 
 Each registry discovers its members by importing every module of one package, so adding an
-attack or a learner is a one-file change: no ``__init__`` import to remember.
+attack, a learner or a dataset is a one-file change: no ``__init__`` import to remember. Modules
+outside the package join the same way: ``ADVMETA_PLUGINS=mod_a,mod_b`` names modules (importable
+from ``sys.path``) that every registry imports once when it first discovers its members — one
+file of a user's own registers an attack, a learner or a dataset exactly as a module of the
+package does (Ray's trial processes inherit the variable and find them too).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -14,6 +19,20 @@ from typing import Generic, TypeVar
 from advmeta.errors import ConfigError
 
 T = TypeVar("T")
+PLUGINS_ENV = "ADVMETA_PLUGINS"
+
+
+def import_plugins() -> None:
+    """Import the modules named in ``$ADVMETA_PLUGINS`` (comma-separated; already imported ones are kept).
+
+    Raises:
+        ConfigError: a module that cannot be imported (naming it and why).
+    """
+    for name in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ConfigError(f"{PLUGINS_ENV}: cannot import {name}: {err}") from None
 
 
 class Registry(Generic[T]):
@@ -50,6 +69,7 @@ class Registry(Generic[T]):
         for mod in pkgutil.iter_modules(pkg.__path__):
             if not mod.name.startswith("_"):
                 importlib.import_module(f"{self.package}.{mod.name}")
+        import_plugins()
 
     def get(self, name: str) -> T:
         """The member called ``name``; a :class:`ConfigError` listing the known names if none."""

@@ -17,8 +17,7 @@ SMALL = dict(dataset="glyphs", n_way=3, k_shot=1, q_query=2, meta_batch=2, width
 
 
 def small(method: str, tmp_path: Path, **kw) -> TrainConfig:  # noqa: ANN003
-    hp = {"inner_steps": 1, "test_inner_steps": 1} if method not in ("protonet", "aq-protonet", "matching",
-                                                                      "relation") else {}
+    hp = {"inner_steps": 1, "test_inner_steps": 1} if get_learner(method).maml_family else {}
     hp.update(kw.pop("hparams", {}))
     return TrainConfig(method=method, hparams=hp, **{**SMALL, "cache_dir": str(tmp_path / "cache"), **kw})
 

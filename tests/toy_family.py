@@ -64,6 +64,25 @@ def uses_dataset(method: str) -> bool:
     return True
 
 
+def scenarios() -> tuple[str, ...]:
+    """None of its own: the toy family (its trials use the meta family's white-box scenario)."""
+    return ()
+
+
+def check_attack(scenario: str, attack: str) -> None:
+    """Never called: no scenario of its own."""
+
+
+def eval_defaults(budget: Any, scenario: str) -> dict[str, Any]:
+    """Never called: no scenario of its own."""
+    return {}
+
+
+def budget_attacks(budget: Any, scenario: str, attacks: list[str]) -> list[str]:
+    """Never called: no scenario of its own."""
+    return attacks
+
+
 def trains_on_surrogate(method: str) -> bool:
     """No: the toy method never trains on a surrogate's images."""
     return False

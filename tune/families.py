@@ -83,6 +83,23 @@ class Family(Protocol):
         """A dataclass whose fields are ``method``'s tunable hyper-parameters."""
         ...
 
+    def scenarios(self) -> tuple[str, ...]:
+        """The evaluation scenarios this family's trials run (a grid's ``scenario =``; the first
+        family to name one owns it: its :meth:`check_attack`, :meth:`eval_defaults`, :meth:`budget_attacks`)."""
+        ...
+
+    def check_attack(self, scenario: str, attack: str) -> None:
+        """:class:`ConfigError` naming an attack that ``scenario`` cannot run."""
+        ...
+
+    def eval_defaults(self, budget: Any, scenario: str) -> dict[str, Any]:
+        """The budget's settings of a ``scenario`` evaluation that a grid's own values override."""
+        ...
+
+    def budget_attacks(self, budget: Any, scenario: str, attacks: list[str]) -> list[str]:
+        """The attacks a ``scenario`` evaluation runs at ``budget`` (some budgets leave costly ones out)."""
+        ...
+
     def uses_dataset(self, method: str) -> bool:
         """Whether ``method``'s trials read a dataset (else a sweep of them chooses none)."""
         ...
@@ -171,6 +188,19 @@ def all_methods() -> list[str]:
         except ImportError:
             continue
     return names
+
+
+def scenario_owners() -> dict[str, Family]:
+    """Every evaluation scenario → the family that runs it (the first registered to name it)."""
+    out: dict[str, Family] = {}
+    for fam in registered():
+        try:
+            module = get_family(fam)
+        except ImportError:
+            continue
+        for scenario in module.scenarios():
+            out.setdefault(scenario, module)
+    return out
 
 
 def config_class(method: str) -> type:

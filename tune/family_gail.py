@@ -65,6 +65,25 @@ def uses_dataset(method: str) -> bool:
     return False
 
 
+def scenarios() -> tuple[str, ...]:
+    """None of its own: GAIL runs."""
+    return ()
+
+
+def check_attack(scenario: str, attack: str) -> None:
+    """Never called: no scenario of its own."""
+
+
+def eval_defaults(budget: Any, scenario: str) -> dict[str, Any]:
+    """Never called: no scenario of its own."""
+    return {}
+
+
+def budget_attacks(budget: Any, scenario: str, attacks: list[str]) -> list[str]:
+    """Never called: no scenario of its own."""
+    return attacks
+
+
 def trains_on_surrogate(method: str) -> bool:
     """No: GAIL runs never train on a surrogate's images."""
     return False

@@ -62,6 +62,31 @@ def uses_dataset(method: str) -> bool:
     return True
 
 
+def scenarios() -> tuple[str, ...]:
+    """``l2l``: the L2L table (accuracy of the trained classifier under each attack)."""
+    return ("l2l",)
+
+
+def check_attack(scenario: str, attack: str) -> None:
+    """An attack of the L2L table (``none``, ``fgsm``, ``pgd-20``, ``cw-linf``, a learned attacker, …)."""
+    from advmeta.l2l.evaluate import attack_spec
+
+    attack_spec(str(attack), 8 / 255)
+
+
+def eval_defaults(budget: Any, scenario: str) -> dict[str, Any]:
+    """None: the L2L table tests images, not episodes."""
+    return {}
+
+
+def budget_attacks(budget: Any, scenario: str, attacks: list[str]) -> list[str]:
+    """The budget's L2L attacks: those it skips left out, CW-L∞ at its steps."""
+    kept = [a for a in attacks if a not in budget.l2l_skip_attacks]
+    if budget.l2l_cw_steps is not None:
+        kept = [f"cw-linf-{budget.l2l_cw_steps}" if a == "cw-linf" else a for a in kept]
+    return kept
+
+
 def trains_on_surrogate(method: str) -> bool:
     """No: L2L trainers never train on a surrogate's images."""
     return False

@@ -42,6 +42,35 @@ def uses_dataset(method: str) -> bool:
     return True
 
 
+def scenarios() -> tuple[str, ...]:
+    """The few-shot evaluation scenarios (:data:`advmeta.protocol.SCENARIOS`)."""
+    from advmeta.protocol import SCENARIOS
+
+    return tuple(SCENARIOS)
+
+
+def check_attack(scenario: str, attack: str) -> None:
+    """A registered attack (or ``none``); the surrogate scenario's is FGSM (ADML's protocol)."""
+    from advmeta.attacks import attack_names
+    from advmeta.errors import ConfigError
+
+    if scenario == "surrogate":
+        if attack != "fgsm":
+            raise ConfigError(f"the surrogate scenario attacks with fgsm (ADML's protocol), not {attack!r}")
+    elif attack != "none" and attack not in attack_names():
+        raise ConfigError(f"unknown attack {attack!r}; known: {', '.join(attack_names())}")
+
+
+def eval_defaults(budget: Any, scenario: str) -> dict[str, Any]:
+    """The budget's queries per class of the test episodes (a grid's evaluation may set its own)."""
+    return {"q_query": budget.q_query}
+
+
+def budget_attacks(budget: Any, scenario: str, attacks: list[str]) -> list[str]:
+    """Every attack a grid names runs at every budget."""
+    return attacks
+
+
 def trains_on_surrogate(method: str) -> bool:
     """Whether a learner trains on the fixed surrogate's FGSM images (ADML, MAML-AD)."""
     from advmeta.learners import get_learner

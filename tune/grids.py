@@ -38,7 +38,7 @@ from advmeta.errors import ConfigError
 from advmeta.hparams import HParams
 from advmeta.tune.budgets import Budget
 from advmeta.tune.epsplan import TABLE, TableEps, method_eps_overrides, plan, table_rule
-from advmeta.tune.families import config_class, family_of, get_family
+from advmeta.tune.families import config_class, family_of, get_family, scenario_owners
 from advmeta.tune.trial import EvalSettings, TrainSettings, TrialSpec
 from advmeta.tune.validate import check_axes, check_eval, check_value
 
@@ -161,8 +161,8 @@ def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps 
         heavy = ev.get("scenario") in ("support", "support+query") or any(queries_of(a) for a in attacks)
         if heavy and budget.adaptive_episodes:
             full["episodes"] = budget.adaptive_episodes
-        if ev.get("scenario") != "l2l":
-            full["q_query"] = budget.q_query
+        owner = scenario_owners()[str(ev.get("scenario", "whitebox"))]
+        full.update(owner.eval_defaults(budget, str(ev.get("scenario", "whitebox"))))
         full.update(ev)
         own = {str(a): dict(p) for a, p in dict(ev.get("attack_params", {})).items()}
         by_budget = {a: {k: list(v) if isinstance(v, tuple) else v for k, v in p}
@@ -184,10 +184,8 @@ def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps 
         for key in ("attacks", "eps", "support", "query"):
             if key in full:
                 full[key] = _as_list(full[key])
-        if full.get("scenario") == "l2l" and "attacks" in full:
-            full["attacks"] = [a for a in full["attacks"] if a not in budget.l2l_skip_attacks]
-            if budget.l2l_cw_steps is not None:
-                full["attacks"] = [f"cw-linf-{budget.l2l_cw_steps}" if a == "cw-linf" else a for a in full["attacks"]]
+        if "attacks" in full:
+            full["attacks"] = owner.budget_attacks(budget, str(full.get("scenario", "whitebox")), full["attacks"])
         out.append(full)
     return out
 

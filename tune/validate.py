@@ -10,9 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from advmeta.errors import ConfigError
-from advmeta.protocol import SCENARIOS as _META_SCENARIOS
 
-SCENARIOS = (*_META_SCENARIOS, "l2l")
 SUPPORTS = ("clean", "adv40", "adv")
 QUERIES = ("clean", "adv")
 SPLITS = ("train", "val", "test")
@@ -48,26 +46,18 @@ def check_eval(ev: Mapping[str, Any], table: str) -> None:
         ConfigError: an unknown scenario, attack, support or query, a malformed ε, or a
             non-positive count.
     """
-    from advmeta.attacks import attack_names
+    from advmeta.tune.families import scenario_owners
 
+    owners = scenario_owners()
     scenario = str(ev.get("scenario", "whitebox"))
-    if scenario not in SCENARIOS:
-        raise ConfigError(_where(table, f"unknown scenario {scenario!r}; use one of {', '.join(SCENARIOS)}"))
+    if scenario not in owners:
+        raise ConfigError(_where(table, f"unknown scenario {scenario!r}; use one of {', '.join(owners)}"))
     attacks = ev.get("attacks", [])
-    attacks = attacks if isinstance(attacks, list) else [attacks]
-    for a in attacks:
-        if scenario == "l2l":
-            from advmeta.l2l.evaluate import attack_spec
-
-            try:
-                attack_spec(str(a), 8 / 255)
-            except ConfigError as err:
-                raise ConfigError(_where(table, str(err))) from None
-        elif scenario == "surrogate":
-            if a != "fgsm":
-                raise ConfigError(_where(table, f"the surrogate scenario attacks with fgsm (ADML's protocol), not {a!r}"))
-        elif a != "none" and a not in attack_names():
-            raise ConfigError(_where(table, f"unknown attack {a!r}; known: {', '.join(attack_names())}"))
+    for a in attacks if isinstance(attacks, list) else [attacks]:
+        try:
+            owners[scenario].check_attack(scenario, str(a))
+        except ConfigError as err:
+            raise ConfigError(_where(table, str(err))) from None
     eps = ev.get("eps", [])
     for e in eps if isinstance(eps, list) else [eps]:
         check_eps_value(e, _where(table, "eps"))

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from advmeta.attacks import AttackSpec, ModelFn
 from advmeta.learners._base import Learner
+from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import LEARNERS, config_dict, get_learner, hp, hparams, learner_names, register_learner
 
 __all__ = [
     "LEARNERS",
     "AttackSpec",
     "Learner",
+    "MAMLBase",
+    "MAMLConfig",
     "ModelFn",
     "config_dict",
     "get_learner",
