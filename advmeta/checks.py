@@ -23,11 +23,10 @@ per-episode differences, so their intervals are those of the difference, not of 
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -94,9 +93,6 @@ class CheckSettings:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ConfigError(f"checks: {name} must be a number >= 0, got {v!r}")
         parse_eps(self.eps_cap)
-
-    def as_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
 
 
 def _acc(ok: Tensor) -> Tensor:

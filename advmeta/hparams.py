@@ -5,15 +5,69 @@ and runs with the full, typed ``Config`` they give. :class:`HParams` is both: re
 is what was set; :attr:`HParams.config` is the frozen ``Config`` built from it at construction.
 Passing an ``HParams`` on (a trial to its trainer config, a trainer config to its learner) reuses
 the parsed ``Config``: it is never rebuilt from the mapping along the way.
+
+Every ``Config`` (the learners', :class:`~advmeta.l2l.L2LConfig`, :class:`~advmeta.gail.GAILConfig`)
+declares its fields with :func:`hp`: each carries its documentation (and, optionally, a search
+range or a closed set of values) in ``field.metadata``, so ``dataclasses.fields(Config)`` is all a
+CLI needs to build help texts and search spaces.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from advmeta.errors import ConfigError
+
+
+def hp(
+    default: Any = dataclasses.MISSING,
+    doc: str | None = None,
+    *,
+    factory: Callable[[], Any] | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    log: bool = False,
+    choices: Sequence[Any] | None = None,
+) -> Any:
+    """A documented hyper-parameter field.
+
+    Args:
+        default: the default value ([choice] defaults of METHODS.md are marked so in ``doc``);
+            leave it out for a mutable default and give ``factory`` instead.
+        doc: one-line meaning of the field (shown by the CLI; a learner's ``@hparams`` copies it into
+            the class docstring).
+        factory: a function of no arguments making the default (``dataclasses.field(default_factory=...)``),
+            for mutable defaults such as dicts: ``hp(doc="...", factory=dict)``.
+        low: lower end of the natural search range (numbers only).
+        high: upper end of the natural search range.
+        log: whether the range is searched on a log scale.
+        choices: the closed set of allowed values (strings, booleans).
+
+    Returns:
+        A ``dataclasses.field`` whose ``metadata`` holds ``doc``, ``low``, ``high``, ``log``, ``choices``.
+
+    Raises:
+        TypeError: no ``doc``, or not exactly one of ``default`` and ``factory``.
+    """
+    if doc is None:
+        raise TypeError("hp() needs a doc")
+    if (default is dataclasses.MISSING) == (factory is None):
+        raise TypeError("hp() takes exactly one of a default and a factory")
+    meta = {"doc": doc, "low": low, "high": high, "log": log,
+            "choices": tuple(choices) if choices is not None else None}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def copy_field(f: dataclasses.Field[Any]) -> Any:
+    """A new field with ``f``'s default (or default factory) and metadata (its doc, range, choices),
+    for a dataclass made of some of another's fields (``dataclasses.make_dataclass``)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=f.default_factory, metadata=f.metadata)
+    return dataclasses.field(default=f.default, metadata=f.metadata)
 
 
 class HParams(Mapping[str, Any]):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from advmeta.report_common import gaussian_kde, row_labels
+from advmeta.report_common import row_labels
 from advmeta.results import load, load_manifest
 
 

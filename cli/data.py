@@ -25,7 +25,7 @@ def _human(n: int) -> str:
 
 
 def _names(names: list[str] | None, data_root: Path | None) -> list[str]:
-    from advmeta.data.catalog import LAYOUTS, classification_names, dataset_names, find
+    from advmeta.data.catalog import classification_names, dataset_names, find, records
     from advmeta.errors import ConfigError
 
     known = dataset_names() + classification_names()
@@ -34,7 +34,7 @@ def _names(names: list[str] | None, data_root: Path | None) -> list[str]:
         if bad:
             raise ConfigError(f"unknown dataset {bad[0]!r}; known: {', '.join(known)}")
         return names
-    return [n for n in LAYOUTS if find(n, data_root) is not None]
+    return [r.name for r in records() if not r.built_in and find(r.name, data_root) is not None]
 
 
 @data_app.command("list")

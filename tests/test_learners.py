@@ -218,6 +218,48 @@ def test_config_fields_are_documented(name: str) -> None:
         setattr(cls.Config(), fields[0].name, fields[0].default)
 
 
+@pytest.mark.parametrize("config", ["L2LConfig", "GAILConfig"])
+def test_trainer_config_fields_are_documented(config: str) -> None:
+    """L2LConfig and GAILConfig declare every field with ``hp``, as the learners' Configs do."""
+    from advmeta.gail import GAILConfig
+    from advmeta.l2l import L2LConfig
+
+    cls = {"L2LConfig": L2LConfig, "GAILConfig": GAILConfig}[config]
+    fields = dataclasses.fields(cls)
+    assert fields, config
+    for f in fields:
+        doc = f.metadata.get("doc")
+        assert isinstance(doc, str) and doc.strip(), f"{config}.{f.name} has no doc"
+        assert set(f.metadata) == {"doc", "low", "high", "log", "choices"}, f"{config}.{f.name}: not declared with hp"
+
+
+def test_hp_factory_and_reexport() -> None:
+    """``hp`` lives in advmeta.hparams (the learners' registry re-exports it); ``factory=`` gives
+    each instance its own mutable default."""
+    from advmeta import hparams, learners
+    from advmeta.learners import _registry
+
+    assert learners.hp is _registry.hp is hparams.hp
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        kwargs: dict[str, int] = hparams.hp(doc="extra arguments", factory=lambda: {"depth": 4})
+        width: int = hparams.hp(8, "width", low=1, high=64)
+
+    a, b = Cfg(), Cfg()
+    assert a.kwargs == {"depth": 4} and a.kwargs is not b.kwargs and dataclasses.asdict(a) == {"kwargs": {"depth": 4},
+                                                                                             "width": 8}
+    kwargs, width = dataclasses.fields(Cfg)
+    assert kwargs.default is dataclasses.MISSING and kwargs.metadata["doc"] == "extra arguments"
+    assert (width.metadata["low"], width.metadata["high"]) == (1, 64)
+    with pytest.raises(TypeError):
+        hparams.hp(1, "doc", factory=dict)
+    with pytest.raises(TypeError):
+        hparams.hp(doc="neither a default nor a factory")
+    with pytest.raises(TypeError):
+        hparams.hp(1)
+
+
 def test_light_finetune_adapts_only_the_head() -> None:
     ep = episodes()
     learner = make("rmaml-out", light_finetune=True, test_inner_steps=2)

@@ -53,9 +53,11 @@ class ProbeMAML(MAMLBase):
 '''
 
 DATASET = '''
-"""A new few-shot dataset in one file: the glyphs under another name and seed."""
-from advmeta.data._registry import FEWSHOT
-from advmeta.data.glyphs import load_glyphs
+"""A new few-shot dataset in one file: the built-in glyphs under another name (no files to find)."""
+from advmeta.data import FEWSHOT, DatasetInfo, register_info
+from advmeta.data.glyphs import check_rendering, load_glyphs
+
+register_info(DatasetInfo("probe-glyphs", rank=1000, classification="glyphs-cls", built_in=True, check=check_rendering))
 
 
 @FEWSHOT.register("probe-glyphs")
@@ -97,9 +99,9 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 def test_the_registry_wide_tests_pick_up_each_new_file(plugins: tuple[Path, dict[str, str]]) -> None:
     _, env = plugins
-    out = _run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-k", "probe",
+    out = _run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-k", "probe or has_a_record",
                 "tests/test_attacks.py", "tests/test_learners.py", "tests/test_train.py::test_every_learner_trains_and_reports",
-                "tests/test_data_episodes.py"], env)
+                "tests/test_data_episodes.py", "tests/test_data_registry.py"], env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     # the attack contract (bound, ε = 0, seeds, batching, bad input), the learner checks and training,
     # and the dataset's episodes each ran over the new names
@@ -108,6 +110,8 @@ def test_the_registry_wide_tests_pick_up_each_new_file(plugins: tuple[Path, dict
                                    ("test_train", "probe-maml", 1), ("test_data_episodes", "probe-glyphs", 1)):
         ran = [line for line in passed if module in line and name in line]
         assert len(ran) >= at_least, (module, name, out.stdout[-3000:])
+    # the record check runs over every registered dataset, the probe's included
+    assert any("test_data_registry" in line for line in passed), out.stdout[-3000:]
 
 
 def test_the_cli_runs_the_new_learner_attack_dataset_and_grid(plugins: tuple[Path, dict[str, str]]) -> None:

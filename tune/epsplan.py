@@ -32,7 +32,6 @@ from typing import Any
 from advmeta.eps import format_eps, parse_eps
 from advmeta.errors import ConfigError
 
-SOURCES = ("paper", "calibrated", "user", "grid")
 RULES = ("pgd", "surrogate")
 """How a table's ε is calibrated: MAML's PGD-20 below 40 % (ε*), or MAML's drop under the surrogate."""
 TABLE = "table"

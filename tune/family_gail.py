@@ -37,17 +37,12 @@ def config_class(method: str) -> type:
 @functools.cache
 def _hparams_class() -> type:
     """``GAILHParams``, made once per process (every trainer shares it; trials' ``HParams`` hold it)."""
-    from advmeta.docs import attribute_docs
     from advmeta.gail import GAILConfig
+    from advmeta.hparams import copy_field
 
-    from advmeta.gail.config import DISC_OPTIMISERS, ENV_ALIASES, REWARD_FORMS
-
-    docs = attribute_docs(GAILConfig)
-    choices = {"env": (*ENV_ALIASES.values(), *ENV_ALIASES), "reward_form": REWARD_FORMS,
-               "disc_optimizer": DISC_OPTIMISERS}  # checked before any trial starts
-    keep = [(f.name, f.type, dataclasses.field(default=f.default, metadata={
-        "doc": docs.get(f.name, ""), **({"choices": choices[f.name]} if f.name in choices else {})}))
-            for f in dataclasses.fields(GAILConfig) if f.name not in NOT_TUNABLE]
+    # each field keeps its metadata: the doc `--params` shows, the choices (env, reward_form, disc_optimizer)
+    # checked before any trial starts
+    keep = [(f.name, f.type, copy_field(f)) for f in dataclasses.fields(GAILConfig) if f.name not in NOT_TUNABLE]
     cls = dataclasses.make_dataclass("GAILHParams", keep, frozen=True)
     cls.__module__ = __name__  # pickled by reference (see __getattr__)
     return cls

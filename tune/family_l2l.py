@@ -33,14 +33,11 @@ def config_class(method: str) -> type:
 @functools.cache
 def _hparams_class() -> type:
     """``L2LHParams``, made once per process (every trainer shares it; trials' ``HParams`` hold it)."""
-    from advmeta.docs import attribute_docs
+    from advmeta.hparams import copy_field
     from advmeta.l2l import L2LConfig
 
-    docs = attribute_docs(L2LConfig)  # shown by `advmeta tune <trainer> --params`, as the learners' metadata docs
-    keep = [(f.name, f.type, dataclasses.field(default=f.default, metadata={"doc": docs.get(f.name, "")})
-             if f.default is not dataclasses.MISSING
-             else dataclasses.field(default_factory=f.default_factory, metadata={"doc": docs.get(f.name, "")}))
-            for f in dataclasses.fields(L2LConfig) if f.name not in NOT_TUNABLE]
+    # each field keeps its metadata (the doc `advmeta tune <trainer> --params` shows, as the learners')
+    keep = [(f.name, f.type, copy_field(f)) for f in dataclasses.fields(L2LConfig) if f.name not in NOT_TUNABLE]
     cls = dataclasses.make_dataclass("L2LHParams", keep, frozen=True)
     cls.__module__ = __name__  # pickled by reference (see __getattr__)
     return cls

@@ -114,26 +114,20 @@ def train_settings(budget: Budget, family: str, method: str, axes: Mapping[str, 
     return train
 
 
-_CLASSIFICATION_OF = {"omniglot": "omniglot-cls", "miniimagenet": "miniimagenet-64", "cifar-fs": "cifar100",
-                      "fc100": "cifar100", "glyphs": "glyphs-cls"}
-
-
 def classification_dataset(fewshot: str | None) -> str:
     """The plain classification set an L2L trainer uses alongside a few-shot dataset.
 
-    CIFAR-10 (the L2L paper's) when its files are found; else the classification view of the
-    sweep's few-shot dataset (Omniglot → ``omniglot-cls``, mini-ImageNet → ``miniimagenet-64``).
+    CIFAR-10 (the L2L paper's) when its files are found; else the classification view its
+    dataset record names (Omniglot → ``omniglot-cls``, mini-ImageNet → ``miniimagenet-64``).
     """
-    if fewshot in ("cifar10", "cifar100", "miniimagenet-64", "omniglot-cls", "glyphs-cls"):
-        return fewshot
-    try:
-        from advmeta.data.catalog import find
+    from advmeta.data.catalog import classification_names, find, records
 
-        if find("cifar10") is not None:
-            return "cifar10"
-    except ImportError:
-        pass
-    return _CLASSIFICATION_OF.get(str(fewshot), "cifar10")
+    if fewshot is not None and fewshot in classification_names():
+        return fewshot
+    if find("cifar10") is not None:
+        return "cifar10"
+    views = {r.name: r.classification for r in records() if r.classification is not None}
+    return views.get(str(fewshot), "cifar10")
 
 
 def queries_of(attack: str) -> int:

@@ -46,7 +46,6 @@ class SweepProgress(Callback):
         self.name = name
         self.total = total
         self.done = already_done
-        self.start_done = already_done
         self.failed = 0
         self.running: set[str] = set()
         self.concurrency = max(1, concurrency)

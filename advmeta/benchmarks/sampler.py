@@ -19,7 +19,6 @@ import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms.functional import to_tensor

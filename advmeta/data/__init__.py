@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+from advmeta.data._registry import CLASSIFICATION, FEWSHOT, DatasetInfo, register_info
 from advmeta.data.base import ClassificationData, ClassSplit, FewShotDataset
 from advmeta.data.catalog import (
     classification_names,
@@ -24,6 +25,9 @@ from advmeta.data.episodes import Episodes, EpisodeSampler, EpisodeSpec, stable_
 from advmeta.data.roots import data_roots, user_cache_dir
 
 __all__ = [
+    "CLASSIFICATION",
+    "FEWSHOT",
+    "DatasetInfo",
     "ClassSplit",
     "ClassificationData",
     "EpisodeSampler",
@@ -35,6 +39,7 @@ __all__ = [
     "dataset_names",
     "load_classification",
     "load_fewshot",
+    "register_info",
     "resolve_default_dataset",
     "stable_hash",
     "user_cache_dir",

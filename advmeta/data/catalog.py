@@ -8,25 +8,16 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from advmeta.data._registry import CLASSIFICATION, FEWSHOT
+from advmeta.data._registry import CLASSIFICATION, DATASET_INFO, FEWSHOT, DatasetInfo
 from advmeta.data.base import ClassificationData, FewShotDataset
 from advmeta.data.cache import file_md5
-from advmeta.data.download import KNOWN_MD5
 from advmeta.data.roots import cache_override, data_roots
 from advmeta.errors import CorruptDataError
 
-#: Where each real dataset's files sit under a data root, in the order the default is chosen.
-LAYOUTS: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
-    "omniglot": (("omniglot",), (("images_background.zip", "images_evaluation.zip"),)),
-    "miniimagenet": (("miniimagenet", "mini-imagenet", "mini_imagenet"),
-                     (("images", "train.csv", "val.csv", "test.csv"),
-                      tuple(f"mini-imagenet-cache-{s}.pkl" for s in ("train", "val", "test")))),
-    "cifar-fs": (("cifar-100-python",), (("train", "test", "meta"),)),
-    "fc100": (("cifar-100-python",), (("train", "test", "meta"),)),
-    "cifar10": (("cifar-10-batches-py",), ((*(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
-                                            "batches.meta"),)),
-}
-DEFAULT_ORDER = ("omniglot", "miniimagenet", "cifar-fs")
+
+def records() -> list[DatasetInfo]:
+    """Every dataset's :class:`DatasetInfo`, by rank (the order of ``advmeta data list``)."""
+    return sorted((DATASET_INFO.get(n) for n in DATASET_INFO.names()), key=lambda r: r.rank)
 
 
 def dataset_names() -> list[str]:
@@ -66,48 +57,56 @@ def load_classification(name: str, data_root: str | Path | None = None, image_si
 
 
 def find(name: str, data_root: str | Path | None = None) -> Path | None:
-    """The folder holding real dataset ``name`` under the data roots, or None (never downloads)."""
-    subdirs, alternatives = LAYOUTS[name]
+    """The folder holding real dataset ``name`` under the data roots, or None (never downloads).
+
+    Raises:
+        ConfigError: ``name`` has no :class:`DatasetInfo`.
+    """
+    info = DATASET_INFO.get(name)
     for root in data_roots(data_root):
-        for cand in [root.path / s for s in subdirs] + [root.path]:
-            for required in alternatives:
+        for cand in [root.path / s for s in info.folders] + [root.path]:
+            for required in info.alternatives:
                 if all((cand / r).exists() for r in required):
                     return cand
     return None
 
 
 def resolve_default_dataset(data_root: str | Path | None = None) -> tuple[str, str | None]:
-    """The dataset a run uses when none is named: the first real one found, else glyphs.
+    """The dataset a run uses when none is named: the first real few-shot one found by rank, else glyphs.
 
     Returns:
-        (name, announcement): the announcement is None for a real dataset, and for glyphs a
-        sentence the caller must show (the fallback is never silent).
+        (name, announcement): the announcement is None for a real dataset, and for the built-in
+        fallback (glyphs) a sentence the caller must show (the fallback is never silent).
     """
-    for name in DEFAULT_ORDER:
-        if find(name, data_root) is not None:
-            return name, None
+    fewshot = [r for r in records() if r.name in FEWSHOT]
+    real = [r for r in fewshot if not r.built_in]
+    for info in real:
+        if find(info.name, data_root) is not None:
+            return info.name, None
+    fallback = next(r.name for r in fewshot if r.built_in)
+    folders = ", ".join(dict.fromkeys(r.folders[0] for r in real))
     looked = ", ".join(str(r) for r in data_roots(data_root))
-    return "glyphs", (f"no real dataset (omniglot, miniimagenet, cifar-100-python) found under {looked}; "
-                      "using the built-in procedural 'glyphs' dataset instead: its numbers say nothing about "
-                      "real images (set --data-root or ADVMETA_DATA to use real data)")
+    return fallback, (f"no real dataset ({folders}) found under {looked}; using the built-in procedural "
+                      f"{fallback!r} dataset instead: its numbers say nothing about real images (set "
+                      "--data-root or ADVMETA_DATA to use real data)")
 
 
 def status(data_root: str | Path | None = None) -> list[dict[str, Any]]:
     """Which datasets are found where, with their size on disk (for ``advmeta data list``)."""
     rows = []
-    for name in [*LAYOUTS, "glyphs"]:
-        if name == "glyphs":
-            rows.append({"dataset": name, "found": True, "path": "(built in)", "bytes": 0})
+    for info in records():
+        if info.built_in:
+            rows.append({"dataset": info.name, "found": True, "path": "(built in)", "bytes": 0})
             continue
-        path = find(name, data_root)
+        path = find(info.name, data_root)
         size = 0
         if path is not None:
-            subdirs, alternatives = LAYOUTS[name]
-            for required in alternatives:
+            for required in info.alternatives:
                 if all((path / r).exists() for r in required):
                     size = sum(_size(path / r) for r in required)
                     break
-        rows.append({"dataset": name, "found": path is not None, "path": str(path) if path else None, "bytes": size})
+        rows.append({"dataset": info.name, "found": path is not None, "path": str(path) if path else None,
+                     "bytes": size})
     return rows
 
 
@@ -127,17 +126,18 @@ def check(name: str, data_root: str | Path | None = None) -> list[str]:
         DataNotFoundError / CorruptDataError: as the loaders do.
     """
     lines = []
-    path = find(name, data_root) if name in LAYOUTS else None
-    if path is not None:
-        subdirs, alternatives = LAYOUTS[name]
-        for required in alternatives:
+    info = DATASET_INFO.get(name) if name in DATASET_INFO else None
+    if info is not None and info.check is not None:
+        return info.check()
+    path = find(name, data_root) if info is not None else None
+    if info is not None and path is not None:
+        for required in info.alternatives:
             for r in required:
                 f = path / r
                 if not f.is_file():
                     continue
                 md5 = file_md5(f)
-                key = f"{path.name}/{r}" if f"{path.name}/{r}" in KNOWN_MD5 else r
-                known = KNOWN_MD5.get(key)
+                known = info.known_md5.get(f"{path.name}/{r}", info.known_md5.get(r))
                 verdict = "" if known is None else " (official)" if known == md5 else " (not the official file)"
                 lines.append(f"{f}: md5 {md5}{verdict}")
                 if f.suffix == ".zip":
@@ -148,14 +148,6 @@ def check(name: str, data_root: str | Path | None = None) -> list[str]:
                         raise CorruptDataError(f"{f} is not a valid zip: {err}") from None
                     if bad is not None:
                         raise CorruptDataError(f"{f}: member {bad} fails its CRC check")
-    if name == "glyphs":
-        from advmeta.data.glyphs import render
-
-        n = load_fewshot("glyphs").info()["num_classes"]
-        for c in range(n):  # one drawing per class, twice: rendering must be a pure function
-            if not (render(c, [0]) == render(c, [0])).all():
-                raise CorruptDataError(f"glyph class {c} renders differently twice (non-deterministic maths?)")
-        return [f"glyphs: {n} classes render deterministically"]
     if path is not None and (path / "MD5SUMS").is_file():
         lines.append(f"{path / 'MD5SUMS'}: every listed image is verified while decoding")
     with tempfile.TemporaryDirectory(prefix="advmeta-check-") as tmp, cache_override(Path(tmp)):

@@ -13,13 +13,14 @@ References:
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from advmeta.data._cifar_splits import CIFAR_FS, FC100
-from advmeta.data._registry import CLASSIFICATION, FEWSHOT
+from advmeta.data._registry import CLASSIFICATION, FEWSHOT, DatasetInfo, register_info
 from advmeta.data.base import (
     SPLITS,
     ClassificationData,
@@ -30,10 +31,26 @@ from advmeta.data.base import (
     locate,
 )
 from advmeta.data.cache import load_or_build
+from advmeta.data.download import Remote
 from advmeta.errors import ConfigError, CorruptDataError
 
 C100_FILES = ("train", "test", "meta")
 C10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
+_TORONTO = ("https://www.cs.toronto.edu/~kriz/", "https://cave.cs.toronto.edu/kriz/")
+_C100_REMOTE = Remote("cifar-100-python.tar.gz", tuple(u + "cifar-100-python.tar.gz" for u in _TORONTO),
+                      "eb9058c3a382ffc7106e4002c42a8d85", extract=True)
+_C10_REMOTE = Remote("cifar-10-python.tar.gz", tuple(u + "cifar-10-python.tar.gz" for u in _TORONTO),
+                     "c58f30108f718f92721af3b95e74349a", extract=True)
+_C100_MD5 = {"cifar-100-python/train": "16019d7e3df5f24257cddd939b257f8d",
+             "cifar-100-python/test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+             "cifar-100-python/meta": "7973b15100ade9c7d40fb424638fde48"}
+_C10_MD5 = {"cifar-10-batches-py/data_batch_1": "c99cafc152244af753f735de768cd75f",
+            "cifar-10-batches-py/data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+            "cifar-10-batches-py/data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+            "cifar-10-batches-py/data_batch_4": "634d18415352ddfa80567beed471001a",
+            "cifar-10-batches-py/data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+            "cifar-10-batches-py/test_batch": "40351d587109b95175f43aff81a1287e",
+            "cifar-10-batches-py/batches.meta": "5ff9c542aee3614f3951f8cda6e48888"}
 
 
 def read_pickle(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -103,7 +120,7 @@ def _build_c100(folder: Path, size: int) -> tuple[dict[str, np.ndarray], dict[st
 def _c100(data_root: str | Path | None, image_size: int | None, download: bool) -> tuple[Any, Path]:
     size = check_size(image_size, 32)
     folder = locate("CIFAR-100", ("cifar-100-python",), C100_FILES, data_root, download=download,
-                    remotes=("cifar-100-python.tar.gz",))
+                    remotes=(_C100_REMOTE.filename,))
     entry = load_or_build(folder, "cifar100", {"size": size}, [folder / f for f in C100_FILES],
                           lambda: _build_c100(folder, size))
     return entry, folder
@@ -129,6 +146,12 @@ def _fewshot(name: str, data_root: str | Path | None, image_size: int | None, do
     info = {"root": str(folder), "files": [str(folder / f) for f in C100_FILES], "checksums": entry.checksums,
             "cache": str(entry.path), "cache_note": entry.note, "decode_seconds": entry.meta.get("build_seconds")}
     return FewShotDataset(name, splits, "bertinetto" if name == "cifar-fs" else "oreshkin", info)
+
+
+CIFAR_FS_INFO = register_info(DatasetInfo("cifar-fs", rank=30, folders=("cifar-100-python",),
+                                          alternatives=(C100_FILES,), classification="cifar100",
+                                          remotes=(_C100_REMOTE,), known_md5=_C100_MD5))
+FC100_INFO = register_info(replace(CIFAR_FS_INFO, name="fc100", rank=40))
 
 
 @FEWSHOT.register("cifar-fs")
@@ -173,13 +196,17 @@ def _build_c10(folder: Path, size: int) -> tuple[dict[str, np.ndarray], dict[str
     return out, {"label_names": names}
 
 
+CIFAR10_INFO = register_info(DatasetInfo("cifar10", rank=50, folders=("cifar-10-batches-py",),
+                                         alternatives=(C10_FILES,), remotes=(_C10_REMOTE,), known_md5=_C10_MD5))
+
+
 @CLASSIFICATION.register("cifar10")
 def load_cifar10(data_root: str | Path | None = None, image_size: int | None = None,
                  download: bool = True) -> ClassificationData:
     """CIFAR-10 with its official 50,000 / 10,000 train / test images."""
     size = check_size(image_size, 32)
     folder = locate("CIFAR-10", ("cifar-10-batches-py",), C10_FILES, data_root, download=download,
-                    remotes=("cifar-10-python.tar.gz",))
+                    remotes=(_C10_REMOTE.filename,))
     entry = load_or_build(folder, "cifar10", {"size": size}, [folder / f for f in C10_FILES],
                           lambda: _build_c10(folder, size))
     a = entry.arrays

@@ -32,41 +32,9 @@ class Remote:
     extract: bool = False  # a .tar.gz unpacked into the destination folder
 
 
-_OMNIGLOT = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
-_SPLITS = "https://raw.githubusercontent.com/jakesnell/prototypical-networks/master/data/omniglot/splits/vinyals/"
-_TORONTO = ("https://www.cs.toronto.edu/~kriz/", "https://cave.cs.toronto.edu/kriz/")
-
-REMOTES: dict[str, Remote] = {
-    "images_background.zip": Remote("images_background.zip", (_OMNIGLOT + "images_background.zip",),
-                                    "68d2efa1b9178cc56df9314c21c6e718"),
-    "images_evaluation.zip": Remote("images_evaluation.zip", (_OMNIGLOT + "images_evaluation.zip",),
-                                    "6b91aef0f799c5bb55b94e3f2daec811"),
-    # The Vinyals split as distributed with Snell et al.'s Prototypical Networks code.
-    **{f"splits/vinyals/{s}.txt": Remote(f"splits/vinyals/{s}.txt", (_SPLITS + f"{s}.txt",), md5)
-       for s, md5 in (("train", "433d1fcc2b20dcee2983ceb524586f7f"), ("val", "78c535fa427b12b6596908376a0b3f34"),
-                      ("test", "43534e6d5f9e74acbb7de1b4874abad8"))},
-    "cifar-100-python.tar.gz": Remote("cifar-100-python.tar.gz", tuple(u + "cifar-100-python.tar.gz" for u in _TORONTO),
-                                      "eb9058c3a382ffc7106e4002c42a8d85", extract=True),
-    "cifar-10-python.tar.gz": Remote("cifar-10-python.tar.gz", tuple(u + "cifar-10-python.tar.gz" for u in _TORONTO),
-                                     "c58f30108f718f92721af3b95e74349a", extract=True),
-}
-
-#: md5 of the official files once unpacked (for ``advmeta data check``); a mismatch is reported,
-#: not fatal, because repacked copies are common.
-KNOWN_MD5: dict[str, str] = {
-    "images_background.zip": "68d2efa1b9178cc56df9314c21c6e718",
-    "images_evaluation.zip": "6b91aef0f799c5bb55b94e3f2daec811",
-    "cifar-100-python/train": "16019d7e3df5f24257cddd939b257f8d",
-    "cifar-100-python/test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
-    "cifar-100-python/meta": "7973b15100ade9c7d40fb424638fde48",
-    "cifar-10-batches-py/data_batch_1": "c99cafc152244af753f735de768cd75f",
-    "cifar-10-batches-py/data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-    "cifar-10-batches-py/data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-    "cifar-10-batches-py/data_batch_4": "634d18415352ddfa80567beed471001a",
-    "cifar-10-batches-py/data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-    "cifar-10-batches-py/test_batch": "40351d587109b95175f43aff81a1287e",
-    "cifar-10-batches-py/batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
-}
+#: Every downloadable file by file name, as each dataset module registers its record
+#: (:func:`advmeta.data._registry.register_info`).
+REMOTES: dict[str, Remote] = {}
 
 
 def downloads_enabled(download: bool = True) -> bool:
@@ -120,7 +88,7 @@ def fetch_all(names: Sequence[str], dest_dir: Path, expected: str, looked: Seque
     """Fetch every remote in ``names`` into ``dest_dir`` or raise the one-line not-found error.
 
     Args:
-        names: keys of :data:`REMOTES`.
+        names: file names of registered remotes (keys of :data:`REMOTES`).
         dest_dir: the dataset folder to fill.
         expected: the files the caller needs, for the message.
         looked: every place searched, for the message.

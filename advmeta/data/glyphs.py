@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from advmeta.data._registry import CLASSIFICATION, FEWSHOT
+from advmeta.data._registry import CLASSIFICATION, FEWSHOT, DatasetInfo, register_info
 from advmeta.data.base import ClassificationData, ClassSplit, FewShotDataset, check_size
 from advmeta.data.cache import load_or_build
 from advmeta.data.roots import user_cache_dir
-from advmeta.errors import ConfigError
+from advmeta.errors import ConfigError, CorruptDataError
 
 _SALT = 0x676C797068  # "glyph"
 _POINTS_PER_STROKE = 32
@@ -129,6 +129,19 @@ def load_glyphs(data_root: str | Path | None = None, image_size: int | None = No
     info: dict[str, Any] = {"root": None, "files": [], "checksums": {}, "cache": None,
             "cache_note": "procedural: rendered in memory on first use", "num_classes": num_classes}
     return FewShotDataset("glyphs", splits, "default", info)
+
+
+def check_rendering() -> list[str]:
+    """``advmeta data check glyphs``: every class drawn twice must come out the same (a pure function)."""
+    n = load_glyphs().info()["num_classes"]
+    for c in range(n):  # one drawing per class, twice: rendering must be a pure function
+        if not (render(c, [0]) == render(c, [0])).all():
+            raise CorruptDataError(f"glyph class {c} renders differently twice (non-deterministic maths?)")
+    return [f"glyphs: {n} classes render deterministically"]
+
+
+INFO = register_info(DatasetInfo("glyphs", rank=100, classification="glyphs-cls", built_in=True,
+                                 check=check_rendering))
 
 
 @CLASSIFICATION.register("glyphs-cls")

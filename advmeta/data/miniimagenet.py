@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from advmeta.data._registry import CLASSIFICATION, FEWSHOT
+from advmeta.data._registry import CLASSIFICATION, FEWSHOT, DatasetInfo, register_info
 from advmeta.data.base import SPLITS, ClassificationData, ClassSplit, FewShotDataset, check_size, locate
 from advmeta.data.cache import load_or_build
 from advmeta.errors import ConfigError, CorruptDataError, DataNotFoundError
@@ -173,6 +173,10 @@ def _splits(entry: Any) -> dict[str, ClassSplit]:
         out[s] = ClassSplit(s, entry.meta[s]["classes"], base, offsets, counts)
         start += int(counts.sum())
     return out
+
+
+INFO = register_info(DatasetInfo("miniimagenet", rank=20, folders=SUBDIRS, alternatives=(("images", *CSVS), PKLS),
+                                 classification="miniimagenet-64"))
 
 
 @FEWSHOT.register("miniimagenet")

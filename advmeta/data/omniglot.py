@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from advmeta.data._registry import CLASSIFICATION, FEWSHOT
+from advmeta.data._registry import CLASSIFICATION, FEWSHOT, DatasetInfo, register_info
 from advmeta.data.base import ClassificationData, ClassSplit, FewShotDataset, check_size, locate
 from advmeta.data.cache import load_or_build
-from advmeta.data.download import downloads_enabled, fetch_all
+from advmeta.data.download import Remote, downloads_enabled, fetch_all
 from advmeta.data.roots import data_roots, is_writable_dir
 from advmeta.errors import ConfigError, CorruptDataError, DataNotFoundError
 
@@ -34,6 +34,17 @@ ZIPS = ("images_background.zip", "images_evaluation.zip")
 SCHEMES = ("vinyals", "original")
 _MEMBER = re.compile(r"^(images_background|images_evaluation)/([^/]+)/(character\d+)/([^/]+\.png)$")
 _LINE = re.compile(r"^([^/]+/character\d+)/rot(\d{3})$")
+_OFFICIAL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
+_SPLITS = "https://raw.githubusercontent.com/jakesnell/prototypical-networks/master/data/omniglot/splits/vinyals/"
+_ZIP_MD5 = {"images_background.zip": "68d2efa1b9178cc56df9314c21c6e718",
+            "images_evaluation.zip": "6b91aef0f799c5bb55b94e3f2daec811"}
+_REMOTES = (
+    *(Remote(z, (_OFFICIAL + z,), md5) for z, md5 in _ZIP_MD5.items()),
+    # The Vinyals split as distributed with Snell et al.'s Prototypical Networks code.
+    *(Remote(f"splits/vinyals/{s}.txt", (_SPLITS + f"{s}.txt",), md5)
+      for s, md5 in (("train", "433d1fcc2b20dcee2983ceb524586f7f"), ("val", "78c535fa427b12b6596908376a0b3f34"),
+                     ("test", "43534e6d5f9e74acbb7de1b4874abad8"))),
+)
 
 
 def _decode_png(blob: bytes, size: int) -> np.ndarray:
@@ -117,6 +128,10 @@ def _load_base(data_root: str | Path | None, image_size: int | None, download: b
     entry = load_or_build(folder, "omniglot", {"size": size}, [folder / z for z in ZIPS],
                           lambda: _decode_zips(folder, size))
     return entry, folder, size
+
+
+INFO = register_info(DatasetInfo("omniglot", rank=10, folders=("omniglot",), alternatives=(ZIPS,),
+                                 classification="omniglot-cls", remotes=_REMOTES, known_md5=_ZIP_MD5))
 
 
 @FEWSHOT.register("omniglot")

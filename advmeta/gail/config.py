@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from advmeta.errors import ConfigError
+from advmeta.hparams import hp
 
 METHOD_NAMES: tuple[str, ...] = ("gail", "gail-l2l")
 """``gail``: the discriminator follows its optimiser; ``gail-l2l``: it follows the learned updater U."""
@@ -51,75 +52,60 @@ def env_id(name: str) -> str:
 class GAILConfig:
     """One GAIL or L2L-GAIL run; every field is recorded with its results."""
 
-    method: str = "gail"
-    """gail | gail-l2l."""
-    env: str = "CartPole-v1"
-    """Gymnasium environment: CartPole-v1 or MountainCar-v0 (or the short names cartpole, mountaincar)."""
-    iterations: int = 300
-    """GAIL iterations (each: one batch of trajectories, the discriminator's update, one TRPO step)."""
-    batch_steps: int = 5000
-    """State-action pairs sampled per iteration (whole episodes, at least this many; Ho & Ermon: 5000)."""
-    n_envs: int = 8
-    """Environments stepped side by side while sampling (one batched policy forward per step)."""
-    gamma: float = 0.995
-    """Discount of the policy's cost (Ho & Ermon)."""
-    gae_lambda: float = 0.97
-    """λ of generalised advantage estimation (Ho & Ermon)."""
-    max_kl: float = 0.01
-    """TRPO's trust region: mean KL(π_old ‖ π_new) of one step (Ho & Ermon)."""
-    cg_damping: float = 0.1
-    """Damping added to the Fisher-vector product of TRPO's conjugate gradient."""
-    cg_iters: int = 10
-    """Conjugate-gradient iterations of one TRPO step."""
-    entropy_coef: float = 1e-3
-    """λ of the causal-entropy term λH(π) in the policy's objective. [choice] (Ho & Ermon leave it a
-    parameter; 0 drops the term.)"""
-    policy_hidden: tuple[int, ...] = (100, 100)
-    """Hidden units of the policy network (tanh; Ho & Ermon: two layers of 100)."""
-    value_hidden: tuple[int, ...] = (100, 100)
-    """Hidden units of the value network (tanh), the advantage estimator's baseline."""
-    value_lr: float = 1e-3
-    """Adam learning rate of the value network. [choice]"""
-    value_epochs: int = 5
-    """Passes over each batch when fitting the value network. [choice]"""
-    value_minibatch: int = 256
-    """Minibatch of the value fit. [choice]"""
-    disc_hidden: tuple[int, ...] = (64, 32)
-    """Hidden units of the discriminator (tanh; the L2L paper: (s, a) → 64 → 32 → 1)."""
-    disc_optimizer: str = "adam"
-    """Optimiser of θ_D in ``gail``: adam or sgd (sgd is what U starts from)."""
-    disc_lr: float = 1e-3
-    """Learning rate of θ_D's optimiser in ``gail``, and of the Adam that trains θ_U in ``gail-l2l``
-    (the issue: θ_U is trained "at the settings the paper uses for θ_D"). [choice]"""
-    disc_steps: int = 3
-    """Discriminator updates per iteration, each on the whole batch and the whole expert set. [choice]"""
-    reward_form: str = "auto"
-    """The policy's reward from D, where D(s, a) is the probability that (s, a) came from the policy:
-    ``ho-ermon``: −log D (Ho & Ermon's cost log D; non-negative, so it rewards staying alive);
-    ``log-d``: log(1 − D), the log-probability of "expert" (non-positive, so it rewards ending the
-    episode). ``auto`` [choice]: the form whose sign does not fight the task's termination —
-    ho-ermon on CartPole (survive), log-d on MountainCar (reach the goal; under ho-ermon GAIL
-    stayed at −200 for 60 iterations, under log-d it reached −110 in 40, measured)."""
-    updater_hidden: int = 20
-    """Hidden units of U, applied to every coordinate of θ_D (tanh). [choice]"""
-    updater_sgd_lr: float = 0.05
-    """U starts as exactly the SGD step −η·∇θ_D with this η: its learned part starts at zero. [choice]"""
-    expert_trajectories: int = 10
-    """Expert trajectories the discriminator sees (sampled once, greedily, and cached). [choice]"""
-    expert_seed: int = 0
-    """Seed of the expert's TRPO training and trajectories (shared by every GAIL trial)."""
-    expert_max_iterations: int = 400
-    """At most this many TRPO iterations to bring the expert to the expert level."""
-    shaping_scale: float = 300.0
-    """MountainCar expert only: potential-based shaping F = γΦ(s′) − Φ(s) with Φ = this × the cart's
-    mechanical energy, added to the true reward while the expert trains (Ng et al., 1999: the optimal
-    policy is unchanged). TRPO on the sparse true reward alone never reaches the goal. [choice]"""
-    seed: int = 0
-    """Seed of the networks' initialisation, action sampling and the environments' resets."""
-    dtype: str = "float32"
-    """float32 | float64 of every network and batch."""
-    checkpoint_every: int = 25
-    """Write a resumable checkpoint every this many iterations (and after the last)."""
+    method: str = hp("gail", "gail | gail-l2l.")
+    env: str = hp("CartPole-v1", "Gymnasium environment: CartPole-v1 or MountainCar-v0 "
+                                 "(or the short names cartpole, mountaincar).",
+                  choices=(*ENV_ALIASES.values(), *ENV_ALIASES))
+    iterations: int = hp(300, "GAIL iterations "
+                              "(each: one batch of trajectories, the discriminator's update, one TRPO step).")
+    batch_steps: int = hp(5000, "State-action pairs sampled per iteration "
+                                "(whole episodes, at least this many; Ho & Ermon: 5000).")
+    n_envs: int = hp(8, "Environments stepped side by side while sampling (one batched policy forward per step).")
+    gamma: float = hp(0.995, "Discount of the policy's cost (Ho & Ermon).")
+    gae_lambda: float = hp(0.97, "λ of generalised advantage estimation (Ho & Ermon).")
+    max_kl: float = hp(0.01, "TRPO's trust region: mean KL(π_old ‖ π_new) of one step (Ho & Ermon).")
+    cg_damping: float = hp(0.1, "Damping added to the Fisher-vector product of TRPO's conjugate gradient.")
+    cg_iters: int = hp(10, "Conjugate-gradient iterations of one TRPO step.")
+    entropy_coef: float = hp(1e-3, "λ of the causal-entropy term λH(π) in the policy's objective. [choice] "
+                                   "(Ho & Ermon leave it a parameter; 0 drops the term.)")
+    policy_hidden: tuple[int, ...] = hp((100, 100), "Hidden units of the policy network "
+                                                    "(tanh; Ho & Ermon: two layers of 100).")
+    value_hidden: tuple[int, ...] = hp((100, 100), "Hidden units of the value network (tanh), "
+                                                   "the advantage estimator's baseline.")
+    value_lr: float = hp(1e-3, "Adam learning rate of the value network. [choice]")
+    value_epochs: int = hp(5, "Passes over each batch when fitting the value network. [choice]")
+    value_minibatch: int = hp(256, "Minibatch of the value fit. [choice]")
+    disc_hidden: tuple[int, ...] = hp((64, 32), "Hidden units of the discriminator "
+                                                "(tanh; the L2L paper: (s, a) → 64 → 32 → 1).")
+    disc_optimizer: str = hp("adam", "Optimiser of θ_D in ``gail``: adam or sgd (sgd is what U starts from).",
+                             choices=DISC_OPTIMISERS)
+    disc_lr: float = hp(1e-3, "Learning rate of θ_D's optimiser in ``gail``, and of the Adam that trains θ_U "
+                              "in ``gail-l2l`` (the issue: θ_U is trained "
+                              "\"at the settings the paper uses for θ_D\"). [choice]")
+    disc_steps: int = hp(3, "Discriminator updates per iteration, each on the whole batch and the whole expert set. "
+                            "[choice]")
+    reward_form: str = hp("auto", "The policy's reward from D, where D(s, a) is the probability that (s, a) came "
+                                  "from the policy: ``ho-ermon``: −log D (Ho & Ermon's cost log D; non-negative, so "
+                                  "it rewards staying alive); ``log-d``: log(1 − D), the log-probability of "
+                                  "\"expert\" (non-positive, so it rewards ending the episode). ``auto`` [choice]: "
+                                  "the form whose sign does not fight the task's termination — ho-ermon on CartPole "
+                                  "(survive), log-d on MountainCar (reach the goal; under ho-ermon GAIL stayed at "
+                                  "−200 for 60 iterations, under log-d it reached −110 in 40, measured).",
+                          choices=REWARD_FORMS)
+    updater_hidden: int = hp(20, "Hidden units of U, applied to every coordinate of θ_D (tanh). [choice]")
+    updater_sgd_lr: float = hp(0.05, "U starts as exactly the SGD step −η·∇θ_D with this η: "
+                                     "its learned part starts at zero. [choice]")
+    expert_trajectories: int = hp(10, "Expert trajectories the discriminator sees "
+                                      "(sampled once, greedily, and cached). [choice]")
+    expert_seed: int = hp(0, "Seed of the expert's TRPO training and trajectories (shared by every GAIL trial).")
+    expert_max_iterations: int = hp(400, "At most this many TRPO iterations to bring the expert to the expert level.")
+    shaping_scale: float = hp(300.0, "MountainCar expert only: potential-based shaping F = γΦ(s′) − Φ(s) "
+                                     "with Φ = this × the cart's mechanical energy, added to the true reward while "
+                                     "the expert trains (Ng et al., 1999: the optimal policy is unchanged). "
+                                     "TRPO on the sparse true reward alone never reaches the goal. [choice]")
+    seed: int = hp(0, "Seed of the networks' initialisation, action sampling and the environments' resets.")
+    dtype: str = hp("float32", "float32 | float64 of every network and batch.")
+    checkpoint_every: int = hp(25, "Write a resumable checkpoint every this many iterations (and after the last).")
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_NAMES:

@@ -12,12 +12,13 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from advmeta.eps import Eps, format_eps, parse_eps
 from advmeta.errors import ConfigError
+from advmeta.hparams import hp
 
 
 class Method(str, Enum):
@@ -53,67 +54,46 @@ ATTACKER_KINDS: tuple[str, ...] = ("wide", "slim")
 class L2LConfig:
     """One L2L-family training run; every field is a hyper-parameter recorded with the results."""
 
-    method: str = "grad-l2l"
-    """Trainer: plain | pgm | naive-l2l | grad-l2l | 2step-l2l."""
-    attacker: str = "wide"
-    """Attacker network g_φ: ``wide`` (the paper's) or ``slim``; ignored by plain and pgm."""
-    dataset: str = "cifar10"
-    """Classification set for advmeta.data.load_classification (cifar10, cifar100, miniimagenet-64, omniglot-cls)."""
-    data_root: str | None = None
-    """Data folder; None → $ADVMETA_DATA → the per-user cache."""
-    image_size: int | None = None
-    """Resize images to this side (None keeps the dataset's own size)."""
-    num_classes: int | None = None
-    """Keep only the first this-many classes (None: all) — a budget knob for CPU runs."""
-    train_per_class: int | None = None
-    """Keep at most this many training images per class (None: all)."""
-    test_per_class: int | None = None
-    """Keep at most this many held-out test images per class for validation (None: all)."""
-    classifier: str = "wrn"
-    """Classifier architecture name for advmeta.models.build_model."""
-    classifier_kwargs: dict[str, Any] = field(default_factory=lambda: {"depth": 34, "widen": 10})
-    """Extra arguments of the classifier (WRN-34-10 by default)."""
-    attacker_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Extra arguments of the attacker network (e.g. width overrides for tiny runs)."""
-    eps: Eps = "8/255"
-    """ℓ∞ budget of every training perturbation, k/255."""
-    epochs: int = 100
-    """Training epochs."""
-    batch_size: int = 128
-    """Minibatch size."""
-    lr: float = 0.1
-    """Classifier SGD learning rate."""
-    momentum: float = 0.9
-    """Classifier SGD momentum."""
-    weight_decay: float = 2e-4
-    """Classifier SGD weight decay."""
-    lr_milestones: tuple[float, ...] = (0.3, 0.6, 0.9)
-    """Epochs (as fractions of ``epochs``) where the classifier's learning rate is multiplied by ``lr_gamma``."""
-    lr_gamma: float = 0.1
-    """Learning-rate decay factor at each milestone."""
-    attacker_lr: float = 1e-3
-    """Adam learning rate of the attacker."""
-    pgd_steps: int = 10
-    """PGM Net's PGD steps during training."""
-    pgd_step_size: Eps = "2/255"
-    """PGM Net's PGD step size, k/255."""
-    perturb_eval_mode: bool = True
-    """[choice] Put the classifier in eval mode while the perturbation (and its input gradient) is
-    computed, as in the attacker's own update, so batch-norm running statistics only see the
-    batches the classifier is trained on."""
-    augment: bool = True
-    """Random crop (4-pixel padding) and horizontal flip of training images, as the paper's CIFAR code."""
-    flip: bool | None = None
-    """Whether the augmentation flips horizontally; None: yes for natural images, no for
-    handwritten characters (``omniglot-cls``), whose mirror image is another glyph."""
-    seed: int = 0
-    """Seed of initialisation, data order and every training perturbation."""
-    device: str = "auto"
-    """auto | cpu | cuda | cuda:N."""
-    checkpoint_every: int = 1
-    """Write a resumable checkpoint every this many epochs (and always after the last)."""
-    eval_batches: int | None = 4
-    """Held-out batches for the per-epoch clean / PGD-20 check (None: all; 0 disables it)."""
+    method: str = hp("grad-l2l", "Trainer: plain | pgm | naive-l2l | grad-l2l | 2step-l2l.")
+    attacker: str = hp("wide", "Attacker network g_φ: ``wide`` (the paper's) or ``slim``; ignored by plain and pgm.")
+    dataset: str = hp("cifar10", "Classification set for advmeta.data.load_classification "
+                                 "(cifar10, cifar100, miniimagenet-64, omniglot-cls).")
+    data_root: str | None = hp(None, "Data folder; None → $ADVMETA_DATA → the per-user cache.")
+    image_size: int | None = hp(None, "Resize images to this side (None keeps the dataset's own size).")
+    num_classes: int | None = hp(None, "Keep only the first this-many classes (None: all) — "
+                                       "a budget knob for CPU runs.")
+    train_per_class: int | None = hp(None, "Keep at most this many training images per class (None: all).")
+    test_per_class: int | None = hp(None, "Keep at most this many held-out test images per class "
+                                          "for validation (None: all).")
+    classifier: str = hp("wrn", "Classifier architecture name for advmeta.models.build_model.")
+    classifier_kwargs: dict[str, Any] = hp(factory=lambda: {"depth": 34, "widen": 10},
+                                           doc="Extra arguments of the classifier (WRN-34-10 by default).")
+    attacker_kwargs: dict[str, Any] = hp(factory=dict, doc="Extra arguments of the attacker network "
+                                                           "(e.g. width overrides for tiny runs).")
+    eps: Eps = hp("8/255", "ℓ∞ budget of every training perturbation, k/255.")
+    epochs: int = hp(100, "Training epochs.")
+    batch_size: int = hp(128, "Minibatch size.")
+    lr: float = hp(0.1, "Classifier SGD learning rate.")
+    momentum: float = hp(0.9, "Classifier SGD momentum.")
+    weight_decay: float = hp(2e-4, "Classifier SGD weight decay.")
+    lr_milestones: tuple[float, ...] = hp((0.3, 0.6, 0.9), "Epochs (as fractions of ``epochs``) where the classifier's "
+                                                           "learning rate is multiplied by ``lr_gamma``.")
+    lr_gamma: float = hp(0.1, "Learning-rate decay factor at each milestone.")
+    attacker_lr: float = hp(1e-3, "Adam learning rate of the attacker.")
+    pgd_steps: int = hp(10, "PGM Net's PGD steps during training.")
+    pgd_step_size: Eps = hp("2/255", "PGM Net's PGD step size, k/255.")
+    perturb_eval_mode: bool = hp(True, "[choice] Put the classifier in eval mode while the perturbation (and its input "
+                                       "gradient) is computed, as in the attacker's own update, so batch-norm running "
+                                       "statistics only see the batches the classifier is trained on.")
+    augment: bool = hp(True, "Random crop (4-pixel padding) and horizontal flip of training images, "
+                             "as the paper's CIFAR code.")
+    flip: bool | None = hp(None, "Whether the augmentation flips horizontally; None: yes for natural images, no for "
+                                 "handwritten characters (``omniglot-cls``), whose mirror image is another glyph.")
+    seed: int = hp(0, "Seed of initialisation, data order and every training perturbation.")
+    device: str = hp("auto", "auto | cpu | cuda | cuda:N.")
+    checkpoint_every: int = hp(1, "Write a resumable checkpoint every this many epochs (and always after the last).")
+    eval_batches: int | None = hp(4, "Held-out batches for the per-epoch clean / PGD-20 check "
+                                     "(None: all; 0 disables it).")
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_NAMES:

@@ -1,9 +1,9 @@
-"""The learner registry and the helper that declares documented hyper-parameters.
+"""The learner registry (and :func:`hp`, re-exported from :mod:`advmeta.hparams`, where every config's fields are declared).
 
 Every learner is a class registered with :func:`register_learner`; the registry discovers the
 modules of :mod:`advmeta.learners`, so adding a learner is a one-file change. A learner's
 hyper-parameters are a frozen dataclass ``Learner.Config`` whose fields are declared with
-:func:`hp`: each carries its documentation (and, optionally, a search range) in
+:func:`~advmeta.hparams.hp` (as L2L's and GAIL's configs are): each carries its documentation (and, optionally, a search range) in
 ``field.metadata``, so ``dataclasses.fields(cls.Config)`` is all a CLI needs to build help texts
 and search spaces.
 """
@@ -11,9 +11,10 @@ and search spaces.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from advmeta.hparams import hp as hp  # re-exported: declared in advmeta.hparams, imported from here by the learners
 from advmeta.learners._base import Learner
 from advmeta.registry import Registry
 
@@ -35,33 +36,6 @@ def register_learner(name: str) -> Callable[[L], L]:
         return cls
 
     return deco
-
-
-def hp(
-    default: Any,
-    doc: str,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    log: bool = False,
-    choices: Sequence[Any] | None = None,
-) -> Any:
-    """A documented hyper-parameter field.
-
-    Args:
-        default: the default value ([choice] defaults of METHODS.md are marked so in ``doc``).
-        doc: one-line meaning of the field (shown by the CLI, copied into the class docstring).
-        low: lower end of the natural search range (numbers only).
-        high: upper end of the natural search range.
-        log: whether the range is searched on a log scale.
-        choices: the closed set of allowed values (strings, booleans).
-
-    Returns:
-        A ``dataclasses.field`` whose ``metadata`` holds ``doc``, ``low``, ``high``, ``log``, ``choices``.
-    """
-    meta = {"doc": doc, "low": low, "high": high, "log": log,
-            "choices": tuple(choices) if choices is not None else None}
-    return dataclasses.field(default=default, metadata=meta)
 
 
 def hparams(cls: type[C]) -> type[C]:
