@@ -15,7 +15,7 @@ CLI needs to build help texts and search spaces.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from advmeta.errors import ConfigError
@@ -68,6 +68,24 @@ def copy_field(f: dataclasses.Field[Any]) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=f.default_factory, metadata=f.metadata)
     return dataclasses.field(default=f.default, metadata=f.metadata)
+
+
+def tunable_class(config_class: type, name: str, leave_out: Iterable[str], module: str) -> type:
+    """A frozen dataclass of ``config_class``'s fields but ``leave_out`` (the run's settings), each
+    with its default and metadata: what a trainer's hyper-parameters are (``advmeta tune … --params``).
+
+    Args:
+        config_class: the trainer's whole config (``L2LConfig``, ``GAILConfig``).
+        name: the new class's name.
+        leave_out: fields that are settings of the run (the budget's or the sweep's), not hyper-parameters.
+        module: the module that makes it, and that returns it for ``name`` from its ``__getattr__``
+            (so a pickled ``HParams`` of it loads in another process).
+    """
+    skip = set(leave_out)
+    keep = [(f.name, f.type, copy_field(f)) for f in dataclasses.fields(config_class) if f.name not in skip]
+    cls = dataclasses.make_dataclass(name, keep, frozen=True)
+    cls.__module__ = module
+    return cls
 
 
 class HParams(Mapping[str, Any]):

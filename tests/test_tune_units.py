@@ -237,12 +237,13 @@ def test_every_family_implements_the_protocol() -> None:
     of ``Family``, so the grids, the search space and the runner never branch on a family's name."""
     import inspect
 
-    from advmeta.tune.families import FAMILY_MEMBERS, get_family, registered
+    from advmeta.tune.families import FAMILY_MEMBERS, SCENARIO_MEMBERS, get_family, registered
 
     assert {"train_settings", "budget_hparams", "search_evals", "train_cost", "run", "methods"} <= set(FAMILY_MEMBERS)
     for name in registered():
         module = get_family(name)
-        missing = [m for m in FAMILY_MEMBERS if not callable(getattr(module, m, None))]
+        members = FAMILY_MEMBERS + (SCENARIO_MEMBERS if module.scenarios() else ())
+        missing = [m for m in members if not callable(getattr(module, m, None))]
         assert missing == [], f"family {name} lacks {missing}"
         budget = get_budget("smoke")
         train = module.train_settings(budget, module.methods()[0], {"dataset": "glyphs", "n_way": 5, "k_shot": 1})

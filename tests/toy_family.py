@@ -69,20 +69,6 @@ def scenarios() -> tuple[str, ...]:
     return ()
 
 
-def check_attack(scenario: str, attack: str) -> None:
-    """Never called: no scenario of its own."""
-
-
-def eval_defaults(budget: Any, scenario: str) -> dict[str, Any]:
-    """Never called: no scenario of its own."""
-    return {}
-
-
-def budget_attacks(budget: Any, scenario: str, attacks: list[str]) -> list[str]:
-    """Never called: no scenario of its own."""
-    return attacks
-
-
 def trains_on_surrogate(method: str) -> bool:
     """No: the toy method never trains on a surrogate's images."""
     return False

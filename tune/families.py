@@ -89,7 +89,8 @@ class Family(Protocol):
         ...
 
     def check_attack(self, scenario: str, attack: str) -> None:
-        """:class:`ConfigError` naming an attack that ``scenario`` cannot run."""
+        """:class:`ConfigError` naming an attack that ``scenario`` cannot run (this and the next two:
+        only a family with scenarios of its own, :data:`SCENARIO_MEMBERS`)."""
         ...
 
     def eval_defaults(self, budget: Any, scenario: str) -> dict[str, Any]:
@@ -134,7 +135,9 @@ class Family(Protocol):
         ...
 
 
-FAMILY_MEMBERS = tuple(name for name in vars(Family) if not name.startswith("_"))
+SCENARIO_MEMBERS = ("check_attack", "eval_defaults", "budget_attacks")
+"""What a family that owns evaluation scenarios (:meth:`Family.scenarios` not empty) defines too."""
+FAMILY_MEMBERS = tuple(name for name in vars(Family) if not name.startswith("_") and name not in SCENARIO_MEMBERS)
 """What every family module defines (checked over every registered family by the tests)."""
 
 

@@ -37,15 +37,12 @@ def config_class(method: str) -> type:
 @functools.cache
 def _hparams_class() -> type:
     """``GAILHParams``, made once per process (every trainer shares it; trials' ``HParams`` hold it)."""
+    from advmeta.hparams import tunable_class
     from advmeta.gail import GAILConfig
-    from advmeta.hparams import copy_field
 
-    # each field keeps its metadata: the doc `--params` shows, the choices (env, reward_form, disc_optimizer)
-    # checked before any trial starts
-    keep = [(f.name, f.type, copy_field(f)) for f in dataclasses.fields(GAILConfig) if f.name not in NOT_TUNABLE]
-    cls = dataclasses.make_dataclass("GAILHParams", keep, frozen=True)
-    cls.__module__ = __name__  # pickled by reference (see __getattr__)
-    return cls
+    # the fields keep their metadata: the doc `--params` shows, the choices (env, reward_form,
+    # disc_optimizer) checked before any trial starts
+    return tunable_class(GAILConfig, "GAILHParams", NOT_TUNABLE, __name__)
 
 
 def __getattr__(name: str) -> Any:
@@ -63,20 +60,6 @@ def uses_dataset(method: str) -> bool:
 def scenarios() -> tuple[str, ...]:
     """None of its own: GAIL runs."""
     return ()
-
-
-def check_attack(scenario: str, attack: str) -> None:
-    """Never called: no scenario of its own."""
-
-
-def eval_defaults(budget: Any, scenario: str) -> dict[str, Any]:
-    """Never called: no scenario of its own."""
-    return {}
-
-
-def budget_attacks(budget: Any, scenario: str, attacks: list[str]) -> list[str]:
-    """Never called: no scenario of its own."""
-    return attacks
 
 
 def trains_on_surrogate(method: str) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,14 +32,10 @@ def config_class(method: str) -> type:
 @functools.cache
 def _hparams_class() -> type:
     """``L2LHParams``, made once per process (every trainer shares it; trials' ``HParams`` hold it)."""
-    from advmeta.hparams import copy_field
+    from advmeta.hparams import tunable_class
     from advmeta.l2l import L2LConfig
 
-    # each field keeps its metadata (the doc `advmeta tune <trainer> --params` shows, as the learners')
-    keep = [(f.name, f.type, copy_field(f)) for f in dataclasses.fields(L2LConfig) if f.name not in NOT_TUNABLE]
-    cls = dataclasses.make_dataclass("L2LHParams", keep, frozen=True)
-    cls.__module__ = __name__  # pickled by reference (see __getattr__)
-    return cls
+    return tunable_class(L2LConfig, "L2LHParams", NOT_TUNABLE, __name__)
 
 
 def __getattr__(name: str) -> Any:
