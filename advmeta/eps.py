@@ -12,6 +12,10 @@ from fractions import Fraction
 from advmeta.errors import ConfigError
 
 Eps = float | int | str
+EpsStep = Eps
+"""An attack's step size, written as an ε. The same values; a field typed ``EpsStep`` rather than
+``Eps`` says it is a step, not a budget (``advmeta tune`` evaluates at the budgets a search trains
+at, never at its step sizes)."""
 
 
 def parse_eps(eps: Eps) -> float:

@@ -65,11 +65,20 @@ class ValueRange:
 Values = list[Any] | ValueRange
 
 
-def kind_of(annotation: Any, name: str = "") -> Kind:
-    """The :class:`Kind` for a dataclass field's type annotation: an ε is a field typed
-    :data:`advmeta.eps.Eps` (``name`` only words error messages)."""
+def _text(annotation: Any) -> str:
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
-    text = str(text).replace(" ", "")
+    return str(text).replace(" ", "")
+
+
+def is_step(annotation: Any) -> bool:
+    """Whether a field typed ``annotation`` is an attack's step size (:data:`advmeta.eps.EpsStep`), not a budget."""
+    return "EpsStep" in _text(annotation)
+
+
+def kind_of(annotation: Any) -> Kind:
+    """The :class:`Kind` for a dataclass field's type annotation: an ε is a field typed
+    :data:`advmeta.eps.Eps` (or ``EpsStep``), whatever its name."""
+    text = _text(annotation)
     if "Eps" in text:
         return Kind.EPS
     if text.startswith("bool"):

@@ -79,6 +79,12 @@ def test_tune_overrides_any_field_and_rejects_unknown() -> None:
     specs = tune_trials("tafl", parsed, get_budget("smoke"), dataset="glyphs", seed=0)
     assert len(specs) == 6 * 3 * 2 * 2
     assert specs[0].evals[0]["eps"] == ["2/255", "4/255"]  # evaluated at every training ε tried
+    # a step size is typed EpsStep: searching it is not a reason to test there (PGM's --eps is its budget)
+    steps = tune_trials("pgm", parse_overrides("pgm", ["--pgd-step-size", "1/255,2/255"]), get_budget("smoke"),
+                        dataset="glyphs", seed=0)
+    assert len(steps) == 2 and steps[0].evals[0]["eps"] == ["8/255"]
+    budgets = tune_trials("pgm", parse_overrides("pgm", ["--eps", "4/255"]), get_budget("smoke"), dataset="glyphs", seed=0)
+    assert budgets[0].hparams["eps"] == "4/255" and budgets[0].evals[0]["eps"] == ["4/255"]
     with pytest.raises(ConfigError, match="no hyper-parameter --colour"):
         parse_overrides("tafl", ["--colour", "1"])
     with pytest.raises(ConfigError, match="given twice"):
@@ -224,12 +230,21 @@ def test_an_eps_is_a_type_not_a_name() -> None:
     from advmeta.ranges import Kind, kind_of
     from advmeta.tune.families import all_methods, config_class
 
-    assert kind_of("str", "train_eps") is Kind.STR and kind_of("Eps", "anything") is Kind.EPS
-    assert kind_of("tuple[Eps, ...]") is Kind.EPS and kind_of("float", "eps") is Kind.FLOAT
+    assert kind_of("str") is Kind.STR and kind_of("Eps") is Kind.EPS
+    assert kind_of("tuple[Eps, ...]") is Kind.EPS and kind_of("float") is Kind.FLOAT
     looks_like_eps = [(m, f.name, f.type) for m in all_methods() for f in dataclasses.fields(config_class(m))
                       if "eps" in f.name.split("_") or f.name.endswith("step_size")]
     assert len(looks_like_eps) >= 8
-    assert [x for x in looks_like_eps if kind_of(x[2], x[1]) is not Kind.EPS] == []
+    assert [x for x in looks_like_eps if kind_of(x[2]) is not Kind.EPS] == []
+    # each method has at most one training budget (``--eps`` and a table's ε set it) and its steps are typed EpsStep
+    from advmeta.ranges import is_step
+    from advmeta.tune.space import training_eps_field
+
+    for m in all_methods():
+        fields = {f.name: f for f in dataclasses.fields(config_class(m))}
+        budgets = [n for n, f in fields.items() if kind_of(f.type) is Kind.EPS and not is_step(f.type)]
+        assert len(budgets) <= 1 and training_eps_field(fields) == (budgets[0] if budgets else None), m
+        assert all(is_step(f.type) for n, f in fields.items() if n.endswith("step_size")), m
 
 
 def test_every_family_implements_the_protocol() -> None:
@@ -298,3 +313,29 @@ def test_every_trainers_run_settings_are_train_settings() -> None:
 
     meta = {f.name for f in dataclasses.fields(TrainConfig)} - RUN_ONLY_FIELDS - {"method", "hparams"}
     assert meta | set(family_l2l.TRAIN_KEYS) | {"test_per_class"} | set(family_gail.TRAIN_KEYS) <= TrainSettings.names()
+
+
+def test_a_trial_spec_travels_whole_and_its_config_is_parsed_once() -> None:
+    """Pickled (as Ray moves it to the trial's process) a spec keeps its id, its settings (unset ones
+    stay unset) and its parsed Config; the meta family's TrainConfig reuses that Config; an unknown
+    hyper-parameter is an error when the spec is made, naming the method."""
+    import pickle
+
+    from advmeta.tune.families import RunContext
+    from advmeta.tune.family_meta import train_config
+    from advmeta.tune.grids import expand, load_grid
+
+    name, data = load_grid("paper-tables")
+    specs = expand(name, data, get_budget("smoke", "omniglot"), dataset="omniglot", seed=0)
+    assert {s.family for s in specs} >= {"meta", "l2l"}
+    for spec in specs:
+        back = pickle.loads(pickle.dumps(spec))
+        assert back.trial_id == spec.trial_id and dict(back.train) == dict(spec.train)
+        assert back.config == spec.config and type(back.config) is type(spec.config)
+        assert "n_way" not in back.train or spec.family == "meta"  # UNSET survives: an L2L trial has no episode shape
+    tafl = next(s for s in specs if s.method == "tafl")
+    cfg = train_config(tafl, RunContext(sweep_dir=""))
+    assert cfg.hparams is tafl.hparams and cfg.learner_config is tafl.config
+    assert tafl.config.inner_lr == 0.4  # Omniglot's α (the learner's DATASET_DEFAULTS), set on the trial
+    with pytest.raises(ConfigError, match="unknown hyper-parameter.*gama.*for tafl"):
+        TrialSpec("s", "meta", "tafl", {"gama": 2.0}, {"dataset": "glyphs"})

@@ -113,7 +113,9 @@ def _curve(cfg: ToyConfig, seed: int, it: int) -> float:
 
 def run(spec: Any, ctx: Any, report: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Train (resuming from ``ctx.work_dir``), report, evaluate; see :mod:`advmeta.tune.families`."""
-    cfg = ToyConfig(**spec.hparams)
+    # the spec the grid made reaches the trial whole: its parsed Config, and the resources the runner resolved
+    assert isinstance(spec.config, ToyConfig) and spec.resources is not None and spec.resources.cpus_per_trial > 0
+    cfg = spec.config
     train = dict(spec.train)
     seed = int(train.get("seed", 0))
     iterations = int(train.get("iterations", 6))

@@ -167,22 +167,21 @@ def _as_list(v: Any) -> list[Any]:
 def method_eps_overrides(fields: Mapping[str, Any], eps: str) -> dict[str, Any]:
     """The hyper-parameters that make a method train at ``eps`` (calibrated or user ε).
 
-    ``train_eps`` (meta-learners) or ``eps`` (L2L trainers) become ``eps``; a fixed training
-    step size that is not tied to ε (AQ-ProtoNet's 2/255, PGM's 2/255) follows it as
+    The method's training budget — its field typed ``Eps`` (``train_eps`` of the meta-learners,
+    ``eps`` of the L2L trainers) — becomes ``eps``; a fixed training step size (a field typed
+    ``EpsStep`` whose default is not ``"eps"``: AQ-ProtoNet's 2/255, PGM's 2/255) follows it as
     max(2/255, ε/4), so a multi-step attack still reaches the boundary of the larger ball.
     """
     from advmeta.attacks import auto_step_size
+    from advmeta.ranges import Kind, is_step, kind_of
 
-    if eps == PENDING:
-        step = PENDING
-    else:
-        step = auto_step_size(parse_eps(eps))
+    step = PENDING if eps == PENDING else auto_step_size(parse_eps(eps))
     out: dict[str, Any] = {}
-    for name in ("train_eps", "eps"):
-        if name in fields:
+    for name, f in fields.items():
+        if kind_of(f.type) is not Kind.EPS:
+            continue
+        if not is_step(f.type):
             out[name] = eps
-    for name in ("train_step_size", "pgd_step_size"):
-        f = fields.get(name)
-        if f is not None and getattr(f, "default", None) != "eps":
+        elif getattr(f, "default", None) != "eps":
             out[name] = step
     return out

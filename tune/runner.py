@@ -17,6 +17,7 @@ recomputed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import shutil
@@ -202,8 +203,9 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
             if opts.make_banks:
                 banks.setdefault("test", ledger.root.rstrip("/") + "/banks")
                 _make_banks(pending, banks["test"], opts, resources)
-            ctx = RunContext(sweep_dir=ledger.root, data_root=opts.data_root, device=opts.device,
-                             threads=max(1, int(resources.cpus_per_trial)), banks=banks)
+            ctx = RunContext(sweep_dir=ledger.root, data_root=opts.data_root, device=opts.device, banks=banks)
+            # Each trial's spec carries what it runs with (its process sets its threads from it).
+            pending = [dataclasses.replace(s, resources=resources) for s in pending]
             trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources.as_tune())
             progress = SweepProgress(name, len(specs), len(specs) - len(pending), resources.max_concurrent,
                                      enabled=opts.progress,
@@ -344,7 +346,8 @@ def run_trial(config: dict[str, Any], ctx: RunContext) -> None:
         tune.report({**ledger.final_metrics(tid), "trial_id": tid, "done": 1})
         return
     ledger.write_spec(spec)
-    threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", ctx.threads) or 1)), ctx.threads)
+    cpus = max(1, int(spec.resources.cpus_per_trial)) if spec.resources is not None else ctx.threads
+    threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", cpus) or 1)), cpus)
     set_threads(threads)
     work = Path(ledger.work_dir(tid))
     work.mkdir(parents=True, exist_ok=True)

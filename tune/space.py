@@ -18,13 +18,16 @@ import numpy as np
 
 from advmeta.errors import ConfigError
 from advmeta.hparams import HParams
-from advmeta.ranges import Kind, ValueRange, Values, as_list, kind_of, parse_values
+from advmeta.ranges import Kind, ValueRange, Values, as_list, is_step, kind_of, parse_values
 from advmeta.tune.budgets import Budget
 from advmeta.tune.families import config_class, family_of
 from advmeta.tune.trial import EvalSettings, TrainSettings, TrialSpec
 
-_ALIASES = {"eps": ("train_eps", "eps")}
-"""``--eps`` names the training ε of whichever field the learner has."""
+def training_eps_field(fields: Mapping[str, dataclasses.Field[Any]]) -> str | None:
+    """The method's training budget: its one field typed ``Eps`` (not ``EpsStep``), whatever its
+    name (``train_eps``, L2L's ``eps``); ``--eps`` names it. None for a method without one."""
+    budgets = [n for n, f in fields.items() if kind_of(f.type) is Kind.EPS and not is_step(f.type)]
+    return budgets[0] if len(budgets) == 1 else None
 
 
 def tunable_fields(method: str) -> dict[str, dataclasses.Field[Any]]:
@@ -45,7 +48,7 @@ def describe_fields(method: str) -> list[str]:
         meta = dict(f.metadata or {})
         rng = f", range {meta['low']:g}:{meta['high']:g}" if meta.get("low") is not None else ""
         doc = meta.get("doc") or ""
-        lines.append(f"--{name.replace('_', '-')} ({kind_of(f.type, name).value}, default {f.default!r}{rng}) {doc}")
+        lines.append(f"--{name.replace('_', '-')} ({kind_of(f.type).value}, default {f.default!r}{rng}) {doc}")
     return lines
 
 
@@ -72,16 +75,14 @@ def parse_overrides(method: str, args: Sequence[str]) -> dict[str, Values]:
             i += 1
         i += 1
         name = key.replace("-", "_")
-        for alias in _ALIASES.get(name, ()):
-            if alias in fields:
-                name = alias
-                break
+        if name == "eps" and name not in fields:  # --eps: the training ε, whatever the field's name
+            name = training_eps_field(fields) or name
         if name not in fields:
             known = ", ".join("--" + n.replace("_", "-") for n in fields)
             raise ConfigError(f"{method} has no hyper-parameter --{key}; known: {known}")
         if name in out:
             raise ConfigError(f"--{key} given twice")
-        out[name] = parse_values(value, kind_of(fields[name].type, name), option=f"--{key}")
+        out[name] = parse_values(value, kind_of(fields[name].type), option=f"--{key}")
     return out
 
 
@@ -144,8 +145,8 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
     fields = tunable_fields(method)
     sweep = sweep or f"tune-{method}"
     if test_eps is None:  # at the ε the search trains at, else the family's default
-        test_eps = sorted({v for k, vals in overrides.items() if kind_of(fields[k].type, k) is Kind.EPS
-                           and k != "train_step_size" for v in as_list(vals)}) or None
+        test_eps = sorted({v for k, vals in overrides.items() if kind_of(fields[k].type) is Kind.EPS
+                           and not is_step(fields[k].type) for v in as_list(vals)}) or None
     evals = get_family(family).search_evals(budget, list(attacks), list(test_eps) if test_eps is not None else None,
                                              sweep)
     from advmeta.tune.validate import check_eval

@@ -15,11 +15,14 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from advmeta.eps import format_eps
 from advmeta.errors import ConfigError
 from advmeta.hparams import HParams
+
+if TYPE_CHECKING:
+    from advmeta.tune.session import Resources
 
 
 @functools.cache
@@ -192,6 +195,9 @@ class TrialSpec:
             unknown key is a :class:`ConfigError`).
         budget: the budget level the numbers come from.
         table: names of the grid tables that asked for this trial.
+        resources: what the trial runs with (:class:`advmeta.tune.session.Resources`: the sweep's
+            CPUs and GPUs per trial, resolved against the cluster by the runner before the trial
+            starts; its process sets its threads from them). Not part of the trial's identity.
     """
 
     sweep: str
@@ -202,6 +208,7 @@ class TrialSpec:
     evals: tuple[EvalSettings, ...] = ()
     budget: str = "quick"
     table: tuple[str, ...] = field(default=(), compare=False)
+    resources: Resources | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         from advmeta.tune.families import get_family
@@ -257,7 +264,7 @@ class TrialSpec:
     def with_evals(self, evals: tuple[Mapping[str, Any], ...]) -> TrialSpec:
         """A copy with other evaluation protocols."""
         return TrialSpec(self.sweep, self.family, self.method, self.hparams, self.train,
-                         tuple(EvalSettings.of(e) for e in evals), self.budget, self.table)
+                         tuple(EvalSettings.of(e) for e in evals), self.budget, self.table, self.resources)
 
 
 def _short(value: Any) -> str:

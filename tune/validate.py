@@ -146,7 +146,7 @@ def check_value(field: dataclasses.Field[Any], value: Any, what: str) -> None:
         if value not in choices:
             raise ConfigError(f"{what} must be one of {', '.join(map(str, choices))}, got {value!r}")
         return
-    kind = kind_of(field.type, field.name)
+    kind = kind_of(field.type)
     if kind is Kind.EPS:
         if isinstance(value, str) and value.strip() == "eps":
             return  # "eps": tied to the training ε (AQ-style step sizes)

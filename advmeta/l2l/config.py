@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from advmeta.eps import Eps, format_eps, parse_eps
+from advmeta.eps import Eps, EpsStep, format_eps, parse_eps
 from advmeta.errors import ConfigError
 from advmeta.hparams import hp
 
@@ -81,7 +81,7 @@ class L2LConfig:
     lr_gamma: float = hp(0.1, "Learning-rate decay factor at each milestone.")
     attacker_lr: float = hp(1e-3, "Adam learning rate of the attacker.")
     pgd_steps: int = hp(10, "PGM Net's PGD steps during training.")
-    pgd_step_size: Eps = hp("2/255", "PGM Net's PGD step size, k/255.")
+    pgd_step_size: EpsStep = hp("2/255", "PGM Net's PGD step size, k/255.")
     perturb_eval_mode: bool = hp(True, "[choice] Put the classifier in eval mode while the perturbation (and its input "
                                        "gradient) is computed, as in the attacker's own update, so batch-norm running "
                                        "statistics only see the batches the classifier is trained on.")

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from advmeta.attacks import AttackSpec
-from advmeta.eps import Eps
+from advmeta.eps import Eps, EpsStep
 from advmeta.learners._base import accuracy
 from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import hp, hparams, register_learner
@@ -23,7 +23,7 @@ class AQConfig(MAMLConfig):
     train_attack: str = hp("pgd", "training attack on the query at the adapted weights")
     train_eps: Eps = hp("8/255", "ε of the training attack (AQ: 8/255; 16/255 on Omniglot)")
     train_attack_steps: int = hp(1, "steps of the training attack (AQ-MAML: 1)", low=1, high=10)
-    train_step_size: Eps = hp("eps", "step size of the training attack; `eps`: equal to train_eps (AQ-MAML's one step of ε)")
+    train_step_size: EpsStep = hp("eps", "step size of the training attack; `eps`: equal to train_eps (AQ-MAML's one step of ε)")
     train_random_start: bool = hp(True, "random start of the training attack", choices=(False, True))
 
     # AQ's Omniglot training attack (METHODS §5): one PGD step of ε = 16/255 (its step size follows ε).

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from advmeta.attacks import AttackSpec, kl_to_clean
-from advmeta.eps import Eps
+from advmeta.eps import Eps, EpsStep
 from advmeta.learners._base import accuracy
 from advmeta.learners._registry import hp, hparams, register_learner
 from advmeta.learners._tasks import ce
@@ -26,7 +26,7 @@ class AQProtoNetConfig(ProtoNetConfig):
     train_attack: str = hp("pgd", "training attack on the query pixels, through the whole episode")
     train_eps: Eps = hp("8/255", "ε of the training attack")
     train_attack_steps: int = hp(7, "steps of the training attack", low=1, high=20)
-    train_step_size: Eps = hp("2/255", "step size of the training attack")
+    train_step_size: EpsStep = hp("2/255", "step size of the training attack")
     train_random_start: bool = hp(True, "random start of the training attack", choices=(False, True))
     loss: str = hp("adv", "'adv': CE on the attacked query; 'trades': CE(clean) + β·KL(adv ‖ clean)",
                    choices=("adv", "trades"))
