@@ -78,7 +78,8 @@ def _expand(v: Tensor) -> Tensor:
 
 
 class Ball:
-    """The feasible set {x′ : ‖x′ − x‖ ≤ ε, 0 ≤ x′ ≤ 1}; :meth:`project_` maps into it in place.
+    """The feasible set {x′ : ‖x′ − x‖ ≤ ε, 0 ≤ x′ ≤ 1}; :meth:`project_` maps into it in place,
+    :meth:`project` out of place (differentiable: the L2L attackers learn through it).
 
     For ℓ∞ the bounds are precomputed, so projection and clipping are one ``clamp``. For ℓ2,
     projecting onto the ball and then clipping stays in the ball (clipping only shrinks |δ|).
@@ -90,7 +91,16 @@ class Ball:
             self.lo = (x - eps).clamp_(min=0.0)
             self.hi = (x + eps).clamp_(max=1.0)
 
+    def project(self, x_adv: Tensor) -> Tensor:
+        """``x_adv`` in the set, a new tensor that gradients flow through (where no bound binds)."""
+        if self.norm is Norm.LINF:
+            return torch.clamp(x_adv, self.lo, self.hi)
+        d = x_adv - self.x
+        scale = (self.eps / sample_norm(d, Norm.L2).clamp_min(1e-12)).clamp(max=1.0)
+        return (self.x + d * _expand(scale)).clamp(0.0, 1.0)
+
     def project_(self, x_adv: Tensor) -> Tensor:
+        """``x_adv`` moved into the set in place (attack iterates, no gradient)."""
         if self.norm is Norm.LINF:
             return torch.clamp(x_adv, self.lo, self.hi, out=x_adv)
         d = x_adv.sub_(self.x)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advmeta.attacks import ModelFn
+from advmeta.attacks._core import Ball, Norm
 from advmeta.l2l.config import Method
 
 
@@ -36,13 +37,13 @@ def eval_mode(module: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
 
 
 def project(x: Tensor, delta: Tensor, eps: float) -> Tensor:
-    """The perturbation actually applied: clip ``delta`` to the ε-ball, then ``x + delta`` to [0, 1].
+    """The perturbation actually applied: ``x + delta`` projected onto the ℓ∞ ε-ball around ``x``
+    and [0, 1] (the attacks' :class:`~advmeta.attacks._core.Ball`), minus ``x``.
 
     Shape:
         x, delta: (B, C, H, W); returns the same shape. Differentiable in ``delta``.
     """
-    delta = delta.clamp(-eps, eps)
-    return (x + delta).clamp(0.0, 1.0) - x
+    return Ball(x, eps, Norm.LINF).project(x + delta) - x
 
 
 def normalised_input_gradient(model_fn: ModelFn, x: Tensor, y: Tensor) -> Tensor:
