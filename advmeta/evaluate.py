@@ -13,7 +13,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from advmeta.learners.tafl import l_ar
 from advmeta.protocol import ADAPTIVE_SCENARIOS, Bank, EvalProtocol
 from advmeta.results import hparam_columns, mean_ci95
 from advmeta.train import TrainConfig, load_dataset, make_surrogate
+
+if TYPE_CHECKING:
+    from advmeta.data import Episodes
 
 Key = tuple[str, str, str, str, str, int]  # scenario, support, query, attack, eps_str, step
 
@@ -103,7 +106,7 @@ def _generators(seed: int, index: Tensor, tag: str, device: torch.device) -> lis
             for i in index]
 
 
-def _whitebox(learner: Learner, fn: Any, ep: Any, step: int, protocol: EvalProtocol, seed: int, acc: _Acc,
+def _whitebox(learner: Learner, fn: Any, ep: Episodes, step: int, protocol: EvalProtocol, seed: int, acc: _Acc,
               clean: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
     """The white-box attacks at every ε; returns the per-query correctness (T, B) of the bounded
     gradient attacks at the first ε (what the masking checks compare with)."""
@@ -137,7 +140,7 @@ def _whitebox(learner: Learner, fn: Any, ep: Any, step: int, protocol: EvalProto
     return first
 
 
-def _checks(learner: Learner, checks: MaskingChecks, fn: Any, ep: Any, steps: int, seed: int,
+def _checks(learner: Learner, checks: MaskingChecks, fn: Any, ep: Episodes, steps: int, seed: int,
             whitebox_ok: dict[str, Tensor], transfer: Any) -> None:
     """The masking checks on the chunk's first episodes (those the checks cover)."""
     m = checks.wants(ep.index)
@@ -155,7 +158,7 @@ def _checks(learner: Learner, checks: MaskingChecks, fn: Any, ep: Any, steps: in
                transfer_x=transfer_x, transfer_note=note)
 
 
-def _adaptive(learner: Learner, ep: Any, steps: int, protocol: EvalProtocol, seed: int, acc: _Acc) -> None:
+def _adaptive(learner: Learner, ep: Episodes, steps: int, protocol: EvalProtocol, seed: int, acc: _Acc) -> None:
     """The attacks through adaptation (``support``, ``support+query``) at the last fine-tune step."""
     from advmeta.attacks.episode import episode_pgd
 
@@ -305,7 +308,7 @@ def _transfer_source(protocol: EvalProtocol, bank: Bank | None, surrogate: Any, 
     if "surrogate" not in protocol.scenarios or not any(abs(parse_eps(e) - eps) < 1e-12 for e in protocol.surrogate_eps):
         return None
 
-    def source(ep: Any, m: int) -> tuple[Tensor | None, str]:
+    def source(ep: Episodes, m: int) -> tuple[Tensor | None, str]:
         idx = [int(i) for i in ep.index[:m]]
         if bank is not None:
             clean, adv = bank(idx, eps)

@@ -18,7 +18,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advmeta import checkpoint as ckpt_io
+
+if TYPE_CHECKING:
+    from advmeta.data import Episodes
 
 
 DEFAULT_ARCH = "conv4"
@@ -138,7 +141,7 @@ class Surrogate:
                 labels = self.logits(x).argmax(-1)
         return get_attack("fgsm")(self.logits, x, labels, eps=eps).detach()
 
-    def attack_episodes(self, episodes: Any, eps: float, split: str) -> Any:
+    def attack_episodes(self, episodes: Episodes, eps: float, split: str) -> Any:
         """The episodes with support and query replaced by their surrogate FGSM at ``eps``.
 
         Labels are the true classes when the surrogate was trained on ``split``'s classes, else
@@ -149,7 +152,7 @@ class Surrogate:
         return attack_per_episode(self, episodes, eps, known=known, offset=self.offsets.get(split, 0))
 
 
-def attack_per_episode(attack: Any, episodes: Any, eps: float, known: bool, offset: int = 0) -> Any:
+def attack_per_episode(attack: Any, episodes: Episodes, eps: float, known: bool, offset: int = 0) -> Any:
     """Episodes with support and query replaced by ``attack(x, labels, eps)``, one episode at a time.
 
     Each call sees the support (or the query) of a single episode, shaped (1, N·K, C, H, W):

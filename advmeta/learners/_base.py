@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +18,9 @@ from torch import Tensor, nn
 from advmeta.errors import NonFiniteLossError
 from advmeta.attacks import ModelFn
 from advmeta.protocol import Bank
+
+if TYPE_CHECKING:
+    from advmeta.data import Episodes
 
 # A surrogate attack: (images (T, B, C, H, W), split-level labels (T, B) or None, ε) -> images.
 SurrogateFn = Callable[[Tensor, Tensor | None, float], Tensor]
@@ -91,11 +94,11 @@ class Learner:
         return int(getattr(self.cfg, "test_inner_steps", 0))
 
     # -- training -------------------------------------------------------------------------------
-    def meta_loss(self, episodes: Any, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    def meta_loss(self, episodes: Episodes, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         """The meta-training loss of a batch of episodes and statistics to log."""
         raise NotImplementedError
 
-    def update(self, optimizers: list[torch.optim.Optimizer], episodes: Any,
+    def update(self, optimizers: list[torch.optim.Optimizer], episodes: Episodes,
                generator: torch.Generator | None = None) -> dict[str, float]:
         """One meta-update; raises NonFiniteLossError instead of stepping on a NaN/inf loss.
 

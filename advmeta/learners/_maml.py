@@ -8,7 +8,7 @@ scored on) or add a step around :meth:`MAMLBase.adapt`; there is one inner loop
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -17,6 +17,9 @@ from advmeta.attacks import AttackSpec, ModelFn
 from advmeta.learners._base import Learner, accuracy
 from advmeta.learners._registry import hp, hparams
 from advmeta.learners._tasks import Params, ce, forward, head_names, inner_loop, map_tasks
+
+if TYPE_CHECKING:
+    from advmeta.data import Episodes
 
 
 @hparams
@@ -127,11 +130,11 @@ class MAMLBase(Learner):
         return spec(self.logits_fn(fast, shared=shared), x, y, generator)
 
     # -- training ------------------------------------------------------------------------------------
-    def meta_loss(self, episodes: Any, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    def meta_loss(self, episodes: Episodes, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         fast = self.adapt(self.params(), episodes.support_x, episodes.support_y)
         return self.outer_loss(fast, episodes, generator)
 
-    def outer_loss(self, fast: Params, episodes: Any, generator: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
+    def outer_loss(self, fast: Params, episodes: Episodes, generator: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
         """The meta-loss given the adapted weights: CE on the clean query."""
         out = self.logits(fast, episodes.query_x)
         return ce(out, episodes.query_y), {"acc": accuracy(out, episodes.query_y)}

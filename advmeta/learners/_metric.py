@@ -8,7 +8,7 @@ recomputed from the clean support at every attack step). There is no fine-tuning
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -16,6 +16,9 @@ from torch import Tensor
 from advmeta.attacks import ModelFn
 from advmeta.learners._base import Learner, accuracy
 from advmeta.learners._tasks import ce
+
+if TYPE_CHECKING:
+    from advmeta.data import Episodes
 
 
 class MetricBase(Learner):
@@ -31,7 +34,7 @@ class MetricBase(Learner):
         """The training loss of the query logits (cross-entropy)."""
         return ce(logits, y)
 
-    def meta_loss(self, episodes: Any, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    def meta_loss(self, episodes: Episodes, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         out = self.episode_logits(episodes.support_x, episodes.support_y, episodes.query_x)
         return self.task_loss(out, episodes.query_y), {"acc": accuracy(out, episodes.query_y)}
 

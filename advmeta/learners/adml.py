@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -17,8 +17,11 @@ from advmeta.learners._tasks import Params, ce, split_per_class
 from advmeta.learners.aq import AQConfig, train_attack_spec
 from advmeta.surrogate import attack_per_episode
 
+if TYPE_CHECKING:
+    from advmeta.data import Episodes
 
-def surrogate_episodes(learner: Any, episodes: Any) -> Any:
+
+def surrogate_episodes(learner: Any, episodes: Episodes) -> Any:
     """The surrogate-FGSM version (at ``train_eps``) of every image of ``episodes``.
 
     Read from ``learner.bank`` by episode index when the learner has one (a bank made with
@@ -47,7 +50,7 @@ def surrogate_episodes(learner: Any, episodes: Any) -> Any:
     return attack_per_episode(learner.surrogate, episodes, eps, known=True, offset=offset)
 
 
-def surrogate_halves(learner: Any, episodes: Any, k_shot: int, q_query: int) -> dict[str, Tensor]:
+def surrogate_halves(learner: Any, episodes: Episodes, k_shot: int, q_query: int) -> dict[str, Tensor]:
     """Split a doubled episode into clean images and surrogate-FGSM images of *other* images.
 
     The first ``k_shot`` (``q_query``) images of each class stay clean; the rest are replaced
@@ -108,7 +111,7 @@ class ADML(MAMLBase):
         return [torch.optim.Adam(self.net.parameters(), lr=self.cfg.meta_lr_adv),
                 torch.optim.Adam(self.net.parameters(), lr=self.cfg.meta_lr_clean)]
 
-    def _halves(self, episodes: Any) -> dict[str, Tensor]:
+    def _halves(self, episodes: Episodes) -> dict[str, Tensor]:
         n_way = int(episodes.classes.shape[1])
         return surrogate_halves(self, episodes, episodes.support_y.shape[1] // n_way // 2,
                                 episodes.query_y.shape[1] // n_way // 2)
@@ -123,12 +126,12 @@ class ADML(MAMLBase):
         fast = self.adapt(self.params(), h["sc_x"], h["sc_y"], lr=self.cfg.inner_lr)
         return ce(self.logits(fast, h["qa_x"]), h["qa_y"])
 
-    def meta_loss(self, episodes: Any, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    def meta_loss(self, episodes: Episodes, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         h = self._halves(episodes)
         l1, l2 = self.branch_adv(h), self.branch_clean(h)
         return l1 + l2, {"loss_adv_branch": float(l1.detach()), "loss_clean_branch": float(l2.detach())}
 
-    def update(self, optimizers: list[torch.optim.Optimizer], episodes: Any,
+    def update(self, optimizers: list[torch.optim.Optimizer], episodes: Episodes,
                generator: torch.Generator | None = None) -> dict[str, float]:
         opt1, opt2 = optimizers
         h = self._halves(episodes)
@@ -173,7 +176,7 @@ class ADMLWhiteBox(MAMLBase):
 
     Config = ADMLWBConfig
 
-    def meta_loss(self, episodes: Any, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    def meta_loss(self, episodes: Episodes, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         spec = train_attack_spec(self.cfg)
         theta = self.params()
         sx, sy, qx, qy = episodes.support_x, episodes.support_y, episodes.query_x, episodes.query_y

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -13,6 +13,9 @@ from advmeta.learners._base import accuracy
 from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import hp, hparams, register_learner
 from advmeta.learners._tasks import Params, ce
+
+if TYPE_CHECKING:
+    from advmeta.data import Episodes
 
 
 @hparams
@@ -51,11 +54,11 @@ class AQ(MAMLBase):
 
     Config = AQConfig
 
-    def adversarial_query(self, fast: Params, episodes: Any, generator: torch.Generator | None) -> Tensor:
+    def adversarial_query(self, fast: Params, episodes: Episodes, generator: torch.Generator | None) -> Tensor:
         """The query attacked at the (detached) adapted weights."""
         return self.attack(train_attack_spec(self.cfg), fast, episodes.query_x, episodes.query_y, generator)
 
-    def outer_loss(self, fast: Params, episodes: Any, generator: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
+    def outer_loss(self, fast: Params, episodes: Episodes, generator: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
         x_adv = self.adversarial_query(fast, episodes, generator)
         out = self.logits(fast, x_adv)
         return ce(out, episodes.query_y), {"acc_adv": accuracy(out, episodes.query_y)}

@@ -7,7 +7,7 @@ meta-learner — each meta-update is followed by one Adam step of g_φ maximisin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +17,9 @@ from advmeta.learners._base import accuracy
 from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import hp, hparams, register_learner
 from advmeta.learners._tasks import Params, ce
+
+if TYPE_CHECKING:
+    from advmeta.data import Episodes
 
 ATTACKER_PREFIX = "attacker."
 
@@ -103,7 +106,7 @@ class AQL2L(MAMLBase):
         return [torch.optim.Adam(list(self.params().values()), lr=meta_lr),
                 torch.optim.Adam(self._attacker().parameters(), lr=self.cfg.attacker_lr)]
 
-    def query_perturbation(self, fast: Params, episodes: Any) -> Tensor:
+    def query_perturbation(self, fast: Params, episodes: Episodes) -> Tensor:
         """δ on every task's query at the adapted weights, differentiable through g_φ only.
 
         Shape:
@@ -117,7 +120,7 @@ class AQL2L(MAMLBase):
         return learned_perturbation(Method(self.cfg.l2l_method), attacker, self.logits_fn(fast),
                                     episodes.query_x, episodes.query_y, parse_eps(self.cfg.train_eps))
 
-    def meta_loss(self, episodes: Any, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    def meta_loss(self, episodes: Episodes, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         """Both halves' objectives in one scalar whose value is the meta-loss.
 
         ``L = CE(f_θ′(q + sg(δ))) − A + sg(A)`` with ``A = CE(f_{sg(θ′)}(q + δ))`` and sg the

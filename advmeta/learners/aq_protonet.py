@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,9 @@ from advmeta.learners._base import accuracy
 from advmeta.learners._registry import hp, hparams, register_learner
 from advmeta.learners._tasks import ce
 from advmeta.learners.protonet import ProtoNet, ProtoNetConfig
+
+if TYPE_CHECKING:
+    from advmeta.data import Episodes
 
 
 @hparams
@@ -43,7 +46,7 @@ class AQProtoNet(ProtoNet):
 
     Config = AQProtoNetConfig
 
-    def meta_loss(self, episodes: Any, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    def meta_loss(self, episodes: Episodes, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         cfg = self.cfg
         sx, sy, qx, qy = episodes.support_x, episodes.support_y, episodes.query_x, episodes.query_y
         trades = cfg.loss == "trades"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -13,6 +13,9 @@ from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import hp, hparams, register_learner
 from advmeta.learners._tasks import ce
 from advmeta.learners.adml import surrogate_halves
+
+if TYPE_CHECKING:
+    from advmeta.data import Episodes
 
 
 @hparams
@@ -39,7 +42,7 @@ class MAMLAD(MAMLBase):
     def train_shots(self, k_shot: int, q_query: int, n_unlabeled: int) -> tuple[int, int, int]:
         return 2 * k_shot, 2 * q_query, n_unlabeled
 
-    def meta_loss(self, episodes: Any, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    def meta_loss(self, episodes: Episodes, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         n_way = int(episodes.classes.shape[1])
         h = surrogate_halves(self, episodes, episodes.support_y.shape[1] // n_way // 2,
                              episodes.query_y.shape[1] // n_way // 2)

@@ -9,7 +9,7 @@ images of the task's real classes). All three offer the auxiliary contrastive lo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,9 @@ from advmeta.learners._contrastive import contrastive_loss
 from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import hp, hparams, register_learner
 from advmeta.learners._tasks import Params, ce
+
+if TYPE_CHECKING:
+    from advmeta.data import Episodes
 
 
 @hparams
@@ -64,7 +67,7 @@ class _RMAMLBase(MAMLBase):
     def attack_spec(self) -> AttackSpec:
         return AttackSpec(self.cfg.train_attack, self.cfg.train_eps, {})
 
-    def with_contrastive(self, loss: Tensor, fast: Params, episodes: Any, generator: torch.Generator | None,
+    def with_contrastive(self, loss: Tensor, fast: Params, episodes: Episodes, generator: torch.Generator | None,
                          stats: dict[str, float]) -> tuple[Tensor, dict[str, float]]:
         if self.cfg.contrastive_weight > 0:
             aux = contrastive_loss(self, fast, episodes.query_x, self.cfg.contrastive_tau, generator)
@@ -85,7 +88,7 @@ class RMAMLOut(_RMAMLBase):
 
     Config = RMAMLOutConfig
 
-    def outer_loss(self, fast: Params, episodes: Any, generator: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
+    def outer_loss(self, fast: Params, episodes: Episodes, generator: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
         y = episodes.query_y
         x_adv = self.attack(self.attack_spec(), fast, episodes.query_x, y, generator)
         clean, adv = self.logits(fast, episodes.query_x), self.logits(fast, x_adv)
@@ -104,7 +107,7 @@ class RMAMLBoth(RMAMLOut):
 
     Config = RMAMLBothConfig
 
-    def meta_loss(self, episodes: Any, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    def meta_loss(self, episodes: Episodes, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         fast = self.adapt(self.params(), episodes.support_x, episodes.support_y)
         sx_adv = self.attack(self.attack_spec(), fast, episodes.support_x, episodes.support_y, generator)
         fast = self.adapt(fast, sx_adv, episodes.support_y, steps=1, lr=self.cfg.adv_inner_lr, batched_start=True)
@@ -126,10 +129,10 @@ class RMAMLTrades(_RMAMLBase):
     def train_shots(self, k_shot: int, q_query: int, n_unlabeled: int) -> tuple[int, int, int]:
         return k_shot, q_query, max(n_unlabeled, self.cfg.n_unlabeled)
 
-    def outer_loss(self, fast: Params, episodes: Any, generator: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
+    def outer_loss(self, fast: Params, episodes: Episodes, generator: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
         y = episodes.query_y
         parts = [episodes.support_x, episodes.query_x]
-        if getattr(episodes, "unlabeled_x", None) is not None and self.cfg.n_unlabeled > 0:
+        if episodes.unlabeled_x is not None and self.cfg.n_unlabeled > 0:
             parts.append(episodes.unlabeled_x)
         x_all = torch.cat(parts, dim=1)
         spec = AttackSpec(self.cfg.train_attack, self.cfg.train_eps, {"loss": "kl"})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -12,6 +12,9 @@ from advmeta.learners._base import accuracy
 from advmeta.learners._registry import hp, hparams, register_learner
 from advmeta.learners._tasks import Params
 from advmeta.learners.aq import AQ, AQConfig
+
+if TYPE_CHECKING:
+    from advmeta.data import Episodes
 
 
 @hparams
@@ -48,7 +51,7 @@ class TAFL(AQ):
     Config = TAFLConfig
     task_separable = False  # the weights are normalised over the meta-batch
 
-    def outer_loss(self, fast: Params, episodes: Any, generator: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
+    def outer_loss(self, fast: Params, episodes: Episodes, generator: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
         y = episodes.query_y
         x_adv = self.adversarial_query(fast, episodes, generator)
         out = self.logits(fast, x_adv)
