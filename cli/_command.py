@@ -156,7 +156,7 @@ def begin(folder: str, info: dict[str, Any]) -> tuple[dict[str, Any], float]:
 
 
 def finish(name: str, folder: str, outcome: SweepOutcome, started_at: float, previous_wall: float,
-           report: bool = True, quiet: bool = False) -> int:
+           report: bool = True) -> int:
     """After :func:`advmeta.tune.runner.run_sweep`: record the wall time (this run's from
     ``started_at``, and with earlier runs' ``previous_wall``), write the report, print the summary
     lines; return the exit code (:func:`exit_code`)."""
@@ -195,9 +195,8 @@ def finish(name: str, folder: str, outcome: SweepOutcome, started_at: float, pre
         lines.append(f"masking checks: {folder}/checks.parquet; "
                      + (f"masking suspected in {len(suspected)} trial(s): {', '.join(suspected)} (see the report)"
                         if suspected else "no trial flagged"))
-    if not quiet:
-        for line in lines:
-            print(line)
+    for line in lines:
+        print(line)
     return exit_code(outcome)
 
 
