@@ -150,6 +150,7 @@ def miniimagenet_split(miniimagenet_root: Path) -> tuple[Tensor, Tensor, Tensor,
     return x[:n], y[:n], x[n:], y[n:]
 
 
+@pytest.mark.slow  # 28 s (10 epochs of a CNN on the real subset); the synthetic-data strength test runs by default
 def test_attacks_on_miniimagenet_cnn(miniimagenet_split: tuple[Tensor, Tensor, Tensor, Tensor]) -> None:
     x, y, xt, yt = miniimagenet_split
     torch.manual_seed(0)
