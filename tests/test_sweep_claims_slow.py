@@ -82,5 +82,10 @@ def test_paper_tables_smoke_rows_have_unique_keys(tmp_path: Path) -> None:
     assert set(SUMMARY_KEY) <= set(summary.columns) and set(EPISODE_KEY) <= set(episodes.columns)
     assert duplicate_keys(summary).empty, duplicate_keys(summary)[list(SUMMARY_KEY)].head()
     assert duplicate_keys(episodes, "episodes").empty
-    pgd = summary[(summary["attack"] == "pgd") & (summary["method"] == "maml")]
+    maml_pgd = summary[(summary["attack"] == "pgd") & (summary["method"] == "maml")]
+    pgd = maml_pgd[maml_pgd["scenario"] == "whitebox"]  # the tables' PGD settings side by side, one row each
     assert pgd["attack_params"].nunique() >= 1 and len(pgd) == pgd["attack_params"].nunique() * pgd["eps_str"].nunique()
+    # PGD through the adaptation (the adaptive table): one row per scenario and ε
+    adaptive = maml_pgd[maml_pgd["scenario"] != "whitebox"]
+    assert set(adaptive["scenario"]) == {"support", "support+query"}
+    assert len(adaptive) == adaptive["scenario"].nunique() * adaptive["eps_str"].nunique()
