@@ -75,6 +75,11 @@ def is_step(annotation: Any) -> bool:
     return "EpsStep" in _text(annotation)
 
 
+def is_budget(annotation: Any) -> bool:
+    """Whether a field typed ``annotation`` is an ε budget (:data:`advmeta.eps.Eps`, not a step size)."""
+    return kind_of(annotation) is Kind.EPS and not is_step(annotation)
+
+
 def kind_of(annotation: Any) -> Kind:
     """The :class:`Kind` for a dataclass field's type annotation: an ε is a field typed
     :data:`advmeta.eps.Eps` (or ``EpsStep``), whatever its name."""

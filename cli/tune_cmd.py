@@ -48,7 +48,7 @@ def tune_command(
     from advmeta.ranges import Kind, as_list, parse_values
     from advmeta.tune.budgets import get_budget
     from advmeta.cli._command import begin, finish, list_trials, resolve_dataset, resumed_specs, sweep_dir
-    from advmeta.tune.families import family_of
+    from advmeta.tune.families import family_of, get_family
     from advmeta.tune.space import describe_fields, parse_overrides, tune_trials
 
     family_of(method)  # an unknown method is an error before anything else
@@ -78,8 +78,6 @@ def tune_command(
             typer.echo("note: no hyper-parameter given; running the defaults once "
                        f"(see `advmeta tune {method} --params`)", err=True)
         eps = as_list(parse_values(test_eps, Kind.EPS, "--test-eps")) if test_eps else None
-        from advmeta.tune.families import get_family
-
         simulated = not get_family(family_of(method)).uses_dataset(method)  # GAIL: no dataset chosen or announced
         ds = "none" if simulated and dataset in (None, "auto") else resolve_dataset(dataset, data_root)
         bud = get_budget(budget, ds)

@@ -173,15 +173,13 @@ def method_eps_overrides(fields: Mapping[str, Any], eps: str) -> dict[str, Any]:
     max(2/255, ε/4), so a multi-step attack still reaches the boundary of the larger ball.
     """
     from advmeta.attacks import auto_step_size
-    from advmeta.ranges import Kind, is_step, kind_of
+    from advmeta.ranges import Kind, is_budget, kind_of
 
     step = PENDING if eps == PENDING else auto_step_size(parse_eps(eps))
     out: dict[str, Any] = {}
     for name, f in fields.items():
-        if kind_of(f.type) is not Kind.EPS:
-            continue
-        if not is_step(f.type):
+        if is_budget(f.type):
             out[name] = eps
-        elif getattr(f, "default", None) != "eps":
+        elif kind_of(f.type) is Kind.EPS and getattr(f, "default", None) != "eps":  # a step size
             out[name] = step
     return out

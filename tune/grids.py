@@ -155,8 +155,9 @@ def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps 
         heavy = ev.get("scenario") in ("support", "support+query") or any(queries_of(a) for a in attacks)
         if heavy and budget.adaptive_episodes:
             full["episodes"] = budget.adaptive_episodes
-        owner = scenario_owners()[str(ev.get("scenario", "whitebox"))]
-        full.update(owner.eval_defaults(budget, str(ev.get("scenario", "whitebox"))))
+        scenario = str(ev.get("scenario", "whitebox"))
+        owner = scenario_owners()[scenario]
+        full.update(owner.eval_defaults(budget, scenario))
         full.update(ev)
         own = {str(a): dict(p) for a, p in dict(ev.get("attack_params", {})).items()}
         by_budget = {a: {k: list(v) if isinstance(v, tuple) else v for k, v in p}
@@ -179,7 +180,7 @@ def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps 
             if key in full:
                 full[key] = _as_list(full[key])
         if "attacks" in full:
-            full["attacks"] = owner.budget_attacks(budget, str(full.get("scenario", "whitebox")), full["attacks"])
+            full["attacks"] = owner.budget_attacks(budget, scenario, full["attacks"])
         out.append(full)
     return out
 

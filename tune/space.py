@@ -18,7 +18,7 @@ import numpy as np
 
 from advmeta.errors import ConfigError
 from advmeta.hparams import HParams
-from advmeta.ranges import Kind, ValueRange, Values, as_list, is_step, kind_of, parse_values
+from advmeta.ranges import Kind, ValueRange, Values, as_list, is_budget, kind_of, parse_values
 from advmeta.tune.budgets import Budget
 from advmeta.tune.families import config_class, family_of
 from advmeta.tune.trial import EvalSettings, TrainSettings, TrialSpec
@@ -26,7 +26,7 @@ from advmeta.tune.trial import EvalSettings, TrainSettings, TrialSpec
 def training_eps_field(fields: Mapping[str, dataclasses.Field[Any]]) -> str | None:
     """The method's training budget: its one field typed ``Eps`` (not ``EpsStep``), whatever its
     name (``train_eps``, L2L's ``eps``); ``--eps`` names it. None for a method without one."""
-    budgets = [n for n, f in fields.items() if kind_of(f.type) is Kind.EPS and not is_step(f.type)]
+    budgets = [n for n, f in fields.items() if is_budget(f.type)]
     return budgets[0] if len(budgets) == 1 else None
 
 
@@ -145,8 +145,8 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
     fields = tunable_fields(method)
     sweep = sweep or f"tune-{method}"
     if test_eps is None:  # at the ε the search trains at, else the family's default
-        test_eps = sorted({v for k, vals in overrides.items() if kind_of(fields[k].type) is Kind.EPS
-                           and not is_step(fields[k].type) for v in as_list(vals)}) or None
+        test_eps = sorted({v for k, vals in overrides.items() if is_budget(fields[k].type)
+                           for v in as_list(vals)}) or None
     evals = get_family(family).search_evals(budget, list(attacks), list(test_eps) if test_eps is not None else None,
                                              sweep)
     from advmeta.tune.validate import check_eval

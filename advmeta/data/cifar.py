@@ -34,7 +34,9 @@ from advmeta.data.cache import load_or_build
 from advmeta.data.download import Remote
 from advmeta.errors import ConfigError, CorruptDataError
 
+C100_DIRS = ("cifar-100-python",)
 C100_FILES = ("train", "test", "meta")
+C10_DIRS = ("cifar-10-batches-py",)
 C10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
 _TORONTO = ("https://www.cs.toronto.edu/~kriz/", "https://cave.cs.toronto.edu/kriz/")
 _C100_REMOTE = Remote("cifar-100-python.tar.gz", tuple(u + "cifar-100-python.tar.gz" for u in _TORONTO),
@@ -119,7 +121,7 @@ def _build_c100(folder: Path, size: int) -> tuple[dict[str, np.ndarray], dict[st
 
 def _c100(data_root: str | Path | None, image_size: int | None, download: bool) -> tuple[Any, Path]:
     size = check_size(image_size, 32)
-    folder = locate("CIFAR-100", ("cifar-100-python",), C100_FILES, data_root, download=download,
+    folder = locate("CIFAR-100", C100_DIRS, C100_FILES, data_root, download=download,
                     remotes=(_C100_REMOTE.filename,))
     entry = load_or_build(folder, "cifar100", {"size": size}, [folder / f for f in C100_FILES],
                           lambda: _build_c100(folder, size))
@@ -148,7 +150,7 @@ def _fewshot(name: str, data_root: str | Path | None, image_size: int | None, do
     return FewShotDataset(name, splits, "bertinetto" if name == "cifar-fs" else "oreshkin", info)
 
 
-CIFAR_FS_INFO = register_info(DatasetInfo("cifar-fs", rank=30, folders=("cifar-100-python",),
+CIFAR_FS_INFO = register_info(DatasetInfo("cifar-fs", rank=30, folders=C100_DIRS,
                                           alternatives=(C100_FILES,), classification="cifar100",
                                           remotes=(_C100_REMOTE,), known_md5=_C100_MD5))
 FC100_INFO = register_info(replace(CIFAR_FS_INFO, name="fc100", rank=40))
@@ -196,7 +198,7 @@ def _build_c10(folder: Path, size: int) -> tuple[dict[str, np.ndarray], dict[str
     return out, {"label_names": names}
 
 
-CIFAR10_INFO = register_info(DatasetInfo("cifar10", rank=50, folders=("cifar-10-batches-py",),
+CIFAR10_INFO = register_info(DatasetInfo("cifar10", rank=50, folders=C10_DIRS,
                                          alternatives=(C10_FILES,), remotes=(_C10_REMOTE,), known_md5=_C10_MD5))
 
 
@@ -205,7 +207,7 @@ def load_cifar10(data_root: str | Path | None = None, image_size: int | None = N
                  download: bool = True) -> ClassificationData:
     """CIFAR-10 with its official 50,000 / 10,000 train / test images."""
     size = check_size(image_size, 32)
-    folder = locate("CIFAR-10", ("cifar-10-batches-py",), C10_FILES, data_root, download=download,
+    folder = locate("CIFAR-10", C10_DIRS, C10_FILES, data_root, download=download,
                     remotes=(_C10_REMOTE.filename,))
     entry = load_or_build(folder, "cifar10", {"size": size}, [folder / f for f in C10_FILES],
                           lambda: _build_c10(folder, size))

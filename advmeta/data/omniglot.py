@@ -30,6 +30,7 @@ from advmeta.data.download import Remote, downloads_enabled, fetch_all
 from advmeta.data.roots import data_roots, is_writable_dir
 from advmeta.errors import ConfigError, CorruptDataError, DataNotFoundError
 
+DIRS = ("omniglot",)
 ZIPS = ("images_background.zip", "images_evaluation.zip")
 SCHEMES = ("vinyals", "original")
 _MEMBER = re.compile(r"^(images_background|images_evaluation)/([^/]+)/(character\d+)/([^/]+\.png)$")
@@ -124,13 +125,13 @@ def _parse_split(path: Path, index: dict[str, int]) -> tuple[list[str], np.ndarr
 
 def _load_base(data_root: str | Path | None, image_size: int | None, download: bool) -> tuple[Any, Path, int]:
     size = check_size(image_size, 28)
-    folder = locate("omniglot", ("omniglot",), ZIPS, data_root, download=download, remotes=ZIPS)
+    folder = locate("omniglot", DIRS, ZIPS, data_root, download=download, remotes=ZIPS)
     entry = load_or_build(folder, "omniglot", {"size": size}, [folder / z for z in ZIPS],
                           lambda: _decode_zips(folder, size))
     return entry, folder, size
 
 
-INFO = register_info(DatasetInfo("omniglot", rank=10, folders=("omniglot",), alternatives=(ZIPS,),
+INFO = register_info(DatasetInfo("omniglot", rank=10, folders=DIRS, alternatives=(ZIPS,),
                                  classification="omniglot-cls", remotes=_REMOTES, known_md5=_ZIP_MD5))
 
 
