@@ -51,6 +51,7 @@ import pandas as pd
 from advmeta.eps import format_eps, parse_eps
 from advmeta.errors import ConfigError
 from advmeta.results import CURVE_COLUMNS, SUMMARY_COLUMNS
+from advmeta.stats import mean_ci95
 
 OPS = (">=", ">", "<=", "<")
 COLUMNS = ["paper", "title", "claim_id", "claim", "table", "group", "k_shot", "rows", "value", "ci95",
@@ -178,13 +179,6 @@ def last_tenth(n: int) -> int:
     return max(1, n // 10)
 
 
-def t95(n: int) -> float:
-    """The two-sided 95 % Student-t quantile with ``n − 1`` degrees of freedom (1.96 beyond 30)."""
-    table = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-             2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045)
-    return table[n - 2] if 2 <= n <= 30 else 1.96 if n > 30 else math.nan
-
-
 def curve_statistics(curve: pd.DataFrame) -> dict[str, float]:
     """``final``, ``peak`` and ``late_drop`` (:data:`CURVE_QUANTITIES`) of one trial's curve rows."""
     c = curve.sort_values("iteration")
@@ -219,7 +213,7 @@ def _curve_claim(claim: dict[str, Any], curves: pd.DataFrame, ids: list[str] | N
                 notes.append(f"{label}: {len(stats)} finished trial(s); a CI needs ≥ 2 seeds")
                 value = math.nan
                 continue
-            mean, ci = float(np.mean(stats)), t95(len(stats)) * float(np.std(stats, ddof=1)) / math.sqrt(len(stats))
+            mean, ci = mean_ci95(stats)
             value += term.weight * mean
             var += (term.weight * ci) ** 2
             seeds.append(len(stats))

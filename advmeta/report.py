@@ -209,7 +209,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
     md = [f"# Results of `{Path(str(folder)).name}`", "",
           f"{len(set(summary['trial_id'].astype(str)) | set(curves['trial_id'].astype(str)))} trials, "
           f"{len(summary)} summary rows" + (f", {len(curves)} learning-curve rows" if len(curves) else "")
-          + ("; accuracy in % as mean ± 95% CI over test episodes (1.96·σ/√n); best of each column in bold."
+          + ("; accuracy in % as mean ± 95% CI over test episodes (Student t: t·s/√n); best of each column in bold."
              if len(summary) else "."), ""]
     md += eps_section(manifest)
     claims = evaluate_claims(summary, episodes, manifest, curves=curves)

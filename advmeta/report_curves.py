@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from advmeta.claims import curve_statistics, last_tenth, t95
+from advmeta.claims import curve_statistics, last_tenth
+from advmeta.stats import LEVEL, mean_ci95, t_quantile
 
 
 def load_curves(folder: str | Path) -> pd.DataFrame:
@@ -24,12 +25,7 @@ def load_curves(folder: str | Path) -> pd.DataFrame:
 
 
 def _mean_ci(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
-    if arr.size == 0:
-        return math.nan, math.nan
-    if arr.size == 1:
-        return float(arr[0]), math.nan
-    return float(arr.mean()), float(t95(arr.size) * arr.std(ddof=1) / math.sqrt(arr.size))
+    return mean_ci95([v for v in values if math.isfinite(v)])
 
 
 def _fmt(mean: float, ci: float, digits: int = 1) -> str:
@@ -78,7 +74,7 @@ def curve_figures(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
             n = wide.notna().sum(axis=1).to_numpy()
             mean = wide.mean(axis=1).to_numpy()
             sd = wide.std(axis=1, ddof=1).to_numpy()
-            ci = np.array([t95(int(k)) if k >= 2 else np.nan for k in n]) * sd / np.sqrt(np.maximum(n, 1))
+            ci = np.array([t_quantile(0.5 + LEVEL / 2, int(k) - 1) if k >= 2 else np.nan for k in n]) * sd / np.sqrt(np.maximum(n, 1))
             line, = ax.plot(wide.index, mean, label=f"{method} (n={int(n.max())})", lw=1.2)
             ax.fill_between(wide.index, mean - ci, mean + ci, alpha=0.2, color=line.get_color(), lw=0)
         first = sub.iloc[0]

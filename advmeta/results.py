@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from advmeta.stats import mean_ci95  # noqa: F401  (the project's one interval; re-exported)
+
 
 @dataclass(frozen=True)
 class Column:
@@ -77,7 +79,7 @@ _SCENARIO = [
 ]
 _METRICS = [
     Column("acc", "float64", "%", "mean accuracy over episodes, 0–100"),
-    Column("acc_ci95", "float64", "%", "half-width of the 95% confidence interval: 1.96·σ/√n"),
+    Column("acc_ci95", "float64", "%", "half-width of the 95% confidence interval over the episodes: t·s/√n (Student t, n − 1 degrees of freedom; advmeta.stats)"),
     Column("loss", "float64", "nats", "mean cross-entropy on the (possibly attacked) query"),
     Column("train_seconds", "float64", "s", "wall time of training (validation excluded)"),
     Column("eval_seconds", "float64", "s", "wall time of this evaluation scenario"),
@@ -171,16 +173,6 @@ string after its type) so sweeps can be filtered without parsing ``hparams``; nu
 has no such field."""
 
 _TABLES = {"summary": SUMMARY_COLUMNS, "episodes": EPISODE_COLUMNS, "checks": CHECK_COLUMNS, "curves": CURVE_COLUMNS}
-
-
-def mean_ci95(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
-    """Mean and 95% CI half-width (1.96·σ/√n, σ the sample standard deviation) of ``values``."""
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size == 0:
-        return math.nan, math.nan
-    if arr.size == 1:
-        return float(arr[0]), math.nan
-    return float(arr.mean()), float(1.96 * arr.std(ddof=1) / math.sqrt(arr.size))
 
 
 def hparam_columns(hparams: Mapping[str, Any]) -> dict[str, Any]:

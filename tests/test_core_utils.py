@@ -46,9 +46,19 @@ def test_registry_unknown_name_lists_known() -> None:
         reg.register("alpha")(2)
 
 
-def test_mean_ci95() -> None:
+def test_mean_ci95_is_the_student_t_interval_everywhere() -> None:
+    from advmeta import stats
+
     mean, ci = results.mean_ci95([0.0, 100.0, 0.0, 100.0])
-    assert mean == 50.0 and math.isclose(ci, 1.96 * 57.735026918962575 / 2)
+    # t(0.975, 3 df) = 3.18245 (tables); sd = 57.735
+    assert mean == 50.0 and math.isclose(ci, 3.182446305284263 * 57.735026918962575 / 2, rel_tol=1e-9)
+    assert results.mean_ci95 is stats.mean_ci95  # one function for results, claims, report and curves
+    for df, q in ((1, 12.706204736), (4, 2.776445105), (19, 2.093024054), (120, 1.979930405)):
+        assert math.isclose(stats.t_quantile(0.975, df), q, rel_tol=1e-8)
+    assert math.isclose(stats.t_quantile(0.995, 10), 3.169272673, rel_tol=1e-8)
+    # an accuracy over images: the same interval as the 0/100 scores' (L2L rows)
+    assert math.isclose(stats.proportion_ci95(30.0, 10), results.mean_ci95([100.0] * 3 + [0.0] * 7)[1])
+    assert math.isnan(results.mean_ci95([5.0])[1])
 
 
 def test_frame_round_trips_with_documented_dtypes(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ is run with several seeds and the *worst* seed's accuracy is reported (the paper
 worst of 5); the row ``worst`` is the per-image minimum over every attack and seed. Curves:
 PGD-20 accuracy against ε, and against the number of PGD steps.
 
-The 95% interval of an accuracy p over n test images is the binomial (Wald) half-width
-1.96·√(p(1−p)/n) — test images, not episodes, are the independent draws here. Accordingly
+The 95% interval of an accuracy p over n test images is the project's one interval
+(advmeta.stats: Student t) of the images' 0/100 scores — test images, not episodes, are the
+independent draws here. Accordingly
 the rows' ``n_episodes`` column holds the number of test images, ``bn_mode`` is ``running``
 (a standard classifier in eval mode) and ``train_iterations`` counts epochs.
 """
@@ -125,11 +126,11 @@ def accuracy(
 
 
 def binomial_ci95(p: float, n: int) -> float:
-    """Half-width (in %) of the Wald 95% interval of an accuracy ``p`` (in %) over ``n`` images."""
-    if n == 0:
-        return math.nan
-    q = p / 100
-    return 100 * 1.96 * math.sqrt(max(q * (1 - q), 0.0) / n)
+    """Half-width (in %) of the 95% interval of an accuracy ``p`` (in %) over ``n`` images: the
+    project's one interval (:func:`advmeta.stats.mean_ci95`) of the images' 0/100 scores."""
+    from advmeta.stats import proportion_ci95
+
+    return proportion_ci95(p, n)
 
 
 def base_row(ck: Any, n_test: int, device: torch.device) -> dict[str, Any]:
