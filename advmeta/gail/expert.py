@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from advmeta.checkpoint import save_atomic
+from advmeta.checkpoint import load_tensors, save_atomic
 from advmeta.errors import AdvmetaError
 
 from .config import EXPERT_LEVEL, GAILConfig
@@ -173,7 +173,7 @@ def expert_data(settings: ExpertSettings, cache_dir: str | Path | None = None, p
                     print(f"training the {settings.env} expert (TRPO on the true reward; cached in {path})",
                           flush=True)
                 save_atomic(train_expert(settings, progress), path)
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_tensors(path, what="GAIL expert cache")  # tensors, arrays and plain values only: never code
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ExpertError(f"{path} is not an advmeta GAIL expert (format {FORMAT}); delete it to retrain")
     return ExpertData(raw_obs=np.asarray(state["raw_obs"]), actions=np.asarray(state["actions"]),
