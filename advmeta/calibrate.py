@@ -253,7 +253,7 @@ def calibrate_surrogate(checkpoint: str | Path, start: str, drop: float = SURROG
 
     from advmeta.evaluate import evaluate
     from advmeta.protocol import EvalProtocol
-    from advmeta.results import mean_ci95
+    from advmeta.stats import mean_ci95
 
     rungs = surrogate_rungs(start, factors)
     proto = EvalProtocol(split=split, n_episodes=n_episodes, q_query=q_query, scenarios=("surrogate",),

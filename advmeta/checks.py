@@ -8,7 +8,10 @@ table's ε, on the first episodes of its bank, and yields one row of ``checks.pa
 ==============================  ====================================================================
 ``large-eps-chance``            at 4× ε (capped at 128/255) PGD leaves ≤ chance + 5 points
 ``iterative-beats-single-step``  PGD's accuracy is not above FGSM's (paired, beyond the 95 % CI)
-``converged``                   PGD with 5× the steps and 5 restarts lowers accuracy by ≤ 2 points
+``converged``                   every gradient attack of the evaluation converged: its last round of
+                                escalation (twice the iterations from a new random start,
+                                advmeta.converge) took less than ``converge_tol`` points, within
+                                ``converge_cap`` times its own iterations — over *every* evaluated episode
 ``square-not-better``           Square (black box) is not below the white-box worst case (beyond the CI)
 ``transfer-not-better``         the surrogate's transfer attack is not below it either (when the
                                 trial has a surrogate at this ε; otherwise the row says it did not run)
@@ -16,9 +19,12 @@ table's ε, on the first episodes of its bank, and yields one row of ``checks.pa
 ``deterministic``               adapting and predicting twice gives the same logits
 ==============================  ====================================================================
 
-``passed`` is ``False`` where the check suspects masking and null where it could not run; a trial
-with any ``False`` is flagged "masking suspected" in the report. The paired checks compare
-per-episode differences, so their intervals are those of the difference, not of either number.
+``passed`` is ``False`` where the check fails and null where it could not run. Two diagnoses,
+two remedies (:data:`DIAGNOSES`): a failed ``converged`` is **not converged** — the attack was still
+gaining at the cap, so its number is an upper bound; give it more iterations — and any other
+failure is **masking suspected** — the gradient attacks are being fooled; use another attack
+(black box, transfer, adaptive). The paired checks compare per-episode differences, so their
+intervals are those of the difference, not of either number.
 """
 
 from __future__ import annotations
@@ -34,20 +40,26 @@ import torch
 from torch import Tensor
 
 from advmeta.attacks import AttackSpec, ModelFn
+from advmeta.converge import Escalation
 from advmeta.eps import format_eps, parse_eps
-from advmeta.results import mean_ci95
+from advmeta.stats import mean_ci95
 
 Generators = Callable[[str], Any]  # tag -> generator(s) for the checked episodes
 
 CHECKS: dict[str, str] = {
     "large-eps-chance": "at a large ε the strongest attack leaves at most chance + margin",
     "iterative-beats-single-step": "PGD's accuracy is not above FGSM's",
-    "converged": "more steps and restarts lower PGD's accuracy by at most the tolerance",
+    "converged": "doubling every gradient attack's iterations (with a restart) changed its accuracy by less than the tolerance, within the cap",
     "square-not-better": "the black-box Square attack does not beat the white-box worst case",
     "transfer-not-better": "the surrogate's transfer attack does not beat the white-box worst case",
     "gradients-exist": "almost no query has an all-zero input gradient",
     "deterministic": "adapting and predicting twice gives the same logits",
 }
+
+NOT_CONVERGED, MASKING = "not converged", "masking suspected"
+DIAGNOSES: dict[str, str] = {name: NOT_CONVERGED if name == "converged" else MASKING for name in CHECKS}
+"""What a failed check diagnoses: ``not converged`` (remedy: more iterations) or ``masking
+suspected`` (remedy: another attack)."""
 
 
 @dataclass(frozen=True)
@@ -58,10 +70,10 @@ class CheckSettings:
         episodes: the first this many episodes of the white-box bank are checked.
         eps_factor, eps_cap: the large ε is ``min(eps_factor · ε, eps_cap)``.
         chance_margin: points above chance (100 / n_way) the large-ε accuracy may keep.
-        converge_steps: the converged check's PGD runs this many times the evaluation's steps,
-        converge_restarts: from this many random starts (worst case per query, the evaluation's
-            own PGD included).
-        converge_tol: points the stronger PGD may take beyond the evaluation's.
+        converge_tol: points a round of escalation (twice the iterations, a new random start) may
+            take for an attack to count as converged (advmeta.converge) [choice: 1 point].
+        converge_cap: the largest multiple of an attack's own iterations escalation may reach
+            (PGD-10 with 8: 20, 40, 80); below 2, no escalation (``converged`` null: not checked).
         zero_grad_pct: percent of queries with an all-zero input gradient tolerated.
         det_tol: largest relative logit difference of two identical adaptations.
         square_queries: Square's query budget (``None``: the evaluation's ``square`` setting).
@@ -71,9 +83,8 @@ class CheckSettings:
     eps_factor: float = 4.0
     eps_cap: str = "128/255"
     chance_margin: float = 5.0
-    converge_steps: int = 5
-    converge_restarts: int = 5
-    converge_tol: float = 2.0
+    converge_tol: float = 1.0
+    converge_cap: int = 8
     zero_grad_pct: float = 1.0
     det_tol: float = 1e-4
     square_queries: int | None = None
@@ -81,7 +92,7 @@ class CheckSettings:
     def __post_init__(self) -> None:
         from advmeta.errors import ConfigError
 
-        for name in ("episodes", "converge_steps", "converge_restarts"):
+        for name in ("episodes", "converge_cap"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"checks: {name} must be an integer >= 1, got {v!r}")
@@ -153,6 +164,15 @@ class MaskingChecks:
         self.series: dict[str, _Series] = defaultdict(lambda: _Series([]))
         self.episodes = 0
         self.wb_attacks: tuple[str, ...] = ()
+        self.escalations: dict[str, list[tuple[int, Escalation, int]]] = defaultdict(list)
+        self.escalation_seconds = 0.0
+
+    def escalated(self, attack: str, base: int, esc: Escalation, episodes: int, seconds: float) -> None:
+        """Record how far ``attack`` (``base`` iterations of its own) was escalated on a chunk of
+        ``episodes`` episodes at this ε: the ``converged`` check reads every evaluated episode."""
+        if esc.converged is not None:
+            self.escalations[attack].append((base, esc, episodes))
+            self.escalation_seconds += seconds
 
     def wants(self, index: Tensor) -> int:
         """How many of a chunk's episodes (its first ones, by bank index) are checked."""
@@ -204,14 +224,6 @@ class MaskingChecks:
         fgsm_ok, s = attack("fgsm", self.eps, "check-fgsm")
         self._add("iterative-beats-single-step", _acc(pgd_ok) - _acc(fgsm_ok), s + pgd_s)
 
-        strong_ok, seconds = pgd_ok.clone(), 0.0
-        steps = int(self.pgd.get("steps", 20)) * st.converge_steps
-        for r in range(st.converge_restarts):
-            ok, s = attack("pgd", self.eps, f"check-pgd-restart{r}", **{**self.pgd, "steps": steps, "random_start": True})
-            strong_ok &= ok
-            seconds += s
-        self._add("converged", _acc(pgd_ok) - _acc(strong_ok), seconds)
-
         big_ok, s = attack("pgd", self.big, "check-pgd-large", **{**self.pgd, "step_size": "auto"})
         self._add("large-eps-chance", _acc(big_ok), s)
 
@@ -237,9 +249,8 @@ class MaskingChecks:
                                  f"PGD-{steps} accuracy (%) at {format_eps(self.big)}; chance {chance:.0f} % + "
                                  f"{st.chance_margin:g}"),
             "iterative-beats-single-step": (0.0, "le-ci", "PGD − FGSM accuracy (points), paired per episode"),
-            "converged": (st.converge_tol, "le",
-                          f"PGD-{steps} − worst of PGD-{steps * st.converge_steps} × {st.converge_restarts} "
-                          "restarts (points)"),
+            "converged": (st.converge_tol, "lt",
+                          "points the last round of escalation took (largest over the gradient attacks)"),
             "square-not-better": (0.0, "ge-ci",
                                   f"Square ({self.square.get('n_queries')} queries) − white-box {wb} (points)"),
             "transfer-not-better": (0.0, "ge-ci", f"surrogate transfer − white-box {wb} (points)"),
@@ -249,6 +260,9 @@ class MaskingChecks:
         out = []
         for name in CHECKS:
             threshold, rule, what = spec[name]
+            if name == "converged":
+                out.append(self._converged_row(base, threshold, what))
+                continue
             s = self.series.get(name)
             values = s.values if s is not None else []
             detail = what
@@ -257,8 +271,8 @@ class MaskingChecks:
             if not values:
                 note = s.note if s is not None and s.note else "not run"
                 out.append({**base, "check": name, "eps_str": self.eps_str, "value": None, "ci95": None,
-                            "threshold": threshold, "passed": None, "n_episodes": 0, "seconds": 0.0,
-                            "detail": f"{what}: {note}"})
+                            "threshold": threshold, "passed": None, "diagnosis": "", "n_episodes": 0,
+                            "seconds": 0.0, "detail": f"{what}: {note}"})
                 continue
             assert s is not None, "values are non-empty only when the series exists"
             if name == "deterministic":
@@ -272,5 +286,30 @@ class MaskingChecks:
                       "le-ci": value - margin <= threshold + slack, "ge-ci": value + margin >= threshold - slack}[rule]
             out.append({**base, "check": name, "eps_str": self.eps_str, "value": value,
                         "ci95": ci if np.isfinite(ci) else None, "threshold": threshold, "passed": bool(passed),
-                        "n_episodes": len(values), "seconds": s.seconds, "detail": detail})
+                        "diagnosis": "" if passed else DIAGNOSES[name], "n_episodes": len(values),
+                        "seconds": s.seconds, "detail": detail})
         return out
+
+    def _converged_row(self, base: Mapping[str, Any], threshold: float, what: str) -> dict[str, Any]:
+        """The ``converged`` check: every escalated attack of every evaluated episode at this ε."""
+        row = {**base, "check": "converged", "eps_str": self.eps_str, "ci95": None, "threshold": threshold,
+               "seconds": self.escalation_seconds}
+        if not self.escalations:
+            return {**row, "value": None, "passed": None, "diagnosis": "", "n_episodes": 0,
+                    "detail": f"{what}: not run (no attack with iterations was escalated)"}
+        parts, stuck, worst = [], [], 0.0
+        for attack, runs in self.escalations.items():
+            base_its = max(b for b, _, _ in runs)
+            top = max(e.iterations or 0 for _, e, _ in runs)
+            restarts = max(e.restarts or 0 for _, e, _ in runs)
+            change = max(e.change for _, e, _ in runs)
+            worst = max(worst, change)
+            ok = all(e.converged for _, e, _ in runs)
+            parts.append(f"{attack} {base_its}→{top} iterations, {restarts} restart(s), last round "
+                         f"{change:.2f} points" + ("" if ok else " (still gaining at the cap)"))
+            stuck += [] if ok else [attack]
+        episodes = max(sum(n for _, _, n in runs) for runs in self.escalations.values())
+        detail = (f"{what}; tolerance {self.settings.converge_tol:g} points, cap {self.settings.converge_cap}× "
+                  f"the attack's iterations: " + "; ".join(parts))
+        return {**row, "value": worst, "passed": not stuck, "diagnosis": NOT_CONVERGED if stuck else "",
+                "n_episodes": episodes, "detail": detail}

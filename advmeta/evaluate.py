@@ -21,6 +21,7 @@ from torch import Tensor
 
 from advmeta import loop
 from advmeta.checks import MaskingChecks
+from advmeta.converge import Escalation, escalate, escalate_attack, worst_of
 from advmeta.env import configure_allocator, provenance, resolve_device
 from advmeta.errors import NonFiniteLossError
 from advmeta.eps import format_eps, parse_eps
@@ -29,7 +30,8 @@ from advmeta.attacks import cross_entropy
 from advmeta.learners import AttackSpec, Learner
 from advmeta.learners.tafl import l_ar
 from advmeta.protocol import ADAPTIVE_SCENARIOS, Bank, EvalProtocol
-from advmeta.results import hparam_columns, mean_ci95
+from advmeta.results import hparam_columns
+from advmeta.stats import mean_ci95
 from advmeta.train import TrainConfig, load_dataset, make_surrogate
 
 if TYPE_CHECKING:
@@ -75,9 +77,10 @@ class _Acc:
         self.idx: dict[Key, list[int]] = defaultdict(list)
         self.seconds: dict[Key, float] = defaultdict(float)
         self.meta: dict[Key, tuple[str, float]] = {}
+        self.effort: dict[Key, list[Escalation]] = defaultdict(list)
 
     def add(self, key: Key, correct: Tensor, ce: Tensor, index: Tensor, params: str, eps: float,
-            lar: Tensor | None = None, seconds: float = 0.0) -> None:
+            lar: Tensor | None = None, seconds: float = 0.0, effort: Escalation | None = None) -> None:
         """Record one chunk of episodes.
 
         Raises:
@@ -97,6 +100,18 @@ class _Acc:
         self.idx[key] += index.tolist()
         self.seconds[key] += seconds
         self.meta[key] = (params, eps)
+        if effort is not None:
+            self.effort[key].append(effort)
+
+    def effort_columns(self, key: Key) -> dict[str, Any]:
+        """``attack_iterations``, ``attack_restarts`` and ``converged`` of a row (over its chunks)."""
+        runs = [e for e in self.effort.get(key, []) if e.iterations is not None]
+        if not runs:
+            return {"attack_iterations": None, "attack_restarts": None, "converged": None}
+        checked = [e.converged for e in runs if e.converged is not None]
+        return {"attack_iterations": max(int(e.iterations or 0) for e in runs),
+                "attack_restarts": max(int(e.restarts or 0) for e in runs),
+                "converged": all(checked) if checked else None}
 
 
 def _generators(seed: int, index: Tensor, tag: str, device: torch.device) -> list[torch.Generator]:
@@ -107,36 +122,47 @@ def _generators(seed: int, index: Tensor, tag: str, device: torch.device) -> lis
 
 
 def _whitebox(learner: Learner, fn: Any, ep: Episodes, step: int, protocol: EvalProtocol, seed: int, acc: _Acc,
-              clean: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
-    """The white-box attacks at every ε; returns the per-query correctness (T, B) of the bounded
-    gradient attacks at the first ε (what the masking checks compare with)."""
+              clean: tuple[Tensor, Tensor], last: bool, checks: MaskingChecks | None = None) -> dict[str, Tensor]:
+    """The white-box attacks at every ε, escalated to convergence at the last fine-tune step
+    (:mod:`advmeta.converge`; settings from the protocol's checks, none without them); returns the per-query correctness
+    (T, B) of the bounded gradient attacks at the first ε (what the masking checks compare with)."""
     from advmeta.attacks import attack_info
 
     y = ep.query_y
     clean_ok, clean_ce = clean
     first: dict[str, Tensor] = {}
+    tol, cap = (protocol.checks.converge_tol, protocol.checks.converge_cap) if protocol.checks and last else (0.0, 1)
     for eps in protocol.eps:
         e, es = parse_eps(eps), format_eps(eps)
         worst_ok, worst_ce = clean_ok.clone(), clean_ce.clone()
-        t_all = 0.0
+        t_all, efforts = 0.0, []
         for name in protocol.attacks:
             spec = AttackSpec(name, eps, protocol.params_of(name))
             t0 = time.perf_counter()
             x_adv = spec(fn, ep.query_x, y, _generators(seed, ep.index, f"{name}|{es}", ep.query_x.device))
             with torch.no_grad():
                 ok, ce = query_scores(fn(x_adv), y)
+            t1 = time.perf_counter()
+            ok, effort = escalate_attack(spec, fn, ep.query_x, y, ok,
+                                         lambda tag, live: _generators(seed, ep.index[live], f"{name}|{es}|{tag}",
+                                                                       ep.query_x.device), tol, cap)
             dt = time.perf_counter() - t0
             t_all += dt
+            efforts.append(effort)
             lar = l_ar(ce.sum(1), clean_ce.sum(1), protocol.l_ar_delta)
-            acc.add(("whitebox", "clean", "adv", name, es, step), ok, ce, ep.index, spec.params_json(), e, lar, dt)
+            acc.add(("whitebox", "clean", "adv", name, es, step), ok, ce, ep.index, spec.params_json(), e, lar, dt,
+                    effort)
             if eps == protocol.eps[0] and not attack_info(name).gradient_free and attack_info(name).bounded:
                 first[name] = ok
+            if checks is not None and eps == protocol.eps[0]:
+                checks.escalated(name, int(spec.accepted().get("steps", 0) or 0), effort, int(ok.shape[0]),
+                                 time.perf_counter() - t1)
             worst_ok &= ok
             worst_ce = torch.maximum(worst_ce, ce)
         if protocol.worst and len(protocol.attacks) > 1:
             lar = l_ar(worst_ce.sum(1), clean_ce.sum(1), protocol.l_ar_delta)
             acc.add(("whitebox", "clean", "adv", "worst", es, step), worst_ok, worst_ce, ep.index,
-                    json.dumps({"attacks": list(protocol.attacks)}), e, lar, t_all)
+                    json.dumps({"attacks": list(protocol.attacks)}), e, lar, t_all, worst_of(efforts))
     return first
 
 
@@ -159,27 +185,45 @@ def _checks(learner: Learner, checks: MaskingChecks, fn: Any, ep: Episodes, step
 
 
 def _adaptive(learner: Learner, ep: Episodes, steps: int, protocol: EvalProtocol, seed: int, acc: _Acc) -> None:
-    """The attacks through adaptation (``support``, ``support+query``) at the last fine-tune step."""
-    from advmeta.attacks.episode import episode_pgd
-
-    fn = learner.episode_fn(ep.support_y, steps)
+    """The attacks through adaptation (``support``, ``support+query``) at the last fine-tune step,
+    escalated to convergence as the white-box attacks are."""
+    tol, cap = (protocol.checks.converge_tol, protocol.checks.converge_cap) if protocol.checks else (0.0, 1)
     for eps in protocol.eps:
         e, es = parse_eps(eps), format_eps(eps)
         # PGD's settings as the white-box PGD runs them (step size "auto" resolved against ε).
         pgd = AttackSpec("pgd", eps, protocol.params_of("pgd")).accepted()
         params = json.dumps({**pgd, "through": "adaptation"}, sort_keys=True)
-        for scenario, (on_support, on_query) in ADAPTIVE_SCENARIOS.items():
+        for scenario, on in ADAPTIVE_SCENARIOS.items():
             if scenario not in protocol.scenarios:
                 continue
             t0 = time.perf_counter()
-            sx, qx = episode_pgd(fn, ep.support_x, ep.query_x, ep.query_y, eps=e, steps=int(pgd["steps"]),
-                                 step_size=pgd["step_size"], support=on_support, query=on_query,
-                                 random_start=bool(pgd["random_start"]),
-                                 generator=_generators(seed, ep.index, f"{scenario}|{es}", ep.query_x.device))
-            with torch.no_grad():
-                ok, ce = query_scores(learner.adapted(sx, ep.support_y, steps)[-1](qx), ep.query_y)
-            acc.add((scenario, "adv", "adv" if on_query else "clean", "pgd", es, steps), ok, ce, ep.index, params, e,
-                    seconds=time.perf_counter() - t0)
+
+            def run(n_steps: int, live: Tensor, tag: str, scenario: str = scenario,
+                    on: tuple[bool, bool] = on) -> tuple[Tensor, Tensor]:
+                return _through_adaptation(learner, ep, live, steps, e, pgd, n_steps, on,
+                                           _generators(seed, ep.index[live], tag, ep.query_x.device))
+
+            def round_(n_steps: int, r: int, live: Tensor, tag: str = f"{scenario}|{es}") -> Tensor:
+                return run(n_steps, live, f"{tag}|escalate{r}")[0]
+
+            ok, ce = run(int(pgd["steps"]), torch.arange(ep.query_x.shape[0]), f"{scenario}|{es}")
+            ok, effort = escalate(round_, int(pgd["steps"]), bool(pgd["random_start"]), ok, tol, cap)
+            acc.add((scenario, "adv", "adv" if on[1] else "clean", "pgd", es, steps), ok, ce, ep.index, params, e,
+                    seconds=time.perf_counter() - t0, effort=effort)
+
+
+def _through_adaptation(learner: Learner, ep: Episodes, live: Tensor, steps: int, eps: float, pgd: dict[str, Any],
+                        n_steps: int, on: tuple[bool, bool], gens: list[torch.Generator]) -> tuple[Tensor, Tensor]:
+    """PGD through the adaptation on the episodes ``live``: per-query correctness and loss of
+    the model adapted to the perturbed support, on the (perturbed) query."""
+    from advmeta.attacks.episode import episode_pgd
+
+    sy, qy = ep.support_y[live], ep.query_y[live]
+    sx, qx = episode_pgd(learner.episode_fn(sy, steps), ep.support_x[live], ep.query_x[live], qy, eps=eps,
+                         steps=n_steps, step_size=pgd["step_size"], support=on[0], query=on[1],
+                         random_start=bool(pgd["random_start"]), generator=gens)
+    with torch.no_grad():
+        return query_scores(learner.adapted(sx, sy, steps)[-1](qx), qy)
 
 
 def surrogate_params(cfg: TrainConfig) -> str:
@@ -230,16 +274,43 @@ def evaluate(checkpoint: str | Path, protocol: EvalProtocol | None = None, progr
         ``advmeta.results.SUMMARY_COLUMNS`` (plus ``hp_*``), ``EPISODE_COLUMNS`` and
         ``CHECK_COLUMNS`` (the masking checks of the white-box evaluation; empty without one).
     """
+    configure_allocator()
+    protocol = protocol or EvalProtocol()
+    learner, cfg, state, ds = load_learner(checkpoint, resolve_device(protocol.device))
+    return evaluate_learner(learner, cfg, state, ds, protocol, progress=progress, bank=bank)
+
+
+def evaluate_learner(learner: Learner, cfg: TrainConfig, state: dict[str, Any], ds: Any, protocol: EvalProtocol,
+                     progress: bool = True, bank: Bank | None = None, method: str | None = None) -> Evaluation:
+    """The evaluation of :func:`evaluate` on a ready learner: advmeta's own, or any few-shot model
+    behind the same interface (:class:`advmeta.external.ExternalLearner`).
+
+    Args:
+        learner: what is evaluated (``adapted``, ``episode_fn``, ``test_steps``, ``maml_family``,
+            ``first_order``, ``train_eps``, ``cfg``; its network in the evaluation's mode).
+        cfg: the training configuration the rows record (dataset, episode shape, seed, batch-norm
+            mode) and the fixed surrogate of the ``surrogate`` scenario and transfer check is made from.
+        state: the checkpoint's facts the rows record (``step``, ``image_shape``, ``train_seconds``).
+        ds: the few-shot dataset of ``cfg``.
+        protocol, progress, bank: as :func:`evaluate`.
+        method: the rows' ``method`` (default ``cfg.method``).
+
+    Returns:
+        An :class:`Evaluation`; with ``protocol.episodes`` every summary and episode row records
+        the manifest's hash (``episodes_hash``), else that column is empty.
+    """
     from advmeta.data import EpisodeSampler, EpisodeSpec
 
     configure_allocator()
-    protocol = protocol or EvalProtocol()
     device = resolve_device(protocol.device)
-    learner, cfg, state, ds = load_learner(checkpoint, device)
+    name = method or cfg.method
+    manifest = protocol.episodes
     n_way, k_shot = protocol.n_way or cfg.n_way, protocol.k_shot or cfg.k_shot
-    q_query = protocol.q_query or cfg.q_query
+    # A manifest fixes the queries (and is checked against the split and shape by the sampler).
+    q_query = manifest.q_query if manifest is not None else protocol.q_query or cfg.q_query
     seed = cfg.seed if protocol.seed is None else protocol.seed
-    sampler = EpisodeSampler(ds, protocol.split, EpisodeSpec(n_way=n_way, k_shot=k_shot, q_query=q_query), seed=seed)
+    sampler = EpisodeSampler(ds, protocol.split, EpisodeSpec(n_way=n_way, k_shot=k_shot, q_query=q_query), seed=seed,
+                             manifest=manifest)
     steps = learner.test_steps if protocol.finetune_steps is None else protocol.finetune_steps
     if not learner.maml_family:
         steps = 0
@@ -271,7 +342,7 @@ def evaluate(checkpoint: str | Path, protocol: EvalProtocol | None = None, progr
             if "whitebox" in protocol.scenarios and (last or protocol.attack_every_step):
                 if last:
                     acc.add(("whitebox", "clean", "clean", "none", "0/255", step), *clean, ep.index, "{}", 0.0)
-                first = _whitebox(learner, fn, ep, step, protocol, seed, acc, clean)
+                first = _whitebox(learner, fn, ep, step, protocol, seed, acc, clean, last, checks if last else None)
                 if last and checks is not None:
                     _checks(learner, checks, fn, ep, step, seed, first, transfer)
             if last and any(sc in protocol.scenarios for sc in ADAPTIVE_SCENARIOS):
@@ -290,14 +361,16 @@ def evaluate(checkpoint: str | Path, protocol: EvalProtocol | None = None, progr
                                       and torch.equal(ep_c.support_y, ep.support_y))
                 _surrogate(learner, ep_c, ep_a, e, steps, k_shot, protocol, acc, sur_params, fns if same else None)
         if progress:
-            sys.stderr.write(f"\reval {cfg.method}: {idx[-1] + 1}/{protocol.n_episodes} episodes "
+            sys.stderr.write(f"\reval {name}: {idx[-1] + 1}/{protocol.n_episodes} episodes "
                              f"({time.perf_counter() - t_start:.0f} s)   ")
             sys.stderr.flush()
     if progress:
         sys.stderr.write("\n")
     rows, episode_rows = _rows(acc, learner, cfg, state, protocol, device, (n_way, k_shot, q_query), seed)
+    for row in rows + episode_rows:
+        row.update(method=name, episodes_hash=manifest.hash if manifest is not None else "")
     check_rows = [] if checks is None else checks.rows(
-        {"sweep": protocol.sweep, "trial_id": protocol.trial_id, "method": cfg.method, "dataset": cfg.dataset,
+        {"sweep": protocol.sweep, "trial_id": protocol.trial_id, "method": name, "dataset": cfg.dataset,
          "split": protocol.split, "seed": seed})
     return Evaluation(rows, episode_rows, check_rows)
 
@@ -351,7 +424,8 @@ def _rows(acc: _Acc, learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
         rows.append({**base, "scenario": scenario, "support": support, "query": query, "attack": attack,
                      "attack_params": params, "eps": eps, "eps_str": eps_str, "finetune_step": step,
                      "n_episodes": len(acc.acc[key]), "acc": mean, "acc_ci95": ci,
-                     "loss": float(np.mean(acc.loss[key])), "eval_seconds": acc.seconds[key]})
+                     "loss": float(np.mean(acc.loss[key])), "eval_seconds": acc.seconds[key],
+                     **acc.effort_columns(key)})
         for i, a, l, r in zip(acc.idx[key], acc.acc[key], acc.loss[key], acc.lar[key]):
             eps_rows.append({"sweep": protocol.sweep, "trial_id": protocol.trial_id, "method": cfg.method,
                              "dataset": cfg.dataset, "split": protocol.split, "seed": seed, "scenario": scenario,

@@ -67,7 +67,8 @@ def _on_episodes_of(rows: pd.DataFrame, like: pd.DataFrame, episodes: pd.DataFra
     if episodes is None or episodes.empty:
         n = rows["trial_id"].map(like.groupby("trial_id")["n_episodes"].max())
         return rows[rows["n_episodes"].eq(n) | rows["n_episodes"].isna() | n.isna()]
-    from advmeta.results import SUMMARY_KEY, mean_ci95
+    from advmeta.results import SUMMARY_KEY
+    from advmeta.stats import mean_ci95
 
     wanted = episodes.merge(like[["trial_id", "scenario", "attack_params", "eps_str", "finetune_step"]].drop_duplicates(),
                             on=["trial_id", "scenario", "attack_params", "eps_str", "finetune_step"])
@@ -193,6 +194,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
     from advmeta.claims_io import claims_markdown, write_claims
     from advmeta.report_curves import curve_section, load_curves, overview_lines
     from advmeta.report_figures import figures
+    from advmeta.report_html import extend
 
     summary, episodes = load(folder)
     curves = load_curves(folder)
@@ -230,6 +232,8 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
     curve_md, curve_figs = curve_section(curves, out_dir)
     md += curve_md
     figs = figs + curve_figs
+    md, figs = extend(folder, out_dir, md, figs, summary=summary, episodes=episodes, manifest=manifest, tables=tabs,
+                      claims=claims, checks=checks, curves=curves)  # more figures, and report/index.html
     write_text_atomic(out_dir / "report.md", "\n".join(md) + "\n")
     write_text_atomic(out_dir / "overview.md", overview_markdown(summary, claims, manifest, checks)
                       + "\n".join(overview_lines(curves)) + ("\n" if len(curves) else ""))

@@ -7,8 +7,9 @@ Four tables per sweep, all Parquet:
 - ``episodes``: one row per (trial, scenario, attack, ε, fine-tune step, test episode).
 - ``checks``: one row per (trial, gradient-masking check) of every white-box evaluation
   (:mod:`advmeta.checks`).
-- ``curves``: one row per (trial, training iteration) of the GAIL family (:mod:`advmeta.gail`):
-  the true environment reward of the current policy and the discriminator's accuracy.
+- ``curves``: one row per (trial, logged training iteration) of every trainer: the training loss
+  and the validation accuracy of the meta-learners and L2L trainers; the true environment reward
+  of the current policy and the discriminator's accuracy of the GAIL family (:mod:`advmeta.gail`).
 
 ``results/README.md`` is generated from this module (``python -m advmeta.results``); a test
 checks that it is in sync.
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from advmeta.stats import mean_ci95  # noqa: F401  (the project's one interval; re-exported)
+from advmeta.stats import mean_ci95 as mean_ci95  # the project's one interval, re-exported
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ _SETTINGS = [
     Column("q_query", "Int64", "images/class", "query images per class"),
     Column("n_episodes", "Int64", "episodes", "number of test episodes the accuracy averages over"),
     Column("seed", "Int64", "", "seed of training and of the test-episode bank"),
+    Column("episodes_hash", "string", "sha256", "hash of the standard test-episode manifest the row was evaluated on "
+           "(its first `n_episodes` episodes; `advmeta episodes export`, `--episodes`): rows with the same hash saw "
+           "the same classes and images; empty when the episodes were drawn from `seed`"),
     Column("bn_mode", "string", "", "batch-norm mode at evaluation: `batch` (transductive) or `running`"),
     Column("first_order", "boolean", "", "first-order meta-gradient (no second derivatives); null if not MAML-family"),
     Column("train_iterations", "Int64", "iterations", "meta-training iterations (epochs for L2L trainers)"),
@@ -93,11 +97,23 @@ _PROVENANCE = [
     Column("created_at", "string", "ISO 8601 UTC", "when the row was written"),
 ]
 
-SUMMARY_COLUMNS: tuple[Column, ...] = tuple(_ID + _SETTINGS + _SCENARIO + _METRICS + _PROVENANCE)
+_EFFORT = [
+    Column("attack_iterations", "Int64", "iterations", "iterations of the strongest run behind the row's accuracy: the "
+           "attack's own (`attack_params` steps) raised by escalation — twice the iterations from a new random start, "
+           "per-query worst case, until a round takes less than the tolerance (advmeta.converge); for `worst`, the "
+           "largest of its attacks'; null for rows without an iterative gradient attack (clean, FGSM, transfer, Square)"),
+    Column("attack_restarts", "Int64", "runs", "runs from a random start in the row's per-query worst case (the "
+           "attack's own included; 0 for a deterministic attack); null where `attack_iterations` is"),
+    Column("converged", "boolean", "", "the last round of escalation changed the accuracy by less than the tolerance "
+           "(on every chunk of episodes); false: still gaining at the cap — the accuracy is an upper bound, the "
+           "row is not converged; null: not an iterative gradient attack, or not checked (no escalation)"),
+]
+
+SUMMARY_COLUMNS: tuple[Column, ...] = tuple(_ID + _SETTINGS + _SCENARIO + _METRICS + _EFFORT + _PROVENANCE)
 
 EPISODE_COLUMNS: tuple[Column, ...] = tuple(
     _ID[:2]
-    + [c for c in _SETTINGS if c.name in {"method", "dataset", "split", "seed"}]
+    + [c for c in _SETTINGS if c.name in {"method", "dataset", "split", "seed", "episodes_hash"}]
     + [c for c in _SCENARIO if c.name in {"scenario", "support", "query", "attack", "attack_params", "eps_str",
                                           "finetune_step"}]
     + [
@@ -113,14 +129,18 @@ CHECK_COLUMNS: tuple[Column, ...] = tuple(
     + [c for c in _SETTINGS if c.name in {"method", "dataset", "split", "seed"}]
     + [c for c in _SCENARIO if c.name == "eps_str"]
     + [
-        Column("check", "string", "", "masking check (advmeta.checks.CHECKS): large-eps-chance, "
+        Column("check", "string", "", "evaluation check (advmeta.checks.CHECKS): large-eps-chance, "
                "iterative-beats-single-step, converged, square-not-better, transfer-not-better, gradients-exist, "
                "deterministic"),
         Column("value", "float64", "", "the checked quantity (its unit is in `detail`); null when the check did not run"),
         Column("ci95", "float64", "points", "95% CI half-width of `value` over the checked episodes (paired checks); null otherwise"),
         Column("threshold", "float64", "", "the value the check compares with (rule in advmeta.checks)"),
-        Column("passed", "boolean", "", "false: masking suspected; null: the check did not run"),
-        Column("n_episodes", "Int64", "episodes", "episodes the check attacked (the first of the white-box bank)"),
+        Column("passed", "boolean", "", "false: the check failed (see `diagnosis`); null: the check did not run"),
+        Column("diagnosis", "string", "", "what a failed check diagnoses: `not converged` (the `converged` check: an "
+               "attack still gained at the cap — remedy: more iterations) or `masking suspected` (every other check — "
+               "remedy: another attack); empty when passed or not run"),
+        Column("n_episodes", "Int64", "episodes", "episodes the check attacked (the first of the white-box bank; "
+               "`converged`: every evaluated episode)"),
         Column("seconds", "float64", "s", "wall time of the check's own attacks"),
         Column("detail", "string", "", "what `value` measures, with the attack settings; why a check did not run"),
     ]
@@ -128,14 +148,26 @@ CHECK_COLUMNS: tuple[Column, ...] = tuple(
 
 CURVE_COLUMNS: tuple[Column, ...] = tuple(
     _ID[:2]
-    + [Column("method", "string", "", "`gail` or `gail-l2l` (the discriminator follows its optimiser / the learned updater U)"),
-       Column("hparams", "string", "", "JSON of every hyper-parameter of the run (advmeta.gail.GAILConfig)"),
-       Column("env", "string", "", "gymnasium environment (CartPole-v1, MountainCar-v0)"),
-       Column("seed", "Int64", "", "seed of the networks, the action sampling and the environments' resets"),
+    + [Column("method", "string", "", "the trainer: a learner (maml, aq, …), an L2L trainer (plain, pgm, …), `gail` or "
+              "`gail-l2l` (the discriminator follows its optimiser / the learned updater U)"),
+       Column("hparams", "string", "", "JSON of every hyper-parameter of the run (as in `summary`; GAIL: advmeta.gail.GAILConfig)"),
+       Column("dataset", "string", "", "dataset trained on (meta-learners, L2L trainers); null for GAIL"),
+       Column("k_shot", "Int64", "images/class", "K of the K-shot training episodes (meta-learners); null otherwise"),
+       Column("env", "string", "", "gymnasium environment (CartPole-v1, MountainCar-v0); null for the other trainers"),
+       Column("seed", "Int64", "", "seed of the run (GAIL: of the networks, the action sampling and the environments' resets)"),
        Column("budget", "string", "", "budget level the run's length came from (smoke, quick, paper)"),
        Column("reward_form", "string", "", "the policy's reward from D: `ho-ermon` (−log D) or `log-d` (log(1 − D))"),
        Column("batch_steps", "Int64", "steps", "state-action pairs sampled per iteration (whole episodes, at least this many)"),
-       Column("iteration", "Int64", "", "GAIL iteration, from 1 (the row measures the policy before this iteration's update)"),
+       Column("iteration", "Int64", "", "units of training done: meta-iterations (meta-learners), epochs (L2L trainers); "
+              "GAIL: the iteration, from 1 (the row measures the policy before this iteration's update)"),
+       Column("train_loss", "float64", "nats", "meta-learners and L2L trainers: mean training loss of the units since the "
+              "previous row (L2L: of the epoch)"),
+       Column("train_adv_acc", "float64", "%", "accuracy on the training attack's examples over the same units, where the "
+              "trainer measures it (AQ, TAFL, R-MAML, ADML-WB, the L2L trainers but Plain Net); null otherwise"),
+       Column("val_acc", "float64", "%", "clean validation accuracy at this row (meta-learners: query accuracy on the "
+              "validation episodes after fine-tuning; L2L trainers: the held-out images); null where not validated"),
+       Column("val_acc_ci95", "float64", "%", "95% CI half-width of `val_acc` over the validation episodes (meta-learners)"),
+       Column("val_robust_acc", "float64", "%", "L2L trainers: PGD-20 accuracy on the held-out images at validation; null otherwise"),
        Column("env_steps", "Int64", "steps", "environment steps sampled so far, this iteration's included"),
        Column("episodes", "Int64", "episodes", "episodes sampled this iteration (the `reward` averages over them)"),
        Column("reward", "float64", "return", "mean true environment return of this iteration's episodes of the current policy"),

@@ -21,11 +21,11 @@ from advmeta.learners import config_dict, get_learner
 from advmeta.loop import Identity, Report
 from advmeta.protocol import Bank
 from advmeta.train_bank import check_training_bank, training_bank_request
-from advmeta.results import mean_ci95
+from advmeta.stats import mean_ci95
 from advmeta.train_config import RUN_ONLY_FIELDS, TrainConfig
 
 __all__ = ["TrainConfig", "RUN_ONLY_FIELDS", "train", "training_bank_request", "check_training_bank", "validate",
-           "load_dataset", "make_surrogate"]
+           "load_dataset", "make_surrogate", "curve_every"]
 
 def load_dataset(cfg: TrainConfig) -> Any:
     """The few-shot dataset of a configuration."""
@@ -57,12 +57,26 @@ def validate(learner: Any, sampler: Any, n_episodes: int, device: torch.device, 
     return accs
 
 
+def curve_every(iterations: int, val_every: int) -> int:
+    """How often a run logs a learning-curve row (iterations): the largest divisor of ``val_every``
+    at most a tenth of it, so every validation is a row (``val_every`` 0: a fiftieth of the run)."""
+    if val_every <= 0:
+        return max(1, iterations // 50)
+    return max(d for d in range(1, max(1, val_every // 10) + 1) if val_every % d == 0)
+
+
 def _iteration_generator(seed: int, it: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + it)
 
 
 class _MetaTrainer:
-    """Meta-training as a :class:`advmeta.loop.Trainer`: a unit is one meta-iteration."""
+    """Meta-training as a :class:`advmeta.loop.Trainer`: a unit is one meta-iteration.
+
+    The loop asks for metrics every :func:`curve_every` iterations (a learning-curve row: the
+    training loss and, where the learner measures it, the accuracy on its attacked queries, over
+    the iterations since the last row); the validation episodes run every ``val_every`` and at
+    the end, as they would without the finer rows (validation draws no random numbers).
+    """
 
     kind = "meta"
 
@@ -80,10 +94,15 @@ class _MetaTrainer:
         return stats
 
     def validate(self, done: int, units: list[dict[str, float]]) -> dict[str, Any]:
-        acc, ci = mean_ci95(validate(self.learner, self.val_sampler, self.cfg.val_episodes, self.device))
-        recent = units[-max(1, self.cfg.val_every):]  # with no periodic validation: the last iteration's
-        return {"iteration": done, "train_loss": float(np.mean([u["loss"] for u in recent])),
-                "val_acc": acc, "val_acc_ci95": ci}
+        row: dict[str, Any] = {"iteration": done, "train_loss": float(np.mean([u["loss"] for u in units]))}
+        adv = [u["acc_adv"] for u in units if "acc_adv" in u]
+        if adv:
+            row["train_adv_acc"] = float(np.mean(adv))
+        every = self.cfg.val_every
+        if done == self.cfg.iterations or (every > 0 and done % every == 0):
+            row["val_acc"], row["val_acc_ci95"] = mean_ci95(
+                validate(self.learner, self.val_sampler, self.cfg.val_episodes, self.device))
+        return row
 
     def state(self) -> dict[str, Any]:
         return {"model": self.learner.net.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers]}
@@ -116,7 +135,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
 
     Returns:
         The final checkpoint's path and the metrics (``val_acc``, ``val_acc_ci95``,
-        ``train_loss``, ``train_seconds``, ``iteration``, ``history``).
+        ``train_loss``, ``train_seconds``, ``iteration``; ``history``: the learning curve, one
+        row every :func:`curve_every` iterations, ``val_acc`` in those at a validation;
+        ``hparams``: the learner's every hyper-parameter).
 
     Raises:
         NonFiniteLossError: a meta-training loss was NaN or infinite.
@@ -146,11 +167,16 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     identity = Identity(cfg.to_dict(), cfg.result_dict(),
                         {"method": cfg.method, "hparams": config_dict(learner.cfg), "image_shape": tuple(ds.image_shape)})
 
+    last_val: list[float] = []
+
     def describe(stats: dict[str, float], metrics: dict[str, Any]) -> str:
-        return f"loss {stats['loss']:.3f}" + (f" val {metrics['val_acc']:.1f}%" if "val_acc" in metrics else "")
+        if "val_acc" in metrics:
+            last_val[:] = [float(metrics["val_acc"])]
+        return f"loss {stats['loss']:.3f}" + (f" val {last_val[0]:.1f}%" if last_val else "")
 
     path, metrics, history = loop.run(trainer, out_dir, identity,
-                                      loop.Schedule(cfg.iterations, cfg.val_every, cfg.checkpoint_every),
+                                      loop.Schedule(cfg.iterations, curve_every(cfg.iterations, cfg.val_every),
+                                                    cfg.checkpoint_every),
                                       resume=resume, report=report, progress=progress, label=cfg.method,
                                       describe=describe, map_location=device)
-    return path, {**metrics, "history": history}
+    return path, {**metrics, "history": history, "hparams": config_dict(learner.cfg)}

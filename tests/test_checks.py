@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from advmeta.attacks import flatten_tasks, task_generators
 from advmeta.checks import CHECKS, CheckSettings, MaskingChecks, zero_gradient_share
+from advmeta.converge import escalate_attack
 from advmeta.errors import ConfigError
 from advmeta.learners import AttackSpec
 from advmeta.results import to_frame
@@ -28,7 +29,7 @@ from tests.test_attacks_strength import synthetic_and_net
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 EPS = "8/255"
-SETTINGS = CheckSettings(episodes=4, converge_steps=2, converge_restarts=2, square_queries=300)
+SETTINGS = CheckSettings(episodes=4, converge_cap=4, square_queries=300)
 PGD = {"steps": 10, "step_size": "auto", "random_start": True}
 
 
@@ -51,6 +52,10 @@ def run_checks(per_sample: Callable[[Tensor], Tensor], qx: Tensor, qy: Tensor,
         reference = fn(qx)
     checks = MaskingChecks(settings, n_way=5, eps=EPS, pgd=spec.accepted(), square={"n_queries": 1000},
                            transductive=False)
+    pgd_ok, effort = escalate_attack(spec, fn, qx, qy, pgd_ok,
+                                     lambda tag, live: [task_generators(7, qx.shape[0])[int(i)] for i in live],
+                                     settings.converge_tol, settings.converge_cap)
+    checks.escalated("pgd", PGD["steps"], effort, qx.shape[0], 0.0)
     checks.run(lambda: fn, reference, qx, qy, {"pgd": pgd_ok},
                lambda tag: task_generators(abs(hash(tag)) % 1000, qx.shape[0]))
     rows = checks.rows({"trial_id": "t", "method": "cnn"})
@@ -107,7 +112,7 @@ def test_a_random_forward_trips_determinism(data_and_net: tuple[Tensor, Tensor, 
         return net(drop(x))
 
     torch.manual_seed(0)
-    rows = run_checks(noisy, qx, qy, CheckSettings(episodes=4, converge_steps=1, converge_restarts=1, square_queries=5))
+    rows = run_checks(noisy, qx, qy, CheckSettings(episodes=4, converge_cap=2, square_queries=5))
     assert "deterministic" in failed(rows)
 
 
@@ -177,12 +182,13 @@ def test_report_flags_the_suspected_trials(tmp_path: Path) -> None:
 
 
 def test_a_value_at_the_threshold_passes_despite_rounding() -> None:
-    """Accuracies are multiples of 100/75: a difference of them is 2 points only up to rounding."""
+    """Accuracies are multiples of 100/75: a value of them is 25 points only up to rounding."""
     checks = MaskingChecks(CheckSettings(), n_way=5, eps=EPS, pgd={"steps": 10}, square={}, transductive=False)
-    per_episode = torch.tensor([2.0000000000000036], dtype=torch.float64)  # what a run produced
-    checks._add("converged", per_episode, 0.0)
-    row = next(r for r in checks.rows({}) if r["check"] == "converged")
-    assert abs(row["value"] - 2.0) < 1e-12 and row["passed"] is True
+    per_episode = torch.tensor([25.000000000000004], dtype=torch.float64)  # what a run produced
+    checks._add("large-eps-chance", per_episode, 0.0)
+    row = next(r for r in checks.rows({}) if r["check"] == "large-eps-chance")
+    assert abs(row["value"] - 25.0) < 1e-12 and row["passed"] is True and row["diagnosis"] == ""
     checks.series.clear()
-    checks._add("converged", torch.tensor([2.1], dtype=torch.float64), 0.0)
-    assert next(r for r in checks.rows({}) if r["check"] == "converged")["passed"] is False
+    checks._add("large-eps-chance", torch.tensor([25.1], dtype=torch.float64), 0.0)
+    row = next(r for r in checks.rows({}) if r["check"] == "large-eps-chance")
+    assert row["passed"] is False and row["diagnosis"] == "masking suspected"

@@ -16,7 +16,7 @@ from advmeta.results import SUMMARY_COLUMNS, to_frame
 from advmeta.train import TrainConfig, train
 
 FAST = dict(n_episodes=6, chunk=3, q_query=2, finetune_steps=1, device="cpu",
-            checks=CheckSettings(episodes=4, converge_steps=2, converge_restarts=2, square_queries=30))
+            checks=CheckSettings(episodes=4, converge_cap=4, square_queries=30))
 
 
 @pytest.fixture(scope="module")
@@ -147,14 +147,22 @@ def test_masking_checks_come_with_the_whitebox_evaluation(ckpt: Path) -> None:
     frame = to_frame(ev.checks, "checks")
     assert list(frame.columns) == [c.name for c in CHECK_COLUMNS]
     assert list(frame.check) == list(CHECKS)
-    assert (frame.eps_str == "32/255").all() and (frame.n_episodes == 4).all()  # 4 of 6, across two chunks
+    assert (frame.eps_str == "32/255").all()
+    # 4 of 6, across two chunks; `converged` reads the escalation of every evaluated episode
+    assert (frame.n_episodes == frame.check.map(lambda c: 6 if c == "converged" else 4)).all()
     assert frame.passed.notna().all() and frame.value.notna().all()
     assert (frame.loc[frame.check == "large-eps-chance", "detail"].str.contains("128/255")).all()
     assert frame.loc[frame.check == "deterministic", "detail"].str.contains("transductive").all()  # bn_mode batch
     again = evaluate(ckpt, proto, progress=False).checks
     assert [r["value"] for r in again] == list(frame.value)  # seeded
     off = evaluate(ckpt, dataclasses.replace(proto, checks=None), progress=False)
-    assert off.checks == [] and [r["acc"] for r in off.rows] == [r["acc"] for r in ev.rows]
+    # without checks nothing is escalated: the same clean rows, attacked rows no lower than escalated ones
+    assert off.checks == [] and [r["attack"] for r in off.rows] == [r["attack"] for r in ev.rows]
+    for plain, escalated in zip(off.rows, ev.rows):
+        assert plain["acc"] >= escalated["acc"] and (plain["attack"] != "none" or plain["acc"] == escalated["acc"])
+        assert plain["converged"] is None
+    pgd = next(r for r in ev.rows if r["attack"] == "pgd" and r["eps_str"] == "32/255")
+    assert pgd["attack_iterations"] >= 3 and pgd["converged"] is not None
     no_sur = evaluate(ckpt, dataclasses.replace(proto, scenarios=("whitebox",)), progress=False).checks
     transfer = next(r for r in no_sur if r["check"] == "transfer-not-better")
     assert transfer["passed"] is None and "no surrogate attack at this ε" in transfer["detail"]

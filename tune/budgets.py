@@ -178,7 +178,7 @@ BUDGETS: dict[str, Budget] = {
         q_query=3, test_episodes=4, attack_steps=2, image_size=28, inner_steps=1, test_inner_steps=2,
         l2l_epochs=1, l2l_train_per_class=8, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 10), ("widen", 1)),
         l2l_num_classes=5, surrogate_steps=10, l2l_test_images=50, calibration_episodes=4, l2l_attacker="slim",
-        checks=(("episodes", 1), ("converge_steps", 1), ("converge_restarts", 1), ("square_queries", 10)),
+        checks=(("episodes", 1), ("converge_cap", 2), ("square_queries", 10)),
         adaptive_episodes=2, gail_iterations=3, gail_batch_steps=300,
         attack_params=(("autoattack", (("n_queries", 20),)),),
     ),
@@ -198,7 +198,7 @@ BUDGETS: dict[str, Budget] = {
         shots=(1,), iterations_by_method=(("aq-protonet", 150), ("matching", 1500), ("aq", 600), ("tafl", 600),
                                           ("rmaml-out", 600)), l2l_eval_batches=1,
         adversarial_iterations=450,
-        checks=(("episodes", 2), ("converge_restarts", 2), ("square_queries", 300)), adaptive_episodes=10,
+        checks=(("episodes", 2), ("square_queries", 300)), adaptive_episodes=10,
         attack_params=(("autoattack", (("components", ("apgd-ce", "apgd-t")),)),),
         # GAIL: 300 iterations of 2000 pairs (~0.5 s an iteration on one core, measured: the `gail`
         # grid's 20 runs in about half an hour on 2 cores); Ho & Ermon sample 5000 per iteration.
