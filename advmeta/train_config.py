@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advmeta.errors import ConfigError
-from advmeta.hparams import HParams
+from advmeta.hparams import HParams, dataset_defaults
 from advmeta.surrogate import DEFAULT_ARCH
 
 
@@ -23,9 +23,14 @@ class TrainConfig:
 
     Attributes:
         method: registered learner name (``maml``, ``aq``, ``tafl``, …).
-        hparams: the learner's hyper-parameters the run sets (fields of ``get_learner(method).Config``);
-            a mapping becomes an :class:`~advmeta.hparams.HParams` at construction (its ``Config``
-            parsed there), and an ``HParams`` of this learner is kept as it is (parsed once).
+        hparams: the learner's hyper-parameters the run sets (fields of ``get_learner(method).Config``),
+            over the learner's defaults on ``dataset`` (its ``DATASET_DEFAULTS``: on Omniglot the
+            MAML family adapts with one step of α = 0.4, second order), which are added to the
+            mapping here, so ``TrainConfig(method=m, dataset=d)`` trains what ``advmeta tune m
+            --dataset d`` trains and the checkpoint records every value that differs from the
+            class defaults. A mapping becomes an :class:`~advmeta.hparams.HParams` at construction
+            (its ``Config`` parsed there); an ``HParams`` of this learner that already holds those
+            per-dataset values (a trial's) is kept as it is (parsed once).
         dataset: few-shot dataset name (``omniglot``, ``miniimagenet``, …).
         data_root: data folder (None: ``$ADVMETA_DATA`` or the cache).
         image_size: image side (None: the dataset's default).
@@ -80,7 +85,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # Parsed here unless it already was (unknown method or fields: ConfigError).
-        object.__setattr__(self, "hparams", learner_hparams(self.method, self.hparams))
+        object.__setattr__(self, "hparams", learner_hparams(self.method, self.hparams, self.dataset))
         for name in ("n_way", "k_shot", "q_query", "meta_batch", "iterations", "val_episodes"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -106,11 +111,30 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY_FIELDS}
 
 
-def learner_hparams(method: str, hparams: Mapping[str, Any]) -> HParams:
-    """``hparams`` as the :class:`~advmeta.hparams.HParams` of learner ``method`` (parsed unless it already is)."""
+def learner_hparams(method: str, hparams: Mapping[str, Any], dataset: str | None = None) -> HParams:
+    """``hparams`` over learner ``method``'s defaults on ``dataset``, as its :class:`~advmeta.hparams.HParams`.
+
+    The one place a learner's per-dataset defaults (``DATASET_DEFAULTS``) meet a run: the sweeps
+    and ``advmeta tune`` set them on each trial (:meth:`HParams.on_dataset`, so a trial's id
+    names them); a run described directly (``TrainConfig(method="tafl", dataset="omniglot")``)
+    gets them here. Values in ``hparams`` win.
+
+    Args:
+        method: registered learner name.
+        hparams: the values the run sets.
+        dataset: the few-shot dataset (None: the class defaults alone).
+
+    Returns:
+        ``hparams`` itself when it is already this learner's ``HParams`` and sets every
+        per-dataset value (no second parse), else a new one with them added.
+    """
     from advmeta.learners import get_learner
 
-    return HParams.of(get_learner(method).Config, hparams, method)
+    config_class = get_learner(method).Config
+    on_dataset = dataset_defaults(config_class, dataset)
+    if isinstance(hparams, HParams) and type(hparams.config) is config_class and set(on_dataset) <= set(hparams):
+        return hparams
+    return HParams.on_dataset(config_class, dataset, hparams, method)
 
 
 # Where and how a run executes, not what it computes. ``vectorize``: the loop and vmap paths give

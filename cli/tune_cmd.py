@@ -35,7 +35,8 @@ def tune_command(
     resume: bool = opt.RESUME,
     device: str = opt.DEVICE,
     report: bool = opt.REPORT,
-    params: bool = typer.Option(False, "--params", help="List the method's hyper-parameters and exit."),
+    params: bool = typer.Option(False, "--params", help="List the method's hyper-parameters with the values they "
+                                "take on --dataset at --budget, and exit."),
     dry_run: bool = opt.DRY_RUN,
     quiet: bool = opt.QUIET,
 ) -> None:
@@ -56,8 +57,9 @@ def tune_command(
                           num_cpus=num_cpus, max_failures=max_failures, seed=seed)
     if k_shot < 1 or n_way < 2:
         raise ConfigError(f"--k-shot must be >= 1 and --n-way >= 2, got {k_shot} and {n_way}")
-    if params:
-        for line in describe_fields(method):
+    if params:  # the values a trial on the dataset runs with (its per-dataset defaults shown as such)
+        on = resolve_dataset(dataset, data_root) if get_family(family_of(method)).uses_dataset(method) else None
+        for line in describe_fields(method, on, get_budget(budget, on)):
             typer.echo(line)
         return
     overrides = parse_overrides(method, ctx.args)

@@ -41,14 +41,31 @@ def tunable_fields(method: str) -> dict[str, dataclasses.Field[Any]]:
     return out
 
 
-def describe_fields(method: str) -> list[str]:
-    """One line per tunable field: ``--name (type, default X, range lo:hi): doc``."""
+def describe_fields(method: str, dataset: str | None = None, budget: Budget | None = None) -> list[str]:
+    """One line per tunable field: ``--name (type, default X, range lo:hi): doc``.
+
+    X is the value a trial runs with: with ``dataset``, the learner's per-dataset default where it
+    has one (``DATASET_DEFAULTS``, shown as ``0.4 on omniglot; 0.01 elsewhere``); with ``budget``
+    (as it runs on ``dataset``), a value the budget sets (shown as ``0.1 at budget quick on
+    miniimagenet; …``).
+    """
+    from advmeta.hparams import dataset_defaults
+    from advmeta.tune.families import get_family
+
+    fields = tunable_fields(method)
+    where = f" on {dataset}" if dataset else ""
+    runs = {k: (v, f"on {dataset}") for k, v in dataset_defaults(config_class(method), dataset).items()}
+    if budget is not None:
+        runs |= {k: (v, f"at budget {budget.name}{where}")
+                 for k, v in get_family(family_of(method)).budget_hparams(budget).items() if k in fields}
     lines = []
-    for name, f in tunable_fields(method).items():
+    for name, f in fields.items():
         meta = dict(f.metadata or {})
         rng = f", range {meta['low']:g}:{meta['high']:g}" if meta.get("low") is not None else ""
         doc = meta.get("doc") or ""
-        lines.append(f"--{name.replace('_', '-')} ({kind_of(f.type).value}, default {f.default!r}{rng}) {doc}")
+        value, why = runs.get(name, (f.default, ""))
+        default = f"{value!r} {why}; {f.default!r} elsewhere" if why and value != f.default else repr(f.default)
+        lines.append(f"--{name.replace('_', '-')} ({kind_of(f.type).value}, default {default}{rng}) {doc}")
     return lines
 
 
