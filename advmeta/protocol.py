@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advmeta.checks import CheckSettings
 from advmeta.eps import Eps
 from advmeta.errors import ConfigError
+
+if TYPE_CHECKING:
+    from advmeta.data.manifest import Manifest
 
 SCENARIOS = ("finetune", "whitebox", "surrogate", "support", "support+query")
 # Attacks through adaptation: (support perturbed, query perturbed) of each scenario; the
@@ -54,6 +57,10 @@ class EvalProtocol:
         chunk: episodes evaluated (and attacked) at once.
         device: ``auto``, ``cpu``, ``cuda``.
         sweep, trial_id: identifiers copied into the rows.
+        episodes: standard test episodes (:mod:`advmeta.data.manifest`): episode ``i`` is the
+            manifest's ``i``-th (``n_episodes`` at most its count), its split and shape replace
+            ``split``, ``n_way``, ``k_shot`` and ``q_query``, and every row records its hash
+            (``episodes_hash``); ``None``: episodes drawn from ``seed``.
     """
 
     split: str = "test"
@@ -77,6 +84,7 @@ class EvalProtocol:
     device: str = "auto"
     sweep: str = ""
     trial_id: str = ""
+    episodes: Manifest | None = None
 
     def __post_init__(self) -> None:
         bad = [s for s in self.scenarios if s not in SCENARIOS]
@@ -84,6 +92,9 @@ class EvalProtocol:
             raise ConfigError(f"unknown scenario(s) {bad}; known: {', '.join(SCENARIOS)}")
         if self.n_episodes < 1 or self.chunk < 1:
             raise ConfigError("n_episodes and chunk must be >= 1")
+        if self.episodes is not None and self.n_episodes > len(self.episodes):
+            raise ConfigError(f"{self.n_episodes} test episodes asked for; the episodes manifest "
+                              f"{self.episodes.origin} has {len(self.episodes)}")
         bad = [s for s in self.surrogate_supports if s not in ("clean", "adv40", "adv")]
         if bad:
             raise ConfigError(f"unknown surrogate support(s) {bad}; known: clean, adv40, adv")

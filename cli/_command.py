@@ -200,6 +200,55 @@ def finish(name: str, folder: str, outcome: SweepOutcome, started_at: float, pre
     return exit_code(outcome)
 
 
+def check_episodes(specs: Sequence[TrialSpec], sources: Sequence[str],
+                   recorded: dict[str, str] | None = None) -> dict[str, str]:
+    """``--episodes``: every trial's test evaluation has a manifest of its dataset and shape.
+
+    Args:
+        specs: the sweep's trials.
+        sources: manifest files or built-in names.
+        recorded: on ``--resume``, the hashes the sweep started with (a changed file is an error).
+
+    Returns:
+        Each source's hash (recorded in ``sweep.json``); empty without sources.
+
+    Raises:
+        ConfigError: an unreadable manifest, a trial whose dataset and shape no manifest has, or
+            (resume) a manifest that changed. Trials of families without few-shot episodes (L2L,
+            GAIL) are left as they are (said on stderr).
+    """
+    from advmeta.data.manifest import read_manifest
+    from advmeta.tune.family_meta import episodes_kwargs
+    from advmeta.tune.families import RunContext
+
+    if not sources:
+        return {}
+    hashes = {}
+    for s in sources:
+        m = read_manifest(s)
+        if recorded is not None and recorded.get(s) != m.hash:
+            raise ConfigError(f"--resume: the episodes manifest {s} is not the one the sweep started with "
+                              f"(sha256 {str(recorded.get(s))[:16]}…, now {m.hash[:16]}…)")
+        hashes[s] = m.hash
+    ctx = RunContext(sweep_dir="", episodes=tuple(sources))
+    used: dict[str, int] = {}
+    other = sorted({f"{s.method} ({s.family})" for s in specs if s.family != "meta"})
+    if other:
+        print(f"episodes: not episodic, --episodes does not apply to: {', '.join(other)}", file=sys.stderr)
+    for spec in specs:
+        if spec.family != "meta":
+            continue
+        for split in sorted({str(ev.get("split", "test")) for ev in spec.evals}):
+            fitting = episodes_kwargs(spec, ctx, split, 1).get("episodes")
+            if fitting is not None:
+                used[fitting.origin] = used.get(fitting.origin, 0) + 1
+    for origin, n in used.items():
+        m = read_manifest(origin)
+        print(f"episodes: {n} trial evaluation(s) on {origin} ({m.describe()}, sha256 {m.hash[:16]}…); "
+              "no surrogate banks (they hold the seed's episodes)", file=sys.stderr)
+    return hashes
+
+
 def exit_code(outcome: SweepOutcome) -> int:
     """0 when every trial finished, 1 when some failed, 130 when the sweep was interrupted."""
     if outcome.pending:

@@ -32,6 +32,7 @@ def sweep(
     resume: bool = opt.RESUME,
     banks: Optional[str] = typer.Option(None, "--banks", help="Folder of episode banks (advmeta episodes); default <output>/banks."),
     make_banks: bool = typer.Option(True, "--make-banks/--no-banks", help="Make missing surrogate-attacked test banks with Ray Data first (else each trial attacks its own episodes)."),
+    episodes: Optional[str] = typer.Option(None, "--episodes", help="Standard test episodes: manifest files or built-in names, comma-separated (advmeta episodes export); each trial's test evaluation uses the one of its dataset and shape, every row records its hash."),
     device: str = opt.DEVICE,
     report: bool = opt.REPORT,
     dry_run: bool = opt.DRY_RUN,
@@ -45,7 +46,8 @@ def sweep(
     """
     from advmeta.lock import folder_lock
     from advmeta.tune.budgets import get_budget
-    from advmeta.cli._command import begin, finish, list_trials, plan_sweep, resolve_dataset, resumed_specs, sweep_dir
+    from advmeta.cli._command import (begin, check_episodes, finish, list_trials, plan_sweep, resolve_dataset,
+                                      resumed_specs, sweep_dir)
     from advmeta.tune.grids import grid_names, load_grid
 
     if list_grids:
@@ -66,8 +68,10 @@ def sweep(
                 raise ConfigError(f"--resume: {folder} holds an `advmeta tune {manifest['method']}` search, not a grid "
                                   f"sweep; continue it with: advmeta tune {manifest['method']} --resume --output {folder}")
             opt.check_resume(ctx, manifest, {"grid": "grid", "budget": "budget", "seed": "seed", "dataset": "dataset"},
-                             changing=("methods", "eps"))
-            info = {k: manifest.get(k) for k in ("grid", "budget", "dataset", "seed", "table_eps", "calibration")}
+                             changing=("methods", "eps", "episodes"))
+            info = {k: manifest.get(k) for k in ("grid", "budget", "dataset", "seed", "table_eps", "calibration",
+                                                 "episodes")}
+            sources = check_episodes(specs, list(manifest.get("episodes") or {}), manifest.get("episodes") or {})
         else:
             from advmeta.tune.grids import uses_data
 
@@ -83,7 +87,10 @@ def sweep(
             user_eps = [e.strip() for e in eps.split(",")] if eps is not None else None
             specs, info = plan_sweep(name, data, budget, ds, seed, wanted, user_eps, folder, data_root=data_root,
                                      device=device, cpus_per_trial=cpus_per_trial, dry_run=dry_run, progress=not quiet)
+            sources = check_episodes(specs, [e.strip() for e in episodes.split(",")] if episodes else [])
             info = {"grid": grid, "budget": budget, "dataset": ds, "seed": seed, **info}
+            if sources:
+                info["episodes"] = sources
         info["started_at"] = t_start
         if dry_run:
             list_trials(specs, folder, lambda s: f"{s.label}  [{', '.join(s.table)}]")
@@ -94,7 +101,8 @@ def sweep(
         outcome = run_sweep(name, specs, folder, SweepOptions(
             address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_failures=max_failures,
             num_cpus=num_cpus, data_root=data_root, device=device, progress=not quiet,
-            banks={"test": banks} if banks else {}, make_banks=make_banks), run_info)
+            banks={"test": banks} if banks and not sources else {}, make_banks=make_banks and not sources,
+            episodes=tuple(sources)), run_info)
         code = finish(name, folder, outcome, run_info["started_at"], previous, report=report)  # the report inside the lock
     raise typer.Exit(code)
 

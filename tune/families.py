@@ -44,6 +44,9 @@ class RunContext:
         threads: torch threads for the trial (its CPUs).
         banks: episode-bank paths by purpose (``test``, ``train``), or empty.
         progress: let the core print its own progress (never inside Ray trials).
+        episodes: standard test-episode manifests (files or built-in names, ``--episodes``): a
+            trial's test evaluations use the one of its dataset and shape
+            (:func:`advmeta.data.manifest.select`); empty: episodes drawn from the seed.
     """
 
     sweep_dir: str
@@ -53,6 +56,7 @@ class RunContext:
     threads: int = 1
     banks: dict[str, str] = field(default_factory=dict)
     progress: bool = False
+    episodes: tuple[str, ...] = ()
 
 
 class TrialOutput(NamedTuple):

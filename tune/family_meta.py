@@ -244,8 +244,29 @@ def protocols(spec: Any, ctx: RunContext) -> list[Any]:
             kwargs.update(eps=tuple(g["eps"]))
         if g["surrogate_eps"]:
             kwargs.update(surrogate_eps=tuple(g["surrogate_eps"]), surrogate_supports=tuple(g["surrogate_supports"]))
+        kwargs.update(episodes_kwargs(spec, ctx, g["split"], g["n_episodes"]))
         out.append(EvalProtocol(**kwargs))
     return out
+
+
+def episodes_kwargs(spec: Any, ctx: RunContext, split: str, n_episodes: int) -> dict[str, Any]:
+    """The standard episodes of a trial's evaluation on ``split`` (``ctx.episodes``): the manifest
+    of its dataset and shape, and at most its count of episodes (a table asking more evaluates the
+    manifest's; the rows' ``n_episodes`` say so). Empty without a manifest of ``split``.
+
+    Raises:
+        ConfigError: manifests were given but none is of the trial's dataset, split and shape.
+    """
+    from advmeta.data.manifest import select
+
+    if not ctx.episodes:
+        return {}
+    cfg = train_config(spec, ctx)
+    manifest = select(ctx.episodes, cfg.dataset, split, cfg.n_way, cfg.k_shot)
+    if manifest is None:  # no manifest of this split: seeded episodes
+        return {}
+    n = min(n_episodes, len(manifest))
+    return {"episodes": manifest, "n_episodes": n, "chunk": min(50, n)}
 
 
 def bank_source(ctx: RunContext, cfg: Any, protocol: Any) -> Any:
@@ -253,7 +274,8 @@ def bank_source(ctx: RunContext, cfg: Any, protocol: Any) -> Any:
     from advmeta.bank import find_bank
 
     root = ctx.banks.get("test")
-    if not root or "surrogate" not in protocol.scenarios:
+    # A bank holds the seed's episodes; a manifest's are others.
+    if not root or "surrogate" not in protocol.scenarios or protocol.episodes is not None:
         return None
     bank = find_bank(root, dataset=cfg.dataset, split=protocol.split, n_way=cfg.n_way, k_shot=cfg.k_shot,
                      q_query=protocol.q_query or cfg.q_query, seed=cfg.seed, eps=protocol.surrogate_eps,

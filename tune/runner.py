@@ -60,6 +60,7 @@ class SweepOptions:
             small, ADML / MAML-AD training) need with Ray Data, once per episode shape, before
             the trials start; in ``banks["test"]``, default ``<sweep>/banks``.
         reuse_actors: let Tune reuse trial processes (saves the import cost per trial).
+        episodes: standard test-episode manifests the trials evaluate on (``RunContext.episodes``).
     """
 
     address: str | None = None
@@ -77,6 +78,7 @@ class SweepOptions:
     banks: dict[str, str] = field(default_factory=dict)
     make_banks: bool = True
     reuse_actors: bool = True
+    episodes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -203,7 +205,8 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
             if opts.make_banks:
                 banks.setdefault("test", ledger.root.rstrip("/") + "/banks")
                 _make_banks(pending, banks["test"], opts, resources)
-            ctx = RunContext(sweep_dir=ledger.root, data_root=opts.data_root, device=opts.device, banks=banks)
+            ctx = RunContext(sweep_dir=ledger.root, data_root=opts.data_root, device=opts.device, banks=banks,
+                             episodes=opts.episodes)
             # Each trial's spec carries what it runs with (its process sets its threads from it).
             pending = [dataclasses.replace(s, resources=resources) for s in pending]
             trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources.as_tune())
@@ -376,7 +379,7 @@ def run_trial(config: dict[str, Any], ctx: RunContext) -> None:
         # A trial uses a GPU only if Ray gave it one (GPU-less trials on a GPU node stay off it).
         device = "cuda" if ray.get_gpu_ids() else "cpu"
     run_ctx = RunContext(sweep_dir=ctx.sweep_dir, work_dir=str(work), data_root=ctx.data_root,
-                         device=device, threads=threads, banks=ctx.banks, progress=False)
+                         device=device, threads=threads, banks=ctx.banks, progress=False, episodes=ctx.episodes)
     family = get_family(spec.family)
     t0 = time.perf_counter()
     out = TrialOutput(*family.run(spec, run_ctx, report))

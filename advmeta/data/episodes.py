@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from torch import Tensor
 
 from advmeta.data.base import ClassSplit, FewShotDataset
 from advmeta.errors import ConfigError
+
+if TYPE_CHECKING:
+    from advmeta.data.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ class EpisodeSampler:
         split: "train", "val" or "test".
         spec: the episode shape.
         seed: the experiment's episode seed.
+        manifest: standard episodes by identity (:mod:`advmeta.data.manifest`): episode ``i`` is
+            the manifest's ``i``-th, whatever the seed; ``spec`` and ``split`` must be the manifest's.
 
     References:
         Vinyals et al., "Matching Networks for One Shot Learning", NeurIPS 2016 (episodic
@@ -111,7 +116,8 @@ class EpisodeSampler:
         and the randomness is keyed by episode index, not drawn from a shared stream.
     """
 
-    def __init__(self, dataset: FewShotDataset, split: str, spec: EpisodeSpec, seed: int = 0) -> None:
+    def __init__(self, dataset: FewShotDataset, split: str, spec: EpisodeSpec, seed: int = 0,
+                 manifest: Manifest | None = None) -> None:
         if not isinstance(seed, int | np.integer) or seed < 0:
             raise ConfigError(f"episode seed must be a non-negative integer, got {seed!r}")
         self.dataset = dataset
@@ -130,6 +136,16 @@ class EpisodeSampler:
                               f"an episode needs k_shot + q_query + n_unlabeled = {spec.per_class} per class")
         self._counts = counts
         self._max = int(counts.max())
+        self.manifest = manifest
+        self._fixed: tuple[np.ndarray, np.ndarray] | None = None
+        if manifest is not None:
+            from advmeta.data.manifest import check_compatible, resolve
+
+            check_compatible(manifest, dataset.name, split, spec.n_way, spec.k_shot)
+            if (spec.q_query, spec.n_unlabeled) != (manifest.q_query, 0):
+                raise ConfigError(f"episodes manifest {manifest.origin} has {manifest.q_query} queries per class and "
+                                  f"no unlabeled images; asked for {spec.q_query} and {spec.n_unlabeled}")
+            self._fixed = resolve(manifest, dataset)
 
     def rng(self, index: int) -> np.random.Generator:
         """The generator of episode ``index`` (a pure function of dataset, split, seed, index)."""
@@ -144,6 +160,11 @@ class EpisodeSampler:
         """
         if int(index) < 0:
             raise ConfigError(f"episode index must be non-negative, got {index}")
+        if self._fixed is not None:
+            if int(index) >= len(self._fixed[0]):
+                raise ConfigError(f"episode {index} is beyond the {len(self._fixed[0])} episodes of the manifest "
+                                  f"{self.manifest.origin if self.manifest is not None else ''}")
+            return self._fixed[0][int(index)], self._fixed[1][int(index)]
         rng = self.rng(index)
         # argsort of uniform keys: a uniformly random ordered subset (= random label assignment);
         # random() streams are stable across NumPy versions, unlike Generator.choice.
