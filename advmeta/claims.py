@@ -51,11 +51,17 @@ import pandas as pd
 from advmeta.eps import format_eps, parse_eps
 from advmeta.errors import ConfigError
 from advmeta.results import CURVE_COLUMNS, SUMMARY_COLUMNS
-from advmeta.stats import mean_ci95
+from advmeta.stats import SequentialRule, mean_ci95, verdict
 
 OPS = (">=", ">", "<=", "<")
 COLUMNS = ["paper", "title", "claim_id", "claim", "table", "group", "k_shot", "rows", "value", "ci95",
-           "ci_method", "op", "threshold", "verdict", "n_episodes", "detail"]
+           "ci_method", "op", "threshold", "verdict", "reliable", "decided_by", "n_episodes", "n_seeds",
+           "attack_iterations", "trial_ids", "detail"]
+VERDICTS = ("holds", "fails", "inconclusive", "unreliable")
+"""``unreliable``: the claim rests on a row the tool itself flags — an attack that had not converged
+at its cap, or a trial whose masking checks failed at that ε (the detail names which); whatever
+its interval says, it is neither held nor failed."""
+_WHITEBOX = ("whitebox", "support", "support+query", "l2l")  # scenarios whose rows are gradient attacks
 KNOWN = frozenset(c.name for c in SUMMARY_COLUMNS) | {"eps", "steps"}
 CURVE_KNOWN = frozenset(c.name for c in CURVE_COLUMNS)
 CURVE_QUANTITIES = ("late_drop", "final", "peak")
@@ -228,18 +234,11 @@ def _curve_claim(claim: dict[str, Any], curves: pd.DataFrame, ids: list[str] | N
                     "table": (claim["tables"] or [None])[0], "group": "" if g is None else f"{fe}={g}",
                     "k_shot": None, "op": claim["op"], "threshold": float(claim["threshold"]), "verdict": verd,
                     "n_episodes": None, "rows": " ".join(parts).lstrip("+ "), "value": value, "ci95": ci95,
-                    "ci_method": "t over seeds", "detail": "; ".join(notes)})
+                    "ci_method": "t over seeds", "detail": "; ".join(notes), "reliable": True,
+                    "decided_by": f"{min(seeds) if seeds else 0} training seeds (learning curves)",
+                    "n_seeds": min(seeds) if seeds else 0, "attack_iterations": None,
+                    "trial_ids": " ".join(sorted(set(sub["trial_id"].astype(str)))) if len(sub) else ""})
     return out
-
-
-def verdict(value: float, ci: float, op: str, threshold: float) -> str:
-    """``holds`` when all of value ± ci satisfies ``op threshold``, ``fails`` when none does, else ``inconclusive``."""
-    if value is None or ci is None or math.isnan(value) or math.isnan(ci):
-        return "inconclusive"
-    lo, hi = value - ci, value + ci
-    ok, bad = {">=": (lo >= threshold, hi < threshold), ">": (lo > threshold, hi <= threshold),
-               "<=": (hi <= threshold, lo > threshold), "<": (hi < threshold, lo >= threshold)}[op]
-    return "holds" if ok else "fails" if bad else "inconclusive"
 
 
 def prepare(summary: pd.DataFrame) -> pd.DataFrame:
@@ -298,14 +297,16 @@ def _text(items: Sequence[tuple[float, Term, pd.Series | None]]) -> str:
 
 
 def _one(rows: pd.DataFrame, term: Term, peak: bool = False) -> tuple[pd.DataFrame | None, str]:
-    """The row a term selects (one per trial when ``peak``), or None and why not."""
+    """The row a term selects — one per trial when ``peak``, or one per seed when the matching
+    trials differ only in their seed (independent training runs of one setting) — or None and why not."""
     if rows.empty:
         return None, f"no rows for {_label(term)}"
     if rows["trial_id"].nunique(dropna=False) > 1 and not peak:
         differ = [c for c in rows if (c.startswith("hp_") or c in ("k_shot", "dataset", "n_way", "seed"))
                   and rows[c].astype("string").nunique(dropna=False) > 1] or ["their settings"]
         n = rows["trial_id"].nunique(dropna=False)
-        return None, f"ambiguous rows: {_label(term)} matches {n} trials (differing in {', '.join(differ)})"
+        if differ != ["seed"] or rows.groupby("seed")["trial_id"].nunique().gt(1).any():
+            return None, f"ambiguous rows: {_label(term)} matches {n} trials (differing in {', '.join(differ)})"
     keep = []
     for tid, trial in rows.groupby("trial_id", sort=True, dropna=False):
         if _qty(trial, term.quantity).nunique(dropna=False) > 1:
@@ -314,53 +315,94 @@ def _one(rows: pd.DataFrame, term: Term, peak: bool = False) -> tuple[pd.DataFra
     return rows.loc[keep], ""
 
 
-def _paired(items: Sequence[tuple[float, Term, pd.Series]],
-            by_trial: Mapping[str, pd.DataFrame]) -> tuple[float, int] | None:
+def _episode_series(row: pd.Series, by_trial: Mapping[str, pd.DataFrame]) -> pd.Series | None:
+    """A summary row's per-episode accuracies, by episode index (None when not recorded once each)."""
+    ep = by_trial.get(str(row["trial_id"]), pd.DataFrame())
+    for col in _EP_KEY if len(ep) else ():
+        same = ep[col].isna() if pd.isna(row[col]) else ep[col].astype("string").eq(str(row[col])).fillna(False)
+        ep = ep[same]
+    if ep.empty or ep["episode_index"].duplicated().any():
+        return None
+    return ep.set_index("episode_index")["acc"].astype(float).sort_index()
+
+
+def _paired(items: Sequence[tuple[float, Term, pd.Series]], by_trial: Mapping[str, pd.DataFrame],
+            rule: SequentialRule) -> tuple[float, float, int] | None:
+    """Value, half-width and episodes of Σ w·acc over episodes that every term's row ran on
+    (the same episode indices): the interval of the per-episode sums, at ``rule``'s level."""
     total: pd.Series | None = None
     for weight, _, row in items:
-        ep = by_trial.get(str(row["trial_id"]), pd.DataFrame())
-        for col in _EP_KEY if len(ep) else ():
-            same = ep[col].isna() if pd.isna(row[col]) else ep[col].astype("string").eq(str(row[col])).fillna(False)
-            ep = ep[same]
-        if ep.empty or ep["episode_index"].duplicated().any():
+        acc = _episode_series(row, by_trial)
+        if acc is None or (total is not None and not total.index.equals(acc.index)):
             return None
-        acc = weight * ep.set_index("episode_index")["acc"].astype(float).sort_index()
-        if total is not None and not total.index.equals(acc.index):
-            return None
-        total = acc if total is None else total + acc
+        total = weight * acc if total is None else total + weight * acc
     if total is None or len(total) < 2:
         return None
-    return float(1.96 * total.std(ddof=1) / math.sqrt(len(total))), len(total)
+    mean, ci = rule.interval(total.to_numpy())
+    return mean, ci, len(total)
+
+
+def _seeded(sides: list[list[tuple[float, Term, pd.DataFrame]]], ratio: bool) -> dict[str, Any]:
+    """Value and interval over training seeds: each seed's Σ w·quantity (or ratio of sums) from
+    its own trials, then the Student-t interval of those per-seed values — it holds the variation
+    between training runs as well as the test episodes' (each seed's value averages its episodes)."""
+    seed_sets = [set(pd.to_numeric(rows["seed"]).astype(int)) for side in sides for _, _, rows in side]
+    seeds = sorted(set.intersection(*seed_sets)) if seed_sets else []
+    per_seed = []
+    for sd in seeds:
+        parts = []
+        for side in sides:
+            total = 0.0
+            for w, t, rows in side:
+                one = rows[pd.to_numeric(rows["seed"]).astype(int) == sd]
+                total += w * float(_qty(one, t.quantity).iloc[0])
+            parts.append(total)
+        per_seed.append(parts[0] / parts[1] if ratio else parts[0])
+    mean, ci = mean_ci95(per_seed)
+    missing = sorted(set.union(*seed_sets) - set(seeds)) if seed_sets else []
+    return {"value": mean, "ci95": ci, "n_seeds": len(seeds), "ci_method": "t over seeds",
+            "detail": (f"interval over {len(seeds)} training seeds (each seed's value over its test episodes)"
+                       + (f"; seeds {missing} lack a side and are left out" if missing else ""))}
 
 
 def _sum(rows: pd.DataFrame, num: list[Term], den: list[Term] | None,
-         by_trial: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
-    """Value and CI of a weighted sum of the terms' rows, or of the ratio of two such sums."""
+         by_trial: Mapping[str, pd.DataFrame], rule: SequentialRule) -> dict[str, Any]:
+    """Value and CI of a weighted sum of the terms' rows, or of the ratio of two such sums; the
+    rows used are in ``used``."""
     sides: list[dict[Any, list[Any]]] = []
+    seeded: list[list[tuple[float, Term, pd.DataFrame]]] = []
     errors = []
     for terms in (num, den or []):
         sides.append({})  # row index -> [summed weight, term, row]: a row counted twice is one row in the CI
+        seeded.append([])
         for term in terms:
             one, why = _one(rows[_mask(rows, term.where)], term)
             errors += [why] if one is None else []
             if one is not None:
                 sides[-1].setdefault(one.index[0], [0.0, term, one.iloc[0]])[0] += term.weight
+                seeded[-1].append((term.weight, term, one))
     if errors:
         text = " / ".join(_text([(t.weight, t, None) for t in terms]) for terms in (num, den) if terms)
-        return {"value": math.nan, "ci95": math.nan, "ci_method": "", "rows": text, "detail": "; ".join(errors)}
+        return {"value": math.nan, "ci95": math.nan, "ci_method": "", "rows": text, "detail": "; ".join(errors),
+                "used": rows.iloc[:0]}
     items = [[(w, t, r) for w, t, r in side.values()] for side in sides]  # (summed weight, term, row)
     flat = items[0] + items[1]
-    value = [sum(w * float(_qty(r.to_frame().T, t.quantity).iloc[0]) for w, t, r in part) for part in items]
+    used = pd.concat([one for side in seeded for _, _, one in side])
     shot = next(iter(shots)) if len(shots := {str(r["k_shot"]) for *_, r in flat}) == 1 else ""
     out = {"rows": " / ".join(_text(part) for part in items if part) + (f", {shot}-shot" if shot.isdigit() else ""),
-           "detail": "", "value": value[0], "ci_method": "independent",
+           "detail": "", "used": used,
            "n_episodes": min((int(r["n_episodes"]) for *_, r in flat if not pd.isna(r["n_episodes"])), default=None)}
+    if any(len(one) > 1 for side in seeded for _, _, one in side):
+        return {**out, **_seeded([s for s in seeded if s], den is not None)}
+    value = [sum(w * float(_qty(r.to_frame().T, t.quantity).iloc[0]) for w, t, r in part) for part in items]
+    out = {**out, "value": value[0], "ci_method": "independent"}
     if den:
         return {**out, "value": value[0] / value[1], "ci95": 0.0, "ci_method": "none (ratio)", "n_episodes": None}
     if any(t.quantity != "acc" for _, t, _ in flat):
         return {**out, "ci95": 0.0, "ci_method": "none (not an accuracy)"}
-    if (paired := _paired([i for i in flat if i[0] != 0], by_trial)) is not None:
-        return {**out, "ci95": paired[0], "ci_method": "paired", "n_episodes": paired[1]}
+    if (paired := _paired([i for i in flat if i[0] != 0], by_trial, rule)) is not None:
+        method = "paired" if rule.looks == 1 else f"paired, look {rule.looks} of its sequence (level {rule.level:.4f})"
+        return {**out, "value": paired[0], "ci95": paired[1], "ci_method": method, "n_episodes": paired[2]}
     return {**out, "ci95": math.sqrt(sum(w * w * float(r["acc_ci95"]) ** 2 for w, _, r in flat))}
 
 
@@ -368,9 +410,11 @@ def _peak(claim: dict[str, Any], rows: pd.DataFrame, term: Term) -> dict[str, An
     """Best interior cell − the larger end cell along ``claim["along"]``; CI √(ci₁² + ci₂²)."""
     along = claim["along"]
     one, why = _one(rows[_mask(rows, term.where)], term, peak=True)
-    base = {"value": math.nan, "ci95": math.nan, "ci_method": "peak", "rows": f"{_label(term)} along {along}"}
+    base = {"value": math.nan, "ci95": math.nan, "ci_method": "peak", "rows": f"{_label(term)} along {along}",
+            "used": rows.iloc[:0]}
     if one is None:
         return {**base, "detail": why}
+    base["used"] = one
     one = one.assign(_q=_qty(one, term.quantity), _ci=one["acc_ci95"].astype(float) ** 2)
     cells = one.groupby(pd.to_numeric(one[along], errors="coerce"), sort=True).agg(
         q=("_q", "mean"), ci=("_ci", "sum"), n=("_q", "size"), ep=("n_episodes", "min"))
@@ -394,11 +438,72 @@ def _table(claim: dict[str, Any], manifest: Mapping[str, Any] | None) -> tuple[s
     return name, table_eps.get(name), ids
 
 
+def _row_label(r: pd.Series) -> str:
+    attack = str(r.get("attack"))
+    steps = r.get("steps")
+    attack += f"-{int(steps)}" if attack == "pgd" and steps is not None and not pd.isna(steps) else ""
+    shot = "" if pd.isna(r.get("k_shot")) else f", {int(r['k_shot'])}-shot"
+    scen = "" if r.get("scenario") in ("whitebox", "l2l") else f" ({r.get('scenario')})"
+    return f"{r.get('method')} {attack}@{r.get('eps_str')}{scen}{shot}"
+
+
+def unreliable_reasons(used: pd.DataFrame, checks: pd.DataFrame | None) -> list[str]:
+    """Why the rows ``used`` cannot carry a verdict: an attacked row whose attack had not converged
+    (``converged`` false; for results written before escalation, the trial's ``converged`` check),
+    or whose trial failed a masking check at that ε. Empty when every row can."""
+    reasons: list[str] = []
+    bad_checks = pd.DataFrame() if checks is None or checks.empty else checks[
+        checks["passed"].eq(False).fillna(False).astype(bool)]
+    for _, r in used.drop_duplicates(subset=[c for c in ("trial_id", *_EP_KEY) if c in used]).iterrows():
+        if r.get("scenario") not in _WHITEBOX or str(r.get("attack")) in ("none", "transfer", "square"):
+            continue
+        label = _row_label(r)
+        mine = bad_checks[(bad_checks["trial_id"].astype(str) == str(r["trial_id"]))
+                          & (bad_checks["eps_str"].astype(str) == str(r.get("eps_str")))] if len(bad_checks) else bad_checks
+        masking = [str(c) for c in mine.get("check", pd.Series(dtype=str)) if str(c) != "converged"]
+        converged = r.get("converged")
+        if converged is not None and not pd.isna(converged):
+            if not bool(converged):
+                its = r.get("attack_iterations")
+                reasons.append(f"{label}: not converged (still gaining at {int(its) if not pd.isna(its) else '?'} "
+                               "iterations, the cap)")
+        elif len(mine) and "converged" in set(mine["check"].astype(str)):
+            reasons.append(f"{label}: not converged (the trial's converged check failed)")
+        elif r.get("scenario") == "whitebox" and str(r.get("attack")) != "fgsm" and not (
+                checks is not None and len(checks) and (
+                    (checks["trial_id"].astype(str) == str(r["trial_id"])) & (checks["check"] == "converged")
+                    & checks["passed"].eq(True).fillna(False).astype(bool)).any()):
+            reasons.append(f"{label}: convergence not checked")
+        if masking:
+            reasons.append(f"{label}: masking suspected ({', '.join(masking)})")
+    return list(dict.fromkeys(reasons))
+
+
+def _decided_by(res: Mapping[str, Any], used: pd.DataFrame, rule: SequentialRule) -> str:
+    """What a verdict rests on: episodes (paired or not), seeds, attack iterations, looks."""
+    n, seeds, method = res.get("n_episodes"), res.get("n_seeds"), str(res.get("ci_method", ""))
+    if n is None or pd.isna(n):
+        text = "no interval" if method.startswith("none") else "–"
+    elif seeds:
+        text = f"{seeds} training seeds × {int(n)} test episodes"
+    elif method.startswith("paired"):
+        text = f"{int(n)} paired episodes" + (f" ({rule.looks} planned looks)" if rule.looks > 1 else "")
+    else:
+        text = f"{int(n)} episodes per row (independent)"
+    if "attack_iterations" in used and used["attack_iterations"].notna().any():
+        top = used.loc[used["attack_iterations"].notna()]
+        best = top.loc[top["attack_iterations"].astype(float).idxmax()]
+        text += f"; attacks up to {int(best['attack_iterations'])} iterations ({best['attack']})"
+    return text
+
+
 def _evaluate(claim: dict[str, Any], rows: pd.DataFrame, manifest: Mapping[str, Any] | None,
-              by_trial: Mapping[str, pd.DataFrame], curves: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+              by_trial: Mapping[str, pd.DataFrame], curves: pd.DataFrame | None = None,
+              checks: pd.DataFrame | None = None) -> list[dict[str, Any]]:
     name, entry, ids = _table(claim, manifest)
     if claim["terms"][0].source == "curves":
         return _curve_claim(claim, curves if curves is not None else pd.DataFrame(columns=["trial_id"]), ids)
+    rule = SequentialRule(looks=int(((manifest or {}).get("sequential") or {}).get("looks", 1)))
     rows = rows if ids is None else rows[rows["trial_id"].astype(str).isin(ids)]
     where = {**claim.get("where", {}), **claim.get("where_by_table", {}).get(name, {})}
     terms = [Term(t.weight, {**t.where, **where}, t.quantity) for t in claim["terms"] + (claim["den"] or [])]
@@ -421,13 +526,23 @@ def _evaluate(claim: dict[str, Any], rows: pd.DataFrame, manifest: Mapping[str, 
         fixed = [Term(t.weight, {**t.where, **resolved} if t.where.get("eps") == "table" else t.where, t.quantity)
                  for t in terms]
         num, den = fixed[: len(claim["terms"])], fixed[len(claim["terms"]):]
-        res = _peak(claim, sub, fixed[0]) if claim.get("kind") == "peak" else _sum(sub, num, den, by_trial)
+        res = _peak(claim, sub, fixed[0]) if claim.get("kind") == "peak" else _sum(sub, num, den, by_trial, rule)
         verd = verdict(res["value"], res["ci95"], claim["op"], float(claim["threshold"]))
+        used: pd.DataFrame = res["used"]
+        reasons = unreliable_reasons(used, checks)
+        if reasons:
+            notes.insert(0, f"unreliable ({'; '.join(reasons)}); the interval alone would say {verd}")
+            verd = "unreliable"
         notes += [res["detail"]] + ([claim["note"]] if math.isnan(res["value"]) and claim.get("note") else [])
+        its = pd.to_numeric(used["attack_iterations"], errors="coerce") if "attack_iterations" in used else None
         out.append({"paper": claim["paper"], "title": claim["title"], "claim_id": claim["id"], "claim": claim["claim"],
                     "table": name, "group": "" if g is None else f"{fe}={g}",
                     "k_shot": g if fe == "k_shot" else where.get("k_shot"), "op": claim["op"],
                     "threshold": float(claim["threshold"]), "verdict": verd, "n_episodes": res.get("n_episodes"),
+                    "reliable": not reasons and len(used) > 0, "decided_by": _decided_by(res, used, rule),
+                    "n_seeds": res.get("n_seeds") or (used["seed"].nunique() if len(used) else None),
+                    "attack_iterations": None if its is None or its.isna().all() else int(its.max()),
+                    "trial_ids": " ".join(sorted(set(used["trial_id"].astype(str)))) if len(used) else "",
                     **{k: res[k] for k in ("rows", "value", "ci95", "ci_method")},
                     "detail": "; ".join(n for n in notes if n)})
     return out
@@ -440,7 +555,7 @@ def _any_ok(summary: pd.DataFrame) -> bool:
 def evaluate_claims(summary: pd.DataFrame, episodes: pd.DataFrame | None = None,
                     manifest: Mapping[str, Any] | None = None,
                     claim_files: Sequence[str | Path] | None = None,
-                    curves: pd.DataFrame | None = None) -> pd.DataFrame:
+                    curves: pd.DataFrame | None = None, checks: pd.DataFrame | None = None) -> pd.DataFrame:
     """Check every claim of the claim files against a sweep's results.
 
     Args:
@@ -449,6 +564,8 @@ def evaluate_claims(summary: pd.DataFrame, episodes: pd.DataFrame | None = None,
         manifest: its ``sweep.json`` (``table_eps``; ``trials`` with their ``table`` lists), or None.
         claim_files: TOML files to check (default: the shipped ``tune/claims/*.toml``).
         curves: its learning curves (``curves.parquet``), for the claims on them.
+        checks: its ``checks.parquet``: a claim resting on a row of a trial that failed a check at
+            that ε is ``unreliable`` (as is one on a row whose attack had not converged).
 
     Returns:
         One row per claim and ``for_each`` value, columns :data:`COLUMNS`, in file, claim and value order.
@@ -462,8 +579,9 @@ def evaluate_claims(summary: pd.DataFrame, episodes: pd.DataFrame | None = None,
     wanted = [c for c in load_claims(claim_files)
               if (c["terms"][0].source == "curves" and have_curves) or (c["terms"][0].source != "curves" and (
                   _any_ok(summary) or not have_curves))]
-    frame = pd.DataFrame([r for c in wanted for r in _evaluate(c, rows, manifest, by_trial, curves)], columns=COLUMNS)
+    frame = pd.DataFrame([r for c in wanted for r in _evaluate(c, rows, manifest, by_trial, curves, checks)], columns=COLUMNS)
     for col, dtype in {"value": "float64", "ci95": "float64", "threshold": "float64", "k_shot": "Int64",
-                       "n_episodes": "Int64"}.items():
+                       "n_episodes": "Int64", "n_seeds": "Int64", "attack_iterations": "Int64"}.items():
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(dtype)
+    frame["reliable"] = frame["reliable"].astype("boolean")
     return frame

@@ -36,8 +36,10 @@ def row(method: str, acc: float, ci: float = 1.0, trial: str | None = None, **kw
            "scenario": "whitebox", "support": "clean", "query": "adv", "attack": "pgd",
            "attack_params": json.dumps({"steps": 10}), "eps": 32 / 255, "eps_str": "32/255", "finetune_step": 3,
            "k_shot": 1, "n_episodes": 100, "acc": acc, "acc_ci95": ci, "train_seconds": 100.0,
-           "train_iterations": 10}
+           "train_iterations": 10, "attack_iterations": 10, "attack_restarts": 1, "converged": True}
     out.update(kw)
+    if out["attack"] == "none":
+        out.update(attack_iterations=None, attack_restarts=None, converged=None)
     return out
 
 
@@ -97,7 +99,7 @@ def test_paired_ci_equals_a_hand_computation(tmp_path: Path) -> None:
     out = check(tmp_path, rows, body, eps)
     diff = np.array(a) - 0.5 * np.array(b)
     assert out.loc[0, "ci_method"] == "paired" and out.loc[0, "n_episodes"] == 5
-    assert out.loc[0, "ci95"] == pytest.approx(1.96 * diff.std(ddof=1) / math.sqrt(5))
+    assert out.loc[0, "ci95"] == pytest.approx(2.7764451051977987 * diff.std(ddof=1) / math.sqrt(5))  # t(0.975, 4 df)
     assert out.loc[0, "value"] == pytest.approx(diff.mean())
     # different episode sets, or a duplicated episode: not paired, the rows' own CIs instead
     shifted = pd.concat([_episodes("t-aq-1", a), _episodes("t-maml-1", b, [0, 1, 2, 3, 9])])
