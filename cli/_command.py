@@ -10,6 +10,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from advmeta.errors import ConfigError
@@ -179,16 +180,17 @@ def finish(name: str, folder: str, outcome: SweepOutcome, started_at: float, pre
             lines.append(f"failed: {method}: {str(err)[:200]}")
     curves = 0
     if "://" not in folder:
-        from advmeta.report_curves import load_curves
+        from advmeta.results import read_table
 
-        curves = len(load_curves(folder))
+        curves = len(read_table(folder, "curves"))  # every trainer's learning curves
         if curves:
             lines[-1] += f", {folder}/curves.parquet ({curves} rows)"
     if report and (len(outcome.summary) or curves) and "://" not in folder:
         from advmeta.report import write_report
 
         paths = write_report(folder)
-        lines.append(f"report: {paths['markdown']} ({len(paths['figures'])} figures)")
+        lines.append(f"report: {paths['markdown']} ({len(paths['figures'])} figures), "
+                     f"{Path(paths['markdown']).with_name('index.html')} (one page, figures inline)")
         verdicts = ", ".join(f"{n} {v}" for v, n in sorted(paths["verdicts"].items()))
         lines.append(f"claims: {paths['claims']} ({verdicts or 'no claims'})")
         suspected = paths.get("masking_suspected") or []

@@ -28,6 +28,8 @@ DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda.")
 REPORT = typer.Option(True, "--report/--no-report", help="Render tables and figures at the end.")
 DRY_RUN = typer.Option(False, "--dry-run", help="List the trials and exit.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress line.")
+LOGGER = typer.Option(None, "--logger", help="Also log every trial's learning curve and settings to tensorboard | mlflow | "
+                      "wandb | csv (repeatable; each an extra: pip install 'advmeta[mlflow]'). See README, Loggers.")
 
 
 def output_option(default_name: str) -> Any:

@@ -30,8 +30,8 @@ def report(
     if show:
         typer.echo(Path(paths["markdown"]).read_text())
     verdicts = ", ".join(f"{n} {v}" for v, n in sorted(paths["verdicts"].items()))
-    typer.echo(f"wrote {paths['markdown']}, {paths['latex']}, {len(paths['figures'])} figures and "
-               f"{paths['claims']} ({verdicts or 'no claims'})", err=True)
+    typer.echo(f"wrote {paths['markdown']}, {Path(paths['markdown']).with_name('index.html')}, {paths['latex']}, "
+               f"{len(paths['figures'])} figures and {paths['claims']} ({verdicts or 'no claims'})", err=True)
     if paths.get("masking_suspected"):
         typer.echo(f"masking suspected in {len(paths['masking_suspected'])} trial(s): "
                    f"{', '.join(paths['masking_suspected'])}", err=True)

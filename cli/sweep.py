@@ -38,6 +38,7 @@ def sweep(
     dry_run: bool = opt.DRY_RUN,
     list_grids: bool = typer.Option(False, "--list", help="List the grids and exit."),
     quiet: bool = opt.QUIET,
+    logger: Optional[list[str]] = opt.LOGGER,
 ) -> None:
     """Run every trial of a grid (train, evaluate, record) and write Parquet results and a report.
 
@@ -46,6 +47,7 @@ def sweep(
     """
     from advmeta.lock import folder_lock
     from advmeta.tune.budgets import get_budget
+    from advmeta.tune.loggers import check_loggers
     from advmeta.cli._command import (begin, check_episodes, finish, list_trials, plan_sweep, resolve_dataset,
                                       resumed_specs, sweep_dir)
     from advmeta.tune.grids import grid_names, load_grid
@@ -59,6 +61,7 @@ def sweep(
     get_budget(budget)  # a bad budget is an error before anything else happens
     opt.check_run_options(device=device, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                           num_cpus=num_cpus, max_failures=max_failures, seed=seed)
+    loggers = tuple(check_loggers(logger or []))  # a missing package: one line, exit 2, before any work
     name, data = load_grid(grid)
     folder = sweep_dir(name, output, storage)
     with folder_lock(folder, enabled=not dry_run):  # a second run on this folder exits 2 naming this one
@@ -102,7 +105,7 @@ def sweep(
             address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_failures=max_failures,
             num_cpus=num_cpus, data_root=data_root, device=device, progress=not quiet,
             banks={"test": banks} if banks and not sources else {}, make_banks=make_banks and not sources,
-            episodes=tuple(sources)), run_info)
+            episodes=tuple(sources), loggers=loggers), run_info)
         code = finish(name, folder, outcome, run_info["started_at"], previous, report=report)  # the report inside the lock
     raise typer.Exit(code)
 

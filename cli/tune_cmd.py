@@ -39,6 +39,7 @@ def tune_command(
                                 "take on --dataset at --budget, and exit."),
     dry_run: bool = opt.DRY_RUN,
     quiet: bool = opt.QUIET,
+    logger: Optional[list[str]] = opt.LOGGER,
 ) -> None:
     """Search hyper-parameters of METHOD: e.g. ``advmeta tune tafl --gamma 0:5 --k 0.1,1,10``.
 
@@ -50,11 +51,13 @@ def tune_command(
     from advmeta.tune.budgets import get_budget
     from advmeta.cli._command import begin, finish, list_trials, resolve_dataset, resumed_specs, sweep_dir
     from advmeta.tune.families import family_of, get_family
+    from advmeta.tune.loggers import check_loggers
     from advmeta.tune.space import describe_fields, parse_overrides, tune_trials
 
     family_of(method)  # an unknown method is an error before anything else
     opt.check_run_options(device=device, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                           num_cpus=num_cpus, max_failures=max_failures, seed=seed)
+    loggers = tuple(check_loggers(logger or []))  # a missing package: one line, exit 2, before any work
     if k_shot < 1 or n_way < 2:
         raise ConfigError(f"--k-shot must be >= 1 and --n-way >= 2, got {k_shot} and {n_way}")
     if params:  # the values a trial on the dataset runs with (its per-dataset defaults shown as such)
@@ -100,7 +103,7 @@ def tune_command(
         outcome = run_sweep(name, specs, folder, SweepOptions(
             address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_failures=max_failures,
             num_cpus=num_cpus, data_root=data_root, device=device, scheduler=scheduler, metric=metric,
-            progress=not quiet), run_info)
+            progress=not quiet, loggers=loggers), run_info)
         code = finish(name, folder, outcome, run_info["started_at"], previous, report=report)  # the report inside the lock
     raise typer.Exit(code)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,9 @@ def test_every_learner_trains_and_reports(method: str, tmp_path: Path) -> None:
                           report=lambda m, c: reports.append((m, c)))
     assert path.exists() and metrics["iteration"] == 2
     assert reports and reports[-1][1] == path
-    assert [m["iteration"] for m, _ in reports] == [2] and reports[-1][0]["val_acc"] == metrics["val_acc"]
+    # a report per learning-curve row (advmeta.train.curve_every: every iteration here); validated at val_every
+    assert [m["iteration"] for m, _ in reports] == [1, 2] and "val_acc" not in reports[0][0]
+    assert reports[-1][0]["val_acc"] == metrics["val_acc"] and all(math.isfinite(m["train_loss"]) for m, _ in reports)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from advmeta.tune.families import Report, RunContext
+from advmeta.tune.families import Report, RunContext, TrialOutput
 
 NOT_TUNABLE = frozenset({"method", "dataset", "data_root", "device", "checkpoint_every", "eval_batches", "seed",
                          "image_size", "num_classes", "train_per_class", "test_per_class"})
@@ -129,7 +129,7 @@ def train_cost(spec: Any) -> float:
     return _TRAIN_COST.get(spec.method, 2.0) * float(t.get("epochs", 1)) * images * size
 
 
-def run(spec: Any, ctx: RunContext, report: Report) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+def run(spec: Any, ctx: RunContext, report: Report) -> TrialOutput:
     """Train with :func:`advmeta.l2l.train_l2l`, then evaluate with the trial's attacks."""
     from advmeta.l2l import L2LConfig, L2LEvalProtocol, evaluate_l2l, train_l2l
 
@@ -140,7 +140,9 @@ def run(spec: Any, ctx: RunContext, report: Report) -> tuple[list[dict[str, Any]
         hp["lr_milestones"] = tuple(hp["lr_milestones"])
     cfg = L2LConfig(method=spec.method, data_root=ctx.data_root, device=ctx.device,
                     test_per_class=t.get("test_per_class", t.get("train_per_class")), **{**settings, **hp})
-    ckpt, metrics = train_l2l(cfg, Path(ctx.work_dir), resume=True, progress=ctx.progress, report=report)
+    plain = cfg.method == "plain"
+    ckpt, metrics = train_l2l(cfg, Path(ctx.work_dir), resume=True, progress=ctx.progress,
+                              report=lambda m, path: report(curve_metrics(m, plain), path))
     rows: list[dict[str, Any]] = []
     for ev in spec.evals:
         eps = list(ev.get("eps") or ["8/255"])
@@ -151,4 +153,25 @@ def run(spec: Any, ctx: RunContext, report: Report) -> tuple[list[dict[str, Any]
                                    steps_curve=tuple(ev.get("steps_curve", ())))
         rows += evaluate_l2l(ckpt, protocol, device=ctx.device, progress=ctx.progress)
     final = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
-    return rows, [], {**final, "device": rows[0]["device"] if rows else ctx.device}
+    return TrialOutput(rows, [], {**final, "device": rows[0]["device"] if rows else ctx.device}, [],
+                       curve_rows(metrics["history"], cfg))
+
+
+def curve_metrics(row: Mapping[str, Any], plain: bool) -> dict[str, Any]:
+    """An epoch's metrics under their ``curves`` names (what a trial reports to Tune and its loggers):
+    the training loss, the accuracy on the training attack's images (not Plain Net's: it trains on
+    clean images), the held-out clean and PGD-20 accuracy."""
+    names = {"epoch": "iteration", "train_loss": "train_loss", "train_adv_acc": "train_adv_acc",
+             "val_clean_acc": "val_acc", "val_pgd20_acc": "val_robust_acc", "train_seconds": "train_seconds"}
+    return {new: row[old] for old, new in names.items() if old in row and not (plain and old == "train_adv_acc")}
+
+
+def curve_rows(history: list[dict[str, Any]], cfg: Any) -> list[dict[str, Any]]:
+    """The ``curves`` rows of an L2L trainer's history (one per epoch; the runner adds the ids and provenance)."""
+    from advmeta.results import hparam_columns
+
+    hp = cfg.hparams()
+    if not cfg.method_enum.learned:
+        hp["attacker"] = None  # as in its summary rows (advmeta.l2l.evaluate.base_row)
+    fixed = {"method": cfg.method, **hparam_columns(hp), "dataset": cfg.dataset, "seed": cfg.seed}
+    return [{**fixed, **curve_metrics(r, cfg.method == "plain")} for r in history]

@@ -338,8 +338,8 @@ def run(spec: Any, ctx: RunContext, report: Report) -> TrialOutput:
 
     cfg = train_config(spec, ctx)
     train_bank = train_bank_source(ctx, cfg)
-    ckpt, metrics = train(cfg, Path(ctx.work_dir), resume=True, progress=ctx.progress, report=report,
-                          bank=train_bank)
+    ckpt, metrics = train(cfg, Path(ctx.work_dir), resume=True, progress=ctx.progress,
+                          report=lambda m, path: report(curve_metrics(m), path), bank=train_bank)
     rows: list[dict[str, Any]] = []
     episode_rows: list[dict[str, Any]] = []
     check_rows: list[dict[str, Any]] = []
@@ -365,6 +365,27 @@ def run(spec: Any, ctx: RunContext, report: Report) -> TrialOutput:
     # settings (PGD-10 vs PGD-20) are kept: the summary tells them apart by attack_params.
     clean = _dedupe([r for r in episode_rows if r.get("attack") == "none"], keys + ("episode_index",))
     episode_rows = clean + [r for r in episode_rows if r.get("attack") != "none"]
-    final: Mapping[str, Any] = {k: v for k, v in metrics.items() if k != "history"}
+    final: Mapping[str, Any] = {k: v for k, v in metrics.items() if k not in ("history", "hparams")}
     return TrialOutput(rows, episode_rows, {**final, "device": rows[0]["device"] if rows else ctx.device,
-                                            "episode_bank": ",".join(used)}, check_rows)
+                                            "episode_bank": ",".join(used)}, check_rows,
+                       curve_rows(metrics["history"], cfg, metrics["hparams"]))
+
+
+CURVE_METRICS = ("iteration", "train_loss", "train_adv_acc", "val_acc", "val_acc_ci95", "train_seconds")
+"""The ``curves`` columns a meta-learner's training reports (its history rows carry them under these names)."""
+
+
+def curve_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What a trial reports to Tune (and its loggers) at a row of the learning curve: its ``curves`` metrics."""
+    return {k: row[k] for k in CURVE_METRICS if k in row}
+
+
+def curve_rows(history: list[dict[str, Any]], cfg: Any, hparams: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``curves`` rows of a meta-learner's training history (one every ``advmeta.train.curve_every``
+    iterations; the runner adds the ids and provenance)."""
+    from advmeta.results import hparam_columns
+
+    fixed = {"method": cfg.method, **hparam_columns(dict(hparams)), "dataset": cfg.dataset, "k_shot": cfg.k_shot,
+             "seed": cfg.seed}
+    return [{**fixed, **curve_metrics(r)} for r in history]
+

@@ -61,6 +61,8 @@ class SweepOptions:
             the trials start; in ``banks["test"]``, default ``<sweep>/banks``.
         reuse_actors: let Tune reuse trial processes (saves the import cost per trial).
         episodes: standard test-episode manifests the trials evaluate on (``RunContext.episodes``).
+        loggers: Ray Tune logger callbacks to add (:mod:`advmeta.tune.loggers`: ``tensorboard``,
+            ``mlflow``, ``wandb``, ``csv``), fed with each trial's learning curve as it trains.
     """
 
     address: str | None = None
@@ -79,6 +81,7 @@ class SweepOptions:
     make_banks: bool = True
     reuse_actors: bool = True
     episodes: tuple[str, ...] = ()
+    loggers: tuple[str, ...] = ()
 
 
 @dataclass
@@ -182,6 +185,9 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
         ResourceError: GPUs requested where the cluster has none (before any trial starts).
     """
     precheck_gpus(opts.gpus_per_trial, opts.address)  # before Ray is even imported
+    from advmeta.tune.loggers import callbacks as logger_callbacks, check_loggers, trial_params
+
+    check_loggers(opts.loggers)  # a missing package is an error before anything runs
     from ray import tune
 
     from advmeta.tune.progress import SweepProgress
@@ -209,24 +215,28 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
                              episodes=opts.episodes)
             # Each trial's spec carries what it runs with (its process sets its threads from it).
             pending = [dataclasses.replace(s, resources=resources) for s in pending]
-            trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources.as_tune())
+            # The TrialSpec objects themselves reach the trials' processes (Tune's object store, once);
+            # a trial's config is its id and parameters, which the loggers record.
+            specs_by_id = {s.trial_id: s for s in pending}
+            trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx, specs=specs_by_id),
+                                            resources.as_tune())
             progress = SweepProgress(name, len(specs), len(specs) - len(pending), resources.max_concurrent,
                                      enabled=opts.progress,
                                      on_complete=_throttled(lambda: ledger.merge(specs), 30.0), specs=by_id)
             max_t = max(int(s.train.get("iterations", s.train.get("epochs", 1))) for s in pending)
             tuner = tune.Tuner(
                 trainable,
-                # The TrialSpec objects themselves: each trial's process receives its spec unchanged
-                # (Tune passes it through the object store; its config shows the id).
-                param_space={"trial": tune.grid_search([{"id": s.trial_id, "spec": s} for s in pending])},
+                param_space={"trial": tune.grid_search([trial_params(s) for s in pending])},
                 tune_config=tune.TuneConfig(
                     num_samples=1, scheduler=_scheduler(opts, max_t), reuse_actors=opts.reuse_actors,
-                    trial_name_creator=lambda t: t.config["trial"]["id"],
+                    # the run name in TensorBoard, MLflow, W&B: what the trial is, then its id
+                    trial_name_creator=lambda t: f"{by_id[t.config['trial']['id']].label} {t.config['trial']['id']}",
                     trial_dirname_creator=lambda t: t.config["trial"]["id"],
                 ),
                 run_config=tune.RunConfig(
                     name="run-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"),
-                    storage_path=_ray_storage(ledger), verbose=0, callbacks=[progress],
+                    storage_path=_ray_storage(ledger), verbose=0,
+                    callbacks=[progress, *logger_callbacks(opts.loggers, name, ledger.root, ledger.local)],
                     failure_config=tune.FailureConfig(max_failures=opts.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 ),
@@ -331,17 +341,18 @@ def _restore_tune_checkpoint(work: Path) -> None:
                 shutil.copy2(path, target)
 
 
-def run_trial(config: dict[str, Any], ctx: RunContext) -> None:
+def run_trial(config: dict[str, Any], ctx: RunContext, specs: dict[str, TrialSpec]) -> None:
     """Ray Tune function trainable for one trial.
 
     Args:
-        config: ``{"trial": {"id": trial_id, "spec": TrialSpec}}`` — the spec the grid or search
-            made, unchanged.
+        config: ``{"trial": {"id": trial_id, …}}`` — the id and the parameters the loggers record
+            (:func:`advmeta.tune.loggers.trial_params`).
         ctx: where the sweep lives and how trials run (shared by every trial).
+        specs: every trial's spec by id, as the grid or search made it (and the runner's resources).
     """
     from ray import tune
 
-    spec: TrialSpec = config["trial"]["spec"]
+    spec: TrialSpec = specs[config["trial"]["id"]]
     ledger = Ledger(ctx.sweep_dir)
     tid = spec.trial_id
     if ledger.is_done(tid):
@@ -357,9 +368,15 @@ def run_trial(config: dict[str, Any], ctx: RunContext) -> None:
     ledger.sync_work(tid, str(work), upload=False)
     _restore_tune_checkpoint(work)
 
+    last_step: list[int] = []
+
     def report(metrics: dict[str, Any], ckpt_path: Path | None) -> None:
         clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
         clean["trial_id"] = tid
+        step = clean.get("iteration")
+        if isinstance(step, int):  # the loggers' x axis: the trainer's own iteration / epoch
+            clean["timesteps_total"] = step
+            last_step[:] = [step]
         if ckpt_path is None:
             tune.report(clean)
             return
@@ -392,4 +409,4 @@ def run_trial(config: dict[str, Any], ctx: RunContext) -> None:
     final = {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))}
     final["trial_seconds"] = time.perf_counter() - t0
     ledger.write_result(spec, rows, episode_rows, final, check_rows, curve_rows)
-    tune.report({**final, "trial_id": tid, "done": 1})
+    tune.report({**final, "trial_id": tid, "done": 1, **({"timesteps_total": last_step[0]} if last_step else {})})

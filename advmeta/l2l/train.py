@@ -137,7 +137,8 @@ def train_l2l(
 
     Returns:
         The checkpoint's path and the last epoch's metrics (``epoch_seconds`` is the mean
-        training time per epoch and ``train_seconds`` the total, validation excluded).
+        training time per epoch and ``train_seconds`` the total, validation excluded;
+        ``history``: every epoch's metrics, the learning curve).
 
     Raises:
         NonFiniteLossError: a loss became NaN or infinite.
@@ -157,7 +158,8 @@ def train_l2l(
         val = "".join(f" {k}={v:.1f}" for k, v in metrics.items() if k.startswith("val_"))
         return f"loss={stats['loss']:.3f} adv_acc={stats['train_adv_acc']:.1f}{val}"
 
-    path, metrics, _ = loop.run(trainer, out_dir, identity, loop.Schedule(cfg.epochs, 1, cfg.checkpoint_every),
-                                resume=resume, report=report, progress=progress, label=cfg.name,
-                                describe=describe, map_location=device)
-    return path, {**metrics, "epoch_seconds": metrics["train_seconds"] / max(int(metrics["epoch"]), 1)}
+    path, metrics, history = loop.run(trainer, out_dir, identity, loop.Schedule(cfg.epochs, 1, cfg.checkpoint_every),
+                                      resume=resume, report=report, progress=progress, label=cfg.name,
+                                      describe=describe, map_location=device)
+    return path, {**metrics, "epoch_seconds": metrics["train_seconds"] / max(int(metrics["epoch"]), 1),
+                  "history": history}
