@@ -63,9 +63,11 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
     from advmeta.tune.epsplan import needs_calibration, plan, surrogate_tables
     from advmeta.tune.families import RunContext
     from advmeta.tune.grids import _as_list, expand
+    from advmeta.tune.validate import check_episode_shapes, check_eps_value
 
     b = get_budget(budget, dataset)
     for e in user_eps or []:
+        check_eps_value(e, "--eps")  # malformed, or above the largest ε advmeta accepts
         if parse_eps(e) <= 0:
             raise ConfigError(f"--eps {e}: ε must be > 0")
     info: dict[str, Any] = {}
@@ -74,6 +76,7 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
     tables = needs_calibration(data, dataset, user_eps)
     if tables:
         provisional = expand(name, data, b, dataset=dataset, seed=seed)
+        check_episode_shapes(provisional, data_root)  # before calibrating on them
         cal_spec = calib.calibration_spec(provisional)
         if cal_spec is None:
             raise ConfigError(f"tables {', '.join(tables)} need an ε calibrated on the grid's MAML, but the grid has "
@@ -85,6 +88,7 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
         if record is None and not dry_run:
             keep = [s for s in provisional if methods is None or s.method in methods]
             cal, record = calib.run(folder, job, calib.surrogate_configs(keep, ctx), progress=progress)
+            info["calibrated_now"] = True  # for finish()'s wall-time line; popped before the manifest
         if record is not None:
             cal = Calibration.from_dict(record["calibration"])
             calibrated = cal.eps
@@ -157,10 +161,11 @@ def begin(folder: str, info: dict[str, Any]) -> tuple[dict[str, Any], float]:
 
 
 def finish(name: str, folder: str, outcome: SweepOutcome, started_at: float, previous_wall: float,
-           report: bool = True) -> int:
+           report: bool = True, calibrated: bool = False) -> int:
     """After :func:`advmeta.tune.runner.run_sweep`: record the wall time (this run's from
     ``started_at``, and with earlier runs' ``previous_wall``), write the report, print the summary
-    lines; return the exit code (:func:`exit_code`)."""
+    lines; return the exit code (:func:`exit_code`). ``calibrated``: this run calibrated ε (its
+    wall time says so)."""
     wall = time.time() - started_at
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     Ledger(folder).update_manifest({"wall_seconds": wall, "wall_seconds_total": previous_wall + wall,
@@ -170,8 +175,9 @@ def finish(name: str, folder: str, outcome: SweepOutcome, started_at: float, pre
              + (f", {outcome.stopped} stopped early" if outcome.stopped else "")
              + (f", {outcome.pending} not run (interrupted: re-run the same command to continue)"
                 if outcome.pending else "")
-             + f" in {outcome.wall_seconds:.0f} s; wall time {wall:.0f} s ({wall / 60:.1f} min) including "
-               f"calibration, on {os.cpu_count()} CPUs, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}",
+             + f" in {outcome.wall_seconds:.0f} s; wall time {wall:.0f} s ({wall / 60:.1f} min)"
+             + (" including the ε calibration" if calibrated else "")
+             + f", on {os.cpu_count()} CPUs, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}",
              f"results: {folder}/summary.parquet ({len(outcome.summary)} rows), "
              f"{folder}/episodes.parquet ({len(outcome.episodes)} rows)"]
     if outcome.failed:

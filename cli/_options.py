@@ -61,6 +61,27 @@ def check_run_options(*, device: str = "auto", cpus_per_trial: float | None = No
         raise ConfigError(f"--seed must be >= 0, got {seed}")
 
 
+def check_cluster(address: str | None, gpus: float | None, option: str = "--gpus-per-trial") -> None:
+    """Before any work (calibration, banks, Ray's start): a cluster address that does not answer, or
+    GPUs asked of a new local cluster on a machine without one — one line each, exit 2.
+
+    Raises:
+        ResourceError: naming the address or the option.
+    """
+    import os
+
+    from advmeta.errors import ResourceError
+    from advmeta.tune.session import check_address, precheck_gpus
+
+    try:
+        precheck_gpus(gpus, address)
+    except ResourceError as err:
+        raise ResourceError(str(err).replace("--gpus-per-trial", option)) from None
+    joined = address or os.environ.get("RAY_ADDRESS")
+    if joined:
+        check_address(joined)
+
+
 def typed(ctx: typer.Context, name: str) -> bool:
     """Whether the user set option ``name`` (on the command line or through its environment
     variable) rather than leaving its default."""

@@ -18,6 +18,25 @@ app = typer.Typer(
 )
 
 
+def _flags_take_no_value() -> None:
+    """Typer's help shows a type beside every option, flags included (``--dry-run <bool>``,
+    ``--version <bool>``), which reads as if the flag took a value; a flag's row shows none."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "flags_bare", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich.flags_bare = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"advmeta {__version__}")

@@ -54,13 +54,29 @@ def episodes(
         raise ConfigError("advmeta episodes: --output (the bank folder) is required; or `advmeta episodes export`")
     if n_episodes < 1:
         raise ConfigError("--episodes must be >= 1")
+    for option, value, least in (("--n-way", n_way, 2), ("--k-shot", k_shot, 1), ("--q-query", q_query, 1),
+                                 ("--batch-size", batch_size, 1), ("--actors", actors, 0), ("--seed", seed, 0),
+                                 ("--surrogate-steps", surrogate_steps, 1), ("--image-size", image_size or 1, 1)):
+        if value < least:  # each of these hung or failed deep inside Ray Data
+            raise ConfigError(f"{option} must be >= {least}, got {value}")
+    if not cpus_per_actor > 0 or not gpus_per_actor >= 0:
+        raise ConfigError(f"--cpus-per-actor must be > 0 and --gpus-per-actor >= 0, got {cpus_per_actor:g} and "
+                          f"{gpus_per_actor:g}")
+    if actors > 0:
+        from advmeta.cli._options import check_cluster
+
+        check_cluster(address, gpus_per_actor, "--gpus-per-actor")  # before the surrogate trains
     if split not in ("train", "val", "test"):
         raise ConfigError(f"unknown split {split!r}; known: train, val, test")
     eps_list = tuple(as_list(parse_values(eps, Kind.EPS, "--eps")))
     ds = resolve_dataset(dataset, data_root)
     from advmeta.data import load_fewshot
 
-    shape = tuple(load_fewshot(ds, data_root=data_root, image_size=image_size).image_shape)
+    fewshot = load_fewshot(ds, data_root=data_root, image_size=image_size)
+    shape = tuple(fewshot.image_shape)
+    classes = fewshot.split(split).num_classes
+    if n_way > classes:
+        raise ConfigError(f"--n-way {n_way}: {ds}'s {split} split has {classes} classes")
     spec = BankSpec(dataset=ds, split=split, n_way=n_way, k_shot=k_shot, q_query=q_query, seed=seed,
                     n_episodes=n_episodes, eps=eps_list, attack="fgsm",
                     attack_params={"labels": "true on the surrogate's split, else its predictions"},

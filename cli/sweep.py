@@ -62,6 +62,13 @@ def sweep(
     opt.check_run_options(device=device, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                           num_cpus=num_cpus, max_failures=max_failures, seed=seed)
     loggers = tuple(check_loggers(logger or []))  # a missing package: one line, exit 2, before any work
+    if not dry_run:
+        opt.check_cluster(address, gpus_per_trial)  # a dead --address, GPUs on a machine without one
+    from advmeta.tune.validate import check_eps_value
+
+    for e in (eps or "").split(","):
+        if e.strip():
+            check_eps_value(e.strip(), "--eps")  # malformed, or above the largest ε advmeta accepts
     name, data = load_grid(grid)
     folder = sweep_dir(name, output, storage)
     with folder_lock(folder, enabled=not dry_run):  # a second run on this folder exits 2 naming this one
@@ -100,13 +107,15 @@ def sweep(
             return
         from advmeta.tune.runner import SweepOptions, run_sweep
 
+        calibrated = bool(info.pop("calibrated_now", False))
         run_info, previous = begin(folder, info)
         outcome = run_sweep(name, specs, folder, SweepOptions(
             address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_failures=max_failures,
             num_cpus=num_cpus, data_root=data_root, device=device, progress=not quiet,
             banks={"test": banks} if banks and not sources else {}, make_banks=make_banks and not sources,
             episodes=tuple(sources), loggers=loggers), run_info)
-        code = finish(name, folder, outcome, run_info["started_at"], previous, report=report)  # the report inside the lock
+        code = finish(name, folder, outcome, run_info["started_at"], previous, report=report,  # the report inside the lock
+                      calibrated=calibrated)
     raise typer.Exit(code)
 
 

@@ -41,11 +41,11 @@ def tune_command(
     quiet: bool = opt.QUIET,
     logger: Optional[list[str]] = opt.LOGGER,
 ) -> None:
-    """Search hyper-parameters of METHOD: e.g. ``advmeta tune tafl --gamma 0:5 --k 0.1,1,10``.
+    """Search hyper-parameters of METHOD, e.g. advmeta tune tafl --gamma 0:5 --k 0.1,1,10.
 
-    Any field of the method's Config is an option: a list ``a,b,c``, a range ``lo:hi`` (step 1
-    in a grid, continuous in a random search) or ``lo:hi:step``; ε also as ``2/255:8/255:2/255``;
-    ``--eps`` names the training ε. See the fields with ``--params``.
+    Every field of the method's Config is an option (--params lists them with the values they take):
+    a list a,b,c; a range lo:hi (step 1 in a grid, continuous in a random search); a range lo:hi:step.
+    ε also as k/255, e.g. --eps 2/255:8/255:2/255 (--eps names the training ε).
     """
     from advmeta.ranges import Kind, as_list, parse_values
     from advmeta.tune.budgets import get_budget
@@ -66,6 +66,8 @@ def tune_command(
             typer.echo(line)
         return
     overrides = parse_overrides(method, ctx.args)
+    if not dry_run:
+        opt.check_cluster(address, gpus_per_trial)  # a dead --address, GPUs on a machine without one
     get_budget(budget)  # a bad budget is an error before anything else happens
     name = f"tune-{method}"
     folder = sweep_dir(name, output, storage)
@@ -83,12 +85,19 @@ def tune_command(
             typer.echo("note: no hyper-parameter given; running the defaults once "
                        f"(see `advmeta tune {method} --params`)", err=True)
         eps = as_list(parse_values(test_eps, Kind.EPS, "--test-eps")) if test_eps else None
+        from advmeta.tune.validate import check_eps_value
+
+        for e in eps or []:
+            check_eps_value(e, "--test-eps")
         simulated = not get_family(family_of(method)).uses_dataset(method)  # GAIL: no dataset chosen or announced
         ds = "none" if simulated and dataset in (None, "auto") else resolve_dataset(dataset, data_root)
         bud = get_budget(budget, ds)
         specs = tune_trials(method, overrides, bud, dataset=ds, seed=seed, n_way=n_way, k_shot=k_shot,
                             search=search, samples=samples, test_eps=eps,
                             attacks=[a.strip() for a in attacks.split(",") if a.strip()], sweep=name)
+        from advmeta.tune.validate import check_episode_shapes
+
+        check_episode_shapes(specs, data_root)  # --n-way 5000: an error now, not a failed trial
         info = {"method": method, "budget": budget, "dataset": ds, "seed": seed, "search": search,
                 "samples": samples}
     from advmeta.lock import folder_lock

@@ -100,6 +100,16 @@ def parse_overrides(method: str, args: Sequence[str]) -> dict[str, Values]:
         if name in out:
             raise ConfigError(f"--{key} given twice")
         out[name] = parse_values(value, kind_of(fields[name].type), option=f"--{key}")
+        from advmeta.tune.validate import check_value
+
+        values = out[name]
+        if isinstance(values, ValueRange):  # its ends, typed as the field's values are
+            typed = {Kind.EPS: _eps, Kind.INT: lambda v: int(v) if float(v).is_integer() else v}.get(values.kind)
+            ends = [typed(v) if typed else v for v in (values.lo, values.hi)]
+        else:
+            ends = list(values)
+        for v in ends:  # an impossible value (ε above the largest, a negative rate) names its option now
+            check_value(fields[name], v, f"--{key}")
     return out
 
 

@@ -6,7 +6,7 @@ table and the value (exit 2), never a trial that fails an hour later.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from advmeta.errors import ConfigError
@@ -26,17 +26,31 @@ def _positive_int(value: Any, what: str) -> None:
         raise ConfigError(f"{what} must be a whole number >= 1, got {value!r}")
 
 
+# The largest ε a run accepts: at 128/255 a perturbation may already move any pixel half-way
+# across [0, 1] (the masking checks' PGD at 4 × ε stops there too); 300/255 or 0.9 is a typo
+# (a k/255 read as k, or a missing /255), not an experiment.
+MAX_EPS = 128 / 255
+
+
 def check_eps_value(value: Any, what: str) -> None:
-    """``value`` is an ε (``k/255``, a number ≥ 0) or the pending/table placeholders."""
+    """``value`` is an ε (``k/255``, a number in [0, :data:`MAX_EPS`]) or the pending/table placeholders.
+
+    Raises:
+        ConfigError: a malformed or negative ε, or one above :data:`MAX_EPS`.
+    """
     from advmeta.eps import parse_eps
     from advmeta.tune.epsplan import PENDING, TABLE
 
     if value in (TABLE, PENDING):
         return
     try:
-        parse_eps(value)
+        eps = parse_eps(value)
     except ConfigError as err:
         raise ConfigError(f"{what}: {err}") from None
+    if eps > MAX_EPS + 1e-12:
+        scaled = "" if str(value).strip().endswith("/255") else f" (= {eps * 255:g}/255)"
+        raise ConfigError(f"{what}: ε {value}{scaled} is above 128/255, the largest advmeta accepts "
+                          "(images are in [0, 1]; write ε as k/255, e.g. 8/255)")
 
 
 def check_eval(ev: Mapping[str, Any], table: str) -> None:
@@ -190,3 +204,48 @@ def _check_checks(value: Any, where: str) -> None:
         known = [f.name for f in dataclasses.fields(CheckSettings)]
         bad = sorted(set(value) - set(known))
         raise ConfigError(f"{where}: unknown setting(s) {bad}; known: {', '.join(known)}") from None
+
+
+def check_episode_shapes(specs: Sequence[Any], data_root: str | None) -> None:
+    """Every few-shot trial's episodes can be drawn from its dataset: N-way needs N classes in each
+    split it samples (train, val and its evaluations'), K + Q images per class in the evaluated splits.
+
+    Checked in the driver before Ray starts (a trial would fail only after the cluster is up); each
+    dataset is opened once (its array cache is memory-mapped). A dataset that cannot be opened
+    without downloading is left to the trial, which downloads it and reports what is missing.
+
+    Raises:
+        ConfigError: naming the trial (method and settings), the split and what it holds.
+    """
+    from advmeta.data import load_fewshot
+    from advmeta.errors import AdvmetaError
+
+    opened: dict[tuple[Any, ...], Any] = {}
+    for spec in specs:
+        t = spec.train
+        if "n_way" not in t or "dataset" not in t:  # not a few-shot trial (L2L, GAIL)
+            continue
+        key = (t["dataset"], t.get("image_size"), t.get("split_scheme"))
+        if key not in opened:
+            try:
+                opened[key] = load_fewshot(key[0], data_root=data_root, image_size=key[1], split_scheme=key[2],
+                                           download=False)
+            except (AdvmetaError, OSError):
+                opened[key] = None
+        ds = opened[key]
+        if ds is None:
+            continue
+        n_way, k_shot = int(t["n_way"]), int(t.get("k_shot", 1))
+        evaluated = {str(ev.get("split", "test")): int(ev.get("q_query") or t.get("q_query", 15)) for ev in spec.evals}
+        for split in dict.fromkeys(["train", "val", *evaluated]):
+            if split not in ds.split_names:
+                continue
+            classes = ds.split(split).num_classes
+            if n_way > classes:
+                raise ConfigError(f"{spec.label} on {key[0]}: {n_way}-way episodes, but its {split} split has "
+                                  f"{classes} classes (--n-way at most {classes})")
+            if split in evaluated:
+                fewest = int(ds.split(split).counts().min())
+                if k_shot + evaluated[split] > fewest:
+                    raise ConfigError(f"{spec.label} on {key[0]}: {k_shot} shots + {evaluated[split]} queries per class, "
+                                      f"but a class of its {split} split has only {fewest} images")
