@@ -56,7 +56,7 @@ from advmeta.stats import SequentialRule, mean_ci95, verdict
 OPS = (">=", ">", "<=", "<")
 COLUMNS = ["paper", "title", "claim_id", "claim", "table", "group", "k_shot", "rows", "value", "ci95",
            "ci_method", "op", "threshold", "verdict", "reliable", "decided_by", "n_episodes", "n_seeds",
-           "attack_iterations", "trial_ids", "detail"]
+           "attack_iterations", "trial_ids", "row_keys", "detail"]
 VERDICTS = ("holds", "fails", "inconclusive", "unreliable")
 """``unreliable``: the claim rests on a row the tool itself flags — an attack that had not converged
 at its cap, or a trial whose masking checks failed at that ε (the detail names which); whatever
@@ -237,7 +237,8 @@ def _curve_claim(claim: dict[str, Any], curves: pd.DataFrame, ids: list[str] | N
                     "ci_method": "t over seeds", "detail": "; ".join(notes), "reliable": True,
                     "decided_by": f"{min(seeds) if seeds else 0} training seeds (learning curves)",
                     "n_seeds": min(seeds) if seeds else 0, "attack_iterations": None,
-                    "trial_ids": " ".join(sorted(set(sub["trial_id"].astype(str)))) if len(sub) else ""})
+                    "trial_ids": " ".join(sorted(set(sub["trial_id"].astype(str)))) if len(sub) else "",
+                    "row_keys": "[]"})
     return out
 
 
@@ -479,6 +480,19 @@ def unreliable_reasons(used: pd.DataFrame, checks: pd.DataFrame | None) -> list[
     return list(dict.fromkeys(reasons))
 
 
+ROW_KEY = ("trial_id", *_EP_KEY, "attack_params")
+"""What names one summary row: its trial, scenario, support, query, attack, ε, fine-tune step and settings."""
+
+
+def row_keys(used: pd.DataFrame) -> str:
+    """JSON list of the summary rows a claim rests on, by :data:`ROW_KEY` (claims.parquet ``row_keys``)."""
+    if used.empty:
+        return "[]"
+    keys = used[[c for c in ROW_KEY if c in used]].drop_duplicates()
+    return json.dumps([{k: (None if pd.isna(v) else int(v) if k == "finetune_step" else str(v))
+                        for k, v in r.items()} for r in keys.to_dict("records")], sort_keys=True)
+
+
 def _decided_by(res: Mapping[str, Any], used: pd.DataFrame, rule: SequentialRule) -> str:
     """What a verdict rests on: episodes (paired or not), seeds, attack iterations, looks."""
     n, seeds, method = res.get("n_episodes"), res.get("n_seeds"), str(res.get("ci_method", ""))
@@ -530,7 +544,7 @@ def _evaluate(claim: dict[str, Any], rows: pd.DataFrame, manifest: Mapping[str, 
         verd = verdict(res["value"], res["ci95"], claim["op"], float(claim["threshold"]))
         used: pd.DataFrame = res["used"]
         reasons = unreliable_reasons(used, checks)
-        if reasons:
+        if reasons and not math.isnan(res["value"]):
             notes.insert(0, f"unreliable ({'; '.join(reasons)}); the interval alone would say {verd}")
             verd = "unreliable"
         notes += [res["detail"]] + ([claim["note"]] if math.isnan(res["value"]) and claim.get("note") else [])
@@ -539,10 +553,11 @@ def _evaluate(claim: dict[str, Any], rows: pd.DataFrame, manifest: Mapping[str, 
                     "table": name, "group": "" if g is None else f"{fe}={g}",
                     "k_shot": g if fe == "k_shot" else where.get("k_shot"), "op": claim["op"],
                     "threshold": float(claim["threshold"]), "verdict": verd, "n_episodes": res.get("n_episodes"),
-                    "reliable": not reasons and len(used) > 0, "decided_by": _decided_by(res, used, rule),
+                    "reliable": not reasons and len(used) > 0 and not math.isnan(res["value"]), "decided_by": _decided_by(res, used, rule),
                     "n_seeds": res.get("n_seeds") or (used["seed"].nunique() if len(used) else None),
                     "attack_iterations": None if its is None or its.isna().all() else int(its.max()),
                     "trial_ids": " ".join(sorted(set(used["trial_id"].astype(str)))) if len(used) else "",
+                    "row_keys": row_keys(used),
                     **{k: res[k] for k in ("rows", "value", "ci95", "ci_method")},
                     "detail": "; ".join(n for n in notes if n)})
     return out

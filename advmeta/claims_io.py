@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from advmeta.claims import evaluate_claims
+from advmeta.claims import VERDICTS, evaluate_claims
 from advmeta.errors import ConfigError
 
 
@@ -30,18 +30,31 @@ def claims_markdown(frame: pd.DataFrame) -> str:
     def cell(x: object) -> str:
         return str(x).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["## The papers' claims", "", "A claim holds when its whole 95% interval (value ± CI) is on the claim's "
-             "side of the threshold, fails when it is wholly on the other side, and is inconclusive otherwise.", ""]
+    lines = ["## The papers' claims", "", CLAIMS_RULE, ""]
+    if len(frame):
+        counts = frame["verdict"].value_counts()
+        lines += ["Verdicts: " + ", ".join(f"{int(counts.get(v, 0))} {v}" for v in VERDICTS) + ".", ""]
     for paper, sub in frame.groupby("paper", sort=False):
         lines += [f"### {paper}: {sub['title'].iloc[0]}", "",
-                  "| claim | rows | value ± 95% CI | test | verdict | detail |", "|---|---|---|---|---|---|"]
+                  "| claim | rows | value ± 95% CI | test | verdict | decided by | detail |", "|---|---|---|---|---|---|---|"]
         for r in sub.itertuples():
             val = format_value(r)
             claim = f"{r.claim} (`{r.claim_id}`" + (f", {r.group})" if r.group else ")")
+            decided = getattr(r, "decided_by", "") or ""
             lines.append(f"| {cell(claim)} | {cell(r.rows)} | {val} | {r.op} {r.threshold:g} | **{r.verdict}** "
-                         f"| {cell(r.detail)} |")
+                         f"| {cell(decided)} | {cell(r.detail)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+CLAIMS_RULE = (
+    "A claim **holds** when its whole 95% interval (value ± CI) is on the claim's side of the threshold, "
+    "**fails** when it is wholly on the other side, and is **inconclusive** otherwise — unless it rests on a row the "
+    "tool itself flags: an attack that had not converged at its cap, or a trial that failed a masking check at that ε; "
+    "then it is **unreliable** and the detail says why. Intervals are Student-t over the paired test episodes (over "
+    "training seeds where a grid trains several); a sweep that adds blocks of episodes to undecided claims uses "
+    "intervals valid over all its planned looks (docs/verdicts.md). `decided by` gives the episodes, seeds and "
+    "the largest attack iterations behind each verdict.")
 
 
 def write_claims(source: str | Path | pd.DataFrame, out_dir: str | Path | None = None, *,
@@ -69,10 +82,12 @@ def write_claims(source: str | Path | pd.DataFrame, out_dir: str | Path | None =
     else:
         from advmeta.results import load, load_manifest
 
+        from advmeta.results import read_table
+
         summary, eps = load(source)
         if manifest is None:
             manifest = load_manifest(source)
-        frame = evaluate_claims(summary, eps, manifest, claim_files)
+        frame = evaluate_claims(summary, eps, manifest, claim_files, checks=read_table(source, "checks"))
     out = Path(out_dir) if out_dir is not None else Path(str(source)) / "report"
     return {"markdown": write_text_atomic(out / "claims.md", claims_markdown(frame)),
             "parquet": write_parquet_atomic(frame, out / "claims.parquet")}

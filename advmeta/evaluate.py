@@ -320,14 +320,15 @@ def evaluate_learner(learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
     sur_params = surrogate_params(cfg)
     acc = _Acc()
     checks, transfer = None, None
-    if protocol.checks is not None and "whitebox" in protocol.scenarios and protocol.eps:
+    if protocol.checks is not None and protocol.masking_checks and "whitebox" in protocol.scenarios and protocol.eps:
         e0 = parse_eps(protocol.eps[0])
         checks = MaskingChecks(protocol.checks, n_way, protocol.eps[0], AttackSpec("pgd", e0, protocol.params_of("pgd")).accepted(),
                                protocol.params_of("square"), transductive=cfg.bn_mode == "batch")
         transfer = _transfer_source(protocol, bank, surrogate, e0)
     t_start = time.perf_counter()
-    for start in range(0, protocol.n_episodes, protocol.chunk):
-        idx = list(range(start, min(protocol.n_episodes, start + protocol.chunk)))
+    begin, end = protocol.episode_start, protocol.episode_start + protocol.n_episodes
+    for start in range(begin, end, protocol.chunk):
+        idx = list(range(start, min(end, start + protocol.chunk)))
         ep = sampler.sample(idx, device=device)
         t0 = time.perf_counter()
         fns = learner.adapted(ep.support_x, ep.support_y, steps)
@@ -361,7 +362,7 @@ def evaluate_learner(learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
                                       and torch.equal(ep_c.support_y, ep.support_y))
                 _surrogate(learner, ep_c, ep_a, e, steps, k_shot, protocol, acc, sur_params, fns if same else None)
         if progress:
-            sys.stderr.write(f"\reval {name}: {idx[-1] + 1}/{protocol.n_episodes} episodes "
+            sys.stderr.write(f"\reval {name}: {idx[-1] + 1 - begin}/{protocol.n_episodes} episodes "
                              f"({time.perf_counter() - t_start:.0f} s)   ")
             sys.stderr.flush()
     if progress:

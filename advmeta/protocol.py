@@ -53,10 +53,17 @@ class EvalProtocol:
         surrogate_supports: support rows of ADML's table; ``adv40`` is used only when K ≥ 5.
         l_ar_delta: δ of the per-episode L_AR recorded with every white-box attack.
         checks: the gradient-masking checks run with the white-box evaluation, at its first ε
-            (:mod:`advmeta.checks`); ``None``: none (the ε calibration, which only reads a curve).
+            (:mod:`advmeta.checks`), and how far its attacks are escalated to convergence
+            (``converge_tol``, ``converge_cap``: :mod:`advmeta.converge`); ``None``: neither (the ε
+            calibration, which only reads a curve).
+        masking_checks: run the masking checks (``False``: another evaluation of the same model
+            at the same ε checked it already; its attacks are still escalated).
         chunk: episodes evaluated (and attacked) at once.
         device: ``auto``, ``cpu``, ``cuda``.
         sweep, trial_id: identifiers copied into the rows.
+        episode_start: the first bank index evaluated: the evaluation covers episodes
+            ``episode_start … episode_start + n_episodes − 1`` (a block added to an earlier
+            evaluation of the first ``episode_start``, to decide a claim: tune/extend.py).
         episodes: standard test episodes (:mod:`advmeta.data.manifest`): episode ``i`` is the
             manifest's ``i``-th (``n_episodes`` at most its count), its split and shape replace
             ``split``, ``n_way``, ``k_shot`` and ``q_query``, and every row records its hash
@@ -85,15 +92,17 @@ class EvalProtocol:
     sweep: str = ""
     trial_id: str = ""
     episodes: Manifest | None = None
+    episode_start: int = 0
+    masking_checks: bool = True
 
     def __post_init__(self) -> None:
         bad = [s for s in self.scenarios if s not in SCENARIOS]
         if bad:
             raise ConfigError(f"unknown scenario(s) {bad}; known: {', '.join(SCENARIOS)}")
-        if self.n_episodes < 1 or self.chunk < 1:
-            raise ConfigError("n_episodes and chunk must be >= 1")
-        if self.episodes is not None and self.n_episodes > len(self.episodes):
-            raise ConfigError(f"{self.n_episodes} test episodes asked for; the episodes manifest "
+        if self.n_episodes < 1 or self.chunk < 1 or self.episode_start < 0:
+            raise ConfigError("n_episodes and chunk must be >= 1, episode_start >= 0")
+        if self.episodes is not None and self.episode_start + self.n_episodes > len(self.episodes):
+            raise ConfigError(f"{self.episode_start + self.n_episodes} test episodes asked for; the episodes manifest "
                               f"{self.episodes.origin} has {len(self.episodes)}")
         bad = [s for s in self.surrogate_supports if s not in ("clean", "adv40", "adv")]
         if bad:

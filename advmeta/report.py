@@ -214,7 +214,8 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
           + ("; accuracy in % as mean ± 95% CI over test episodes (Student t: t·s/√n); best of each column in bold."
              if len(summary) else "."), ""]
     md += eps_section(manifest)
-    claims = evaluate_claims(summary, episodes, manifest, curves=curves)
+    checks = load_checks(folder)
+    claims = evaluate_claims(summary, episodes, manifest, curves=curves, checks=checks)
     claim_paths = write_claims(claims, out_dir)
     md += [claims_markdown(claims), f"(The claims are also in `{Path(claim_paths['markdown']).name}` and "
            f"`{Path(claim_paths['parquet']).name}`.)", ""] + (["## Tables", ""] if tabs else [])
@@ -225,8 +226,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
         md += [f"| {r.trial_id} | {r.method} | {r.status} | {str(r.error)[:160]} |"
                for r in failed.drop_duplicates("trial_id").itertuples()]
         md.append("")
-    checks = load_checks(folder)
-    md += masking_section(checks)
+    md += masking_section(checks, trial_labels(manifest, summary))
     figs = figures(summary, episodes, out_dir / "figures")
     md += [f"![{p.stem}](figures/{p.name})" for p in figs]
     curve_md, curve_figs = curve_section(curves, out_dir)
@@ -242,7 +242,8 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
             "overview": out_dir / "overview.md",
             "claims": claim_paths["markdown"], "claims_parquet": claim_paths["parquet"],
             "verdicts": claims["verdict"].value_counts().to_dict() if len(claims) else {},
-            "masking_suspected": sorted(suspected_trials(checks))}
+            "masking_suspected": sorted(suspected_trials(checks)),
+            "flags": flag_lines(checks, trial_labels(manifest, summary), summary)}
 
 
 def load_checks(folder: str | Path) -> pd.DataFrame:
@@ -253,21 +254,97 @@ def load_checks(folder: str | Path) -> pd.DataFrame:
 
 
 def suspected_trials(checks: pd.DataFrame) -> set[str]:
-    """Trials with at least one failed masking check."""
+    """Trials with at least one failed check (either diagnosis)."""
     if checks.empty:
         return set()
     return set(checks.loc[checks["passed"].eq(False).fillna(False).astype(bool), "trial_id"].astype(str))
 
 
-def masking_section(checks: pd.DataFrame) -> list[str]:
-    """Markdown lines: per trial, its masking checks and the "masking suspected" flag."""
+def diagnoses(checks: pd.DataFrame) -> dict[str, dict[str, list[str]]]:
+    """``{diagnosis: {trial_id: [failed checks]}}`` — ``not converged`` apart from ``masking
+    suspected`` (a checks table written before the two were told apart says which by the check)."""
+    from advmeta.checks import DIAGNOSES
+
+    out: dict[str, dict[str, list[str]]] = {}
+    if checks.empty:
+        return out
+    failed = checks[checks["passed"].eq(False).fillna(False).astype(bool)]
+    for r in failed.itertuples():
+        given = getattr(r, "diagnosis", None)
+        kind = (str(given) if given is not None and not pd.isna(given) and str(given) else
+                DIAGNOSES.get(str(r.check), "masking suspected"))
+        out.setdefault(kind, {}).setdefault(str(r.trial_id), []).append(str(r.check))
+    return out
+
+
+def trial_labels(manifest: dict[str, Any] | None, summary: pd.DataFrame | None = None) -> dict[str, str]:
+    """A readable name per trial: its method and the settings that tell it apart from the sweep's
+    other trials of that method (shot, hyper-parameters, seed), e.g. ``tafl (γ=2, k=1)``."""
+    trials = list((manifest or {}).get("trials") or [])
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for tr in trials:
+        by_method.setdefault(str(tr.get("method")), []).append(tr)
+    out: dict[str, str] = {}
+    for method, group in by_method.items():
+        def settings(tr: dict[str, Any]) -> dict[str, Any]:
+            train = tr.get("train") or {}
+            return {**{f"{k}-shot" if k == "k_shot" else k: v for k, v in train.items() if k in ("k_shot", "seed")},
+                    **dict(tr.get("hparams") or {})}
+
+        varying = [k for k in dict.fromkeys(k for tr in group for k in settings(tr))
+                   if len({json.dumps(settings(tr).get(k), sort_keys=True, default=str) for tr in group}) > 1]
+        for tr in group:
+            st = settings(tr)
+            parts = [f"{st[k]}-shot" if k == "k_shot-shot" else f"{k}={st.get(k)}" for k in varying]
+            out[str(tr["trial_id"])] = method + (f" ({', '.join(parts)})" if parts else "")
+    if summary is not None and len(summary):
+        for tid, method in summary.drop_duplicates("trial_id")[["trial_id", "method"]].itertuples(index=False):
+            out.setdefault(str(tid), str(method))
+    return out
+
+
+def flag_lines(checks: pd.DataFrame, labels: dict[str, str], summary: pd.DataFrame | None = None) -> list[str]:
+    """One line per diagnosis naming each flagged trial by method and settings (the sweep's last
+    lines): ``not converged`` from the rows whose attack still gained at the cap (the summary's
+    ``converged``; from the checks for results without it), ``masking suspected`` from the checks."""
+    stuck: dict[str, list[str]] = {}
+    if summary is not None and "converged" in summary and len(summary):
+        rows = summary[summary["converged"].eq(False).fillna(False).astype(bool)]
+        for r in rows.itertuples():
+            its = "" if pd.isna(r.attack_iterations) else f" at {int(r.attack_iterations)} iterations"
+            where = "" if r.scenario == "whitebox" else f" ({r.scenario})"
+            stuck.setdefault(str(r.trial_id), []).append(f"{r.attack}@{r.eps_str}{where}{its}")
+    found = diagnoses(checks)
+    for tid, names in found.pop("not converged", {}).items():
+        stuck.setdefault(tid, names)
+    lines = []
+    if stuck:
+        lines.append(f"not converged in {len(stuck)} trial(s): "
+                     + "; ".join(f"{labels.get(t, t)} ({', '.join(dict.fromkeys(a))})" for t, a in stuck.items())
+                     + " — still gaining at the cap: the claims resting on them are unreliable; remedy: more "
+                       "iterations (a larger converge_cap)")
+    for kind, trials in sorted(found.items()):
+        eps = {str(t): str(e) for t, e in checks[["trial_id", "eps_str"]].drop_duplicates("trial_id").itertuples(index=False)}
+        names = [f"{labels.get(t, t)} at {eps.get(t, '?')} ({', '.join(c)})" for t, c in trials.items()]
+        lines.append(f"{kind} in {len(trials)} trial(s): {'; '.join(names)} — the claims resting on their white-box "
+                     "rows are unreliable; remedy: another attack (black box, transfer, adaptive)")
+    return lines
+
+
+def masking_section(checks: pd.DataFrame, labels: dict[str, str] | None = None) -> list[str]:
+    """Markdown lines: per trial, its checks and its flag (``not converged`` / ``masking suspected``)."""
     if checks.empty:
         return []
+    labels = labels or {}
     names = list(dict.fromkeys(checks["check"].astype(str)))
-    lines = ["## Gradient-masking checks", "",
-             "With every white-box evaluation, at its table's first ε, on the first episodes of the bank "
-             "(`checks.parquet`; advmeta.checks). A cell is the checked value and ✓ / ✗ against its threshold "
-             "(– : not run); a trial with any ✗ is flagged.", "",
+    found = diagnoses(checks)
+    lines = ["## Evaluation checks: convergence and gradient masking", "",
+             "With every white-box evaluation, at its table's first ε (`checks.parquet`; advmeta.checks). `converged` "
+             "reads every evaluated episode: every gradient attack was escalated (twice the iterations from a new "
+             "random start) until a round took less than the tolerance, within the cap; the other checks run on the "
+             "first episodes of the bank. A cell is the checked value and ✓ / ✗ against its threshold (– : not run). "
+             "Two diagnoses, two remedies: **not converged** — the attack still gained at the cap: more iterations; "
+             "**masking suspected** — any other ✗: another attack. A claim resting on a flagged row is unreliable.", "",
              "| trial | method | ε | " + " | ".join(names) + " | flag |", "|---" * (len(names) + 4) + "|"]
     for tid, sub in checks.groupby("trial_id", sort=False):
         by = {str(r.check): r for r in sub.itertuples()}
@@ -282,14 +359,19 @@ def masking_section(checks: pd.DataFrame) -> list[str]:
             if r.ci95 is not None and not pd.isna(r.ci95):
                 text += f" ± {float(r.ci95):.1f}"
             cells.append(f"{text} {'✓' if bool(r.passed) else '✗'}")
-        failed = [n for n in names if n in by and not pd.isna(by[n].passed) and not bool(by[n].passed)]
-        flag = "**masking suspected** (" + ", ".join(failed) + ")" if failed else "none"
+        flags = [f"**{kind}** ({', '.join(trials[str(tid)])})" for kind, trials in sorted(found.items())
+                 if str(tid) in trials]
         first = sub.iloc[0]
-        lines.append(f"| {tid} | {first['method']} | {first['eps_str']} | " + " | ".join(cells) + f" | {flag} |")
+        lines.append(f"| {tid} | {labels.get(str(tid), first['method'])} | {first['eps_str']} | " + " | ".join(cells)
+                     + f" | {'; '.join(flags) or 'none'} |")
     thresholds = checks.drop_duplicates("check").set_index("check")
     lines += ["", "Thresholds: " + "; ".join(f"{n} {float(thresholds.loc[n, 'threshold']):g}" for n in names)
               + ". What each value measures (first trial's wording):", ""]
     lines += [f"- `{n}`: {thresholds.loc[n, 'detail']}" for n in names]
+    conv = checks[checks["check"].astype(str).eq("converged") & checks["passed"].notna()]
+    if len(conv):
+        lines += ["", "How far each trial's attacks were escalated (`converged`):", ""]
+        lines += [f"- {labels.get(str(r.trial_id), r.method)}: {r.detail}" for r in conv.itertuples()]
     return lines + [""]
 
 

@@ -207,6 +207,46 @@ has no such field."""
 _TABLES = {"summary": SUMMARY_COLUMNS, "episodes": EPISODE_COLUMNS, "checks": CHECK_COLUMNS, "curves": CURVE_COLUMNS}
 
 
+def add_blocks(summary: pd.DataFrame, episodes: pd.DataFrame, block_summary: pd.DataFrame,
+               block_episodes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A trial's rows after blocks of further test episodes were evaluated for some of them.
+
+    Each summary row the blocks extend (by :data:`SUMMARY_KEY`) is recomputed over all of its
+    episodes: accuracy, interval and ``n_episodes`` from the per-episode rows, ``loss`` their mean,
+    ``eval_seconds`` summed, the largest ``attack_iterations`` and ``attack_restarts``, and
+    ``converged`` only when no block's attack stopped short of convergence. Other rows are kept.
+    """
+    if block_summary.empty:
+        return summary, episodes
+    key = [k for k in SUMMARY_KEY if k != "trial_id"]
+    ep_key = [k for k in key if k in episodes.columns]
+    all_eps = pd.concat([episodes, block_episodes], ignore_index=True)
+    all_eps = all_eps.drop_duplicates(subset=["trial_id", *ep_key, "episode_index"], keep="first")
+    out = summary.copy()
+    for _, block in block_summary.groupby(key, dropna=False, sort=False):
+        first = block.iloc[0]
+        mask = pd.Series(True, index=out.index)
+        for k in key:
+            mask &= out[k].isna() if pd.isna(first[k]) else out[k].astype("string").eq(str(first[k])).fillna(False)
+        if not mask.any():
+            continue
+        i = out.index[mask][0]
+        mine = all_eps
+        for k in ep_key:
+            mine = mine[mine[k].isna()] if pd.isna(first[k]) else mine[mine[k].astype("string").eq(str(first[k])).fillna(False)]
+        accs = mine["acc"].to_numpy(dtype=float)
+        mean, ci = mean_ci95(accs)
+        out.loc[i, ["acc", "acc_ci95", "n_episodes"]] = [mean, ci, len(accs)]
+        out.loc[i, "loss"] = float(mine["loss"].astype(float).mean())
+        out.loc[i, "eval_seconds"] = float(out.loc[i, "eval_seconds"]) + float(block["eval_seconds"].astype(float).sum())
+        for col in ("attack_iterations", "attack_restarts"):
+            values = pd.concat([out.loc[[i], col], block[col]]).dropna()
+            out.loc[i, col] = int(values.max()) if len(values) else pd.NA
+        flags = pd.concat([out.loc[[i], "converged"], block["converged"]]).dropna()
+        out.loc[i, "converged"] = bool(flags.astype(bool).all()) if len(flags) else pd.NA
+    return out, all_eps
+
+
 def hparam_columns(hparams: Mapping[str, Any]) -> dict[str, Any]:
     """The ``hparams`` JSON plus one ``hp_<field>`` entry per scalar hyper-parameter."""
     out: dict[str, Any] = {"hparams": json.dumps(dict(hparams), sort_keys=True, default=str)}

@@ -199,10 +199,10 @@ def finish(name: str, folder: str, outcome: SweepOutcome, started_at: float, pre
                      f"{Path(paths['markdown']).with_name('index.html')} (one page, figures inline)")
         verdicts = ", ".join(f"{n} {v}" for v, n in sorted(paths["verdicts"].items()))
         lines.append(f"claims: {paths['claims']} ({verdicts or 'no claims'})")
-        suspected = paths.get("masking_suspected") or []
-        lines.append(f"masking checks: {folder}/checks.parquet; "
-                     + (f"masking suspected in {len(suspected)} trial(s): {', '.join(suspected)} (see the report)"
-                        if suspected else "no trial flagged"))
+        flags = paths.get("flags") or []
+        lines.append(f"evaluation checks: {folder}/checks.parquet; "
+                     + ("no trial flagged" if not flags else f"{len(flags)} kind(s) of flag (see the report):"))
+        lines += [f"  {f}" for f in flags]
     for line in lines:
         print(line)
     return exit_code(outcome)

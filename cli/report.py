@@ -32,9 +32,8 @@ def report(
     verdicts = ", ".join(f"{n} {v}" for v, n in sorted(paths["verdicts"].items()))
     typer.echo(f"wrote {paths['markdown']}, {Path(paths['markdown']).with_name('index.html')}, {paths['latex']}, "
                f"{len(paths['figures'])} figures and {paths['claims']} ({verdicts or 'no claims'})", err=True)
-    if paths.get("masking_suspected"):
-        typer.echo(f"masking suspected in {len(paths['masking_suspected'])} trial(s): "
-                   f"{', '.join(paths['masking_suspected'])}", err=True)
+    for flag in paths.get("flags") or []:  # not converged / masking suspected, by method and settings
+        typer.echo(flag, err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -113,7 +113,7 @@ def sweep(
             address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_failures=max_failures,
             num_cpus=num_cpus, data_root=data_root, device=device, progress=not quiet,
             banks={"test": banks} if banks and not sources else {}, make_banks=make_banks and not sources,
-            episodes=tuple(sources), loggers=loggers), run_info)
+            episodes=tuple(sources), loggers=loggers, claim_looks=get_budget(budget).claim_looks), run_info)
         code = finish(name, folder, outcome, run_info["started_at"], previous, report=report,  # the report inside the lock
                       calibrated=calibrated)
     raise typer.Exit(code)

@@ -177,7 +177,15 @@ def test_report_flags_the_suspected_trials(tmp_path: Path) -> None:
     assert suspected_trials(frame) == {"b"}
     text = "\n".join(masking_section(frame))
     assert "| b | maml | 8/255 |" in text and "**masking suspected** (gradients-exist)" in text
-    assert text.count("masking suspected") == 1 and "| – |" in text
+    assert text.count("**masking suspected** (") == 1 and "| – |" in text
+    # the two diagnoses are told apart, and a flagged trial is named by its method and settings
+    from advmeta.report import flag_lines
+
+    stuck = frame.assign(passed=frame.passed.where(frame.check != "converged", frame.trial_id.eq("a")))
+    lines = flag_lines(stuck, {"a": "tafl (gamma=2)", "b": "maml"})
+    assert lines[0].startswith("not converged in 1 trial(s): maml (converged)")
+    assert lines[1].startswith("masking suspected in 1 trial(s): maml at 8/255 (gradients-exist)")
+    assert "**not converged** (converged)" in "\n".join(masking_section(stuck))
     assert pd.isna(frame.loc[frame.check == "transfer-not-better", "passed"]).all()
 
 

@@ -76,6 +76,11 @@ class Budget:
             after 600 iterations, measured).
         inner_lr: the MAML family's inner learning rate α (and ADML's α for its adversarial
             branch) at this budget (``None``: the learner's per-dataset default).
+        claim_looks: looks of the sequential claims (tune/extend.py): a paired claim still
+            undecided after the trials' own evaluation gets up to ``claim_looks − 1`` further blocks
+            of as many episodes, for the rows it reads; every paired claim's interval is then the
+            ``1 − 0.05/claim_looks`` one (Bonferroni over the planned looks). Quick: 3 (up to 60
+            white-box episodes where a claim needs them); paper: 4 (2400, R-MAML's count).
         gail_iterations: iterations of a GAIL-family run (``None``: GAILConfig's 300).
         gail_batch_steps: state-action pairs per GAIL iteration (``None``: Ho & Ermon's 5000).
         adversarial_iterations: at most this many iterations for the adversarially trained
@@ -148,6 +153,7 @@ class Budget:
     attack_params: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
     gail_iterations: int | None = None
     gail_batch_steps: int | None = None
+    claim_looks: int = 1
 
     def for_dataset(self, dataset: str | None) -> Budget:
         """This budget as it runs on ``dataset`` (its ``by_dataset`` fields applied; ``by_dataset`` cleared)."""
@@ -179,7 +185,7 @@ BUDGETS: dict[str, Budget] = {
         l2l_epochs=1, l2l_train_per_class=8, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 10), ("widen", 1)),
         l2l_num_classes=5, surrogate_steps=10, l2l_test_images=50, calibration_episodes=4, l2l_attacker="slim",
         checks=(("episodes", 1), ("converge_cap", 2), ("square_queries", 10)),
-        adaptive_episodes=2, gail_iterations=3, gail_batch_steps=300,
+        adaptive_episodes=2, gail_iterations=3, gail_batch_steps=300, claim_looks=2,
         attack_params=(("autoattack", (("n_queries", 20),)),),
     ),
     # quick: sized by measurement for one hour of 2 CPU cores on Omniglot (README): 5 training
@@ -202,7 +208,7 @@ BUDGETS: dict[str, Budget] = {
         attack_params=(("autoattack", (("components", ("apgd-ce", "apgd-t")),)),),
         # GAIL: 300 iterations of 2000 pairs (~0.5 s an iteration on one core, measured: the `gail`
         # grid's 20 runs in about half an hour on 2 cores); Ho & Ermon sample 5000 per iteration.
-        gail_iterations=300, gail_batch_steps=2000,
+        gail_iterations=300, gail_batch_steps=2000, claim_looks=3,
         # mini-ImageNet: at 28 px and the paper's five inner steps of α = 0.01 MAML stayed at
         # 28 % after 600 iterations; at 32 px one step of α = 0.1 reached 35.9 % on validation
         # episodes after 500 iterations in 173 s, five steps of 0.01 36.4 % in 437 s (measured),
@@ -219,7 +225,7 @@ BUDGETS: dict[str, Budget] = {
         name="paper", iterations=60000, meta_batch=4, val_every=1000, val_episodes=100, checkpoint_every=1000,
         q_query=15, test_episodes=600, attack_steps=20, image_size=None, inner_steps=None, test_inner_steps=None,
         l2l_epochs=100, l2l_train_per_class=None, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 34), ("widen", 10)),
-        l2l_num_classes=None, surrogate_steps=1500, gail_iterations=1000, gail_batch_steps=5000,
+        l2l_num_classes=None, surrogate_steps=1500, gail_iterations=1000, gail_batch_steps=5000, claim_looks=4,
         attack_params=(("autoattack", (("steps", 100),)),),  # AutoAttack's own APGD iterations
     ),
 }

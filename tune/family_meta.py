@@ -9,7 +9,7 @@ MAML-AD read their surrogate-attacked training episodes from a ``train`` bank.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -350,7 +350,7 @@ def run(spec: Any, ctx: RunContext, report: Report) -> TrialOutput:
             # Two tables' white-box evaluations at one ε would check the same model twice.
             first = format_eps(protocol.eps[0])
             if first in checked:
-                protocol = dataclasses.replace(protocol, checks=None)
+                protocol = dataclasses.replace(protocol, masking_checks=False)  # escalation still runs
             checked.add(first)
         source = bank_source(ctx, cfg, protocol)
         if source is not None:
@@ -389,3 +389,76 @@ def curve_rows(history: list[dict[str, Any]], cfg: Any, hparams: Mapping[str, An
              "seed": cfg.seed}
     return [{**fixed, **curve_metrics(r)} for r in history]
 
+
+def _block_protocol(protocol: Any, keys: Sequence[Mapping[str, Any]], start: int, count: int) -> Any:
+    """``protocol`` cut to the rows ``keys`` (those it produces) on ``count`` episodes from
+    ``start``, or None when it produces none of them."""
+    import dataclasses
+    import json
+
+    from advmeta.attacks import AttackSpec
+    from advmeta.eps import format_eps
+    from advmeta.protocol import ADAPTIVE_SCENARIOS
+
+    scenarios: list[str] = []
+    attacks: list[str] = []
+    eps: list[Any] = []
+    for key in keys:
+        scenario, attack, es = str(key["scenario"]), str(key["attack"]), str(key["eps_str"])
+        on = [e for e in protocol.eps if format_eps(e) == es]
+        if scenario == "whitebox" and "whitebox" in protocol.scenarios:
+            if attack == "none":
+                hit: list[str] = []
+            elif attack == "worst":
+                hit = list(protocol.attacks) if key.get("attack_params") == json.dumps(
+                    {"attacks": list(protocol.attacks)}) else []
+            else:
+                hit = [attack] if attack in protocol.attacks and on and AttackSpec(
+                    attack, on[0], protocol.params_of(attack)).params_json() == key.get("attack_params") else []
+            if (hit or attack == "none") and (on or attack == "none"):
+                scenarios.append(scenario)
+                attacks += hit
+                eps += on
+        elif scenario in ADAPTIVE_SCENARIOS and scenario in protocol.scenarios and on:
+            pgd = AttackSpec("pgd", on[0], protocol.params_of("pgd")).accepted()
+            if json.dumps({**pgd, "through": "adaptation"}, sort_keys=True) == key.get("attack_params"):
+                scenarios.append(scenario)
+                eps += on
+        elif scenario == "finetune":
+            scenarios.append(scenario)
+    if not scenarios:
+        return None
+    wanted = tuple(dict.fromkeys(scenarios))
+    return dataclasses.replace(
+        protocol, episode_start=start, n_episodes=count, chunk=min(protocol.chunk, count), scenarios=wanted,
+        attacks=tuple(dict.fromkeys(attacks)), eps=tuple(dict.fromkeys(eps)) or protocol.eps)
+
+
+def extend(spec: Any, ctx: RunContext, keys: Sequence[Mapping[str, Any]], start: int,
+           count: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The trial's rows ``keys`` on ``count`` more test episodes from bank index ``start``: its
+    trained checkpoint evaluated again as :func:`run` evaluated it (same attacks, settings,
+    escalation and per-episode generators), on those episodes only (tune/extend.py).
+
+    Returns:
+        The block's summary rows and episode rows, for the rows ``keys`` only.
+    """
+    from advmeta.evaluate import evaluate
+    from advmeta.results import SUMMARY_KEY
+    from advmeta.train import train
+
+    cfg = train_config(spec, ctx)
+    ckpt, _ = train(cfg, Path(ctx.work_dir), resume=True, progress=False)  # finished: loads, trains nothing
+    names = [k for k in SUMMARY_KEY if k != "trial_id"]
+    wanted = {tuple(str(k.get(c)) for c in names) for k in keys}
+    rows: list[dict[str, Any]] = []
+    episode_rows: list[dict[str, Any]] = []
+    for protocol in protocols(spec, ctx):
+        block = _block_protocol(protocol, keys, start, count)
+        if block is None:
+            continue
+        r, e, _ = evaluate(ckpt, block, progress=False)
+        rows += [x for x in r if tuple(str(x.get(c)) for c in names) in wanted]
+        episode_rows += [x for x in e if tuple(str(x.get(c)) for c in names) in wanted]
+    keys_cols = ("scenario", "support", "query", "attack", "attack_params", "eps_str", "finetune_step")
+    return _dedupe(rows, keys_cols), _dedupe(episode_rows, keys_cols + ("episode_index",))

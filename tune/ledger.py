@@ -162,6 +162,25 @@ class Ledger:
         if self._exists(self.trial_path(tid, ERROR)):
             self.fs.delete_file(self.trial_path(tid, ERROR))
 
+    def write_block(self, tid: str, start: int, rows: list[dict[str, Any]], episode_rows: list[dict[str, Any]]) -> None:
+        """Store a block of further test episodes of a finished trial (from bank index ``start``),
+        evaluated to decide a claim (advmeta.tune.extend); its episodes file is written first, so a
+        block whose summary exists is whole."""
+        self.write_frame(to_frame(episode_rows, "episodes"), self.trial_path(tid, "blocks", f"{start:06d}-episodes.parquet"))
+        self.write_frame(to_frame(rows, "summary"), self.trial_path(tid, "blocks", f"{start:06d}-summary.parquet"))
+
+    def own_summary(self, tid: str) -> pd.DataFrame:
+        """A finished trial's summary rows as its own evaluation wrote them (without blocks)."""
+        return self._read_frame(self.trial_path(tid, "summary.parquet"))
+
+    def _blocks(self, tid: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The trial's stored blocks of further episodes (summary rows, episode rows)."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.trial_path(tid, "blocks"), allow_not_found=True))
+        starts = sorted(i.base_name.split("-")[0] for i in infos if i.base_name.endswith("-summary.parquet"))
+        summary = [self._read_frame(self.trial_path(tid, "blocks", f"{st}-summary.parquet")) for st in starts]
+        episodes = [self._read_frame(self.trial_path(tid, "blocks", f"{st}-episodes.parquet")) for st in starts]
+        return _concat(summary, "summary"), _concat(episodes, "episodes")
+
     def write_error(self, spec: TrialSpec, error: str, status: str = "error") -> None:
         """Record a trial that failed after its retries, or was ``stopped`` early by a scheduler.
 
@@ -202,8 +221,13 @@ class Ledger:
         mine = dict((s.trial_id, s) for s in specs)
 
         def read(tid: str) -> None:
-            summaries.append(self._read_frame(self.trial_path(tid, "summary.parquet")))
-            episodes.append(self._read_frame(self.trial_path(tid, "episodes.parquet")))
+            from advmeta.results import add_blocks
+
+            summary, episode = (self._read_frame(self.trial_path(tid, "summary.parquet")),
+                                self._read_frame(self.trial_path(tid, "episodes.parquet")))
+            summary, episode = add_blocks(summary, episode, *self._blocks(tid))
+            summaries.append(summary)
+            episodes.append(episode)
             if self._exists(self.trial_path(tid, "checks.parquet")):
                 checks.append(self._read_frame(self.trial_path(tid, "checks.parquet")))
             if self._exists(self.trial_path(tid, "curves.parquet")):

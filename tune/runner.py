@@ -61,6 +61,9 @@ class SweepOptions:
             the trials start; in ``banks["test"]``, default ``<sweep>/banks``.
         reuse_actors: let Tune reuse trial processes (saves the import cost per trial).
         episodes: standard test-episode manifests the trials evaluate on (``RunContext.episodes``).
+        claim_looks: planned looks of the sequential claims (:mod:`advmeta.tune.extend`; 1: the
+            trials' own evaluation only); recorded in the manifest (``sequential.looks``), whose
+            claims then use intervals valid over that many looks.
         loggers: Ray Tune logger callbacks to add (:mod:`advmeta.tune.loggers`: ``tensorboard``,
             ``mlflow``, ``wandb``, ``csv``), fed with each trial's learning curve as it trains.
     """
@@ -82,6 +85,7 @@ class SweepOptions:
     reuse_actors: bool = True
     episodes: tuple[str, ...] = ()
     loggers: tuple[str, ...] = ()
+    claim_looks: int = 1
 
 
 @dataclass
@@ -194,7 +198,7 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
 
     specs = list(dict((s.trial_id, s) for s in specs).values())
     ledger = Ledger(sweep_dir)
-    ledger.write_manifest({"name": name, **(info or {})}, specs)
+    ledger.write_manifest({"name": name, **(info or {}), "sequential": {"looks": opts.claim_looks}}, specs)
     # Failed trials are retried by a new run; finished and early-stopped ones are final.
     pending = [s for s in specs if ledger.status_of(s.trial_id) not in ("ok", "stopped")]
     trained = {s.trial_id for s in pending if ledger.local and (Path(ledger.work_dir(s.trial_id)) / "checkpoint.pt").is_file()}
@@ -254,6 +258,10 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
                 elif opts.scheduler != "none" and not ledger.is_done(spec.trial_id) and metrics:
                     it = metrics.get("training_iteration", "?")
                     ledger.write_error(spec, f"stopped early by ASHA after {it} reports", status="stopped")
+            if opts.claim_looks > 1:  # claims decided, not only tested: more paired episodes where needed
+                from advmeta.tune.extend import extend_for_claims
+
+                extend_for_claims(specs, ledger, ctx, resources, opts.claim_looks, opts.progress)
     summary, episodes = ledger.merge(specs)
     status = [ledger.status_of(s.trial_id) for s in specs]
     return SweepOutcome(summary, episodes, len(specs), status.count("ok"), status.count("error"),
