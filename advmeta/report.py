@@ -217,7 +217,8 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
     checks = load_checks(folder)
     claims = evaluate_claims(summary, episodes, manifest, curves=curves, checks=checks)
     claim_paths = write_claims(claims, out_dir)
-    md += [claims_markdown(claims), f"(The claims are also in `{Path(claim_paths['markdown']).name}` and "
+    md += [claims_markdown(claims), *seeds_note(claims, manifest),
+           f"(The claims are also in `{Path(claim_paths['markdown']).name}` and "
            f"`{Path(claim_paths['parquet']).name}`.)", ""] + (["## Tables", ""] if tabs else [])
     for t in tabs:
         md.append(to_markdown(t))
@@ -227,6 +228,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
                for r in failed.drop_duplicates("trial_id").itertuples()]
         md.append("")
     md += masking_section(checks, trial_labels(manifest, summary))
+    md += time_section(summary, checks, manifest)
     figs = figures(summary, episodes, out_dir / "figures")
     md += [f"![{p.stem}](figures/{p.name})" for p in figs]
     curve_md, curve_figs = curve_section(curves, out_dir)
@@ -244,6 +246,57 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
             "verdicts": claims["verdict"].value_counts().to_dict() if len(claims) else {},
             "masking_suspected": sorted(suspected_trials(checks)),
             "flags": flag_lines(checks, trial_labels(manifest, summary), summary)}
+
+
+def time_section(summary: pd.DataFrame, checks: pd.DataFrame, manifest: dict[str, Any] | None) -> list[str]:
+    """Where a sweep's time went: the calibration, each trial's training, each evaluation scenario and
+    attack (escalation included), the checks and the claims' blocks — CPU-seconds of the trials'
+    own processes (trials run side by side, so they add up to more than the wall time)."""
+    ok = summary[summary["status"] == "ok"] if len(summary) else summary
+    if ok.empty:
+        return []
+    manifest = manifest or {}
+    trials = ok.drop_duplicates("trial_id")
+    train = float(pd.to_numeric(trials["train_seconds"], errors="coerce").fillna(0).sum())
+    rows = ok[ok["attack"].astype(str) != "worst"]  # a worst-case row's time is its attacks'
+    ev = rows.assign(part=rows["scenario"].astype(str) + " " + rows["attack"].astype(str)).groupby("part")[
+        "eval_seconds"].sum().sort_values(ascending=False)
+    chk = checks.groupby("check")["seconds"].sum() if len(checks) else pd.Series(dtype=float)
+    cal = float((manifest.get("calibration") or {}).get("seconds") or 0.0)
+    blocks = float((manifest.get("sequential") or {}).get("seconds") or 0.0)
+    total = train + float(ev.sum()) + float(chk.sum()) + blocks
+    wall = manifest.get("wall_seconds")
+    lines = ["## Where the time went", "",
+             "CPU-seconds in the trials' processes (trials run side by side: they add up to more than the wall time"
+             + (f", {float(wall):.0f} s here" if wall is not None else "") + "); escalation to convergence is in "
+             "each attack's evaluation.", "", "| part | seconds | share |", "|---|---|---|"]
+    if cal:
+        lines.append(f"| ε calibration (wall, before the trials) | {cal:.0f} | – |")
+    lines.append(f"| training, {len(trials)} trials | {train:.0f} | {100 * train / total:.0f} % |")
+    lines += [f"| evaluation: {k} | {v:.0f} | {100 * v / total:.0f} % |" for k, v in ev.items() if v >= 0.5]
+    lines += [f"| checks: {k} | {v:.0f} | {100 * v / total:.0f} % |" for k, v in chk.sort_values(ascending=False).items()
+              if v >= 0.5]
+    if blocks:
+        lines.append(f"| claims' further episodes ({(manifest.get('sequential') or {}).get('blocks')} blocks) | "
+                     f"{blocks:.0f} | {100 * blocks / total:.0f} % |")
+    per = ok.groupby("trial_id").agg(method=("method", "first"), train=("train_seconds", "first"))
+    per["eval"] = rows.groupby("trial_id")["eval_seconds"].sum()
+    per = per.sort_values("train", ascending=False)
+    lines += ["", "| trial | training s | evaluation s |", "|---|---|---|"]
+    lines += [f"| {r.method} ({tid}) | {float(r.train):.0f} | {float(r.eval):.0f} |" for tid, r in per.iterrows()]
+    return lines + [""]
+
+
+def seeds_note(claims: pd.DataFrame, manifest: dict[str, Any] | None) -> list[str]:
+    """What the claims' intervals cover: a sentence when every claim rests on one training run."""
+    acc = claims[claims["ci_method"].astype(str).ne("t over seeds")] if len(claims) else claims
+    if acc.empty or (pd.to_numeric(acc["n_seeds"], errors="coerce").fillna(1) > 1).any():
+        return []
+    budget = (manifest or {}).get("budget")
+    return [f"Each interval above covers the test episodes of **one training run** per method"
+            + (f" (the {budget} budget trains one seed per setting)" if budget else "")
+            + ": the variation between training runs is not in it. `--budget paper` trains 3 seeds, and its claims "
+              "take their interval over the seeds.", ""]
 
 
 def load_checks(folder: str | Path) -> pd.DataFrame:

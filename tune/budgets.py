@@ -81,6 +81,10 @@ class Budget:
             of as many episodes, for the rows it reads; every paired claim's interval is then the
             ``1 − 0.05/claim_looks`` one (Bonferroni over the planned looks). Quick: 3 (up to 60
             white-box episodes where a claim needs them); paper: 4 (2400, R-MAML's count).
+        seeds: trials per setting, trained from seeds ``--seed``, ``--seed + 1``, … (a grid table's own
+            ``seeds`` wins): the claims then take their interval over the seeds, so it holds the
+            variation between training runs (advmeta.claims). Paper: 3; quick and smoke: 1 — their
+            intervals cover the test episodes of one training run (the report says so).
         gail_iterations: iterations of a GAIL-family run (``None``: GAILConfig's 300).
         gail_batch_steps: state-action pairs per GAIL iteration (``None``: Ho & Ermon's 5000).
         adversarial_iterations: at most this many iterations for the adversarially trained
@@ -154,6 +158,7 @@ class Budget:
     gail_iterations: int | None = None
     gail_batch_steps: int | None = None
     claim_looks: int = 1
+    seeds: int = 1
 
     def for_dataset(self, dataset: str | None) -> Budget:
         """This budget as it runs on ``dataset`` (its ``by_dataset`` fields applied; ``by_dataset`` cleared)."""
@@ -226,6 +231,7 @@ BUDGETS: dict[str, Budget] = {
         q_query=15, test_episodes=600, attack_steps=20, image_size=None, inner_steps=None, test_inner_steps=None,
         l2l_epochs=100, l2l_train_per_class=None, l2l_classifier="wrn", l2l_classifier_kwargs=(("depth", 34), ("widen", 10)),
         l2l_num_classes=None, surrogate_steps=1500, gail_iterations=1000, gail_batch_steps=5000, claim_looks=4,
+        seeds=3,
         attack_params=(("autoattack", (("steps", 100),)),),  # AutoAttack's own APGD iterations
     ),
 }

@@ -121,7 +121,7 @@ def extend_for_claims(specs: Sequence[TrialSpec], ledger: Ledger, ctx: RunContex
     # each row's block size: its episodes in the trial's own evaluation (without blocks)
     first = {_key_of(r): int(r["n_episodes"]) for tid in extendable for r in ledger.own_summary(tid).to_dict("records")
              if not pd.isna(r.get("n_episodes"))}
-    done = 0
+    done, seconds = 0, 0.0
     task = ray.remote(_run_block).options(num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial)
     for look in range(2, looks + 1):
         summary, episodes = ledger.merge(specs)
@@ -142,8 +142,10 @@ def extend_for_claims(specs: Sequence[TrialSpec], ledger: Ledger, ctx: RunContex
             episode_rows = [{**r, "sweep": spec.sweep, "trial_id": b.trial_id} for r in episode_rows]
             ledger.write_block(b.trial_id, b.start, _finished(rows, spec), episode_rows)
             done += 1
+        seconds += time.perf_counter() - t0
         if progress:
             print(f"claims: look {look}: {len(blocks)} block(s) in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    ledger.update_manifest({"sequential": {"looks": looks, "blocks": done, "seconds": seconds}})
     ledger.merge(specs)
     return done
 

@@ -240,7 +240,7 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
             raise ConfigError(f"grid {name}, table {tname!r}: {err}") from None
         axes = {k: _as_list(table[k]) for k in _TRAIN_AXES if k in table}
         check_axes(axes, tname)
-        seeds = table.get("seeds", 1)
+        seeds = table.get("seeds", budget.seeds)
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise ConfigError(f"grid {name}, table {tname!r}: seeds must be a whole number >= 1 (trials per "
                               f"setting, seeded --seed, --seed+1, …), got {seeds!r}")
