@@ -470,7 +470,7 @@ def unreliable_reasons(used: pd.DataFrame, checks: pd.DataFrame | None) -> list[
                                "iterations, the cap)")
         elif len(mine) and "converged" in set(mine["check"].astype(str)):
             reasons.append(f"{label}: not converged (the trial's converged check failed)")
-        elif r.get("scenario") == "whitebox" and str(r.get("attack")) != "fgsm" and not (
+        elif r.get("scenario") in ("whitebox", "l2l") and str(r.get("attack")) != "fgsm" and not (
                 checks is not None and len(checks) and (
                     (checks["trial_id"].astype(str) == str(r["trial_id"])) & (checks["check"] == "converged")
                     & checks["passed"].eq(True).fillna(False).astype(bool)).any()):

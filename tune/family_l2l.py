@@ -150,11 +150,20 @@ def run(spec: Any, ctx: RunContext, report: Report) -> TrialOutput:
         protocol = L2LEvalProtocol(attacks=tuple(ev.get("attacks", ("none", "pgd-20"))), eps=eps[0],
                                    seeds=tuple(ev.get("seeds", (0,))), n_test=ev.get("n_test"),
                                    eps_curve=tuple(ev.get("eps_curve", eps[1:])),
-                                   steps_curve=tuple(ev.get("steps_curve", ())))
+                                   steps_curve=tuple(ev.get("steps_curve", ())), **_convergence(spec))
         rows += evaluate_l2l(ckpt, protocol, device=ctx.device, progress=ctx.progress)
     final = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
     return TrialOutput(rows, [], {**final, "device": rows[0]["device"] if rows else ctx.device}, [],
                        curve_rows(metrics["history"], cfg))
+
+
+def _convergence(spec: Any) -> dict[str, Any]:
+    """The budget's escalation settings (its masking checks' ``converge_tol`` / ``converge_cap``)."""
+    from advmeta.checks import CheckSettings
+    from advmeta.tune.budgets import get_budget
+
+    checks = CheckSettings(**dict(get_budget(spec.budget).checks))
+    return {"converge_tol": checks.converge_tol, "converge_cap": checks.converge_cap}
 
 
 def curve_metrics(row: Mapping[str, Any], plain: bool) -> dict[str, Any]:

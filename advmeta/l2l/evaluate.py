@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advmeta.env import provenance, resolve_device
+from advmeta.converge import NOT_APPLICABLE, Escalation, escalate, worst_of
 from advmeta.eps import Eps, format_eps, parse_eps
 from advmeta.errors import ConfigError
 from advmeta.l2l.data import L2LData, to_float
@@ -89,6 +90,11 @@ class L2LEvalProtocol:
     """PGD step counts of the robust-accuracy-against-steps curve (at ``eps``)."""
     worst_row: bool = True
     """Add the row ``worst``: the per-image minimum over every attack and seed of the table."""
+    converge_tol: float = 1.0
+    """Points a round of escalation may take for an iterative attack to count as converged
+    (:mod:`advmeta.converge`: twice the steps from a new seed, per-image worst case)."""
+    converge_cap: int = 8
+    """The largest multiple of an attack's own steps escalation may reach (below 2: none)."""
 
 
 def accuracy(
@@ -152,7 +158,7 @@ def base_row(ck: Any, n_test: int, device: torch.device) -> dict[str, Any]:
 
 
 def _row(base: dict[str, Any], attack: str, spec: AttackSpec, eps: float, correct: Tensor, loss: float,
-         seconds: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+         seconds: float, extra: dict[str, Any] | None = None, effort: Escalation = NOT_APPLICABLE) -> dict[str, Any]:
     acc = 100 * correct.float().mean().item()
     params = dict(spec[1]) if spec is not None else {}
     params.pop("eps", None)
@@ -160,7 +166,30 @@ def _row(base: dict[str, Any], attack: str, spec: AttackSpec, eps: float, correc
     return {**base, "support": None, "query": "clean" if attack == "none" else "adv", "attack": attack,
             "attack_params": json.dumps(params, sort_keys=True), "eps": 0.0 if attack == "none" else eps,
             "eps_str": format_eps(0.0 if attack == "none" else eps), "acc": acc,
-            "acc_ci95": binomial_ci95(acc, len(correct)), "loss": loss, "eval_seconds": seconds}
+            "acc_ci95": binomial_ci95(acc, len(correct)), "loss": loss, "eval_seconds": seconds,
+            "attack_iterations": effort.iterations, "attack_restarts": effort.restarts, "converged": effort.converged}
+
+
+def _escalate(classifier: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, correct: Tensor,
+              protocol: L2LEvalProtocol, device: torch.device) -> tuple[Tensor, Escalation]:
+    """:func:`advmeta.converge.escalate` for a table attack with steps: each round runs it with
+    twice the steps from a new seed on the images still classified correctly (independent
+    images: each image is its own "episode" of one query), per-image worst case."""
+    from advmeta.attacks import attack_info
+
+    if spec is None or "steps" not in spec[1] or not attack_info(spec[0]).iterative:
+        return correct, NOT_APPLICABLE
+    name, kwargs = spec
+
+    def run(steps: int, r: int, live: Tensor) -> Tensor:
+        gen = torch.Generator(device=device).manual_seed(10_000 + r)
+        ok, _ = accuracy(classifier, x[live], y[live], (name, {**kwargs, "steps": steps}), protocol.batch_size,
+                         device, generator=gen)
+        return ok[:, None]
+
+    ok, effort = escalate(run, int(kwargs["steps"]), attack_info(name).stochastic, correct[:, None],
+                          protocol.converge_tol, protocol.converge_cap)
+    return ok[:, 0], effort
 
 
 def _stochastic(spec: AttackSpec) -> bool:
@@ -230,7 +259,7 @@ def evaluate_l2l(
     x, y = held_out(ck, data, protocol.n_test)
     base = base_row(ck, len(y), dev)
     eps = parse_eps(protocol.eps)
-    rows, everything = [], []
+    rows, everything, efforts = [], [], []
     jobs: list[tuple[str, float, dict[str, str]]] = [(name, eps, {}) for name in protocol.attacks]
     jobs += [("pgd-20", parse_eps(e), {"curve": "eps"}) for e in protocol.eps_curve]
     jobs += [(f"pgd-{k}", eps, {"curve": "steps"}) for k in protocol.steps_curve]
@@ -238,8 +267,13 @@ def evaluate_l2l(
         spec = attack_spec(name, e)
         t0 = time.perf_counter()
         correct, every, loss = _worst_over_seeds(ck.classifier, x, y, spec, name, protocol.seeds, protocol.batch_size, dev)
+        effort = NOT_APPLICABLE
+        if not extra:  # the table's rows, not the curves': escalated to convergence
+            correct, effort = _escalate(ck.classifier, x, y, spec, correct, protocol, dev)
+            every = every & correct
         row = _row(base, name, spec, e, correct, loss, time.perf_counter() - t0,
-                   {**extra, "seeds": len(protocol.seeds) if _stochastic(spec) else 1})
+                   {**extra, "seeds": len(protocol.seeds) if _stochastic(spec) else 1}, effort)
+        efforts.append(effort)
         rows.append(row)
         if not extra:
             everything.append(every)
@@ -248,6 +282,6 @@ def evaluate_l2l(
     if protocol.worst_row and len(everything) > 1:
         worst = torch.stack(everything).all(0)
         rows.append(_row(base, "worst", None, eps, worst, math.nan, 0.0,
-                         {"over": [a for a in protocol.attacks if a != "none"]}))
+                         {"over": [a for a in protocol.attacks if a != "none"]}, worst_of(efforts)))
         rows[-1]["query"] = "adv"
     return rows
