@@ -394,7 +394,7 @@ def _sum(rows: pd.DataFrame, num: list[Term], den: list[Term] | None,
            "detail": "", "used": used,
            "n_episodes": min((int(r["n_episodes"]) for *_, r in flat if not pd.isna(r["n_episodes"])), default=None)}
     if any(len(one) > 1 for side in seeded for _, _, one in side):
-        return {**out, **_seeded([s for s in seeded if s], den is not None)}
+        return {**out, **_seeded([s for s in seeded if s], bool(den))}
     value = [sum(w * float(_qty(r.to_frame().T, t.quantity).iloc[0]) for w, t, r in part) for part in items]
     out = {**out, "value": value[0], "ci_method": "independent"}
     if den:

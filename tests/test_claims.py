@@ -110,6 +110,76 @@ def test_paired_ci_equals_a_hand_computation(tmp_path: Path) -> None:
         assert out.loc[0, "ci95"] == pytest.approx(math.sqrt(81 + 0.25 * 81))
 
 
+def test_a_claim_on_a_row_not_converged_is_unreliable_and_names_it(tmp_path: Path) -> None:
+    """What the interval says does not count when a row's attack was still gaining at the cap."""
+    body = one_claim("robust(aq) - robust(maml)", ">=", 15)
+    good = check(tmp_path, [row("aq", 60.0), row("maml", 20.0)], body)
+    assert good.loc[0, "verdict"] == "holds" and bool(good.loc[0, "reliable"])
+    assert good.loc[0, "trial_ids"] == "t-aq-1 t-maml-1" and good.loc[0, "attack_iterations"] == 10
+    assert json.loads(good.loc[0, "row_keys"])[0]["attack"] == "pgd"
+    stuck = check(tmp_path, [row("aq", 60.0), row("maml", 20.0, converged=False, attack_iterations=80)], body)
+    assert stuck.loc[0, "verdict"] == "unreliable" and not bool(stuck.loc[0, "reliable"])
+    assert "maml pgd-10@32/255, 1-shot: not converged" in stuck.loc[0, "detail"]
+    assert "the interval alone would say holds" in stuck.loc[0, "detail"]
+    assert stuck.loc[0, "attack_iterations"] == 80 and "80 iterations" in stuck.loc[0, "decided_by"]
+    # results written before escalation: null converged, judged by the trial's converged check
+    old = [row("aq", 60.0, converged=None, attack_iterations=None), row("maml", 20.0, converged=None,
+                                                                        attack_iterations=None)]
+    unchecked = check(tmp_path, old, body)
+    assert unchecked.loc[0, "verdict"] == "unreliable" and "convergence not checked" in unchecked.loc[0, "detail"]
+    checks = to_frame([{"trial_id": t, "method": m, "eps_str": "32/255", "check": "converged", "passed": True}
+                       for t, m in (("t-aq-1", "aq"), ("t-maml-1", "maml"))], "checks")
+    passed = evaluate_claims(to_frame(old), None, None, claims_file(tmp_path, body), checks=checks)
+    assert passed.loc[0, "verdict"] == "holds"
+    failed = checks.assign(passed=[True, False])
+    out = evaluate_claims(to_frame(old), None, None, claims_file(tmp_path, body), checks=failed)
+    assert out.loc[0, "verdict"] == "unreliable" and "converged check failed" in out.loc[0, "detail"]
+
+
+def test_a_claim_on_a_trial_suspected_of_masking_is_unreliable(tmp_path: Path) -> None:
+    body = one_claim("robust(aq) - robust(maml)", ">=", 15) + one_claim(
+        "clean(aq) - clean(maml)", ">=", -50, metrics='[metrics.clean]\nscenario = "whitebox"\nattack = "none"\n'
+    ).replace('id = "c"', 'id = "c2"')
+    rows = [row("aq", 60.0), row("maml", 20.0), row("aq", 90.0, attack="none", eps=0.0, eps_str="0/255"),
+            row("maml", 90.0, attack="none", eps=0.0, eps_str="0/255")]
+    checks = to_frame([{"trial_id": "t-aq-1", "method": "aq", "eps_str": "32/255", "check": "square-not-better",
+                        "passed": False, "diagnosis": "masking suspected"}], "checks")
+    out = evaluate_claims(to_frame(rows), None, None, claims_file(tmp_path, body), checks=checks).set_index("claim_id")
+    assert out.loc["c", "verdict"] == "unreliable"
+    assert "aq pgd-10@32/255, 1-shot: masking suspected (square-not-better)" in out.loc["c", "detail"]
+    assert out.loc["c2", "verdict"] == "holds"  # a clean row is not a gradient attack's
+
+
+def test_trials_that_differ_only_in_their_seed_take_the_interval_over_seeds(tmp_path: Path) -> None:
+    body = one_claim("robust(aq) - robust(maml)", ">=", 15)
+    aq, maml = [60.0, 50.0, 70.0], [20.0, 25.0, 15.0]
+    rows = [row("aq", a, trial=f"aq{s}", seed=s) for s, a in enumerate(aq)] + \
+           [row("maml", m, trial=f"maml{s}", seed=s) for s, m in enumerate(maml)]
+    out = check(tmp_path, rows, body)
+    diff = np.array(aq) - np.array(maml)
+    assert out.loc[0, "ci_method"] == "t over seeds" and out.loc[0, "n_seeds"] == 3
+    assert out.loc[0, "value"] == pytest.approx(diff.mean())
+    assert out.loc[0, "ci95"] == pytest.approx(4.302652729911275 * diff.std(ddof=1) / math.sqrt(3))  # t(0.975, 2)
+    assert "3 training seeds" in out.loc[0, "decided_by"]
+    # two trials of one seed are not seeds: still ambiguous
+    clash = check(tmp_path, rows + [row("aq", 10.0, trial="aq-other", seed=0)], body)
+    assert math.isnan(clash.loc[0, "value"]) and "ambiguous" in clash.loc[0, "detail"]
+
+
+def test_paired_claims_use_the_sequential_rules_level(tmp_path: Path) -> None:
+    a, b = [50.0, 60.0, 70.0, 40.0, 55.0], [30.0, 50.0, 40.0, 20.0, 45.0]
+    rows = [row("aq", float(np.mean(a))), row("maml", float(np.mean(b)))]
+    eps = pd.concat([_episodes("t-aq-1", a), _episodes("t-maml-1", b)])
+    body = one_claim("robust(aq) - robust(maml)", ">=", 0)
+    one = check(tmp_path, rows, body, eps)
+    three = check(tmp_path, rows, body, eps, manifest={"sequential": {"looks": 3}})
+    diff = np.array(a) - np.array(b)
+    from advmeta.stats import t_quantile
+
+    assert three.loc[0, "ci95"] == pytest.approx(t_quantile(1 - 0.05 / 6, 4) * diff.std(ddof=1) / math.sqrt(5))
+    assert three.loc[0, "ci95"] > one.loc[0, "ci95"] and "3 planned looks" in three.loc[0, "decided_by"]
+
+
 def test_missing_rows_are_inconclusive(tmp_path: Path) -> None:
     out = check(tmp_path, [row("aq", 50.0)], one_claim("robust(aq) - robust(maml)", ">=", 0))
     assert out.loc[0, "verdict"] == "inconclusive" and math.isnan(out.loc[0, "value"])
