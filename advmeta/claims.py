@@ -599,4 +599,10 @@ def evaluate_claims(summary: pd.DataFrame, episodes: pd.DataFrame | None = None,
                        "n_episodes": "Int64", "n_seeds": "Int64", "attack_iterations": "Int64"}.items():
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(dtype)
     frame["reliable"] = frame["reliable"].astype("boolean")
+    if (manifest or {}).get("budget") == "smoke" and len(frame):  # a pipeline check: nothing is judged
+        judged = frame["verdict"].isin(["holds", "fails"])
+        frame.loc[judged, "detail"] = ("smoke budget: it checks the pipeline, its numbers are noise — not judged "
+                                       "(the interval said " + frame.loc[judged, "verdict"] + "); "
+                                       + frame.loc[judged, "detail"].astype(str))
+        frame.loc[judged, "verdict"] = "inconclusive"
     return frame

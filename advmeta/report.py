@@ -213,6 +213,7 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
           f"{len(summary)} summary rows" + (f", {len(curves)} learning-curve rows" if len(curves) else "")
           + ("; accuracy in % as mean ± 95% CI over test episodes (Student t: t·s/√n); best of each column in bold."
              if len(summary) else "."), ""]
+    md += smoke_banner(manifest)
     md += eps_section(manifest)
     checks = load_checks(folder)
     claims = evaluate_claims(summary, episodes, manifest, curves=curves, checks=checks)
@@ -285,6 +286,19 @@ def time_section(summary: pd.DataFrame, checks: pd.DataFrame, manifest: dict[str
     lines += ["", "| trial | training s | evaluation s |", "|---|---|---|"]
     lines += [f"| {r.method} ({tid}) | {float(r.train):.0f} | {float(r.eval):.0f} |" for tid, r in per.iterrows()]
     return lines + [""]
+
+
+def smoke_banner(manifest: dict[str, Any] | None) -> list[str]:
+    """The first lines of a smoke run's report: it checks the pipeline, and nothing in it is judged."""
+    if (manifest or {}).get("budget") != "smoke":
+        return []
+    trials = (manifest or {}).get("trials") or []
+    its = [int(t.get("train", {}).get("iterations") or t.get("train", {}).get("epochs") or 0) for t in trials]
+    eps = [int(e.get("episodes") or 0) for t in trials for e in t.get("evals") or []]
+    facts = (f"Its trials train at most {max(its)} iterations and are tested on at most {max(eps)} episodes."
+             if its and eps else "")
+    return [f"> **Smoke budget — a pipeline check, not a result.** {facts} Its numbers are noise: no "
+            "claim holds or fails here (`--budget quick` for numbers, `--budget paper` for the papers' protocol).", ""]
 
 
 def seeds_note(claims: pd.DataFrame, manifest: dict[str, Any] | None) -> list[str]:

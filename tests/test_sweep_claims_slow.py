@@ -55,7 +55,7 @@ def test_small_grid_calibrates_then_judges_claims(tmp_path: Path) -> None:
     adml = summary[summary["method"] == "adml"]
     assert json.loads(adml["hparams"].iloc[0])["train_eps"] == sur["eps"]  # ... ADML at its table's
     claims = pd.read_parquet(out / "report" / "claims.parquet")
-    assert set(claims["verdict"]) <= {"holds", "fails", "inconclusive"}
+    assert set(claims["verdict"]) <= {"inconclusive", "unreliable"}  # smoke: nothing is judged
     collapse = claims[claims["claim_id"].str.contains("collapse")].iloc[0]
     last = summary[(summary["method"] == "maml") & (summary["attack"] == "pgd")]
     assert collapse["value"] == pytest.approx(last.loc[last["finetune_step"].idxmax(), "acc"])
