@@ -137,6 +137,28 @@ class HParams(Mapping[str, Any]):
     def __repr__(self) -> str:
         return f"HParams({self._given!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # By the Config class's name, parsed again on loading (the same frozen Config): a learner
+        # from a plugin file (ADVMETA_PLUGINS) is imported first where the loading process has not yet.
+        cls = type(self.config)
+        return (_hparams_of, (cls.__module__, cls.__qualname__, self._given))
+
+
+def _hparams_of(module: str, qualname: str, given: dict[str, Any]) -> HParams:
+    """An unpickled :class:`HParams`: its Config class found by name (after the plugins where needed)."""
+    import importlib
+
+    try:
+        found: Any = importlib.import_module(module)
+    except ImportError:
+        from advmeta.registry import import_plugins
+
+        import_plugins()  # a plugin file is imported under its stem, which is the module name here
+        found = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return HParams(found, given)
+
 
 def dataset_defaults(config_cls: type, dataset: str | None) -> dict[str, Any]:
     """The hyper-parameters of ``config_cls`` whose default differs on ``dataset``.

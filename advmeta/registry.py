@@ -1,19 +1,24 @@
 """Name → object registries whose members register themselves.
 
 Each registry discovers its members by importing every module of one package, so adding an
-attack, a learner or a dataset is a one-file change: no ``__init__`` import to remember. Modules
-outside the package join the same way: ``ADVMETA_PLUGINS=mod_a,mod_b`` names modules (importable
-from ``sys.path``) that every registry imports once when it first discovers its members — one
-file of a user's own registers an attack, a learner or a dataset exactly as a module of the
-package does (Ray's trial processes inherit the variable and find them too).
+attack, a learner or a dataset is a one-file change: no ``__init__`` import to remember. Files
+outside the package join the same way: ``ADVMETA_PLUGINS`` names, comma-separated, Python files
+(``/path/to/my_learner.py``) or modules importable from ``sys.path`` (``my_package.my_learner``)
+that every registry imports once when it first discovers its members — one file of a user's own
+registers an attack, a learner or a dataset exactly as a module of the package does. Ray's trial
+processes inherit the variable and import the same files (on a cluster, every node needs them at
+the same path). Writing one: ``docs/plugins.md``.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import pkgutil
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from advmeta.errors import ConfigError
@@ -22,17 +27,72 @@ T = TypeVar("T")
 PLUGINS_ENV = "ADVMETA_PLUGINS"
 
 
+def plugin_entries() -> list[str]:
+    """The entries of ``$ADVMETA_PLUGINS``: file paths and module names, in order."""
+    return [e for e in (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",")) if e]
+
+
+def _is_path(entry: str) -> bool:
+    return entry.endswith(".py") or os.sep in entry or (os.altsep is not None and os.altsep in entry)
+
+
+def _import_file(entry: str) -> None:
+    """Import the Python file ``entry`` as the module named after its stem (its folder joins
+    ``sys.path``, so that objects pickled from it — a plugin learner's config in a trial — load by
+    that name in this process and in the processes it starts)."""
+    path = Path(entry).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"{PLUGINS_ENV}: no file {entry}" + ("" if entry.endswith(".py") else
+                                                                " (a module name has no '/'; a file ends in .py)"))
+    name = path.stem
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        if Path(getattr(loaded, "__file__", "") or "").resolve() == path:
+            return
+        raise ConfigError(f"{PLUGINS_ENV}: {entry}: a module named {name!r} is already imported "
+                          f"(from {getattr(loaded, '__file__', None) or 'built in'}); rename the file")
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{PLUGINS_ENV}: {entry} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+
+
 def import_plugins() -> None:
-    """Import the modules named in ``$ADVMETA_PLUGINS`` (comma-separated; already imported ones are kept).
+    """Import the files and modules named in ``$ADVMETA_PLUGINS`` (already imported ones are kept).
 
     Raises:
-        ConfigError: a module that cannot be imported (naming it and why).
+        ConfigError: a file that does not exist, a module that cannot be imported, or one that
+            fails while importing — one line naming it and why.
     """
-    for name in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+    entries = plugin_entries()
+    for entry in entries:
         try:
-            importlib.import_module(name)
+            if _is_path(entry):
+                _import_file(entry)
+            else:
+                importlib.import_module(entry)
+        except ConfigError:
+            raise
         except ImportError as err:
-            raise ConfigError(f"{PLUGINS_ENV}: cannot import {name}: {err}") from None
+            raise ConfigError(f"{PLUGINS_ENV}: cannot import {entry}: {err}") from None
+        except Exception as err:  # the plugin's own code failed: name it, not a traceback
+            where = ""
+            tb = err.__traceback__
+            while tb is not None:
+                where = f" (line {tb.tb_lineno})" if tb.tb_frame.f_code.co_filename.endswith(Path(entry).name) else where
+                tb = tb.tb_next
+            raise ConfigError(f"{PLUGINS_ENV}: {entry} failed while importing{where}: {type(err).__name__}: {err}") from None
+    if entries:  # processes started from here (Ray's trials) find the same files whatever their folder
+        os.environ[PLUGINS_ENV] = ",".join(str(Path(e).expanduser().resolve()) if _is_path(e) else e for e in entries)
 
 
 class Registry(Generic[T]):

@@ -103,11 +103,11 @@ def parse_overrides(method: str, args: Sequence[str]) -> dict[str, Values]:
         from advmeta.tune.validate import check_value
 
         values = out[name]
-        if isinstance(values, ValueRange):  # its ends, typed as the field's values are
-            typed = {Kind.EPS: _eps, Kind.INT: lambda v: int(v) if float(v).is_integer() else v}.get(values.kind)
-            ends = [typed(v) if typed else v for v in (values.lo, values.hi)]
-        else:
-            ends = list(values)
+        ends: list[Any] = list(values) if not isinstance(values, ValueRange) else [values.lo, values.hi]
+        if isinstance(values, ValueRange) and values.kind is Kind.EPS:  # its ends, typed as the field's values are
+            ends = [_eps(v) for v in ends]
+        elif isinstance(values, ValueRange) and values.kind is Kind.INT:
+            ends = [int(v) if float(v).is_integer() else v for v in ends]
         for v in ends:  # an impossible value (ε above the largest, a negative rate) names its option now
             check_value(fields[name], v, f"--{key}")
     return out

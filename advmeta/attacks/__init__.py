@@ -15,6 +15,9 @@ task t's noise comes from its own generator) and attack task t alone with
 Example::
 
     adv = get_attack("pgd")(model_fn, x, y, eps="8/255", steps=20, step_size="2/255")
+
+An attack of one's own composes :func:`pgd_attack` (the validated PGD loop every signed-gradient
+attack here is built on) and registers with :func:`register_attack` (docs/plugins.md).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from advmeta.attacks._core import ModelFn, Norm
 from advmeta.attacks._losses import cross_entropy, kl_to_clean
 from advmeta.attacks._registry import ATTACKS, AttackInfo, attack_info, attack_names, get_attack, register_attack
 from advmeta.attacks._tasks import flatten_tasks, per_task, task_generator, task_generators, task_model_fn
+from advmeta.attacks.pgd import pgd_attack
 from advmeta.attacks.spec import AttackSpec, auto_step_size
 
 __all__ = [
@@ -39,6 +43,7 @@ __all__ = [
     "get_attack",
     "kl_to_clean",
     "per_task",
+    "pgd_attack",
     "register_attack",
     "task_generator",
     "task_generators",
