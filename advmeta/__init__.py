@@ -6,6 +6,8 @@ This package never imports Ray or Typer; those live in :mod:`advmeta.tune` and
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 from advmeta.eps import format_eps, parse_eps
@@ -17,6 +19,21 @@ __all__ = [
     "CorruptDataError",
     "DataNotFoundError",
     "__version__",
+    "evaluate_checkpoint",
+    "evaluate_model",
     "format_eps",
     "parse_eps",
 ]
+
+
+_LAZY = {"evaluate_model": "advmeta.model_eval", "evaluate_checkpoint": "advmeta.model_eval"}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: ``advmeta.evaluate_model`` is imported on first use, so ``import advmeta`` stays light
+    # (no torch) and the root package, which the modules below import, never imports them back.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'advmeta' has no attribute {name!r}")

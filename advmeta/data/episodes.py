@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,9 +20,6 @@ from torch import Tensor
 
 from advmeta.data.base import ClassSplit, FewShotDataset
 from advmeta.errors import ConfigError
-
-if TYPE_CHECKING:
-    from advmeta.data.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -96,6 +93,20 @@ def stable_hash(*parts: str) -> int:
     return int.from_bytes(hashlib.sha256("\x1f".join(parts).encode()).digest()[:8], "little")
 
 
+class FixedEpisodes(Protocol):
+    """Episodes fixed in advance (:class:`advmeta.data.manifest.Manifest`)."""
+
+    @property
+    def origin(self) -> str:
+        """Where they were read from (for messages)."""
+        ...
+
+    def indices(self, dataset: FewShotDataset, split: str, spec: EpisodeSpec) -> tuple[np.ndarray, np.ndarray]:
+        """Per episode, the split-level classes (E, N) and image indices (E, N, K + Q) in ``dataset``;
+        :class:`ConfigError` when they are not episodes of this dataset, split and shape."""
+        ...
+
+
 class EpisodeSampler:
     """Draws episodes of one split of a dataset.
 
@@ -107,8 +118,9 @@ class EpisodeSampler:
         split: "train", "val" or "test".
         spec: the episode shape.
         seed: the experiment's episode seed.
-        manifest: standard episodes by identity (:mod:`advmeta.data.manifest`): episode ``i`` is
-            the manifest's ``i``-th, whatever the seed; ``spec`` and ``split`` must be the manifest's.
+        manifest: standard episodes by identity (a :class:`advmeta.data.manifest.Manifest`):
+            episode ``i`` is the manifest's ``i``-th, whatever the seed; ``spec`` and ``split`` must
+            be the manifest's.
 
     References:
         Vinyals et al., "Matching Networks for One Shot Learning", NeurIPS 2016 (episodic
@@ -117,7 +129,7 @@ class EpisodeSampler:
     """
 
     def __init__(self, dataset: FewShotDataset, split: str, spec: EpisodeSpec, seed: int = 0,
-                 manifest: Manifest | None = None) -> None:
+                 manifest: FixedEpisodes | None = None) -> None:
         if not isinstance(seed, int | np.integer) or seed < 0:
             raise ConfigError(f"episode seed must be a non-negative integer, got {seed!r}")
         self.dataset = dataset
@@ -137,15 +149,7 @@ class EpisodeSampler:
         self._counts = counts
         self._max = int(counts.max())
         self.manifest = manifest
-        self._fixed: tuple[np.ndarray, np.ndarray] | None = None
-        if manifest is not None:
-            from advmeta.data.manifest import check_compatible, resolve
-
-            check_compatible(manifest, dataset.name, split, spec.n_way, spec.k_shot)
-            if (spec.q_query, spec.n_unlabeled) != (manifest.q_query, 0):
-                raise ConfigError(f"episodes manifest {manifest.origin} has {manifest.q_query} queries per class and "
-                                  f"no unlabeled images; asked for {spec.q_query} and {spec.n_unlabeled}")
-            self._fixed = resolve(manifest, dataset)
+        self._fixed = manifest.indices(dataset, split, spec) if manifest is not None else None
 
     def rng(self, index: int) -> np.random.Generator:
         """The generator of episode ``index`` (a pure function of dataset, split, seed, index)."""

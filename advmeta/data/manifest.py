@@ -97,6 +97,19 @@ class Manifest:
         """The episode shape."""
         return EpisodeSpec(n_way=self.n_way, k_shot=self.k_shot, q_query=self.q_query)
 
+    def indices(self, dataset: FewShotDataset, split: str, spec: EpisodeSpec) -> tuple[np.ndarray, np.ndarray]:
+        """The episodes as :class:`EpisodeSampler` draws them in ``dataset`` (:func:`resolve`), after
+        checking that they are of this dataset, split and shape (no unlabeled images).
+
+        Raises:
+            ConfigError: another dataset, split or shape. DataNotFoundError: an image it lacks.
+        """
+        check_compatible(self, dataset.name, split, spec.n_way, spec.k_shot)
+        if (spec.q_query, spec.n_unlabeled) != (self.q_query, 0):
+            raise ConfigError(f"episodes manifest {self.origin} has {self.q_query} queries per class and no "
+                              f"unlabeled images; asked for {spec.q_query} and {spec.n_unlabeled}")
+        return resolve(self, dataset)
+
     def describe(self) -> str:
         """``omniglot/test 5-way 1-shot 15-query, 600 episodes``."""
         return (f"{self.dataset}/{self.split} {self.n_way}-way {self.k_shot}-shot {self.q_query}-query, "
