@@ -85,6 +85,9 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
         drop = SURROGATE_DROP if surrogate_tables(data, dataset, user_eps) else None
         job = calib.job_for(cal_spec, ctx, b.calibration_episodes, threads, b.q_query, surrogate_drop=drop)
         record = calib.cached(folder, job)
+        if record is None and progress and not dry_run:  # the cost first, then the calibration's own lines
+            keep = [s for s in provisional if methods is None or s.method in methods]
+            say_estimate(keep, cpus_per_trial, cal_spec, b.calibration_episodes)
         if record is None and not dry_run:
             keep = [s for s in provisional if methods is None or s.method in methods]
             cal, record = calib.run(folder, job, calib.surrogate_configs(keep, ctx), progress=progress)
@@ -109,6 +112,11 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
     if record is not None and job is not None and not dry_run:
         calib.hand_over(folder, record, job, specs, ctx)
     info["table_eps"] = {k: v.to_dict() for k, v in table_eps.items()}
+    # the calibration counts where this run does it (or a dry run's would); a cached one costs nothing
+    cal_spec = calib.calibration_spec(specs) if job is not None and (record is None or info.get("calibrated_now")) else None
+    info["estimate_seconds"] = estimate_of(specs, cpus_per_trial, cal_spec, b.calibration_episodes).seconds
+    if dry_run or (progress and not info.get("calibrated_now")):  # (a calibrating run said it before calibrating)
+        say_estimate(specs, cpus_per_trial, cal_spec, b.calibration_episodes)
     if progress or dry_run:
         for tname, te in table_eps.items():
             if te.source == "grid":
@@ -145,6 +153,27 @@ def resumed_specs(folder: str) -> tuple[str, list[TrialSpec], dict[str, Any]]:
     return str(manifest.get("name", "sweep")), specs, manifest
 
 
+def estimate_of(specs: Sequence[TrialSpec], cpus_per_trial: float | None, calibration: TrialSpec | None = None,
+                calibration_episodes: int = 20) -> Any:
+    """The sweep's estimated wall time on this machine (:mod:`advmeta.tune.estimate`)."""
+    from advmeta.tune.estimate import estimate
+
+    slots = max(1, int((os.cpu_count() or 1) // max(1.0, float(cpus_per_trial or 1))))
+    return estimate(specs, slots, calibration, calibration_episodes)
+
+
+def say_estimate(specs: Sequence[TrialSpec], cpus_per_trial: float | None, calibration: TrialSpec | None = None,
+                 calibration_episodes: int = 20) -> None:
+    """Print the estimate (stderr), and a warning when the sweep has many trials."""
+    from advmeta.tune.estimate import TOO_MANY
+
+    print(f"estimate: {estimate_of(specs, cpus_per_trial, calibration, calibration_episodes).text(os.cpu_count() or 1)}",
+          file=sys.stderr)
+    if len(specs) > TOO_MANY:
+        print(f"warning: {len(specs)} trials (more than {TOO_MANY}); narrow the ranges or lists, or use --samples with "
+              "--search random, if that is not what you meant", file=sys.stderr)
+
+
 def list_trials(specs: Sequence[TrialSpec], folder: str, label: Callable[[TrialSpec], str]) -> None:
     """``--dry-run``: one line per trial (its id and ``label(spec)``), then the count."""
     for spec in specs:
@@ -168,6 +197,7 @@ def finish(name: str, folder: str, outcome: SweepOutcome, started_at: float, pre
     wall time says so)."""
     wall = time.time() - started_at
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    manifest = (Ledger(folder).read_manifest() or {}) if "://" not in folder else {}
     Ledger(folder).update_manifest({"wall_seconds": wall, "wall_seconds_total": previous_wall + wall,
                                     "load_average": list(load), "cpus": os.cpu_count()})
     lines = [f"{name}: {outcome.done}/{outcome.total} trials done"
@@ -175,8 +205,9 @@ def finish(name: str, folder: str, outcome: SweepOutcome, started_at: float, pre
              + (f", {outcome.stopped} stopped early" if outcome.stopped else "")
              + (f", {outcome.pending} not run (interrupted: re-run the same command to continue)"
                 if outcome.pending else "")
-             + f" in {outcome.wall_seconds:.0f} s; wall time {wall:.0f} s ({wall / 60:.1f} min)"
+             + f"; wall time {wall:.0f} s ({wall / 60:.1f} min)"
              + (" including the ε calibration" if calibrated else "")
+             + (f" (estimated {est / 60:.0f} min)" if (est := manifest.get("estimate_seconds")) else "")
              + f", on {os.cpu_count()} CPUs, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}",
              f"results: {folder}/summary.parquet ({len(outcome.summary)} rows), "
              f"{folder}/episodes.parquet ({len(outcome.episodes)} rows)"]

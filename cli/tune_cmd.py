@@ -49,7 +49,8 @@ def tune_command(
     """
     from advmeta.ranges import Kind, as_list, parse_values
     from advmeta.tune.budgets import get_budget
-    from advmeta.cli._command import begin, finish, list_trials, resolve_dataset, resumed_specs, sweep_dir
+    from advmeta.cli._command import (begin, estimate_of, finish, list_trials, resolve_dataset, resumed_specs,
+                                      say_estimate, sweep_dir)
     from advmeta.tune.families import family_of, get_family
     from advmeta.tune.loggers import check_loggers
     from advmeta.tune.space import describe_fields, parse_overrides, tune_trials
@@ -102,6 +103,9 @@ def tune_command(
                 "samples": samples}
     from advmeta.lock import folder_lock
 
+    info["estimate_seconds"] = estimate_of(specs, cpus_per_trial).seconds
+    if dry_run or not quiet:
+        say_estimate(specs, cpus_per_trial)
     with folder_lock(folder, enabled=not dry_run):  # a second run on this folder exits 2 naming this one
         if dry_run:
             list_trials(specs, folder, lambda s: s.label)
