@@ -138,7 +138,7 @@ def entries(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
             facts = {"dataset": rec.get("dataset"), "shape": f"{rec.get('n_way')}-way {rec.get('k_shot')}-shot",
                      "adapt": (rec.get("model") or {}).get("adapt", {}).get("adapt", ""),
                      "budget": rec.get("budget"), "episodes": (rec.get("episodes") or {}).get("hash", "")}
-            found += _entry(str((rec.get("model") or {}).get("name")), record.parent.name, rec, facts,
+            found += _entry(str((rec.get("model") or {}).get("name")), str(record.parent), rec, facts,
                             rec.get("reported") or {})
         elif (p / "summary.parquet").is_file():
             summary, _ = load(p)
@@ -155,16 +155,22 @@ def entries(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
                 crow = checks[checks["trial_id"] == tid].to_dict("records") if len(checks) else []
                 facts = {"dataset": first.get("dataset"), "shape": f"{first.get('n_way')}-way {first.get('k_shot')}-shot",
                          "adapt": "advmeta", "budget": budget, "episodes": str(first.get("episodes_hash") or "")}
-                found += _entry(f"{first.get('method')} ({tid[:8]})", p.name, summarize(recs, crow), facts, {})
+                found += _entry(f"{first.get('method')} ({tid[:8]})", str(p), summarize(recs, crow), facts, {})
         else:
             raise DataNotFoundError(f"{p}: neither a record.json (advmeta evaluate) nor a sweep folder with "
                                     "summary.parquet")
     if not found:
         raise ConfigError("no evaluations with episodic white-box results in the given folders")
-    # comparable rows together (dataset, shape, ε), most robust first
+    # comparable rows together (dataset, shape, ε); complete evaluations first, most robust first
     found.sort(key=lambda e: (e["dataset"] or "", e["shape"], _num(str(e["eps"]).split("/")[0]) or 0.0,
-                              -(e["robust"] if e["robust"] is not None else -1.0)))
+                              not complete(e["results"]), -(e["robust"] if e["robust"] is not None else -1.0)))
     return found
+
+
+def complete(results: Mapping[str, Any]) -> bool:
+    """Whether an evaluation ran the attacks a robust accuracy needs: AutoAttack (or the worst case
+    over white-box attacks) on the query, and PGD through the adaptation on support and query."""
+    return any(k in results for k in ("autoattack", "worst")) and "support+query" in results
 
 
 def _cell(res: Mapping[str, Any], name: str) -> str:
@@ -205,9 +211,12 @@ def markdown(found: Sequence[Mapping[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _row(e)) + " |" for e in found]
     notes = [f"- ⚠ {e['model']} (ε {e['eps']}): {'; '.join(e['flags'])}" for e in found if e["flags"]]
-    head = ("Accuracy (%) ± 95 % CI over the test episodes; sorted by the strongest attack's accuracy (the lowest "
-            "among AutoAttack, the worst white-box case, support, support+query and transfer), most robust first. "
-            "`episodes`: the first 12 hex digits of the test-episode manifest's hash (empty: seeded episodes).")
+    head = ("Accuracy (%) ± 95 % CI over the test episodes. Rows of one dataset, shape and ε are sorted by the "
+            "strongest attack's accuracy (the lowest among PGD, AutoAttack, the worst white-box case, support, "
+            "support+query and transfer), most robust first; rows without AutoAttack and support+query (a sweep's "
+            "tables that did not run them) come after the complete ones, their strongest attack being only the "
+            "strongest they ran. ⚠: flagged (failed masking or convergence checks, listed below). `episodes`: the "
+            "first 12 hex digits of the test-episode manifest's hash (empty: episodes drawn from the seed).")
     return "\n".join([head, "", *lines, *([""] + ["Flags:"] + notes if notes else []), ""])
 
 

@@ -48,7 +48,8 @@ _ID = [
     Column("error", "string", "", "the failed trial's error (type: message); empty when ok"),
 ]
 _SETTINGS = [
-    Column("method", "string", "", "learner name (maml, aq, tafl, …; L2L trainers: plain, pgm, grad-l2l, …)"),
+    Column("method", "string", "", "learner name (maml, aq, tafl, …; L2L trainers: plain, pgm, grad-l2l, …; "
+           "`advmeta evaluate`: the evaluated model's name)"),
     Column("hparams", "string", "", "JSON of every hyper-parameter of the learner's dataclass"),
     Column("dataset", "string", "", "dataset name (omniglot, miniimagenet, cifar-fs, fc100, glyphs, …)"),
     Column("split", "string", "", "split evaluated (test, val)"),
@@ -64,7 +65,8 @@ _SETTINGS = [
     Column("bn_mode", "string", "", "batch-norm mode at evaluation: `batch` (transductive) or `running`"),
     Column("first_order", "boolean", "", "first-order meta-gradient (no second derivatives); null if not MAML-family"),
     Column("train_iterations", "Int64", "iterations", "meta-training iterations (epochs for L2L trainers)"),
-    Column("train_eps", "float64", "[0,1] scale", "ε of the training attack (0 when none)"),
+    Column("train_eps", "float64", "[0,1] scale", "ε of the training attack (0 when none; null for a model advmeta "
+           "did not train, `advmeta evaluate --model`)"),
     Column("train_eps_str", "string", "k/255", "ε of the training attack as k/255"),
 ]
 _SCENARIO = [

@@ -70,11 +70,15 @@ def test_leaderboard_reads_a_committed_sweep(tmp_path: Path) -> None:
     found = entries([sweep])
     methods = {e["model"].split(" ")[0] for e in found}
     assert {"maml", "protonet", "aq"} <= methods and all(e["budget"] == "quick" for e in found)
-    by_eps: dict[str, list[float]] = {}
+    from advmeta.leaderboard import complete
+
+    groups: dict[tuple[str, bool], list[float]] = {}
     for e in found:
-        by_eps.setdefault(e["eps"], []).append(e["robust"])
-    for values in by_eps.values():
+        groups.setdefault((e["eps"], complete(e["results"])), []).append(e["robust"])
+    for values in groups.values():
         assert values == sorted(values, reverse=True)
+    order = [(e["eps"], complete(e["results"])) for e in found]
+    assert all(not (a[0] == b[0] and not a[1] and b[1]) for a, b in zip(order, order[1:]))  # complete rows first
     assert "| maml (" in markdown(found)
 
 
