@@ -79,8 +79,10 @@ class Budget:
         claim_looks: looks of the sequential claims (tune/extend.py): a paired claim still
             undecided after the trials' own evaluation gets up to ``claim_looks − 1`` further blocks
             of as many episodes, for the rows it reads; every paired claim's interval is then the
-            ``1 − 0.05/claim_looks`` one (Bonferroni over the planned looks). Quick: 3 (up to 60
-            white-box episodes where a claim needs them); paper: 4 (2400, R-MAML's count).
+            ``1 − 0.05/claim_looks`` one (Bonferroni over the planned looks). Quick: 2 (up to 40
+            white-box episodes where a claim needs them: escalation to convergence costs 3–11× an
+            attack's own run — MAML at 32/255, PGD-10 → 80 iterations, measured — and the hour has
+            room for one more block); paper: 4 (2400, R-MAML's count).
         seeds: trials per setting, trained from seeds ``--seed``, ``--seed + 1``, … (a grid table's own
             ``seeds`` wins): the claims then take their interval over the seeds, so it holds the
             variation between training runs (advmeta.claims). Paper: 3; quick and smoke: 1 — their
@@ -106,8 +108,10 @@ class Budget:
         adaptive_episodes: test episodes of the evaluations whose cost is a query budget or an
             optimisation through the adaptation — white-box evals with ``autoattack`` or
             ``square``, and the ``support`` / ``support+query`` scenarios (``None``: as the
-            other white-box evals). Quick: 10 (AutoAttack with Square-1000 measured 21 s per
-            Omniglot episode on one core, the support scenarios 1.1–1.2 s).
+            other white-box evals). Quick: 5 — the adaptive table carries no claim, and with its
+            attacks escalated to convergence 10 episodes cost more than the hour has (AutoAttack's
+            gradient part measured 5 s an Omniglot episode before escalation, the support scenarios
+            1.1–1.2 s).
         attack_params: ``(attack, ((setting, value), ...))`` pairs: test settings of an attack at
             this budget, recorded in every row's ``attack_params`` (a grid's own eval settings
             win). Quick: AutoAttack's gradient part only, APGD-CE then targeted APGD-DLR — Square's
@@ -209,11 +213,11 @@ BUDGETS: dict[str, Budget] = {
         shots=(1,), iterations_by_method=(("aq-protonet", 150), ("matching", 1500), ("aq", 600), ("tafl", 600),
                                           ("rmaml-out", 600)), l2l_eval_batches=1,
         adversarial_iterations=450,
-        checks=(("episodes", 2), ("square_queries", 300)), adaptive_episodes=10,
+        checks=(("episodes", 2), ("square_queries", 300)), adaptive_episodes=5,
         attack_params=(("autoattack", (("components", ("apgd-ce", "apgd-t")),)),),
         # GAIL: 300 iterations of 2000 pairs (~0.5 s an iteration on one core, measured: the `gail`
         # grid's 20 runs in about half an hour on 2 cores); Ho & Ermon sample 5000 per iteration.
-        gail_iterations=300, gail_batch_steps=2000, claim_looks=3,
+        gail_iterations=300, gail_batch_steps=2000, claim_looks=2,
         # mini-ImageNet: at 28 px and the paper's five inner steps of α = 0.01 MAML stayed at
         # 28 % after 600 iterations; at 32 px one step of α = 0.1 reached 35.9 % on validation
         # episodes after 500 iterations in 173 s, five steps of 0.01 36.4 % in 437 s (measured),
