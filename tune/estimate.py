@@ -21,7 +21,7 @@ from advmeta.tune.trial import TrialSpec
 SCALE = 0.66
 """Measured ÷ modelled trial seconds: results/paper-tables-omniglot's 18 quick trials took 4628 s
 of trial processes against 7003 s modelled (before escalation to convergence)."""
-ESCALATION = 2.0
+ESCALATION = 4.0
 """How much more the attacks cost with escalation to convergence (each round doubles the
 iterations on the surviving episodes; a model converging after one round costs 3×, a robust one
 at the cap up to 15×), applied to the attack part of a trial's cost."""
