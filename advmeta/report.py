@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from advmeta.report_common import row_labels
+from advmeta.report_common import attacked_tables, row_labels
 from advmeta.results import load, load_manifest
 
 
@@ -495,17 +495,6 @@ def overview_markdown(summary: pd.DataFrame, claims: pd.DataFrame, manifest: dic
             lines.append(f"| {first['method']} | {shot} | " + " | ".join(cells)
                          + f" | {float(first['train_seconds']):.0f} | {flag} |")
     return "\n".join(lines) + "\n"
-
-
-def attacked_tables(manifest: dict[str, Any] | None) -> dict[str, Any]:
-    """The manifest's ``table_eps`` without the tables whose trials all attack nothing (GAIL's)."""
-    if not manifest:
-        return {}
-    fams: dict[str, set[str]] = {}
-    for tr in manifest.get("trials") or []:
-        for t in tr.get("table") or []:
-            fams.setdefault(str(t), set()).add(str(tr.get("family", "")))
-    return {k: v for k, v in (manifest.get("table_eps") or {}).items() if fams.get(k) != {"gail"}}
 
 
 _SOURCE_WORDS = {"paper": "the papers' ε on this dataset", "calibrated": "calibrated on the grid's MAML",

@@ -58,3 +58,13 @@ def gaussian_kde(samples: np.ndarray, grid: np.ndarray) -> np.ndarray:
     density: np.ndarray = np.exp(-0.5 * z**2).sum(1) / (x.size * h * math.sqrt(2 * math.pi))
     return density
 
+
+def attacked_tables(manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest's ``table_eps`` without the tables whose trials all attack nothing (GAIL's)."""
+    if not manifest:
+        return {}
+    fams: dict[str, set[str]] = {}
+    for tr in manifest.get("trials") or []:
+        for t in tr.get("table") or []:
+            fams.setdefault(str(t), set()).add(str(tr.get("family", "")))
+    return {k: v for k, v in (manifest.get("table_eps") or {}).items() if fams.get(k) != {"gail"}}

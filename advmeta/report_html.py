@@ -213,7 +213,7 @@ def render(folder: str | Path, *, summary: pd.DataFrame, manifest: dict[str, Any
 
 
 def _eps_html(manifest: dict[str, Any] | None) -> str:
-    from advmeta.report import attacked_tables
+    from advmeta.report_common import attacked_tables
 
     table_eps = attacked_tables(manifest)
     if not table_eps:

@@ -24,7 +24,7 @@ import json
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,9 @@ from advmeta.tune.families import RunContext, get_family
 from advmeta.tune.ledger import Ledger
 from advmeta.tune.session import Resources
 from advmeta.tune.trial import TrialSpec
+
+
+Finish = Callable[[list[dict[str, Any]], TrialSpec, str], list[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,10 @@ def _first_count(summary: pd.DataFrame, key: Mapping[str, Any]) -> int:
 
 
 def extend_for_claims(specs: Sequence[TrialSpec], ledger: Ledger, ctx: RunContext, resources: Resources,
-                      looks: int, progress: bool = True) -> int:
+                      looks: int, finish: Finish, progress: bool = True) -> int:
     """Check the claims, add the blocks the undecided ones need, and repeat, up to ``looks`` looks.
+
+    ``finish(rows, spec, device)`` adds the columns the runner adds to a trial's own rows.
 
     Returns:
         The number of blocks evaluated.
@@ -140,7 +145,8 @@ def extend_for_claims(specs: Sequence[TrialSpec], ledger: Ledger, ctx: RunContex
             spec = by_id[b.trial_id]
             rows = [{**r, "sweep": spec.sweep, "trial_id": b.trial_id} for r in rows]
             episode_rows = [{**r, "sweep": spec.sweep, "trial_id": b.trial_id} for r in episode_rows]
-            ledger.write_block(b.trial_id, b.start, _finished(rows, spec), episode_rows)
+            device = str(rows[0].get("device", "cpu")) if rows else "cpu"
+            ledger.write_block(b.trial_id, b.start, finish(rows, spec, device), episode_rows)
             done += 1
         seconds += time.perf_counter() - t0
         if progress:
@@ -154,12 +160,6 @@ def _key_of(row: Mapping[str, Any]) -> tuple[str, ...]:
     from advmeta.results import SUMMARY_KEY
 
     return tuple(str(row.get(k)) for k in SUMMARY_KEY)
-
-
-def _finished(rows: list[dict[str, Any]], spec: TrialSpec) -> list[dict[str, Any]]:
-    from advmeta.tune.runner import _finish_rows
-
-    return _finish_rows(rows, spec, str(rows[0].get("device", "cpu")) if rows else "cpu")
 
 
 def _run_block(spec: TrialSpec, ctx: RunContext, block: Block, work: str,

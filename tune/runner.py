@@ -261,7 +261,7 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
             if opts.claim_looks > 1:  # claims decided, not only tested: more paired episodes where needed
                 from advmeta.tune.extend import extend_for_claims
 
-                extend_for_claims(specs, ledger, ctx, resources, opts.claim_looks, opts.progress)
+                extend_for_claims(specs, ledger, ctx, resources, opts.claim_looks, _finish_rows, opts.progress)
     summary, episodes = ledger.merge(specs)
     status = [ledger.status_of(s.trial_id) for s in specs]
     return SweepOutcome(summary, episodes, len(specs), status.count("ok"), status.count("error"),

@@ -85,8 +85,8 @@ def episode_pgd(
             logits = episode_fn(inputs[0], inputs[1])
             loss = F.cross_entropy(logits.flatten(0, -2), query_y.flatten(), reduction="sum")
             grads = torch.autograd.grad(loss, [leaves[i] for i in which])
-        if not math.isfinite(float(loss)) or not all(bool(torch.isfinite(g).all()) for g in grads):
-            raise NonFiniteLossError(f"episode-pgd: non-finite query loss ({float(loss)}) or gradient at a perturbed "
+        if not math.isfinite(float(loss.detach())) or not all(bool(torch.isfinite(g).all()) for g in grads):
+            raise NonFiniteLossError(f"episode-pgd: non-finite query loss ({float(loss.detach())}) or gradient at a perturbed "
                                      "episode; the fine-tuning overflowed — lower the inner learning rate")
         for i, g in zip(which, grads):
             adv[i].add_(g.sign(), alpha=size)
