@@ -1,6 +1,6 @@
 """Episode banks: few-shot episodes (clean and surrogate-attacked) stored once, read by everyone.
 
-ADML's protocol (METHODS.md §9–10) places the images of a *fixed surrogate* attack in the support
+ADML's protocol (docs/protocols.md#the-adml-tables) places the images of a *fixed surrogate* attack in the support
 and/or query sets. Computing that attack once and storing it means every method meets the
 identical adversarial episodes, and no method pays for the attack again. A bank is a folder:
 

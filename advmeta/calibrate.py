@@ -1,4 +1,4 @@
-"""Calibrating ε where no paper fixes it (METHODS.md §10): the smallest rung of a ladder at
+"""Calibrating ε where no paper fixes it (docs/protocols.md#epsilon-per-dataset): the smallest rung of a ladder at
 which a trained MAML falls below a threshold under white-box PGD on validation episodes.
 
 The papers' ε belong to their datasets (mini-ImageNet, CIFAR-FS, FC100). On Omniglot, the

@@ -73,7 +73,7 @@ def configure_allocator() -> bool:
     Episode batches, activations and attack buffers are large (MBs) and short-lived. glibc
     serves such blocks with fresh ``mmap`` pages and unmaps them on free, so every batch pays
     first-touch page faults: measured here, converting one meta-batch of uint8 images to float
-    took 19 ms instead of 4.7 ms, the same effect PERFORMANCE.md saw with tcmalloc. Raising the
+    took 19 ms instead of 4.7 ms, the same effect tcmalloc had (docs/performance.md#allocator). Raising the
     mmap and trim thresholds lets the heap reuse those pages. Idempotent; a no-op (returning
     False) where glibc's ``mallopt`` is unavailable.
     """

@@ -1,6 +1,6 @@
 """Perturbation budgets on the 0–255 scale.
 
-METHODS.md §0: ε is written ``k/255`` in configs, the CLI and results, and used as a float on
+docs/protocols.md#conventions: ε is written ``k/255`` in configs, the CLI and results, and used as a float on
 [0, 1] images. Results store both.
 """
 

@@ -1,4 +1,4 @@
-"""Evaluation of a meta-trained checkpoint on a fixed bank of test episodes (METHODS.md §10).
+"""Evaluation of a meta-trained checkpoint on a fixed bank of test episodes (docs/protocols.md#evaluation-protocols).
 
 ``evaluate(checkpoint, EvalProtocol(...))`` returns the summary rows (accuracy ± 95% CI per
 scenario, attack, ε and fine-tune step) and the per-episode rows of :mod:`advmeta.results`.

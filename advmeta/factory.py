@@ -34,7 +34,7 @@ def build_learner(cfg: Any, image_shape: tuple[int, int, int], device: torch.dev
 
     The network is initialised from the global torch RNG (seed it first for reproducibility).
     On the vmap path Conv4 uses the hand-written batch norm: torch's functional batch norm gives
-    wrong second-order gradients under vmap (PERFORMANCE.md).
+    wrong second-order gradients under vmap (docs/performance.md#batch-norm-under-vmap).
     """
     from advmeta.models import build_model
 

@@ -34,7 +34,7 @@ def hp(
     """A documented hyper-parameter field.
 
     Args:
-        default: the default value ([choice] defaults of METHODS.md are marked so in ``doc``);
+        default: the default value ([choice] defaults of docs/methods.md are marked so in ``doc``);
             leave it out for a mutable default and give ``factory`` instead.
         doc: one-line meaning of the field (shown by the CLI; a learner's ``@hparams`` copies it into
             the class docstring).
@@ -115,7 +115,7 @@ class HParams(Mapping[str, Any]):
     def on_dataset(cls, config_class: type, dataset: str | None, given: Mapping[str, Any],
                    method: str = "") -> HParams:
         """``given`` over ``config_class``'s defaults on ``dataset`` (:func:`dataset_defaults`), which a
-        trial then sets explicitly (its identity names them: α = 0.4 on Omniglot, METHODS §2)."""
+        trial then sets explicitly (its identity names them: α = 0.4 on Omniglot, docs/methods.md#maml)."""
         return cls(config_class, dataset_defaults(config_class, dataset) | dict(given), method)
 
     @classmethod

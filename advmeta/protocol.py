@@ -1,6 +1,6 @@
 """The evaluation protocol: which scenarios, attacks, budgets and episodes an evaluation runs.
 
-METHODS.md §10: a fixed bank of test episodes shared by every method (same seed → same
+docs/protocols.md#evaluation-protocols: a fixed bank of test episodes shared by every method (same seed → same
 episodes); clean accuracy and loss at every fine-tune step; white-box attacks on the query at
 the adapted weights with the per-query worst case over attacks; ADML's surrogate table
 (support {clean, 40 % adversarial, adversarial} × query {clean, adversarial}).

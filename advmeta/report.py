@@ -517,7 +517,7 @@ def eps_section(manifest: dict[str, Any] | None) -> list[str]:
     cal = manifest.get("calibration")
     if cal:
         att = cal.get("attack", {})
-        lines += ["", f"Calibration (METHODS.md §10): the smallest ε of the ladder at which the grid's own MAML "
+        lines += ["", f"Calibration (docs/protocols.md#epsilon-per-dataset): the smallest ε of the ladder at which the grid's own MAML "
                       f"5-way {manifest.get('dataset', '')} model falls below {cal.get('threshold', 40):g} % under "
                       f"PGD-{att.get('steps', 20)} (step max(2/255, ε/4)) on {cal.get('n_episodes')} "
                       f"{cal.get('split', 'val')} episodes ({att.get('search', 'bisect')} search over the ladder); "

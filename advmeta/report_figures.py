@@ -191,7 +191,7 @@ def figures(summary: pd.DataFrame, episodes: pd.DataFrame, folder: Path) -> list
 
 
 def calibration_curve(calibration: pd.DataFrame | None, manifest: dict[str, Any] | None, path: Path) -> Path | None:
-    """The ε calibration (METHODS.md §10): the grid's MAML under PGD against ε on validation episodes,
+    """The ε calibration (docs/protocols.md#epsilon-per-dataset): the grid's MAML under PGD against ε on validation episodes,
     its clean accuracy at ε = 0, the threshold and the chosen ε; beside it, when the surrogate table's ε
     was calibrated too, the surrogate-FGSM drop against ε and its chosen ε."""
     from advmeta.eps import parse_eps

@@ -1,4 +1,4 @@
-"""The fixed surrogate classifier whose FGSM images ADML and MAML-AD train on (METHODS.md §4).
+"""The fixed surrogate classifier whose FGSM images ADML and MAML-AD train on (docs/methods.md#adml).
 
 ADML's adversarial images come from a pretrained network that never changes (the paper: VGG16
 pretrained on ImageNet for mini-ImageNet, so it knows every class, the meta-test classes
@@ -46,7 +46,7 @@ class SurrogateConfig:
         lr: Adam learning rate.
         seed: seed of the initialisation and the minibatches.
         classes: ``all`` (every split's classes, true labels everywhere: the paper's threat,
-            METHODS §4) or ``train`` (meta-training classes only; other classes are attacked
+            docs/methods.md#adml) or ``train`` (meta-training classes only; other classes are attacked
             with the surrogate's predicted label) [choice: ``all``].
     """
 

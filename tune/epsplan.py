@@ -1,6 +1,6 @@
 """Which ε each table of a grid is evaluated (and its adversarial methods trained) at, and why.
 
-METHODS.md §10: the papers' ε belong to their datasets. A grid table names them per dataset::
+docs/protocols.md#epsilon-per-dataset: the papers' ε belong to their datasets. A grid table names them per dataset::
 
     [[tables]]
     name = "tafl"

@@ -1,7 +1,6 @@
 """Starting Ray quietly, joining clusters, and checking the resources a sweep asks for.
 
-Ray's own logs, tables and progress bars stay out of the terminal (RAY.md "Quiet and fast
-start"), so the runner can draw its single progress line on stderr.
+Ray's own logs, tables and progress bars stay out of the terminal (docs/performance.md#ray-a-quiet-start), so the runner can draw its single progress line on stderr.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ class AttackInfo:
         iterative: its strength is a number of ``steps`` (a budget's ``attack_steps`` sets it).
         test_params: its settings at meta-test unless an evaluation overrides them (the papers':
             PGD-20 with step max(2/255, ε/4), MI-FGSM 10 steps, C&W and APGD 100 iterations,
-            Square 1000 queries; METHODS.md §1, §5), as ``(name, value)`` pairs.
+            Square 1000 queries; docs/attacks.md#at-meta-test), as ``(name, value)`` pairs.
     """
 
     name: str

@@ -2,7 +2,7 @@
 
 An attack sees ``x`` of shape (T, B, C, H, W) and a ``model_fn`` mapping it to (T, B, K);
 these helpers build such a function from per-task fast weights, either by a loop over tasks
-(fastest on CPU, PERFORMANCE.md) or by :func:`torch.func.vmap` (usually faster on a GPU).
+(fastest on CPU, docs/performance.md#loop-or-vmap) or by :func:`torch.func.vmap` (usually faster on a GPU).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 References:
     Croce & Hein, ICML 2020. DLR needs ≥ 3 classes, its targeted form ≥ 4; in few-class tasks
-    the targeted variant runs against each of the n_classes − 1 other classes (METHODS.md §1).
+    the targeted variant runs against each of the n_classes − 1 other classes (docs/attacks.md#the-attacks).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def cw_linf(
     random_start: bool = True,
     generator: Gen = None,
 ) -> Tensor:
-    """PGD with ``loss="margin"``; 100 steps by default (METHODS.md §1), step 2.5·ε/steps."""
+    """PGD with ``loss="margin"``; 100 steps by default (docs/attacks.md#the-attacks), step 2.5·ε/steps."""
     return pgd_attack(
         model_fn, x, y, eps=eps, steps=steps, step_size=step_size, norm=norm, loss="margin",
         random_start=random_start, generator=generator,

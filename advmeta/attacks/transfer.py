@@ -2,7 +2,7 @@
 
 References:
     ADML (Yin et al., 2018): FGSM images from a fixed pretrained surrogate, placed in the
-    support and/or query of the learner under test (METHODS.md §4, §9).
+    support and/or query of the learner under test (docs/protocols.md#the-adml-tables).
 """
 
 from __future__ import annotations

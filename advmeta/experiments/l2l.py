@@ -1,6 +1,6 @@
 """L2L on real data within a CPU budget: Plain Net, PGM Net and Grad L2L, trained and attacked.
 
-Reproduces the *shape* of the L2L paper's claims (METHODS.md §8) on the data this project has:
+Reproduces the *shape* of the L2L paper's claims (docs/methods.md#l2l) on the data this project has:
 mini-ImageNet's 64 training classes used as a plain classification set (20% of each class's
 images held out), downscaled, a subset of classes, a small WRN, a few epochs, ε = 8/255.
 Default budget: the first 10 classes at 16×16 (800 training / 200 held-out images), WRN-10-2,

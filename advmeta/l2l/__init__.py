@@ -1,4 +1,4 @@
-"""L2L: adversarial training against a learned attacker network, with its baselines (METHODS.md §8).
+"""L2L: adversarial training against a learned attacker network, with its baselines (docs/methods.md#l2l).
 
 Trainers (``L2LConfig.method``): ``plain`` (clean training), ``pgm`` (Madry PGD-10), ``naive-l2l``,
 ``grad-l2l`` and ``2step-l2l``, the last three with a ``wide`` or ``slim`` attacker g_φ::

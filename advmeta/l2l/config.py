@@ -1,4 +1,4 @@
-"""The settings of one L2L-family training run (METHODS.md §8).
+"""The settings of one L2L-family training run (docs/methods.md#l2l).
 
 The defaults are the paper's CIFAR-10 schedule: a WRN-34-10 classifier, SGD 0.1 with momentum 0.9
 and weight decay 2e-4, ×0.1 at epochs 30/60/90 of 100, ε = 8/255, an Adam attacker at 1e-3.

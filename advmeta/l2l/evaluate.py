@@ -1,6 +1,6 @@
 """Evaluating L2L-family classifiers: the paper's attack table, worst over attack seeds, curves.
 
-Protocol (METHODS.md §8, §10): clean, FGSM, PGD-20 and PGD-100 with step 0.003 at ε = 8/255
+Protocol (docs/protocols.md#the-l2l-table): clean, FGSM, PGD-20 and PGD-100 with step 0.003 at ε = 8/255
 (scaled with ε elsewhere), C&W (ℓ∞: PGD on the margin loss) and APGD-CE; each randomised attack
 is run with several seeds and the *worst* seed's accuracy is reported (the paper reports the
 worst of 5); the row ``worst`` is the per-image minimum over every attack and seed. Curves:

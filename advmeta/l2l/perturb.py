@@ -1,4 +1,4 @@
-"""The perturbations the L2L-family trainers train against (METHODS.md §8).
+"""The perturbations the L2L-family trainers train against (docs/methods.md#l2l).
 
 Every function returns an ℓ∞ perturbation ``delta`` with ``‖delta‖∞ ≤ ε`` and ``x + delta`` in
 [0, 1]. For the learned methods ``delta`` keeps the autograd graph through the attacker g_φ (so

@@ -1,6 +1,6 @@
 """One minibatch of L2L-family training: the alternating classifier / attacker update.
 
-The loop of Jiang et al. (METHODS.md §8), per minibatch:
+The loop of Jiang et al. (docs/methods.md#l2l), per minibatch:
 
 1. δ ← the method's perturbation of the current classifier f_θ (learned methods: g_φ's output);
 2. classifier half: one SGD step on CE(f_θ(x + δ), y) with δ a constant, f in train mode;

@@ -44,7 +44,7 @@ class Learner:
     maml_family: ClassVar[bool] = False
     needs_surrogate: ClassVar[bool] = False
     # The meta-loss is the mean over tasks of independent per-task losses, so the loop path may
-    # back-propagate task by task (less memory, PERFORMANCE.md); False where tasks interact (TAFL).
+    # back-propagate task by task (less memory, docs/performance.md#loop-or-vmap); False where tasks interact (TAFL).
     task_separable: ClassVar[bool] = True
     default_backbone: ClassVar[str] = "conv4"
 
@@ -165,7 +165,7 @@ def _exact_batch_norm_under_vmap(net: nn.Module) -> None:
     """Make second-order meta-gradients under ``vmap`` exact, loudly, or refuse.
 
     torch's built-in batch norm under ``torch.func.vmap`` gives second-order MAML meta-gradients
-    about 2 % wrong (measured 2.0e-2 on gradients of 0.58; PERFORMANCE.md). advmeta's
+    about 2 % wrong (measured 2.0e-2 on gradients of 0.58; docs/performance.md#batch-norm-under-vmap). advmeta's
     :class:`~advmeta.models.layers.BatchNorm2d` computes the same function with either
     implementation, so its layers are switched to the exact one with a warning; a network with
     torch's own ``nn.BatchNorm*`` layers is refused (use the loop, or first order).

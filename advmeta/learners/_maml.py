@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 @hparams
 class MAMLConfig:
-    """MAML's hyper-parameters (METHODS.md §2)."""
+    """MAML's hyper-parameters (docs/methods.md#maml)."""
 
     inner_lr: float = hp(0.01, "inner SGD learning rate α (paper: 0.01; 0.4 on Omniglot)", low=1e-3, high=1.0, log=True)
     inner_steps: int = hp(5, "inner steps at meta-training", low=1, high=10)
@@ -32,8 +32,8 @@ class MAMLConfig:
     first_order: bool = hp(False, "drop second derivatives (FOMAML); MAML's definition is second order",
                            choices=(False, True))
 
-    # The defaults above are mini-ImageNet's (METHODS.md). On Omniglot the MAML paper adapts with one
-    # inner step of α = 0.4 and fine-tunes three steps at test (METHODS §2). At α = 0.4 the
+    # The defaults above are mini-ImageNet's (docs/methods.md#maml). On Omniglot the MAML paper adapts with one
+    # inner step of α = 0.4 and fine-tunes three steps at test (docs/methods.md#maml). At α = 0.4 the
     # meta-gradient is second order (MAML's definition) for every MAML-family learner [choice]: first
     # order drops a large Hessian term there, and the adversarially trained learners then stop learning
     # clean accuracy (measured, AQ at 32/255, 600 iterations: 48 % clean first order, 87.8 % second

@@ -1,7 +1,7 @@
 """Running one per-task function over the tasks of a meta-batch: a loop or ``torch.func.vmap``.
 
 The inner loop of every MAML-family learner is a pure function of (parameters, one task), so the
-same function runs task by task (fastest on CPU, PERFORMANCE.md) or vectorised over the tasks
+same function runs task by task (fastest on CPU, docs/performance.md#loop-or-vmap) or vectorised over the tasks
 (expected to win on a GPU). Results come back stacked on a leading task dimension either way.
 """
 

@@ -1,4 +1,4 @@
-"""ADML — Adversarial Meta-Learning (METHODS.md §4): the published version and AQ's white-box one."""
+"""ADML — Adversarial Meta-Learning (docs/methods.md#adml): the published version and AQ's white-box one."""
 
 from __future__ import annotations
 

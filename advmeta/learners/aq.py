@@ -1,4 +1,4 @@
-"""AQ — Adversarial Querying on MAML (METHODS.md §5)."""
+"""AQ — Adversarial Querying on MAML (docs/methods.md#aq)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class AQConfig(MAMLConfig):
     train_step_size: EpsStep = hp("eps", "step size of the training attack; `eps`: equal to train_eps (AQ-MAML's one step of ε)")
     train_random_start: bool = hp(True, "random start of the training attack", choices=(False, True))
 
-    # AQ's Omniglot training attack (METHODS §5): one PGD step of ε = 16/255 (its step size follows ε).
+    # AQ's Omniglot training attack (docs/methods.md#aq): one PGD step of ε = 16/255 (its step size follows ε).
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {"omniglot": {"train_eps": "16/255"}}
 
 

@@ -1,6 +1,6 @@
 """AQ-L2L — Adversarial Querying with a learned attacker generating the query perturbation.
 
-Our extension joining METHODS.md §5 and §8: AQ-MAML whose query attack is not PGD but an
+Our extension joining docs/methods.md#aq and docs/methods.md#l2l: AQ-MAML whose query attack is not PGD but an
 attacker network g_φ (L2L's naive, gradient or 2-step form), trained alternately with the
 meta-learner — each meta-update is followed by one Adam step of g_φ maximising the same loss.
 """

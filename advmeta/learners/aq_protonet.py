@@ -1,4 +1,4 @@
-"""AQ on ProtoNet, with its TRADES option (METHODS.md §5)."""
+"""AQ on ProtoNet, with its TRADES option (docs/methods.md#aq)."""
 
 from __future__ import annotations
 

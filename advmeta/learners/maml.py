@@ -1,4 +1,4 @@
-"""MAML, first and second order (METHODS.md §2)."""
+"""MAML, first and second order (docs/methods.md#maml)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MAML-AD, ADML's baseline (METHODS.md §3)."""
+"""MAML-AD, ADML's baseline (docs/methods.md#maml-ad)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Matching Networks (a baseline in ADML's tables, METHODS.md §9)."""
+"""Matching Networks (a baseline in ADML's tables, docs/methods.md#metric-learners)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prototypical Networks (AQ's main learner; a baseline of METHODS.md §9)."""
+"""Prototypical Networks (AQ's main learner; a baseline of docs/methods.md#metric-learners)."""
 
 from __future__ import annotations
 

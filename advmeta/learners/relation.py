@@ -1,4 +1,4 @@
-"""Relation Networks (a baseline in ADML's tables, METHODS.md §9)."""
+"""Relation Networks (a baseline in ADML's tables, docs/methods.md#metric-learners)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""R-MAML (Wang et al., ICLR 2021): robustify the meta-update (METHODS.md §6).
+"""R-MAML (Wang et al., ICLR 2021): robustify the meta-update (docs/methods.md#r-maml).
 
 ``rmaml-out`` attacks the query at θ′ (FGSM-RS) and adds λ·CE(adversarial query);
 ``rmaml-both`` also takes an adversarial inner step on the attacked support from the current

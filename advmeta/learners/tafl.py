@@ -1,4 +1,4 @@
-"""TAFL — Task-based Adversarial Focal Loss (METHODS.md §7)."""
+"""TAFL — Task-based Adversarial Focal Loss (docs/methods.md#tafl)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""L2L attacker networks g_φ (METHODS.md §8): image (and normalised gradient) → ε·tanh(·).
+"""L2L attacker networks g_φ (docs/methods.md#l2l): image (and normalised gradient) → ε·tanh(·).
 
 References:
     Jiang et al., "Learning to Defend by Learning to Attack", AISTATS 2021. Wide attacker:
@@ -19,7 +19,7 @@ WIDTHS = {"wide": (64, 128, 256), "slim": (16, 32, 64)}
 
 
 def normalize_grad(grad: Tensor) -> Tensor:
-    """∇ / max|∇| over the whole batch (METHODS.md §8), so gradients of any scale look alike."""
+    """∇ / max|∇| over the whole batch (docs/methods.md#l2l), so gradients of any scale look alike."""
     return grad / grad.abs().amax().clamp_min(1e-12)
 
 

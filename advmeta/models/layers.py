@@ -29,7 +29,7 @@ class BNMode(str, Enum):
 class BNImpl(str, Enum):
     """``TORCH``: :func:`torch.nn.functional.batch_norm`. ``MANUAL``: mean/variance written in
     plain tensor ops — exact under :func:`torch.func.vmap` for second-order gradients, where the
-    built-in kernel is not (PERFORMANCE.md), but 25–45 % slower in a per-task loop."""
+    built-in kernel is not (docs/performance.md#batch-norm-under-vmap), but 25–45 % slower in a per-task loop."""
 
     TORCH = "torch"
     MANUAL = "manual"
@@ -115,7 +115,7 @@ class BatchNorm2d(nn.Module):
 
 
 class Normalize(nn.Module):
-    """(x − mean) / std per channel, so models take images in [0, 1] (METHODS.md §0).
+    """(x − mean) / std per channel, so models take images in [0, 1] (docs/protocols.md#conventions).
 
     Args:
         mean: per-channel means.
