@@ -145,7 +145,9 @@ def test_budgets_change_numbers_not_trials() -> None:
     grid, data = load_grid("paper-tables")
     a = expand(grid, data, BUDGETS["smoke"], dataset="omniglot", seed=0)
     b = expand(grid, data, BUDGETS["paper"], dataset="omniglot", seed=0)
-    assert len(a) == len(b)  # (quick also drops the 5-shot column: its own test)
+    # the same settings (quick also drops the 5-shot column: its own test); paper trains each 3 times
+    assert len(b) == 3 * len(a) and BUDGETS["paper"].seeds == 3
+    assert sorted(s.train["seed"] for s in b if s.method == "maml" and s.train["k_shot"] == 1) == [0, 1, 2]
     assert a[0].train["iterations"] < b[0].train["iterations"]
 
 
