@@ -416,6 +416,8 @@ def _peak(claim: dict[str, Any], rows: pd.DataFrame, term: Term) -> dict[str, An
     if one is None:
         return {**base, "detail": why}
     base["used"] = one
+    if along not in one:
+        return {**base, "detail": f"a peak along {along} needs that column; the rows have none"}
     one = one.assign(_q=_qty(one, term.quantity), _ci=one["acc_ci95"].astype(float) ** 2)
     cells = one.groupby(pd.to_numeric(one[along], errors="coerce"), sort=True).agg(
         q=("_q", "mean"), ci=("_ci", "sum"), n=("_q", "size"), ep=("n_episodes", "min"))
@@ -594,6 +596,9 @@ def evaluate_claims(summary: pd.DataFrame, episodes: pd.DataFrame | None = None,
     wanted = [c for c in load_claims(claim_files)
               if (c["terms"][0].source == "curves" and have_curves) or (c["terms"][0].source != "curves" and (
                   _any_ok(summary) or not have_curves))]
+    searched = (manifest or {}).get("method") if not (manifest or {}).get("grid") else None
+    if searched:  # an `advmeta tune` search: only the claims about its own method
+        wanted = [c for c in wanted if searched in {t.where.get("method") for t in c["terms"] + (c["den"] or [])}]
     frame = pd.DataFrame([r for c in wanted for r in _evaluate(c, rows, manifest, by_trial, curves, checks)], columns=COLUMNS)
     for col, dtype in {"value": "float64", "ci95": "float64", "threshold": "float64", "k_shot": "Int64",
                        "n_episodes": "Int64", "n_seeds": "Int64", "attack_iterations": "Int64"}.items():

@@ -369,3 +369,13 @@ def test_no_ray_no_torch() -> None:
     code = ("import sys, advmeta.claims as c; c.load_claims(); "
             "assert not {'ray', 'torch', 'advmeta.tune'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_a_search_is_checked_against_the_claims_about_its_own_method(tmp_path: Path) -> None:
+    """`advmeta tune tafl` reports the claims that concern TAFL, not every paper's."""
+    rows = [row("tafl", 60.0), row("maml", 20.0), row("aq", 50.0)]
+    every = evaluate_claims(to_frame(rows))
+    mine = evaluate_claims(to_frame(rows), manifest={"method": "tafl", "search": "grid"})
+    assert len(mine) < len(every) and len(mine) > 0
+    assert mine["claim_id"].str.startswith("tafl").all()
+    assert len(evaluate_claims(to_frame(rows), manifest={"grid": "paper-tables", "method": None})) == len(every)
