@@ -266,6 +266,8 @@ def time_section(summary: pd.DataFrame, checks: pd.DataFrame, manifest: dict[str
     cal = float((manifest.get("calibration") or {}).get("seconds") or 0.0)
     blocks = float((manifest.get("sequential") or {}).get("seconds") or 0.0)
     total = train + float(ev.sum()) + float(chk.sum()) + blocks
+    if not total > 0:  # no times recorded (rows written by hand, or by a run without clocks)
+        return []
     wall = manifest.get("wall_seconds")
     lines = ["## Where the time went", "",
              "CPU-seconds in the trials' processes (trials run side by side: they add up to more than the wall time"
