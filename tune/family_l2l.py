@@ -131,8 +131,12 @@ def train_cost(spec: Any) -> float:
 
 def run(spec: Any, ctx: RunContext, report: Report) -> TrialOutput:
     """Train with :func:`advmeta.l2l.train_l2l`, then evaluate with the trial's attacks."""
+    from advmeta.env import set_threads
     from advmeta.l2l import L2LConfig, L2LEvalProtocol, evaluate_l2l, train_l2l
 
+    # The trial's own thread count, not whatever an earlier trial of this process left: the
+    # count changes the last bits of the weights, which training amplifies (issue 25).
+    set_threads(ctx.threads)
     t = dict(spec.train)
     settings = {k: t[k] for k in TRAIN_KEYS if k in t and t[k] is not None}
     hp = dict(spec.hparams)

@@ -177,10 +177,13 @@ def train_config(spec: Any, ctx: RunContext) -> Any:
         raise ConfigError(f"trial {spec.trial_id}: unknown training setting(s) {', '.join(unknown)}; "
                           f"known: {', '.join(sorted(settable))}")
     kwargs = {k: t[k] for k in settable if k in t}
-    # threads stay None (the trial's OMP_NUM_THREADS, set by Ray and by the trainable): the
-    # checkpoint records the config, and resuming with other --cpus-per-trial must still match.
+    # threads: the trial's (ctx.threads, from its CPUs), never None — train() would set the
+    # process's torch threads from OMP_NUM_THREADS or every CPU instead, and the trials that a
+    # reused worker runs next would inherit that count; the thread count changes the last bits of
+    # every trainer's weights (issue 25). A run-only field: resuming with another --cpus-per-trial
+    # still matches the checkpoint.
     return TrainConfig(method=spec.method, hparams=spec.hparams, data_root=ctx.data_root,
-                       device=ctx.device, threads=None, **kwargs)
+                       device=ctx.device, threads=ctx.threads, **kwargs)
 
 
 def protocols(spec: Any, ctx: RunContext) -> list[Any]:
