@@ -56,12 +56,40 @@ def provenance(device: str | None = None) -> dict[str, str]:
     when given): the versions that determine it and the time of writing (UTC)."""
     import datetime as _dt
 
+    import torch
+
     ver = versions()
-    out = {"advmeta_version": ver["advmeta"], "torch_version": ver["torch"], "ray_version": ver["ray"],
-           "python_version": ver["python"]}
+    out = {"advmeta_version": ver["advmeta"], "advmeta_source": source_hash(), "torch_version": ver["torch"],
+           "ray_version": ver["ray"], "python_version": ver["python"], "torch_threads": str(torch.get_num_threads())}
     if device is not None:
         out["device"] = device
     return {**out, "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+_SOURCE: list[str] = []
+
+
+def source_hash() -> str:
+    """SHA-256 (first 12 hex digits) of advmeta's own source files — the package, its Ray layer and
+    its command line, as installed: the code that wrote a row (the version string stays 0.1.0
+    across commits; a change of one line of an attack changes this)."""
+    if not _SOURCE:
+        import hashlib
+        from importlib import util
+        from pathlib import Path
+
+        h = hashlib.sha256()
+        roots = [Path(__file__).resolve().parent]
+        for name in ("advmeta.tune", "advmeta.cli"):
+            spec = util.find_spec(name)
+            if spec is not None and spec.submodule_search_locations:
+                roots.append(Path(list(spec.submodule_search_locations)[0]).resolve())
+        for root in dict.fromkeys(roots):
+            for path in sorted(root.rglob("*.py")):
+                h.update(str(path.relative_to(root.parent)).encode())
+                h.update(path.read_bytes())
+        _SOURCE.append(h.hexdigest()[:12])
+    return _SOURCE[0]
 
 
 _ALLOCATOR_CONFIGURED = False

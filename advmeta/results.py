@@ -92,9 +92,13 @@ _METRICS = [
 ]
 _PROVENANCE = [
     Column("advmeta_version", "string", "", "version of advmeta"),
+    Column("advmeta_source", "string", "", "SHA-256 (first 12 hex digits) of advmeta's own source files: the code "
+           "that wrote the row (the version stays 0.1.0 across commits); null in results written before it"),
     Column("torch_version", "string", "", "version of torch"),
     Column("ray_version", "string", "", "version of ray (`absent` when run without it)"),
     Column("python_version", "string", "", "version of Python"),
+    Column("torch_threads", "string", "", "torch's thread count in the process that wrote the row: it changes "
+           "the last bits of a trained model's weights (not part of a trial's id); null in older results"),
     Column("device", "string", "", "device the trial ran on (cpu, cuda:0, …)"),
     Column("created_at", "string", "ISO 8601 UTC", "when the row was written"),
 ]
