@@ -104,7 +104,13 @@ class Budget:
             with the evaluation's 1000 queries). Quick: 2 episodes, 2 restarts, Square with 300
             queries — on Omniglot (quick AQ, one core, measured) Square costs 17–18 s per
             episode at 1000 queries (one forward of the episode's 75 queries per query), PGD-10
-            0.33 s, so the issue's 5 × 5 restarts of 5 × the steps about 8 s.
+            0.33 s. Quick escalates each attack one round (``converge_cap`` 2: twice its iterations
+            from a new random start): at the default cap 8 a quick run's ADML and TAFL evaluations
+            were still running after 20 minutes each (killed); on quick TAFL's checkpoint (TAFL
+            table, 10 Omniglot episodes at 32/255, one core, loaded machine) cap 1 took 39 s, cap 2
+            111 s — and PGD-10 was not converged there (52.1 → 50.0 %, APGD-CE 53.5 → 50.0 %), nor
+            MAML's at 40 iterations (23.1 → 18.3 → 17.6 % at 80). Claims on such rows say
+            unreliable at quick; ``paper`` escalates to 8×.
         adaptive_episodes: test episodes of the evaluations whose cost is a query budget or an
             optimisation through the adaptation — white-box evals with ``autoattack`` or
             ``square``, and the ``support`` / ``support+query`` scenarios (``None``: as the
@@ -213,7 +219,7 @@ BUDGETS: dict[str, Budget] = {
         shots=(1,), iterations_by_method=(("aq-protonet", 150), ("matching", 1500), ("aq", 600), ("tafl", 600),
                                           ("rmaml-out", 600)), l2l_eval_batches=1,
         adversarial_iterations=450,
-        checks=(("episodes", 2), ("square_queries", 300)), adaptive_episodes=5,
+        checks=(("episodes", 2), ("square_queries", 300), ("converge_cap", 2)), adaptive_episodes=5,
         attack_params=(("autoattack", (("components", ("apgd-ce", "apgd-t")),)),),
         # GAIL: 300 iterations of 2000 pairs (~0.5 s an iteration on one core, measured: the `gail`
         # grid's 20 runs in about half an hour on 2 cores); Ho & Ermon sample 5000 per iteration.

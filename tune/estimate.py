@@ -21,10 +21,10 @@ from advmeta.tune.trial import TrialSpec
 SCALE = 0.66
 """Measured ÷ modelled trial seconds: results/paper-tables-omniglot's 18 quick trials took 4628 s
 of trial processes against 7003 s modelled (before escalation to convergence)."""
-ESCALATION = 4.0
-"""How much more the attacks cost with escalation to convergence (each round doubles the
-iterations on the surviving episodes; a model converging after one round costs 3×, a robust one
-at the cap up to 15×), applied to the attack part of a trial's cost."""
+ESCALATION = 2.5
+"""How much more the attacks cost with escalation to convergence, applied to the attack part of a
+trial's cost: one round (quick's cap 2) measured 2.8× (quick TAFL, TAFL table: 39 s → 111 s);
+each further round doubles again (cap 8: up to 15×)."""
 START_SECONDS = 45.0
 """Ray's start, the episode banks and the final merge and report of a sweep (quick, measured)."""
 TOO_MANY = 50
