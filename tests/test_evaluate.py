@@ -16,7 +16,7 @@ from advmeta.results import SUMMARY_COLUMNS, to_frame
 from advmeta.train import TrainConfig, train
 
 FAST = dict(n_episodes=6, chunk=3, q_query=2, finetune_steps=1, device="cpu",
-            checks=CheckSettings(episodes=4, converge_cap=4, square_queries=30))
+            checks=CheckSettings(episodes=4, converge_cap=2, square_queries=30))  # one round of escalation
 
 
 @pytest.fixture(scope="module")
