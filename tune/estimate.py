@@ -18,9 +18,13 @@ from dataclasses import dataclass
 
 from advmeta.tune.trial import TrialSpec
 
-SCALE = 0.66
-"""Measured ÷ modelled trial seconds: results/paper-tables-omniglot's 18 quick trials took 4628 s
-of trial processes against 7003 s modelled (before escalation to convergence)."""
+SCALE = 0.69
+"""Measured ÷ modelled trial seconds: the 18 quick trials of the Omniglot paper-tables run at 641ed1b
+took 4628 s of trial processes against 6463 s modelled (before escalation to convergence; less
+:data:`TRIAL_START` each)."""
+TRIAL_START = 8.0
+"""Seconds a trial spends outside its training and attacks in a reused Ray worker (a smoke
+paper-tables run: 31 trials in about 110 s on 2 slots, measured)."""
 ESCALATION = 2.5
 """How much more the attacks cost with escalation to convergence, applied to the attack part of a
 trial's cost: one round (quick's cap 2) measured 2.8× (quick TAFL, TAFL table: 39 s → 111 s);
@@ -53,11 +57,11 @@ def _minutes(seconds: float) -> str:
 
 def trial_seconds(spec: TrialSpec) -> float:
     """A trial's expected seconds in its process (its training, its attacks escalated)."""
-    from advmeta.tune.runner import cost_estimate
+    from advmeta.tune.runner import _TRIAL_OVERHEAD, cost_estimate
 
-    total = cost_estimate(spec)
-    trained = cost_estimate(spec, trained=True)  # the evaluation part alone
-    return SCALE * (total + (ESCALATION - 1.0) * trained)
+    total = cost_estimate(spec) - _TRIAL_OVERHEAD  # the model's per-trial constant is for ordering only
+    evaluation = cost_estimate(spec, trained=True) - _TRIAL_OVERHEAD
+    return TRIAL_START + SCALE * (total + (ESCALATION - 1.0) * evaluation)
 
 
 def calibration_seconds(spec: TrialSpec | None, episodes: int) -> float:
