@@ -271,8 +271,11 @@ def time_section(summary: pd.DataFrame, checks: pd.DataFrame, manifest: dict[str
     wall = manifest.get("wall_seconds")
     lines = ["## Where the time went", "",
              "CPU-seconds in the trials' processes (trials run side by side: they add up to more than the wall time"
-             + (f", {float(wall):.0f} s here" if wall is not None else "") + "); escalation to convergence is in "
-             "each attack's evaluation.", "", "| part | seconds | share |", "|---|---|---|"]
+             + (f", {float(wall):.0f} s here" if wall is not None else "") + "); "
+             + ("escalation to convergence is in each attack's evaluation."
+                if "converged" in ok and ok["converged"].notna().any()
+                else "this run predates escalation to convergence (its rows have no `converged`)."),
+             "", "| part | seconds | share |", "|---|---|---|"]
     if cal:
         lines.append(f"| ε calibration (wall, before the trials) | {cal:.0f} | – |")
     lines.append(f"| training, {len(trials)} trials | {train:.0f} | {100 * train / total:.0f} % |")
