@@ -80,7 +80,11 @@ def summarize(rows: Iterable[Mapping[str, Any]], checks: Iterable[Mapping[str, A
         strongest = {"eps": es, "attack": name, "acc": acc, "ci95": results[es][name]["ci95"]}
     for c in checks:
         if c.get("passed") is False or str(c.get("passed")) == "False":
-            diagnosis = str(c.get("diagnosis") or "masking suspected")
+            from advmeta.checks import DIAGNOSES
+
+            given = c.get("diagnosis")
+            diagnosis = str(given) if isinstance(given, str) and given else DIAGNOSES.get(str(c.get("check")),
+                                                                                          "masking suspected")
             flags.append((str(c.get("eps_str")), f"{c.get('check')} at ε {c.get('eps_str')}: {diagnosis}"))
     return {"results": results, "strongest": strongest, "flags": [f for _, f in dict.fromkeys(flags)],
             "flags_by_eps": {es: [f for e, f in dict.fromkeys(flags) if e == es] for es in results}}
