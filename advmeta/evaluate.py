@@ -131,7 +131,7 @@ def _whitebox(learner: Learner, fn: Any, ep: Episodes, step: int, protocol: Eval
     y = ep.query_y
     clean_ok, clean_ce = clean
     first: dict[str, Tensor] = {}
-    tol, cap = (protocol.checks.converge_tol, protocol.checks.converge_cap) if protocol.checks and last else (0.0, 1)
+    tol, cap = protocol.escalation() if last else (0.0, 1)
     for eps in protocol.eps:
         e, es = parse_eps(eps), format_eps(eps)
         worst_ok, worst_ce = clean_ok.clone(), clean_ce.clone()
@@ -187,7 +187,7 @@ def _checks(learner: Learner, checks: MaskingChecks, fn: Any, ep: Episodes, step
 def _adaptive(learner: Learner, ep: Episodes, steps: int, protocol: EvalProtocol, seed: int, acc: _Acc) -> None:
     """The attacks through adaptation (``support``, ``support+query``) at the last fine-tune step,
     escalated to convergence as the white-box attacks are."""
-    tol, cap = (protocol.checks.converge_tol, protocol.checks.converge_cap) if protocol.checks else (0.0, 1)
+    tol, cap = protocol.escalation()
     for eps in protocol.eps:
         e, es = parse_eps(eps), format_eps(eps)
         # PGD's settings as the white-box PGD runs them (step size "auto" resolved against ε).

@@ -108,6 +108,13 @@ class EvalProtocol:
         if bad:
             raise ConfigError(f"unknown surrogate support(s) {bad}; known: clean, adv40, adv")
 
+    def escalation(self) -> tuple[float, int]:
+        """``(converge_tol, converge_cap)`` of the attacks' escalation (:mod:`advmeta.converge`);
+        ``(0.0, 1)`` — no escalation — without checks."""
+        if self.checks is None:
+            return 0.0, 1
+        return self.checks.converge_tol, self.checks.converge_cap
+
     def params_of(self, attack: str) -> dict[str, Any]:
         """Settings of ``attack``: its test defaults updated with this protocol's overrides."""
         from advmeta.attacks import attack_info, attack_names

@@ -4,25 +4,18 @@ longest first onto the concurrent slots and counts a calibration still to run.""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
-from advmeta.cli.app import main
 from advmeta.tune.budgets import get_budget
 from advmeta.tune.estimate import TOO_MANY, estimate, trial_seconds
 from advmeta.tune.grids import expand, load_grid
 
+from tests.test_evaluate_model import run_main as run_cli
+
 
 def run_main(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["advmeta", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    return code, out + err
 
 
 def test_the_estimate_packs_trials_longest_first_and_adds_the_calibration() -> None:
