@@ -74,6 +74,10 @@ class CheckSettings:
             take for an attack to count as converged (advmeta.converge) [choice: 1 point].
         converge_cap: the largest multiple of an attack's own iterations escalation may reach
             (PGD-10 with 8: 20, 40, 80); below 2, no escalation (``converged`` null: not checked).
+        converge_scope: which attacks are escalated: ``all`` (every one the evaluation runs) or
+            ``claims`` (only those whose rows a shipped claim reads for the trial's method:
+            :func:`advmeta.claims.claimed_attacks`; the others' rows say ``converged`` null, not
+            checked) [choice: all; quick: claims].
         zero_grad_pct: percent of queries with an all-zero input gradient tolerated.
         det_tol: largest relative logit difference of two identical adaptations.
         square_queries: Square's query budget (``None``: the evaluation's ``square`` setting).
@@ -85,6 +89,7 @@ class CheckSettings:
     chance_margin: float = 5.0
     converge_tol: float = 1.0
     converge_cap: int = 8
+    converge_scope: str = "all"
     zero_grad_pct: float = 1.0
     det_tol: float = 1e-4
     square_queries: int | None = None
@@ -103,6 +108,8 @@ class CheckSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ConfigError(f"checks: {name} must be a number >= 0, got {v!r}")
+        if self.converge_scope not in ("all", "claims"):
+            raise ConfigError(f"checks: converge_scope must be all or claims, got {self.converge_scope!r}")
         parse_eps(self.eps_cap)
 
 

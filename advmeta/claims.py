@@ -180,6 +180,28 @@ def load_claims(paths: Sequence[str | Path] | None = None) -> list[dict[str, Any
     return out
 
 
+def claimed_attacks(method: str, attacks: Sequence[str], claims: Sequence[Mapping[str, Any]] | None = None
+                    ) -> tuple[str, ...]:
+    """The attacks of a ``method``'s evaluation whose rows a claim reads: of the white-box
+    ``attacks`` those a claim's term names for the method (all of them for ``worst``, their
+    per-query worst case, which an evaluation of several attacks writes), and ``support`` / ``support+query`` when a term reads those scenarios
+    (a quick sweep escalates only these to convergence: ``CheckSettings.converge_scope``)."""
+    out: set[str] = set()
+    for claim in load_claims() if claims is None else claims:
+        for term in [*claim["terms"], *(claim.get("den") or [])]:
+            where = term.where
+            if term.source != "summary" or where.get("method") != method:
+                continue
+            attack, scenario = str(where.get("attack", "")), str(where.get("scenario", "whitebox"))
+            if scenario in ("support", "support+query"):
+                out.add(scenario)
+            elif scenario == "whitebox" and attack == "worst" and len(attacks) > 1:  # else no worst row
+                out.update(attacks)
+            elif scenario == "whitebox" and attack in attacks:
+                out.add(attack)
+    return tuple(a for a in (*attacks, "support", "support+query") if a in out)
+
+
 def last_tenth(n: int) -> int:
     """How many final iterations a curve's "final" value averages: the last tenth (at least one)."""
     return max(1, n // 10)

@@ -131,7 +131,6 @@ def _whitebox(learner: Learner, fn: Any, ep: Episodes, step: int, protocol: Eval
     y = ep.query_y
     clean_ok, clean_ce = clean
     first: dict[str, Tensor] = {}
-    tol, cap = protocol.escalation() if last else (0.0, 1)
     for eps in protocol.eps:
         e, es = parse_eps(eps), format_eps(eps)
         worst_ok, worst_ce = clean_ok.clone(), clean_ce.clone()
@@ -143,6 +142,7 @@ def _whitebox(learner: Learner, fn: Any, ep: Episodes, step: int, protocol: Eval
             with torch.no_grad():
                 ok, ce = query_scores(fn(x_adv), y)
             t1 = time.perf_counter()
+            tol, cap = protocol.escalation(name) if last else (0.0, 1)
             ok, effort = escalate_attack(spec, fn, ep.query_x, y, ok,
                                          lambda tag, live: _generators(seed, ep.index[live], f"{name}|{es}|{tag}",
                                                                        ep.query_x.device), tol, cap)
@@ -187,7 +187,6 @@ def _checks(learner: Learner, checks: MaskingChecks, fn: Any, ep: Episodes, step
 def _adaptive(learner: Learner, ep: Episodes, steps: int, protocol: EvalProtocol, seed: int, acc: _Acc) -> None:
     """The attacks through adaptation (``support``, ``support+query``) at the last fine-tune step,
     escalated to convergence as the white-box attacks are."""
-    tol, cap = protocol.escalation()
     for eps in protocol.eps:
         e, es = parse_eps(eps), format_eps(eps)
         # PGD's settings as the white-box PGD runs them (step size "auto" resolved against ε).
@@ -207,7 +206,7 @@ def _adaptive(learner: Learner, ep: Episodes, steps: int, protocol: EvalProtocol
                 return run(n_steps, live, f"{tag}|escalate{r}")[0]
 
             ok, ce = run(int(pgd["steps"]), torch.arange(ep.query_x.shape[0]), f"{scenario}|{es}")
-            ok, effort = escalate(round_, int(pgd["steps"]), bool(pgd["random_start"]), ok, tol, cap)
+            ok, effort = escalate(round_, int(pgd["steps"]), bool(pgd["random_start"]), ok, *protocol.escalation(scenario))
             acc.add((scenario, "adv", "adv" if on[1] else "clean", "pgd", es, steps), ok, ce, ep.index, params, e,
                     seconds=time.perf_counter() - t0, effort=effort)
 

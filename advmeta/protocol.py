@@ -68,6 +68,9 @@ class EvalProtocol:
             manifest's ``i``-th (``n_episodes`` at most its count), its split and shape replace
             ``split``, ``n_way``, ``k_shot`` and ``q_query``, and every row records its hash
             (``episodes_hash``); ``None``: episodes drawn from ``seed``.
+        escalate_only: the attacks escalated to convergence (white-box attack names, ``support``,
+            ``support+query``); ``None``: every one (a sweep's ``converge_scope = "claims"`` sets
+            those a claim reads, :func:`advmeta.claims.claimed_attacks`).
     """
 
     split: str = "test"
@@ -94,6 +97,7 @@ class EvalProtocol:
     episodes: Manifest | None = None
     episode_start: int = 0
     masking_checks: bool = True
+    escalate_only: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         bad = [s for s in self.scenarios if s not in SCENARIOS]
@@ -108,10 +112,12 @@ class EvalProtocol:
         if bad:
             raise ConfigError(f"unknown surrogate support(s) {bad}; known: clean, adv40, adv")
 
-    def escalation(self) -> tuple[float, int]:
-        """``(converge_tol, converge_cap)`` of the attacks' escalation (:mod:`advmeta.converge`);
-        ``(0.0, 1)`` — no escalation — without checks."""
-        if self.checks is None:
+    def escalation(self, attack: str | None = None) -> tuple[float, int]:
+        """``(converge_tol, converge_cap)`` of the escalation of ``attack`` (a white-box attack, or
+        ``support`` / ``support+query``; :mod:`advmeta.converge`); ``(0.0, 1)`` — no escalation —
+        without checks, or for an attack outside ``escalate_only``."""
+        if self.checks is None or (attack is not None and self.escalate_only is not None
+                                   and attack not in self.escalate_only):
             return 0.0, 1
         return self.checks.converge_tol, self.checks.converge_cap
 

@@ -241,6 +241,10 @@ def protocols(spec: Any, ctx: RunContext) -> list[Any]:
                                   "trial_id": spec.trial_id, "attack_params": params}
         checks = g.get("checks", {})
         kwargs["checks"] = None if checks is False else CheckSettings(**dict(checks or {}))
+        if kwargs["checks"] is not None and kwargs["checks"].converge_scope == "claims":
+            from advmeta.claims import claimed_attacks
+
+            kwargs["escalate_only"] = claimed_attacks(spec.method, g["attacks"])
         if g["attacks"]:
             kwargs.update(attacks=tuple(g["attacks"]))
         if g["eps"]:
