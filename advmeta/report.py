@@ -467,11 +467,13 @@ def overview_markdown(summary: pd.DataFrame, claims: pd.DataFrame, manifest: dic
     """
     from advmeta.claims_io import format_value
 
-    lines = ["| paper | claim | value ± 95% CI | test | verdict |", "|---|---|---|---|---|"]
+    lines = ["| paper | claim | value ± 95% CI | test | verdict | decided by |", "|---|---|---|---|---|---|"]
     for r in claims.itertuples():
         val = format_value(r)
         group = f" ({r.group})" if r.group else ""
-        lines.append(f"| {r.paper} | {r.claim}{group} | {val} | {r.op} {r.threshold:g} | **{r.verdict}** |")
+        decided = getattr(r, "decided_by", None)
+        decided = "" if decided is None or pd.isna(decided) else str(decided)
+        lines.append(f"| {r.paper} | {r.claim}{group} | {val} | {r.op} {r.threshold:g} | **{r.verdict}** | {decided} |")
     if manifest:
         te = attacked_tables(manifest)
         lines += [] if not te else ["", "ε of each table: " + "; ".join(f"{k} {', '.join(v.get('eps', [])) or '(grid)'} ({v.get('source')})"
@@ -493,13 +495,28 @@ def overview_markdown(summary: pd.DataFrame, claims: pd.DataFrame, manifest: dic
                 if sup is not None:
                     m &= (sub["support"] == sup) & (sub["query"] == qry)
                 hit = sub[m]
-                cells.append("–" if hit.empty else f"{hit['acc'].iloc[0]:.1f} ± {hit['acc_ci95'].iloc[0]:.1f}")
+                cells.append("–" if hit.empty else f"{hit['acc'].iloc[0]:.1f} ± {hit['acc_ci95'].iloc[0]:.1f}"
+                             + _effort(hit.iloc[0]))
             first = sub.iloc[0]
             shot = "" if pd.isna(first["k_shot"]) else str(int(first["k_shot"]))
             flag = "suspected" if tid in suspected else ("none" if tid in checked else "–")
             lines.append(f"| {first['method']} | {shot} | " + " | ".join(cells)
                          + f" | {float(first['train_seconds']):.0f} | {flag} |")
+        if "converged" in ok.columns:
+            lines += ["", "[N it]: the attack's iterations behind the number, escalated until doubling them (with a restart) "
+                          "changed it by less than the tolerance; *not converged*: still gaining at the cap (an upper "
+                          "bound); *not checked*: not escalated (no claim reads it at this budget)."]
     return "\n".join(lines) + "\n"
+
+
+def _effort(row: pd.Series) -> str:
+    """`` [40 it]`` after an attacked cell: its iterations and whether escalation converged."""
+    its = row.get("attack_iterations")
+    if its is None or pd.isna(its):
+        return ""
+    conv = row.get("converged")
+    state = ", not checked" if conv is None or pd.isna(conv) else ("" if bool(conv) else ", not converged")
+    return f" [{int(its)} it{state}]"
 
 
 _SOURCE_WORDS = {"paper": "the papers' ε on this dataset", "calibrated": "calibrated on the grid's MAML",

@@ -60,7 +60,7 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
     from advmeta.eps import parse_eps
     from advmeta.tune import calibration as calib
     from advmeta.tune.budgets import get_budget
-    from advmeta.tune.epsplan import needs_calibration, plan, surrogate_tables
+    from advmeta.tune.epsplan import PENDING, needs_calibration, plan, surrogate_tables
     from advmeta.tune.families import RunContext
     from advmeta.tune.grids import _as_list, expand
     from advmeta.tune.validate import check_episode_shapes, check_eps_value
@@ -129,6 +129,10 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
                 why += (f": the first of ε*·(1 … 2) at which MAML loses ≥ {SURROGATE_DROP:g} points to the "
                         "surrogate's FGSM; ADML and MAML-AD train at it")
             print(f"ε of table {tname}: {what} ({why})", file=sys.stderr)
+        if any(te.eps == (PENDING,) for te in table_eps.values()):
+            print(f"trial ids: those of trials at {PENDING} are provisional (ε is part of a trial's identity); the run "
+                  "lists its own once ε is calibrated, and a dry run of a folder holding that calibration lists the "
+                  "run's ids", file=sys.stderr)
     return specs, info
 
 

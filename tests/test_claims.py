@@ -379,3 +379,19 @@ def test_a_search_is_checked_against_the_claims_about_its_own_method(tmp_path: P
     assert len(mine) < len(every) and len(mine) > 0
     assert mine["claim_id"].str.startswith("tafl").all()
     assert len(evaluate_claims(to_frame(rows), manifest={"grid": "paper-tables", "method": None})) == len(every)
+
+
+def test_the_leading_table_shows_what_decided_each_verdict_and_the_iterations(tmp_path: Path) -> None:
+    """overview.md (the README's copy of a run): each claim's "decided by", each attacked cell's
+    iterations and whether its attack converged, was still gaining, or was not checked."""
+    from advmeta.report import overview_markdown
+
+    body = one_claim("robust(aq) - robust(maml)", ">=", 15)
+    rows = [row("aq", 60.0, attack_iterations=40, attack="worst"), row("maml", 20.0, attack_iterations=80,
+                                                                          converged=False, attack="worst"),
+            row("aq", 62.0, attack_iterations=10, converged=None)]
+    claims = check(tmp_path, [r for r in rows if r["attack"] == "pgd"] + [row("maml", 20.0)], body)
+    text = overview_markdown(to_frame(rows), claims, None)
+    assert "| decided by |" in text and "100 episodes per row (independent)" in text
+    assert "60.0 ± 1.0 [40 it]" in text and "20.0 ± 1.0 [80 it, not converged]" in text
+    assert "62.0 ± 1.0 [10 it, not checked]" in text and "not checked*: not escalated" in text

@@ -99,3 +99,48 @@ def test_escalate_stops_when_no_episode_has_a_query_left() -> None:
     ok = torch.tensor([[True, False, False], [False, False, False]])
     out, esc = escalate(round_, 10, True, ok, tol=0.1, cap=8)
     assert calls == [20] and not out.any() and esc == Escalation(40 // 2, 2, True, 0.0)
+
+
+def test_the_claims_scope_escalates_only_the_attacks_a_claim_reads() -> None:
+    """quick's ``converge_scope = "claims"``: MAML's, AQ's and TAFL's TAFL-table attacks (their
+    worst case is the claims' robust accuracy), R-MAML-out's PGD-10; nothing of ADML (its claims read
+    the surrogate table) nor of a single-attack evaluation's ``worst`` (it writes no worst row)."""
+    from advmeta.claims import claimed_attacks
+    from advmeta.protocol import EvalProtocol
+    from advmeta.checks import CheckSettings
+
+    table = ["pgd", "mifgsm", "cw-linf"]
+    for method in ("maml", "aq", "tafl"):
+        assert claimed_attacks(method, table) == tuple(table)
+    assert claimed_attacks("adml", table) == ()
+    assert claimed_attacks("rmaml-out", ["pgd"]) == ("pgd",) and claimed_attacks("rmaml-both", ["pgd"]) == ()
+    assert claimed_attacks("maml", ["autoattack"]) == ()
+    p = EvalProtocol(checks=CheckSettings(converge_cap=8), escalate_only=("pgd",))
+    assert p.escalation("pgd") == (1.0, 8) and p.escalation("mifgsm") == (0.0, 1) and p.escalation("support") == (0.0, 1)
+    assert EvalProtocol(checks=CheckSettings()).escalation("mifgsm") == (1.0, 8)  # scope all: every attack
+    with pytest.raises(Exception, match="converge_scope"):
+        CheckSettings(converge_scope="some")
+
+
+def test_a_quick_sweep_plans_the_scope_per_trial() -> None:
+    """The protocols a quick paper-tables trial runs name the attacks it escalates; an outside
+    model's evaluation (advmeta evaluate-model) escalates every attack."""
+    from advmeta.tune.budgets import get_budget
+    from advmeta.tune.epsplan import TableEps
+    from advmeta.tune.evaluation import budget_protocol
+    from advmeta.tune.families import RunContext
+    from advmeta.tune.family_meta import protocols
+    from advmeta.tune.grids import expand, load_grid
+
+    name, data = load_grid("paper-tables")
+    eps = {t: TableEps(("32/255",), "calibrated") for t in ("adml", "tafl", "rmaml", "adaptive", "l2l")}
+    specs = expand(name, data, get_budget("quick"), dataset="glyphs", seed=0, table_eps=eps)
+    ctx = RunContext(sweep_dir="")
+    scoped = {s.method: [p.escalate_only for p in protocols(s, ctx) if "whitebox" in p.scenarios] for s in specs
+              if s.family == "meta"}
+    assert scoped["tafl"] == [("pgd", "mifgsm", "cw-linf"), ()] and scoped["adml"] == [(), ()]
+    assert scoped["rmaml-trades"] == [("pgd",)] and scoped["protonet"] == [()]
+    paper = expand(name, data, get_budget("paper"), dataset="glyphs", seed=0, table_eps=eps)
+    assert all(p.escalate_only is None for s in paper if s.family == "meta" for p in protocols(s, ctx))
+    p, _ = budget_protocol("quick", "glyphs", ["8/255"], n_way=5, k_shot=1)
+    assert p.escalate_only is None

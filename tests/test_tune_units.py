@@ -148,7 +148,7 @@ def test_cost_estimate_puts_the_longest_trials_first() -> None:
     from advmeta.tune.budgets import get_budget
     from advmeta.tune.epsplan import TableEps
     from advmeta.tune.grids import expand, load_grid
-    from advmeta.tune.runner import cost_estimate
+    from advmeta.tune.estimate import trial_cost as cost_estimate
 
     grid, data = load_grid("paper-tables")
     eps = {t: TableEps(("32/255",), "calibrated") for t in ("adml", "tafl", "rmaml", "adaptive", "l2l")}

@@ -1,10 +1,10 @@
 """The cost of a sweep before it runs: an estimate of its wall time on this machine.
 
 Each trial's seconds on one core come from the families' measured per-iteration training costs and
-the evaluation's measured per-step and per-episode attack costs (:func:`advmeta.tune.runner.cost_estimate`,
-the same model that orders the trials longest first), times :data:`SCALE`, the ratio of measured to
-modelled seconds over a whole quick paper-tables run (it absorbs what the per-unit costs miss:
-escalation to convergence, process start, the surrogate table). The trials are then packed longest
+the evaluation's measured per-step and per-episode attack costs, escalation to convergence included
+(:func:`trial_cost`, the same model that orders the trials longest first), times :data:`SCALE`, the
+ratio of measured to modelled seconds over a whole quick paper-tables run (what the per-unit costs
+miss). The trials are then packed longest
 first onto the concurrent slots, and the ε calibration, when the sweep must run one, goes before
 them. It is an estimate: the run records it beside the measured wall time (``sweep.json``:
 ``estimate_seconds``, ``wall_seconds``), so the model can be checked against every run.
@@ -13,26 +13,114 @@ them. It is an estimate: the run records it beside the measured wall time (``swe
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from advmeta.tune.trial import TrialSpec
 
 SCALE = 0.69
-"""Measured ÷ modelled trial seconds: the 18 quick trials of the Omniglot paper-tables run at 641ed1b
-took 4628 s of trial processes against 6463 s modelled (before escalation to convergence; less
-:data:`TRIAL_START` each)."""
+"""Measured ÷ modelled trial seconds over a whole quick paper-tables run on Omniglot (refitted from
+every committed run: :func:`trial_cost`, the run's ``trial_seconds``)."""
 TRIAL_START = 8.0
 """Seconds a trial spends outside its training and attacks in a reused Ray worker (a smoke
 paper-tables run: 31 trials in about 110 s on 2 slots, measured)."""
-ESCALATION = 2.5
-"""How much more the attacks cost with escalation to convergence, applied to the attack part of a
-trial's cost: one round (quick's cap 2) measured 2.8× (quick TAFL, TAFL table: 39 s → 111 s);
-each further round doubles again (cap 8: up to 15×)."""
 START_SECONDS = 45.0
 """Ray's start, the episode banks and the final merge and report of a sweep (quick, measured)."""
 TOO_MANY = 50
 """More trials than this get a warning line before they run."""
+
+# Evaluation costs on one CPU core at quick on Omniglot 28 px, 15 queries per class (training
+# costs: each family's ``train_cost``); an episode's cost scales with its queries.
+ATTACK_STEP_COST = 0.087
+"""One white-box attack step (forward and input gradient) on one 75-query episode: PGD-10 on 20
+episodes of quick MAML took 17.5 s (seconds, one core, measured)."""
+QUERY_COST = 0.017
+"""One forward of a 75-query episode: a Square query (seconds, quick AQ, measured)."""
+ADAPTIVE_STEP_COST = 0.11
+"""One step of PGD through the fine-tuning (the support scenarios; measured)."""
+SURROGATE_EPISODE_COST = 0.5
+"""One episode of the surrogate table (its supports and queries; 100 episodes of quick MAML took
+49 s, measured)."""
+ORDER_OVERHEAD = 30.0
+"""A per-trial constant of :func:`trial_cost` for ordering only (a cheap trial still starts)."""
+
+
+def escalation_factor(cap: int) -> float:
+    """How many times an attack's own run escalation to convergence costs: rounds of 2, 4, …
+    times its iterations; on quick Omniglot trials PGD and C&W converged at the second round
+    (10 + 20 + 40 = 7× PGD-10, measured), so 7× when the cap allows it, 3× at cap 2."""
+    return 1.0 if cap < 2 else 2.0 * min(cap, 4) - 1.0
+
+
+def _escalated(spec: TrialSpec, ev: Mapping[str, Any], attacks: Sequence[str]) -> tuple[set[str], float]:
+    """Which of an eval's attacks are escalated, and the factor (from its ``checks`` settings)."""
+    from advmeta.checks import CheckSettings
+
+    checks = ev.get("checks", {})
+    if checks is False:
+        return set(), 1.0
+    settings = CheckSettings(**dict(checks or {}))
+    if settings.converge_scope == "claims":
+        from advmeta.claims import claimed_attacks
+
+        chosen = set(claimed_attacks(spec.method, list(attacks)))
+    else:
+        chosen = set(attacks) | {"support", "support+query"}
+    return chosen, escalation_factor(settings.converge_cap)
+
+
+def _runs(attack: str, ev: Mapping[str, Any], n_way: int) -> tuple[float, float]:
+    """An attack's (gradient runs of its steps, forwards of its query budget) on one episode."""
+    from advmeta.tune.grids import queries_of
+
+    if attack == "autoattack":
+        parts = list(dict(ev.get("attack_params", {})).get("autoattack", {}).get(
+            "components", ["apgd-ce", "apgd-t", "square"]))
+        runs = ("apgd-ce" in parts) + (n_way - 1) * ("apgd-t" in parts) + ("apgd-dlr" in parts)
+        return float(runs), float(queries_of("square")) if "square" in parts else 0.0
+    q = queries_of(attack)
+    return (0.0, float(q)) if q else (1.0, 0.0)
+
+
+def trial_cost(spec: TrialSpec, trained: bool = False) -> float:
+    """A trial's modelled seconds on one core: its training (unless ``trained``: the calibration's
+    MAML only evaluates), its attacks — each escalated one times :func:`escalation_factor`, an
+    attack that several evals run counted once, on the most episodes (the evaluation merges them)
+    — the masking checks' Square, and the surrogate table. Also the order trials start in
+    (longest first, so the last minutes of a sweep are not one long trial on one core)."""
+    from advmeta.tune.families import get_family
+
+    t = spec.train
+    size = (float(t.get("image_size") or 28) / 28.0) ** 2
+    n_way = int(t.get("n_way") or 5)
+    train = 0.0 if trained else get_family(spec.family).train_cost(spec)
+    attacks: dict[str, float] = {}
+    other = 0.0
+    for ev in spec.evals:
+        scenario, episodes = ev.get("scenario"), float(ev.get("episodes", 100))
+        per_episode = float(ev.get("q_query") or 15) / 15.0 * size
+        steps = float(ev.get("attack_steps") or 10)
+        if scenario == "whitebox":
+            names = [a for a in ev.get("attacks", []) if a != "none"]
+            chosen, factor = _escalated(spec, ev, names)
+            for a in names:
+                runs, queries = _runs(a, ev, n_way)
+                cost = episodes * per_episode * (ATTACK_STEP_COST * steps * runs * (factor if a in chosen else 1.0)
+                                                 + QUERY_COST * queries)
+                attacks[a] = max(attacks.get(a, 0.0), cost)
+            checks = ev.get("checks", {})
+            if checks is not False:
+                c = dict(checks or {})
+                other = max(other, float(c.get("episodes", 20)) * per_episode * QUERY_COST * float(
+                    c.get("square_queries") or 1000))
+        elif scenario in ("support", "support+query"):
+            chosen, factor = _escalated(spec, ev, [])
+            attacks[scenario] = (episodes * per_episode * ADAPTIVE_STEP_COST * steps
+                                 * (factor if scenario in chosen else 1.0))
+        elif scenario == "surrogate":
+            other += episodes * per_episode * SURROGATE_EPISODE_COST
+    return ORDER_OVERHEAD + train + sum(attacks.values()) + other
 
 
 @dataclass(frozen=True)
@@ -57,11 +145,7 @@ def _minutes(seconds: float) -> str:
 
 def trial_seconds(spec: TrialSpec) -> float:
     """A trial's expected seconds in its process (its training, its attacks escalated)."""
-    from advmeta.tune.runner import _TRIAL_OVERHEAD, cost_estimate
-
-    total = cost_estimate(spec) - _TRIAL_OVERHEAD  # the model's per-trial constant is for ordering only
-    evaluation = cost_estimate(spec, trained=True) - _TRIAL_OVERHEAD
-    return TRIAL_START + SCALE * (total + (ESCALATION - 1.0) * evaluation)
+    return TRIAL_START + SCALE * (trial_cost(spec) - ORDER_OVERHEAD)
 
 
 def calibration_seconds(spec: TrialSpec | None, episodes: int) -> float:
@@ -70,9 +154,8 @@ def calibration_seconds(spec: TrialSpec | None, episodes: int) -> float:
     if spec is None:
         return 0.0
     from advmeta.tune.families import get_family
-    from advmeta.tune.runner import _ATTACK_STEP_COST
 
-    return SCALE * (get_family(spec.family).train_cost(spec) + 3 * episodes * 20 * _ATTACK_STEP_COST * 2)
+    return SCALE * (get_family(spec.family).train_cost(spec) + 3 * episodes * 20 * ATTACK_STEP_COST * 2)
 
 
 def estimate(specs: Sequence[TrialSpec], slots: int, calibration: TrialSpec | None = None,

@@ -75,7 +75,10 @@ def budget_protocol(budget: str, dataset: str, eps: Sequence[str] | None, *, n_w
     found = protocols(specs[0], RunContext(sweep_dir="", device=device))
     if len(found) != 1:
         raise RuntimeError(f"the {GRID} grid gave {len(found)} protocols at budget {budget}; expected one")
-    p = dataclasses.replace(found[0], n_way=n_way, k_shot=k_shot, seed=seed, sweep=name, trial_id="")
+    # every attack escalated: a model's own rows are its verdict (a sweep's quick budget escalates
+    # only what a claim reads, and no claim names an outside model)
+    p = dataclasses.replace(found[0], n_way=n_way, k_shot=k_shot, seed=seed, sweep=name, trial_id="",
+                            escalate_only=None)
     if surrogate:
         p = dataclasses.replace(p, scenarios=(*p.scenarios, "surrogate"), surrogate_eps=eps,
                                 surrogate_supports=("clean",))

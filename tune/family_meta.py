@@ -130,11 +130,13 @@ def search_evals(budget: Any, attacks: list[str], test_eps: list[str] | None, sw
 
 
 def train_cost(spec: Any) -> float:
-    """Expected training seconds on one core (measured at 28 px; the pixels scale it)."""
+    """Expected training seconds on one core (measured at quick: 28 px, 4 tasks of 5 queries per
+    class an iteration; the pixels and the tasks' images scale it)."""
     t = spec.train
     size = (float(t.get("image_size") or 28) / 28.0) ** 2
+    tasks = float(t.get("meta_batch") or 4) / 4.0 * (float(t.get("k_shot", 1)) + float(t.get("q_query") or 5)) / 6.0
     per = _TRAIN_COST.get(spec.method, 0.6 if is_adversarial(spec.method) else 0.27)
-    return float(t.get("iterations", 1)) * per * (1.0 + 0.25 * (float(t.get("k_shot", 1)) - 1)) * size
+    return float(t.get("iterations", 1)) * per * (1.0 + 0.25 * (float(t.get("k_shot", 1)) - 1)) * size * min(1.0, tasks)
 
 
 def bank_requirements(spec: Any) -> list[dict[str, Any]]:

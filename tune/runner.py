@@ -32,6 +32,7 @@ import pandas as pd
 
 from advmeta.env import provenance, set_threads
 from advmeta.errors import ConfigError
+from advmeta.tune.estimate import trial_cost
 from advmeta.tune.families import RunContext, TrialOutput, get_family
 from advmeta.tune.ledger import Ledger
 from advmeta.tune.session import Resources, precheck_gpus, ray_session, resolve_resources
@@ -121,35 +122,6 @@ def _throttled(fn: Any, seconds: float) -> Any:
     return call
 
 
-# Evaluation costs on one CPU core at quick on Omniglot 28 px (training costs: each family's ``train_cost``).
-_ATTACK_STEP_COST = 0.12  # one white-box attack step on one 75-query episode (seconds, same setting)
-_TRIAL_OVERHEAD = 30.0  # start, data, checkpoints, the surrogate scenario (seconds, same setting)
-_QUERY_COST = 0.017  # one forward of a 75-query episode: a Square query (seconds, quick AQ, measured)
-_ADAPTIVE_STEP_COST = 0.11  # one step of PGD through the fine-tuning (support scenarios; measured)
-
-
-def cost_estimate(spec: TrialSpec, trained: bool = False) -> float:
-    """A trial's expected seconds on one core, relative to the setting the costs were measured at.
-
-    Only the order matters: Tune starts trials in the order given, so the longest go first and
-    the last minutes of a sweep are not one long trial on one core while the others idle
-    (longest-processing-time-first packing). ``trained``: its checkpoint is already there (the
-    calibration's MAML), so it only evaluates.
-    """
-    from advmeta.tune.grids import queries_of
-
-    size = (float(spec.train.get("image_size") or 28) / 28.0) ** 2
-    train = 0.0 if trained else get_family(spec.family).train_cost(spec)
-    attacked = sum(len(ev.get("attacks", [])) * float(ev.get("attack_steps") or 10) * float(ev.get("episodes", 100))
-                   for ev in spec.evals if ev.get("scenario") == "whitebox")
-    queries = sum(queries_of(a) * float(ev.get("episodes", 100)) for ev in spec.evals if ev.get("scenario") == "whitebox"
-                  for a in ev.get("attacks", []))
-    adaptive = sum(float(ev.get("attack_steps") or 10) * float(ev.get("episodes", 100))
-                   for ev in spec.evals if ev.get("scenario") in ("support", "support+query"))
-    return (_TRIAL_OVERHEAD + train + (_ATTACK_STEP_COST * attacked + _QUERY_COST * queries
-                                       + _ADAPTIVE_STEP_COST * adaptive) * size)
-
-
 def _scheduler(opts: SweepOptions, max_t: int) -> Any:
     if opts.scheduler == "none":
         return None
@@ -203,7 +175,7 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
     pending = [s for s in specs if ledger.status_of(s.trial_id) not in ("ok", "stopped")]
     trained = {s.trial_id for s in pending if ledger.local and (Path(ledger.work_dir(s.trial_id)) / "checkpoint.pt").is_file()}
     # stable: equal costs keep the grid's order
-    pending.sort(key=lambda s: cost_estimate(s, s.trial_id in trained), reverse=True)
+    pending.sort(key=lambda s: trial_cost(s, s.trial_id in trained), reverse=True)
     t0 = time.perf_counter()
     trial_seconds: list[float] = []
     resources: Resources | None = None
