@@ -351,16 +351,25 @@ def _episode_series(row: pd.Series, by_trial: Mapping[str, pd.DataFrame]) -> pd.
 
 def _paired(items: Sequence[tuple[float, Term, pd.Series]], by_trial: Mapping[str, pd.DataFrame],
             rule: SequentialRule) -> tuple[float, float, int] | None:
-    """Value, half-width and episodes of Σ w·acc over episodes that every term's row ran on
-    (the same episode indices): the interval of the per-episode sums, at ``rule``'s level."""
-    total: pd.Series | None = None
+    """Value, half-width and episodes of Σ w·acc over the episodes that every term's row ran on
+    (their common episode indices: a row that another claim extended with a block keeps only the
+    episodes this claim's other rows share): the interval of the per-episode sums, at ``rule``'s level."""
+    series: list[tuple[float, pd.Series]] = []
     for weight, _, row in items:
         acc = _episode_series(row, by_trial)
-        if acc is None or (total is not None and not total.index.equals(acc.index)):
+        if acc is None:
             return None
-        total = weight * acc if total is None else total + weight * acc
-    if total is None or len(total) < 2:
+        series.append((weight, acc))
+    if not series:
         return None
+    common = series[0][1].index
+    for _, acc in series[1:]:
+        common = common.intersection(acc.index)
+    if len(common) < 2:
+        return None
+    total = series[0][0] * series[0][1].reindex(common)
+    for weight, acc in series[1:]:
+        total = total + weight * acc.reindex(common)
     mean, ci = rule.interval(total.to_numpy())
     return mean, ci, len(total)
 

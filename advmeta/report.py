@@ -263,7 +263,11 @@ def time_section(summary: pd.DataFrame, checks: pd.DataFrame, manifest: dict[str
     ev = rows.assign(part=rows["scenario"].astype(str) + " " + rows["attack"].astype(str)).groupby("part")[
         "eval_seconds"].sum().sort_values(ascending=False)
     chk = checks.groupby("check")["seconds"].sum() if len(checks) else pd.Series(dtype=float)
-    cal = float((manifest.get("calibration") or {}).get("seconds") or 0.0)
+    escalated = "converged" in ok and ok["converged"].notna().any()
+    if escalated:  # the converged check's seconds are its attacks' escalation, counted with them
+        chk = chk.drop("converged", errors="ignore")
+    calib = manifest.get("calibration") or {}
+    cal = float(calib.get("wall_seconds") or calib.get("seconds") or 0.0)
     blocks = float((manifest.get("sequential") or {}).get("seconds") or 0.0)
     total = train + float(ev.sum()) + float(chk.sum()) + blocks
     if not total > 0:  # no times recorded (rows written by hand, or by a run without clocks)
@@ -272,12 +276,13 @@ def time_section(summary: pd.DataFrame, checks: pd.DataFrame, manifest: dict[str
     lines = ["## Where the time went", "",
              "CPU-seconds in the trials' processes (trials run side by side: they add up to more than the wall time"
              + (f", {float(wall):.0f} s here" if wall is not None else "") + "); "
-             + ("escalation to convergence is in each attack's evaluation."
-                if "converged" in ok and ok["converged"].notna().any()
-                else "this run predates escalation to convergence (its rows have no `converged`)."),
+             + ("escalation to convergence is in each attack's evaluation (the `converged` check reads it)."
+                if escalated else "this run predates escalation to convergence (its rows have no `converged`)."),
              "", "| part | seconds | share |", "|---|---|---|"]
     if cal:
-        lines.append(f"| ε calibration (wall, before the trials) | {cal:.0f} | – |")
+        what = ("wall, before the trials" if calib.get("wall_seconds")
+                else "wall: its MAML and the ladder; the surrogate trained beside it")
+        lines.append(f"| ε calibration ({what}) | {cal:.0f} | – |")
     lines.append(f"| training, {len(trials)} trials | {train:.0f} | {100 * train / total:.0f} % |")
     lines += [f"| evaluation: {k} | {v:.0f} | {100 * v / total:.0f} % |" for k, v in ev.items() if v >= 0.5]
     lines += [f"| checks: {k} | {v:.0f} | {100 * v / total:.0f} % |" for k, v in chk.sort_values(ascending=False).items()

@@ -60,9 +60,9 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
     from advmeta.eps import parse_eps
     from advmeta.tune import calibration as calib
     from advmeta.tune.budgets import get_budget
-    from advmeta.tune.epsplan import PENDING, needs_calibration, plan, surrogate_tables
+    from advmeta.tune.epsplan import PENDING, as_list, needs_calibration, plan, surrogate_tables
     from advmeta.tune.families import RunContext
-    from advmeta.tune.grids import _as_list, expand
+    from advmeta.tune.grids import expand
     from advmeta.tune.validate import check_episode_shapes, check_eps_value
 
     b = get_budget(budget, dataset)
@@ -96,12 +96,12 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
             cal = Calibration.from_dict(record["calibration"])
             calibrated = cal.eps
             info["calibration"] = {**cal.to_dict(), "maml_trial_val_acc": record.get("val_acc"),
-                                   "seconds": record.get("seconds")}
+                                   "seconds": record.get("seconds"), "wall_seconds": record.get("wall_seconds")}
             if "surrogate" in record:
                 sur_eps = str(record["surrogate"]["eps"])
                 info["calibration"]["surrogate"] = dict(record["surrogate"])
     table_eps = plan(data, dataset, budget, user_eps, calibrated, sur_eps)
-    grid_shots = sorted({int(k) for t in data["tables"] for k in _as_list(t.get("k_shot", 1))})
+    grid_shots = sorted({int(k) for t in data["tables"] for k in as_list(t.get("k_shot", 1))})
     dropped = [k for k in grid_shots if not b.keeps_shot(k)]
     if dropped:
         info["dropped_shots"] = dropped

@@ -101,10 +101,15 @@ def test_paired_ci_equals_a_hand_computation(tmp_path: Path) -> None:
     assert out.loc[0, "ci_method"] == "paired" and out.loc[0, "n_episodes"] == 5
     assert out.loc[0, "ci95"] == pytest.approx(2.7764451051977987 * diff.std(ddof=1) / math.sqrt(5))  # t(0.975, 4 df)
     assert out.loc[0, "value"] == pytest.approx(diff.mean())
-    # different episode sets, or a duplicated episode: not paired, the rows' own CIs instead
+    # a row extended past the other's episodes (another claim's block): paired on the common ones
     shifted = pd.concat([_episodes("t-aq-1", a), _episodes("t-maml-1", b, [0, 1, 2, 3, 9])])
+    out = check(tmp_path, rows, body, shifted)
+    assert out.loc[0, "ci_method"] == "paired" and out.loc[0, "n_episodes"] == 4
+    assert out.loc[0, "value"] == pytest.approx(diff[:4].mean())
+    # disjoint episode sets, or a duplicated episode: not paired, the rows' own CIs instead
+    disjoint = pd.concat([_episodes("t-aq-1", a), _episodes("t-maml-1", b, [5, 6, 7, 8, 9])])
     doubled = pd.concat([_episodes("t-aq-1", a, [0, 1, 2, 3, 3]), _episodes("t-maml-1", b, [0, 1, 2, 3, 3])])
-    for bad in (shifted, doubled, _episodes("t-aq-1", a)):
+    for bad in (disjoint, doubled, _episodes("t-aq-1", a)):
         out = check(tmp_path, rows, body, bad)
         assert out.loc[0, "ci_method"] == "independent"
         assert out.loc[0, "ci95"] == pytest.approx(math.sqrt(81 + 0.25 * 81))

@@ -142,11 +142,11 @@ def plan(data: Mapping[str, Any], dataset: str, budget: str, user_eps: Sequence[
         if user:
             values, source = user, "user"
         elif dataset in paper:
-            values, source = tuple(format_eps(e) for e in _as_list(paper[dataset])), "paper"
+            values, source = tuple(format_eps(e) for e in as_list(paper[dataset])), "paper"
         elif calibrated is None:
             values, source = (PENDING,), "calibrated"
         else:
-            ratios = [float(r) for r in _as_list(table.get("calibrated_ratios", [1.0]))]
+            ratios = [float(r) for r in as_list(table.get("calibrated_ratios", [1.0]))]
             if not ratios or ratios[0] != 1.0 or any(r <= 0 for r in ratios):
                 raise ConfigError(f"table {name!r}: calibrated_ratios must start with 1 and be > 0")
             star = parse_eps(surrogate if rule == "surrogate" and surrogate is not None else calibrated)
@@ -160,7 +160,8 @@ def plan(data: Mapping[str, Any], dataset: str, budget: str, user_eps: Sequence[
     return out
 
 
-def _as_list(v: Any) -> list[Any]:
+def as_list(v: Any) -> list[Any]:
+    """A grid value that may be one item or a list of them, as a list."""
     return list(v) if isinstance(v, (list, tuple)) else [v]
 
 

@@ -37,7 +37,7 @@ from typing import Any
 from advmeta.errors import ConfigError
 from advmeta.hparams import HParams
 from advmeta.tune.budgets import Budget
-from advmeta.tune.epsplan import TABLE, TableEps, method_eps_overrides, plan, table_rule
+from advmeta.tune.epsplan import TABLE, TableEps, as_list, method_eps_overrides, plan, table_rule
 from advmeta.tune.families import config_class, family_of, get_family, scenario_owners
 from advmeta.tune.trial import EvalSettings, TrainSettings, TrialSpec
 from advmeta.tune.validate import check_axes, check_eval, check_value
@@ -90,14 +90,10 @@ def uses_data(data: Mapping[str, Any]) -> bool:
     """Whether a grid has a trial that reads a dataset (:meth:`Family.uses_dataset`; not GAIL's,
     whose environments are simulators)."""
     for table in data.get("tables", []):
-        for method in _as_list(table.get("methods", [])):
+        for method in as_list(table.get("methods", [])):
             if method == "*" or get_family(family_of(str(method))).uses_dataset(str(method)):
                 return True
     return False
-
-
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list) else [value]
 
 
 def _fields(method: str) -> dict[str, dataclasses.Field[Any]]:
@@ -141,7 +137,7 @@ def queries_of(attack: str) -> int:
 def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps | None = None) -> list[dict[str, Any]]:
     """A table's ``evals`` with the budget's numbers filled in (episodes, attack steps, masking
     checks), validated; what a grid and ``advmeta tune`` evaluate with."""
-    evals = _as_list(table.get("evals", table.get("eval", [])))
+    evals = as_list(table.get("evals", table.get("eval", [])))
     out = []
     for ev in evals:
         if not isinstance(ev, Mapping):
@@ -151,7 +147,7 @@ def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps 
                 "n_test": budget.l2l_test_images}
         if ev.get("scenario") in ("whitebox", "support", "support+query") and budget.whitebox_episodes:
             full["episodes"] = budget.whitebox_episodes
-        attacks = _as_list(ev.get("attacks", []))
+        attacks = as_list(ev.get("attacks", []))
         heavy = ev.get("scenario") in ("support", "support+query") or any(queries_of(a) for a in attacks)
         if heavy and budget.adaptive_episodes:
             full["episodes"] = budget.adaptive_episodes
@@ -178,7 +174,7 @@ def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps 
             full["eps_source"] = "grid"
         for key in ("attacks", "eps", "support", "query"):
             if key in full:
-                full[key] = _as_list(full[key])
+                full[key] = as_list(full[key])
         if "attacks" in full:
             full["attacks"] = owner.budget_attacks(budget, scenario, full["attacks"])
         out.append(full)
@@ -218,9 +214,9 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
         if unknown:
             raise ConfigError(f"grid {name}, table {tname!r}: unknown keys {sorted(unknown)}")
         table = {**defaults, **table}
-        hp_axes = {k: _as_list(v) for k, v in dict(table.get("hparams", {})).items()}
+        hp_axes = {k: as_list(v) for k, v in dict(table.get("hparams", {})).items()}
         per_method = dict(table.get("method_hparams", {}))
-        table_methods = _as_list(table.get("methods", []))
+        table_methods = as_list(table.get("methods", []))
         if "*" in table_methods:  # every learner of the core, present and future
 
             from advmeta.learners import learner_names
@@ -238,7 +234,7 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
             evals = [EvalSettings.of(e) for e in eval_settings(table, budget, t_eps)]
         except ConfigError as err:
             raise ConfigError(f"grid {name}, table {tname!r}: {err}") from None
-        axes = {k: _as_list(table[k]) for k in _TRAIN_AXES if k in table}
+        axes = {k: as_list(table[k]) for k in _TRAIN_AXES if k in table}
         check_axes(axes, tname)
         seeds = table.get("seeds", budget.seeds)
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
