@@ -60,8 +60,12 @@ def summarize(rows: Iterable[Mapping[str, Any]], checks: Iterable[Mapping[str, A
         before = by_key.get(key)
         if before is None or int(r.get("finetune_step") or 0) >= int(before.get("finetune_step") or 0):
             by_key[key] = r  # the adapted model: the last fine-tune step
+        where = f"{r.get('scenario')}/{r.get('attack')} at ε {r.get('eps_str')}"
         if r.get("converged") is False or str(r.get("converged")) == "False":
-            flags.append((str(r.get("eps_str")), f"{r.get('scenario')}/{r.get('attack')} at ε {r.get('eps_str')}: not converged"))
+            flags.append((str(r.get("eps_str")), f"{where}: not converged"))
+        elif _missing(r.get("converged")) and not _missing(r.get("attack_iterations")):
+            # an iterative attack that was not escalated (a quick sweep escalates only what a claim reads)
+            flags.append((str(r.get("eps_str")), f"{where}: convergence not checked"))
     eps_list = sorted({k[4] for k in by_key if k[4] != "0/255"}, key=lambda e: _num(e.split("/")[0]) or 0.0)
     results: dict[str, dict[str, Any]] = {}
     for es in eps_list:
@@ -175,6 +179,14 @@ def complete(results: Mapping[str, Any]) -> bool:
     """Whether an evaluation ran the attacks a robust accuracy needs: AutoAttack (or the worst case
     over white-box attacks) on the query, and PGD through the adaptation on support and query."""
     return any(k in results for k in ("autoattack", "worst")) and "support+query" in results
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN or pandas' NA (a null of a row read back from Parquet)."""
+    try:
+        return value is None or bool(value != value) or str(value) in ("<NA>", "nan", "None")
+    except TypeError:  # pd.NA != pd.NA is NA, whose truth value is ambiguous
+        return True
 
 
 def _cell(res: Mapping[str, Any], name: str) -> str:

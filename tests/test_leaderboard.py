@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from advmeta.leaderboard import RECORD_FORMAT, entries, markdown, summarize, write_leaderboard, write_record
@@ -36,6 +37,12 @@ def test_summarize_takes_the_adapted_model_and_the_lowest_attack() -> None:
     assert s["strongest"] == {"eps": "8/255", "attack": "support+query", "acc": 30.0, "ci95": 3.0}
     assert s["flags"] == ["large-eps-chance at ε 8/255: masking suspected"]
     assert "not converged" in summarize(_rows(90.0, {"pgd": 50.0}, converged=False))["flags"][0]
+    # an iterative attack that was not escalated (a quick sweep's row no claim reads): flagged, not trusted
+    unchecked = [{**r, "converged": None, "attack_iterations": 10} if r["attack"] == "pgd" else r
+                 for r in _rows(90.0, {"pgd": 50.0})]
+    assert summarize(unchecked)["flags"] == ["whitebox/pgd at ε 8/255: convergence not checked"]
+    na = [{**r, "converged": pd.NA, "attack_iterations": 10} if r["attack"] == "pgd" else r for r in _rows(90.0, {"pgd": 50.0})]
+    assert summarize(na)["flags"] == ["whitebox/pgd at ε 8/255: convergence not checked"]
 
 
 def _record(folder: Path, name: str, clean: float, accs: dict[str, float], flagged: bool = False,
