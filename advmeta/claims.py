@@ -35,6 +35,7 @@ claim (best interior cell − larger end cell; cells average their trials). A su
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -180,6 +181,12 @@ def load_claims(paths: Sequence[str | Path] | None = None) -> list[dict[str, Any
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _shipped_claims() -> list[dict[str, Any]]:
+    """The shipped claim files, parsed once per process (planning asks for every trial's evals)."""
+    return load_claims()
+
+
 def claimed_attacks(method: str, attacks: Sequence[str], claims: Sequence[Mapping[str, Any]] | None = None
                     ) -> tuple[str, ...]:
     """The attacks of a ``method``'s evaluation whose rows a claim reads: of the white-box
@@ -187,7 +194,7 @@ def claimed_attacks(method: str, attacks: Sequence[str], claims: Sequence[Mappin
     per-query worst case, which an evaluation of several attacks writes), and ``support`` / ``support+query`` when a term reads those scenarios
     (a quick sweep escalates only these to convergence: ``CheckSettings.converge_scope``)."""
     out: set[str] = set()
-    for claim in load_claims() if claims is None else claims:
+    for claim in _shipped_claims() if claims is None else claims:
         for term in [*claim["terms"], *(claim.get("den") or [])]:
             where = term.where
             if term.source != "summary" or where.get("method") != method:

@@ -63,7 +63,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], checks: Iterable[Mapping[str, A
         where = f"{r.get('scenario')}/{r.get('attack')} at ε {r.get('eps_str')}"
         if r.get("converged") is False or str(r.get("converged")) == "False":
             flags.append((str(r.get("eps_str")), f"{where}: not converged"))
-        elif _missing(r.get("converged")) and not _missing(r.get("attack_iterations")):
+        elif _num(r.get("converged")) is None and _num(r.get("attack_iterations")) is not None:
             # an iterative attack that was not escalated (a quick sweep escalates only what a claim reads)
             flags.append((str(r.get("eps_str")), f"{where}: convergence not checked"))
     eps_list = sorted({k[4] for k in by_key if k[4] != "0/255"}, key=lambda e: _num(e.split("/")[0]) or 0.0)
@@ -179,14 +179,6 @@ def complete(results: Mapping[str, Any]) -> bool:
     """Whether an evaluation ran the attacks a robust accuracy needs: AutoAttack (or the worst case
     over white-box attacks) on the query, and PGD through the adaptation on support and query."""
     return any(k in results for k in ("autoattack", "worst")) and "support+query" in results
-
-
-def _missing(value: Any) -> bool:
-    """None, NaN or pandas' NA (a null of a row read back from Parquet)."""
-    try:
-        return value is None or bool(value != value) or str(value) in ("<NA>", "nan", "None")
-    except TypeError:  # pd.NA != pd.NA is NA, whose truth value is ambiguous
-        return True
 
 
 def _cell(res: Mapping[str, Any], name: str) -> str:
