@@ -67,3 +67,23 @@ def test_only_undecided_reliable_paired_claims_below_the_cap_get_blocks() -> Non
     mid = summary.assign(n_episodes=40, first_episodes=20)
     assert [b.start for b in plan_blocks(claims_frame("inconclusive", n=40), mid, 3, ["a", "b"])] == [40, 40]
     assert not math.isnan(float(mid.acc.iloc[0]))
+
+
+def test_the_blocks_progress_line_counts_runs_longest_first_and_gives_an_eta(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The blocks phase shows where it is: blocks done, the running ones (longest first, as many as
+    the trials' slots) and an ETA from their expected seconds."""
+    import advmeta.tune.extend as extend
+
+    clock = [1000.0]
+    monkeypatch.setattr(extend.time, "monotonic", lambda: clock[0])
+    meter = extend.BlockProgress(2, [100.0, 300.0, 200.0], ["maml", "tafl", "aq"], slots=2)
+    assert meter.order == [1, 2, 0]
+    assert meter.line() == "claims: look 2: 0/3 block(s) done, 0s elapsed, ETA 5m00s [tafl; aq]"
+    clock[0] += 200.0  # aq (200 s) finishes; maml starts; tafl has 100 s left
+    meter.finished(2)
+    assert meter.line() == "claims: look 2: 1/3 block(s) done, 3m20s elapsed, ETA 1m40s [tafl; maml]"
+    clock[0] += 500.0  # both overran: each is counted at 5 % of its expected seconds
+    assert meter.line().endswith("ETA 10s [tafl; maml]")
+    meter.finished(1)
+    meter.finished(0)
+    assert meter.line() == "claims: look 2: 3/3 block(s) done, 11m40s elapsed"

@@ -140,8 +140,22 @@ def extend_for_claims(specs: Sequence[TrialSpec], ledger: Ledger, ctx: RunContex
             print(f"claims: look {look} of {looks}: {len(names)} undecided claim(s) ({', '.join(names)}) get "
                   f"{len(blocks)} block(s) of further paired episodes", file=sys.stderr)
         t0 = time.perf_counter()
-        refs = [task.remote(by_id[b.trial_id], ctx, b, ledger.work_dir(b.trial_id), resources) for b in blocks]
-        for b, (rows, episode_rows) in zip(blocks, ray.get(refs)):
+        meter = BlockProgress(look, [_expected_seconds(ledger, b) for b in blocks],
+                              [str(by_id[b.trial_id].method) for b in blocks],
+                              resources.max_concurrent, enabled=progress)
+        meter.draw()
+        refs = {task.remote(by_id[blocks[i].trial_id], ctx, blocks[i], ledger.work_dir(blocks[i].trial_id),
+                            resources): i for i in meter.order}  # the longest first
+        results: dict[int, Any] = {}
+        waiting = list(refs)
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=1, timeout=meter.HEARTBEAT_S)
+            for ref in ready:
+                results[refs[ref]] = ray.get(ref)
+                meter.finished(refs[ref])
+            meter.draw()
+        for i, b in enumerate(blocks):  # written in plan order, however they finished
+            rows, episode_rows = results[i]
             spec = by_id[b.trial_id]
             rows = [{**r, "sweep": spec.sweep, "trial_id": b.trial_id} for r in rows]
             episode_rows = [{**r, "sweep": spec.sweep, "trial_id": b.trial_id} for r in episode_rows]
@@ -154,6 +168,73 @@ def extend_for_claims(specs: Sequence[TrialSpec], ledger: Ledger, ctx: RunContex
     ledger.update_manifest({"sequential": {"looks": looks, "blocks": done, "seconds": seconds}})
     ledger.merge(specs)
     return done
+
+
+class BlockProgress:
+    """The blocks' progress line, like the trials' (:class:`advmeta.tune.progress.SweepProgress`):
+    ``claims: look 2: 1/4 block(s) done, 3m10s elapsed, ETA 6m05s [maml; tafl]`` on stderr, when a
+    block finishes and at least every minute.
+
+    A block's expected seconds are its rows' evaluation seconds in the trial's own evaluation,
+    scaled to its episodes (:func:`_expected_seconds`); the blocks run longest first, ``slots`` at a
+    time (the trials' concurrency), so the running ones are the first unfinished in that order.
+    """
+
+    HEARTBEAT_S = 60.0
+
+    def __init__(self, look: int, expected: Sequence[float], labels: Sequence[str], slots: int,
+                 enabled: bool = True) -> None:
+        self.look = look
+        self.expected = list(expected)
+        self.labels = list(labels)
+        self.slots = max(1, slots)
+        self.enabled = enabled
+        self.order = sorted(range(len(expected)), key=lambda i: -self.expected[i])
+        self.t0 = time.monotonic()
+        self.started = {i: self.t0 for i in self.order[:self.slots]}
+        self.done: set[int] = set()
+
+    def running(self) -> list[int]:
+        return [i for i in self.order if i not in self.done][:self.slots]
+
+    def finished(self, i: int) -> None:
+        self.done.add(i)
+        now = time.monotonic()
+        for j in self.running():
+            self.started.setdefault(j, now)
+
+    def line(self) -> str:
+        from advmeta.tune.progress import _fmt_seconds
+
+        now = time.monotonic()
+        running = self.running()
+        left = sum(max(self.expected[i] - (now - self.started.get(i, now)), 0.05 * self.expected[i])
+                   for i in running)
+        left += sum(self.expected[i] for i in self.order if i not in self.done and i not in running)
+        total = len(self.expected)
+        eta = f", ETA {_fmt_seconds(left / self.slots)}" if len(self.done) < total else ""
+        where = f" [{'; '.join(self.labels[i] for i in running)}]" if running else ""
+        return (f"claims: look {self.look}: {len(self.done)}/{total} block(s) done, "
+                f"{_fmt_seconds(now - self.t0)} elapsed{eta}{where}")
+
+    def draw(self) -> None:
+        if self.enabled:
+            print(self.line(), file=sys.stderr, flush=True)
+
+
+def _expected_seconds(ledger: Ledger, block: Block) -> float:
+    """A block's expected seconds: its rows' evaluation seconds in the trial's own evaluation,
+    times its episodes over theirs (at least 1 s)."""
+    own = ledger.own_summary(block.trial_id)
+    seconds = 0.0
+    for key in block.keys:
+        hit = _row(own, key)
+        if hit.empty or "eval_seconds" not in hit or pd.isna(hit["eval_seconds"].iloc[0]):
+            continue
+        n = hit["n_episodes"].iloc[0]
+        scale = block.count / float(n) if not pd.isna(n) and float(n) > 0 else 1.0
+        seconds += float(hit["eval_seconds"].iloc[0]) * scale
+    return max(seconds, 1.0)
 
 
 def _key_of(row: Mapping[str, Any]) -> tuple[str, ...]:

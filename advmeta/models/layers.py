@@ -153,6 +153,48 @@ def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def _plain_cpu(x: Tensor) -> bool:
+    """A 4-d CPU tensor outside ``torch.func`` transforms (vmap, grad): where :class:`Conv2d`
+    takes its channels-last road."""
+    return x.device.type == "cpu" and x.dim() == 4 and not torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
+class Conv2d(nn.Conv2d):
+    """:class:`torch.nn.Conv2d` (the same parameters, state and function) whose output on the CPU
+    is channels-last.
+
+    On the CPU torch's batch norm, ReLU and max-pool of a (75, 64, 28, 28) activation are several
+    times faster channels-last than in the default layout, and a convolution of a channels-last
+    input stays channels-last — but a 1-channel image (Omniglot) is both layouts at once, so torch
+    keeps the default layout for the whole network. The first layer (at most 4 input channels,
+    stride 1) is therefore computed as a matrix product of the image's 3×3 patches, which yields
+    channels-last directly (torch's own kernel for its input gradient is also slow); every other
+    layer converts its output (a no-op once its input is channels-last). ``python -m
+    advmeta.benchmarks.layout`` measures it (docs/performance.md#channels-last-on-the-cpu). On CUDA
+    and inside ``vmap`` it is :class:`torch.nn.Conv2d` unchanged.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not _plain_cpu(x):
+            return super().forward(x)
+        if (self.in_channels <= 4 and self.groups == 1 and self.stride == (1, 1) and self.dilation == (1, 1)
+                and self.padding_mode == "zeros" and not isinstance(self.padding, str)):
+            return _patch_conv(x, self.weight, self.bias, self.kernel_size, self.padding)
+        return super().forward(x).contiguous(memory_format=torch.channels_last)
+
+
+def _patch_conv(x: Tensor, weight: Tensor, bias: Tensor | None, kernel: tuple[int, ...],
+                padding: tuple[int, ...] | str) -> Tensor:
+    """A stride-1 convolution as (patches × weights): the same function as ``F.conv2d``, the
+    output channels-last. Shape: x (N, C, H, W), weight (O, C, kh, kw) -> (N, O, H', W')."""
+    n, _, h, w = x.shape
+    ph, pw = (int(padding[0]), int(padding[1])) if not isinstance(padding, str) else (0, 0)
+    ho, wo = h + 2 * ph - kernel[0] + 1, w + 2 * pw - kernel[1] + 1
+    patches = F.unfold(x, tuple(kernel), padding=(ph, pw)).transpose(1, 2)  # (N, H'W', C·kh·kw)
+    out = F.linear(patches, weight.flatten(1), bias)  # (N, H'W', O)
+    return out.view(n, ho, wo, weight.shape[0]).permute(0, 3, 1, 2)
+
+
 class ConvBlock(nn.Sequential):
     """conv3×3 → batch norm → ReLU (or LeakyReLU) → optional max-pool 2.
 
@@ -170,7 +212,7 @@ class ConvBlock(nn.Sequential):
     ) -> None:
         act: nn.Module = nn.LeakyReLU(leaky) if leaky else nn.ReLU()
         layers: list[nn.Module] = [
-            nn.Conv2d(cin, cout, 3, padding=padding),
+            Conv2d(cin, cout, 3, padding=padding),
             BatchNorm2d(cout, bn_mode, bn_impl),
             act,
         ]
