@@ -87,7 +87,7 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
         record = calib.cached(folder, job)
         if record is None and progress and not dry_run:  # the cost first, then the calibration's own lines
             keep = [s for s in provisional if methods is None or s.method in methods]
-            say_estimate(keep, cpus_per_trial, cal_spec, b.calibration_episodes)
+            say_estimate(keep, cpus_per_trial, cal_spec, b.calibration_episodes, b.claim_looks)
         if record is None and not dry_run:
             keep = [s for s in provisional if methods is None or s.method in methods]
             cal, record = calib.run(folder, job, calib.surrogate_configs(keep, ctx), progress=progress)
@@ -116,7 +116,7 @@ def plan_sweep(name: str, data: dict[str, Any], budget: str, dataset: str, seed:
     cal_spec = calib.calibration_spec(specs) if job is not None and (record is None or info.get("calibrated_now")) else None
     info["estimate_seconds"] = estimate_of(specs, cpus_per_trial, cal_spec, b.calibration_episodes).seconds
     if dry_run or (progress and not info.get("calibrated_now")):  # (a calibrating run said it before calibrating)
-        say_estimate(specs, cpus_per_trial, cal_spec, b.calibration_episodes)
+        say_estimate(specs, cpus_per_trial, cal_spec, b.calibration_episodes, b.claim_looks)
     if progress or dry_run:
         for tname, te in table_eps.items():
             if te.source == "grid":
@@ -167,12 +167,16 @@ def estimate_of(specs: Sequence[TrialSpec], cpus_per_trial: float | None, calibr
 
 
 def say_estimate(specs: Sequence[TrialSpec], cpus_per_trial: float | None, calibration: TrialSpec | None = None,
-                 calibration_episodes: int = 20) -> None:
-    """Print the estimate (stderr), and a warning when the sweep has many trials."""
+                 calibration_episodes: int = 20, looks: int = 1) -> None:
+    """Print the estimate (stderr), and a warning when the sweep has many trials. ``looks``: the
+    claims' planned looks (their further blocks, after the trials, are not in the estimate)."""
     from advmeta.tune.estimate import TOO_MANY
 
-    print(f"estimate: {estimate_of(specs, cpus_per_trial, calibration, calibration_episodes).text(os.cpu_count() or 1)}",
-          file=sys.stderr)
+    text = estimate_of(specs, cpus_per_trial, calibration, calibration_episodes).text(os.cpu_count() or 1)
+    if looks > 1:
+        text += (f"; not in it: up to {looks - 1} further block(s) of episodes for the claims still undecided "
+                 "after the trials")
+    print(f"estimate: {text}", file=sys.stderr)
     if len(specs) > TOO_MANY:
         print(f"warning: {len(specs)} trials (more than {TOO_MANY}); narrow the ranges or lists, or use --samples with "
               "--search random, if that is not what you meant", file=sys.stderr)
