@@ -11,7 +11,7 @@ identical adversarial episodes, and no method pays for the attack again. A bank 
 - ``*.parquet`` — one row per (episode index, ε) with the standard Arrow fixed-shape tensor type
   for the image and label columns, so plain pyarrow/pandas read them back shaped.
 
-This module needs only pyarrow and numpy: the Ray layer (``advmeta.tune.episodes``) writes banks
+This module needs only pyarrow and numpy: the Ray layer (``advmeta.tune.banks``) writes banks
 in parallel with Ray Data; :func:`write_bank` writes the same format from a single process, and
 :class:`EpisodeBank` reads either without Ray.
 """
@@ -379,3 +379,32 @@ def surrogate_key(arch: str, steps: int, seed: int, image_size: int | None, clas
     """Identity of a surrogate (what a bank records and an evaluation must match)."""
     return json.dumps({"arch": arch, "steps": int(steps), "seed": int(seed), "image_size": image_size,
                        "classes": classes}, sort_keys=True)
+
+
+# -- which banks a sweep needs ------------------------------------------------------------------------
+# A training bank stores every (clean and attacked) image of iterations × meta_batch episodes:
+# at smoke and small quick budgets a few MB; at paper budgets terabytes, so those trials attack
+# their episodes themselves (the same images, computed per episode either way).
+TRAIN_BANK_MAX_BYTES = 256 * 2**20
+
+
+def bank_bytes(req: dict[str, Any], image_shape: Sequence[int]) -> int:
+    """Bytes of a bank's images (float32, clean and attacked, every ε)."""
+    c, h, w = image_shape
+    per_episode = req["n_way"] * (req["k_shot"] + req["q_query"]) * c * h * w * 4 * 2
+    return int(req["n_episodes"]) * int(per_episode) * len(req["eps"])
+
+
+def requirements(specs: Sequence[Any]) -> list[dict[str, Any]]:
+    """The distinct banks the trials read (each family says which, :meth:`Family.bank_requirements`),
+    merged: one bank per episode shape, with every ε and the most episodes any trial asks for."""
+    from advmeta.families import get_family
+
+    needs: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        for req in get_family(spec.family).bank_requirements(spec):
+            key = json.dumps({k: v for k, v in req.items() if k not in ("eps", "n_episodes")}, sort_keys=True)
+            entry = needs.setdefault(key, {**req, "eps": [], "n_episodes": 0})
+            entry["eps"] += [e for e in req["eps"] if e not in entry["eps"]]
+            entry["n_episodes"] = max(entry["n_episodes"], int(req["n_episodes"]))
+    return list(needs.values())

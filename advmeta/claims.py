@@ -1,6 +1,6 @@
 """The papers' claims, checked against a sweep's results (pandas only: no Ray, no torch).
 
-Claims are data, one TOML file per paper in ``tune/claims/`` (shipped inside ``advmeta.tune``)::
+Claims are data, one TOML file per paper in ``advmeta/plan/claims/`` (shipped inside ``advmeta.tune``)::
 
     paper = "TAFL"
     title = "Hou et al., ICPR 2020: Task-based Adversarial Focal Loss"
@@ -36,7 +36,6 @@ claim (best interior cell − larger end cell; cells average their trials). A su
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import math
 import re
@@ -88,13 +87,8 @@ class Term:
 
 
 def claims_dir() -> Path:
-    """The shipped claim files' folder, found without running any ``advmeta.tune`` code."""
-    spec = importlib.util.find_spec("advmeta.tune")
-    if spec is not None and spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0]) / "claims"
-    from importlib import resources
-
-    return Path(str(resources.files("advmeta.tune") / "claims"))
+    """The shipped claim files' folder (``advmeta/plan/claims``, beside the grids they are about)."""
+    return Path(__file__).resolve().parent / "plan" / "claims"
 
 
 def _check(keys: Sequence[Any], origin: str, known: frozenset[str] = KNOWN, what: str = "columns") -> None:
@@ -123,7 +117,7 @@ def _linear(text: str, metrics: Mapping[str, Any], origin: str) -> list[Term]:
 
 
 def load_claims(paths: Sequence[str | Path] | None = None) -> list[dict[str, Any]]:
-    """Parse and check claim files (default: the shipped ``tune/claims/*.toml``, by file name).
+    """Parse and check claim files (default: the shipped ``advmeta/plan/claims/*.toml``, by file name).
 
     Returns:
         One dict per claim: its keys plus ``paper``, ``title``, ``tables`` (a list), ``terms`` and
@@ -617,7 +611,7 @@ def evaluate_claims(summary: pd.DataFrame, episodes: pd.DataFrame | None = None,
         summary: the sweep's ``summary`` rows (the schema of :mod:`advmeta.results`).
         episodes: its per-episode rows; None or empty: every CI from the rows' ``acc_ci95``.
         manifest: its ``sweep.json`` (``table_eps``; ``trials`` with their ``table`` lists), or None.
-        claim_files: TOML files to check (default: the shipped ``tune/claims/*.toml``).
+        claim_files: TOML files to check (default: the shipped ``advmeta/plan/claims/*.toml``).
         curves: its learning curves (``curves.parquet``), for the claims on them.
         checks: its ``checks.parquet``: a claim resting on a row of a trial that failed a check at
             that ε is ``unreliable`` (as is one on a row whose attack had not converged).

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from typing import Annotated
 
 from advmeta.errors import ConfigError
 
-Eps = float | int | str
-EpsStep = Eps
+EPS_BUDGET, EPS_STEP = "eps-budget", "eps-step"
+"""The roles an ε-typed field declares (:func:`advmeta.ranges.field_type` reads them)."""
+
+Eps = Annotated[float | int | str, EPS_BUDGET]
+"""A perturbation budget: ``k/255`` text or a float on [0, 1]. A config field typed ``Eps`` is the
+method's ε budget, whatever its name (``--eps`` sets it; a table's ε reaches it)."""
+EpsStep = Annotated[float | int | str, EPS_STEP]
 """An attack's step size, written as an ε. The same values; a field typed ``EpsStep`` rather than
 ``Eps`` says it is a step, not a budget (``advmeta tune`` evaluates at the budgets a search trains
 at, never at its step sizes)."""

@@ -15,6 +15,7 @@ CLI needs to build help texts and search spaces.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -82,7 +83,8 @@ def tunable_class(config_class: type, name: str, leave_out: Iterable[str], modul
             (so a pickled ``HParams`` of it loads in another process).
     """
     skip = set(leave_out)
-    keep = [(f.name, f.type, copy_field(f)) for f in dataclasses.fields(config_class) if f.name not in skip]
+    hints = typing.get_type_hints(config_class, include_extras=True)  # resolved: the new class lives elsewhere
+    keep = [(f.name, hints[f.name], copy_field(f)) for f in dataclasses.fields(config_class) if f.name not in skip]
     cls = dataclasses.make_dataclass(name, keep, frozen=True)
     cls.__module__ = module
     return cls

@@ -3,7 +3,7 @@
 :func:`evaluate_model` takes a torch module and how it meets an episode
 (:mod:`advmeta.external`); :func:`evaluate_checkpoint` takes an advmeta trial's checkpoint. Both
 run advmeta's evaluator (:func:`advmeta.evaluate.evaluate_learner`) under the protocol of a
-budget (:func:`advmeta.tune.evaluation.budget_protocol`: what the ``adaptive`` table runs in a
+budget (:func:`advmeta.plan.evaluation.budget_protocol`: what the ``adaptive`` table runs in a
 sweep, plus the surrogate's transfer) or one given, on standard episodes when a manifest is given,
 and return the rows (the sweep's schema, the model's name in ``method``) and a record
 (:func:`record`). With ``out`` they write ``summary.parquet``, ``episodes.parquet``,
@@ -79,7 +79,7 @@ def _protocol(protocol: EvalProtocol | None, budget: str, dataset: str, eps: Seq
         if manifest is not None:
             protocol = dataclasses.replace(protocol, episodes=manifest, split=manifest.split)
         return protocol, 1500
-    from advmeta.tune.evaluation import budget_protocol
+    from advmeta.plan.evaluation import budget_protocol
 
     p, b = budget_protocol(budget, dataset, eps, n_way=n_way, k_shot=k_shot, seed=seed, device=device,
                            manifest=manifest)
@@ -111,7 +111,7 @@ def evaluate_model(model: nn.Module, adapt: str = "protonet", *, dataset: str, n
         dataset: the few-shot dataset of the test episodes.
         n_way, k_shot: the episodes' shape (default: the manifest's, else 5-way 1-shot).
         eps: the attacks' ε, ``k/255`` (default: the papers' on the dataset, where there is one).
-        budget: smoke | quick | paper: episodes, attack iterations, checks (``advmeta.tune.budgets``).
+        budget: smoke | quick | paper: episodes, attack iterations, checks (``advmeta.plan.budgets``).
         protocol: a protocol of one's own instead of the budget's.
         steps, lr: fine-tuning of ``finetune`` / ``finetune-head`` (default 10 steps, 0.01).
         normalize: ``MEAN,STD`` (or C means, C stds) the model wants its inputs normalised with.

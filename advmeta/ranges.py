@@ -14,13 +14,18 @@ position: ``2/255:8/255:2/255`` is 2/255, 4/255, 6/255, 8/255. Malformed input r
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
+import functools
 import math
-from collections.abc import Callable
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from advmeta.eps import format_eps, parse_eps
+from advmeta.eps import EPS_BUDGET, EPS_STEP, format_eps, parse_eps
 from advmeta.errors import ConfigError
 
 _MAX_VALUES = 10_000
@@ -65,34 +70,98 @@ class ValueRange:
 Values = list[Any] | ValueRange
 
 
-def _text(annotation: Any) -> str:
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
-    return str(text).replace(" ", "")
+@dataclass(frozen=True)
+class FieldType:
+    """What a config field's declared type says, read with :func:`typing.get_type_hints` (never
+    from the annotation's text).
+
+    Attributes:
+        kind: how one value of it is read (a tuple's: its items').
+        budget: an ε budget (typed :data:`advmeta.eps.Eps`), whatever the field's name.
+        step: an attack's step size written as an ε (typed :data:`advmeta.eps.EpsStep`).
+        optional: it may be None.
+        scalar: one value (a tuple, list or dict is not, and is not tunable from the command line).
+    """
+
+    kind: Kind
+    budget: bool = False
+    step: bool = False
+    optional: bool = False
+    scalar: bool = True
 
 
-def is_step(annotation: Any) -> bool:
-    """Whether a field typed ``annotation`` is an attack's step size (:data:`advmeta.eps.EpsStep`), not a budget."""
-    return "EpsStep" in _text(annotation)
+@dataclass(frozen=True)
+class TypedField:
+    """A field of a config dataclass with its :class:`FieldType`, default (``dataclasses.MISSING``
+    when it has none) and metadata (``doc``, ``low``/``high``, ``choices``, ``log``)."""
+
+    name: str
+    type: FieldType
+    default: Any
+    metadata: Mapping[str, Any]
 
 
-def is_budget(annotation: Any) -> bool:
-    """Whether a field typed ``annotation`` is an ε budget (:data:`advmeta.eps.Eps`, not a step size)."""
-    return kind_of(annotation) is Kind.EPS and not is_step(annotation)
+def typed_fields(cls: type) -> dict[str, TypedField]:
+    """Every field of the dataclass ``cls``, typed (resolved once per class).
+
+    Raises:
+        ConfigError: a field annotation that does not resolve (a name its module does not define).
+    """
+    return dict(_typed_fields(cls))
 
 
-def kind_of(annotation: Any) -> Kind:
-    """The :class:`Kind` for a dataclass field's type annotation: an ε is a field typed
-    :data:`advmeta.eps.Eps` (or ``EpsStep``), whatever its name."""
-    text = _text(annotation)
-    if "Eps" in text:
-        return Kind.EPS
-    if text.startswith("bool"):
-        return Kind.BOOL
-    if text.startswith("int"):
-        return Kind.INT
-    if text.startswith("float"):
-        return Kind.FLOAT
-    return Kind.STR
+@functools.cache
+def _typed_fields(cls: type) -> tuple[tuple[str, TypedField], ...]:
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except NameError as err:
+        raise ConfigError(f"{cls.__qualname__}: a field's type does not resolve ({err})") from None
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default
+        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        out.append((f.name, TypedField(f.name, field_type(hints[f.name]), default, dict(f.metadata or {}))))
+    return tuple(out)
+
+
+def field_type(hint: Any) -> FieldType:
+    """The :class:`FieldType` of a resolved type hint (``Eps``, ``int | None``, ``tuple[float, ...]`` …)."""
+    roles: set[str] = set()
+    optional, scalar = False, True
+    while True:
+        origin = typing.get_origin(hint)
+        if origin is typing.Annotated:
+            hint, *meta = typing.get_args(hint)
+            roles |= {m for m in meta if isinstance(m, str)}
+        elif origin in (typing.Union, types.UnionType):
+            args = typing.get_args(hint)
+            rest = [a for a in args if a is not type(None)]
+            optional = optional or len(rest) < len(args)
+            if len(rest) == 1:
+                hint = rest[0]
+                continue
+            # a union of several types (ε's float | int | str): its role decides, else its first member
+            for a in rest:
+                if typing.get_origin(a) is typing.Annotated:
+                    roles |= {m for m in typing.get_args(a)[1:] if isinstance(m, str)}
+            hint = rest[0]
+            if typing.get_origin(hint) is typing.Annotated:
+                continue
+            break
+        elif origin in (tuple, list, set, frozenset, collections.abc.Sequence):
+            scalar = False
+            items = [a for a in typing.get_args(hint) if a is not Ellipsis]
+            hint = items[0] if items else str
+        elif origin in (dict, collections.abc.Mapping):
+            return FieldType(Kind.STR, optional=optional, scalar=False)
+        else:
+            break
+    if EPS_BUDGET in roles or EPS_STEP in roles:
+        return FieldType(Kind.EPS, budget=EPS_BUDGET in roles and EPS_STEP not in roles and scalar,
+                         step=EPS_STEP in roles, optional=optional, scalar=scalar)
+    kinds = {bool: Kind.BOOL, int: Kind.INT, float: Kind.FLOAT}
+    return FieldType(kinds.get(hint, Kind.STR), optional=optional, scalar=scalar)
 
 
 def _typed(value: float, kind: Kind) -> Any:

@@ -43,11 +43,11 @@ def episodes(
     if ctx.invoked_subcommand is not None:
         return
     from advmeta.bank import BankSpec, surrogate_key
-    from advmeta.cli._command import resolve_dataset
+    from advmeta.plan.sweeps import resolve_dataset
     from advmeta.errors import ConfigError, ResourceError
     from advmeta.ranges import Kind, as_list, parse_values
     from advmeta.surrogate import DEFAULT_ARCH
-    from advmeta.tune.episodes import BankJob, generate
+    from advmeta.tune.banks import BankJob, generate
     from advmeta.tune.session import ray_session
 
     if output is None:

@@ -275,3 +275,28 @@ def test_a_non_finite_model_is_an_error_never_a_silent_clean_point(name: str, ne
         return
     with torch.no_grad():
         assert not torch.isfinite(fn(adv)).all(), "the attack hid the non-finite model behind the clean images"
+
+
+def test_an_attack_given_a_setting_it_does_not_take_is_an_error_naming_it() -> None:
+    """Nothing silently dropped: FGSM takes no ``steps``; a learner's configured training-attack
+    bundle leaves out what its attack does not take only while it is at its default."""
+    from advmeta.attacks import AttackSpec, configured
+    from advmeta.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"attack fgsm does not take steps"):
+        AttackSpec("fgsm", "8/255", {"steps": 3})
+    assert AttackSpec("pgd", "8/255", {"steps": 3}).accepted()["steps"] == 3
+    bundle = {"steps": ("train_attack_steps", 1, 1), "random_start": ("train_random_start", True, True)}
+    assert configured("fgsm", bundle) == {}
+    assert configured("pgd", bundle) == {"steps": 1, "random_start": True}
+    with pytest.raises(ConfigError, match=r"fgsm does not take steps \(train_attack_steps = 5\)"):
+        configured("fgsm", {**bundle, "steps": ("train_attack_steps", 5, 1)})
+
+
+def test_aq_with_a_one_step_attack_and_its_steps_changed_is_an_error() -> None:
+    from advmeta.errors import ConfigError
+    from advmeta.learners.aq import AQConfig, train_attack_spec
+
+    assert train_attack_spec(AQConfig(train_attack="fgsm")).params == {}
+    with pytest.raises(ConfigError, match="train_attack_steps = 3"):
+        train_attack_spec(AQConfig(train_attack="fgsm", train_attack_steps=3))

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from advmeta import calibrate as cal_mod
-from advmeta.calibrate import Calibration, calibrate, check_ladder
+from advmeta.calibration import search as cal_mod
+from advmeta.calibration.search import Calibration, calibrate, check_ladder
 from advmeta.errors import ConfigError
 from advmeta.evaluate import Evaluation
 

@@ -138,10 +138,10 @@ def test_settings_are_validated() -> None:
 
 
 def test_grid_checks_setting_is_validated_and_reaches_the_protocol() -> None:
-    from advmeta.tune.budgets import get_budget
-    from advmeta.tune.family_meta import protocols
-    from advmeta.tune.families import RunContext
-    from advmeta.tune.grids import expand
+    from advmeta.plan.budgets import get_budget
+    from advmeta.families.meta import protocols
+    from advmeta.families import RunContext
+    from advmeta.plan.grids import expand
 
     def grid(checks: object = None) -> dict:
         ev = {"scenario": "whitebox", "attacks": ["pgd"], "eps": ["8/255"]}

@@ -304,11 +304,11 @@ def test_bad_claim_files_are_config_errors(tmp_path: Path) -> None:
 
 
 def _grid_tables() -> set[str]:
-    return {t["name"] for p in (REPO / "tune" / "grids").glob("*.toml") for t in tomllib.loads(p.read_text())["tables"]}
+    return {t["name"] for p in (REPO / "advmeta" / "plan" / "grids").glob("*.toml") for t in tomllib.loads(p.read_text())["tables"]}
 
 
 def test_shipped_claim_files_parse_and_reference_known_names() -> None:
-    from advmeta.tune.families import all_methods, config_class
+    from advmeta.families import all_methods, config_class
 
     assert {p.name for p in claims_dir().glob("*.toml")} == {f"{n}.toml" for n in
                                                              ("maml", "adml", "aq", "rmaml", "tafl", "l2l", "gail")}

@@ -125,12 +125,12 @@ def test_the_claims_scope_escalates_only_the_attacks_a_claim_reads() -> None:
 def test_a_quick_sweep_plans_the_scope_per_trial() -> None:
     """The protocols a quick paper-tables trial runs name the attacks it escalates; an outside
     model's evaluation (advmeta evaluate-model) escalates every attack."""
-    from advmeta.tune.budgets import get_budget
-    from advmeta.tune.epsplan import TableEps
-    from advmeta.tune.evaluation import budget_protocol
-    from advmeta.tune.families import RunContext
-    from advmeta.tune.family_meta import protocols
-    from advmeta.tune.grids import expand, load_grid
+    from advmeta.plan.budgets import get_budget
+    from advmeta.plan.epsplan import TableEps
+    from advmeta.plan.evaluation import budget_protocol
+    from advmeta.families import RunContext
+    from advmeta.families.meta import protocols
+    from advmeta.plan.grids import expand, load_grid
 
     name, data = load_grid("paper-tables")
     eps = {t: TableEps(("32/255",), "calibrated") for t in ("adml", "tafl", "rmaml", "adaptive", "l2l")}

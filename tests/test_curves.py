@@ -57,8 +57,8 @@ def test_curve_rows_change_no_number(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_meta_and_l2l_curve_rows_fit_the_schema_beside_gail() -> None:
     from types import SimpleNamespace
 
-    from advmeta.tune.family_l2l import curve_metrics as l2l_metrics
-    from advmeta.tune.family_meta import curve_rows
+    from advmeta.families.l2l import curve_metrics as l2l_metrics
+    from advmeta.families.meta import curve_rows
 
     cfg = SimpleNamespace(method="aq", dataset="omniglot", k_shot=1, seed=0)
     meta = curve_rows([{"iteration": 2, "train_loss": 1.5, "train_adv_acc": 40.0, "train_seconds": 1.0},

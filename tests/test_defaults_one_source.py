@@ -18,10 +18,10 @@ from advmeta.data import dataset_names
 from advmeta.hparams import dataset_defaults
 from advmeta.learners import get_learner, learner_names
 from advmeta.train_config import TrainConfig
-from advmeta.tune.budgets import get_budget
-from advmeta.tune.families import RunContext, get_family
-from advmeta.tune.family_meta import train_config
-from advmeta.tune.space import tune_trials
+from advmeta.plan.budgets import get_budget
+from advmeta.families import RunContext, get_family
+from advmeta.families.meta import train_config
+from advmeta.plan.space import tune_trials
 
 
 def _datasets_with_defaults() -> list[str]:

@@ -1,7 +1,7 @@
 """The documentation in docs/ is in sync with what it describes, and every citation resolves.
 
 - The generated parts of docs/*.md (claims, learner defaults, attacks, ε, budgets, committed runs)
-  equal what ``python -m advmeta.tune.reference`` makes from the code and data files now.
+  equal what ``python -m advmeta.reference`` makes from the code and data files now.
 - Every citation of a document in the code, the grids and claims, the report's templates and the
   README (``docs/methods.md#maml``, or an old-style ``METHODS.md §2``) names a file in the
   repository, and the section (``#anchor``) a heading of it.
@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = [*sorted((REPO / "advmeta").rglob("*.py")), *sorted((REPO / "tune").rglob("*.py")),
-           *sorted((REPO / "tune").rglob("*.toml")), *sorted((REPO / "cli").rglob("*.py")), REPO / "README.md",
+           *sorted((REPO / "advmeta").rglob("*.toml")), *sorted((REPO / "cli").rglob("*.py")), REPO / "README.md",
            *sorted((REPO / "docs").rglob("*.md")), *sorted((REPO / "results").glob("*/README.md"))]
 # "docs/x.md#anchor" (anchor optional), and any "NAME.md §n" (a section of a document that must exist).
 DOC_CITATION = re.compile(r"\bdocs/([\w./-]+\.md)(?:#([\w\-\u0080-\uffff]+))?")
@@ -44,10 +44,10 @@ def anchors(page: Path) -> set[str]:
 
 
 def test_the_generated_parts_of_the_docs_are_up_to_date() -> None:
-    from advmeta.tune.reference import sync
+    from advmeta.reference import sync
 
     stale = sync(REPO, check=True)
-    assert not stale, f"out of date: {stale}; regenerate with: python -m advmeta.tune.reference"
+    assert not stale, f"out of date: {stale}; regenerate with: python -m advmeta.reference"
 
 
 def test_every_citation_names_a_page_and_a_heading_in_the_repository() -> None:

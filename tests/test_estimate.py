@@ -1,4 +1,4 @@
-"""The cost before running (tune/estimate.py): a dry run and a run's first lines say how many trials
+"""The cost before running (advmeta/plan/estimate.py): a dry run and a run's first lines say how many trials
 and about how long on this machine; many trials get a warning; the estimate packs the trials
 longest first onto the concurrent slots and counts a calibration still to run."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from advmeta.tune.budgets import get_budget
-from advmeta.tune.estimate import TOO_MANY, estimate, trial_seconds
-from advmeta.tune.grids import expand, load_grid
+from advmeta.plan.budgets import get_budget
+from advmeta.plan.estimate import TOO_MANY, estimate, trial_seconds
+from advmeta.plan.grids import expand, load_grid
 
 from tests.test_evaluate_model import run_main as run_cli
 

@@ -260,8 +260,8 @@ def test_curve_claims_are_left_out_of_accuracy_sweeps_and_vice_versa() -> None:
 # -- the grid and the family ---------------------------------------------------------------------
 
 def test_gail_grid_expands_to_both_methods_both_envs_five_seeds() -> None:
-    from advmeta.tune.budgets import get_budget
-    from advmeta.tune.grids import expand, load_grid, uses_data
+    from advmeta.plan.budgets import get_budget
+    from advmeta.plan.grids import expand, load_grid, uses_data
 
     name, data = load_grid("gail")
     specs = expand(name, data, get_budget("quick"), dataset="none", seed=7)
@@ -276,8 +276,8 @@ def test_gail_grid_expands_to_both_methods_both_envs_five_seeds() -> None:
 
 
 def test_family_config_is_the_trials_settings() -> None:
-    from advmeta.tune.family_gail import gail_config
-    from advmeta.tune.trial import TrialSpec
+    from advmeta.families.gail import gail_config
+    from advmeta.plan.trial import TrialSpec
 
     spec = TrialSpec("s", "gail", "gail-l2l", {"env": "mountaincar", "disc_lr": 0.01, "disc_hidden": [8, 4]},
                      {"iterations": 7, "batch_steps": 300, "seed": 3})

@@ -8,8 +8,8 @@ import pytest
 
 from advmeta.errors import ConfigError
 from advmeta.learners import learner_names
-from advmeta.tune.budgets import BUDGETS, get_budget
-from advmeta.tune.grids import expand, grid_names, load_grid
+from advmeta.plan.budgets import BUDGETS, get_budget
+from advmeta.plan.grids import expand, grid_names, load_grid
 
 SMOKE = get_budget("smoke")
 
@@ -49,7 +49,7 @@ def test_paper_tables_trials() -> None:
 
 def test_paper_tables_follow_the_dataset() -> None:
     """The papers' ε on mini-ImageNet (both of ADML's at the paper budget); calibrated elsewhere."""
-    from advmeta.tune.epsplan import plan
+    from advmeta.plan.epsplan import plan
 
     grid, data = load_grid("paper-tables")
     paper = plan(data, "miniimagenet", "paper")
@@ -77,7 +77,7 @@ def test_paper_tables_follow_the_dataset() -> None:
 def test_surrogate_rule_sets_the_adml_table_and_what_trains_on_the_surrogate() -> None:
     """ADML's table takes the surrogate rule's ε; ADML and MAML-AD train at it in every table,
     the PGD-trained methods keep ε*, so each method is still one trial shared by its tables."""
-    from advmeta.tune.epsplan import plan, surrogate_tables
+    from advmeta.plan.epsplan import plan, surrogate_tables
 
     grid, data = load_grid("paper-tables")
     assert surrogate_tables(data, "omniglot", None) == ["adml"]
@@ -219,9 +219,9 @@ def test_budget_for_dataset_applies_only_that_datasets_fields() -> None:
 def test_the_budget_sets_autoattack_and_a_grid_eval_overrides_it() -> None:
     """Quick runs AutoAttack's APGD part with the budget's steps, paper its own 100 APGD
     iterations; a grid's `attack_params` wins; the settings reach the evaluation protocol."""
-    from advmeta.tune.epsplan import TableEps
-    from advmeta.tune.family_meta import protocols
-    from advmeta.tune.families import RunContext
+    from advmeta.plan.epsplan import TableEps
+    from advmeta.families.meta import protocols
+    from advmeta.families import RunContext
 
     grid, data = load_grid("paper-tables")
     eps = {t: TableEps(("32/255",), "calibrated") for t in ("adml", "tafl", "rmaml", "adaptive", "l2l")}
@@ -251,7 +251,7 @@ def test_the_budget_sets_autoattack_and_a_grid_eval_overrides_it() -> None:
     ({"autoattack": 3}, "must be a table"),
 ])
 def test_bad_attack_params_in_a_grid_are_config_errors(params: dict, message: str) -> None:  # type: ignore[type-arg]
-    from advmeta.tune.validate import check_eval
+    from advmeta.plan.validate import check_eval
 
     with pytest.raises(ConfigError, match=message):
         check_eval({"scenario": "whitebox", "attacks": ["autoattack"], "eps": ["8/255"], "attack_params": params}, "t")
@@ -280,8 +280,8 @@ def test_every_learners_dataset_defaults_name_its_own_fields_and_known_datasets(
 
 def test_a_misspelt_training_setting_is_an_error_naming_the_table() -> None:
     from advmeta.errors import ConfigError
-    from advmeta.tune.budgets import get_budget
-    from advmeta.tune.grids import expand
+    from advmeta.plan.budgets import get_budget
+    from advmeta.plan.grids import expand
 
     grid = {"tables": [{"name": "t", "methods": ["maml"], "k_shot": [1], "train": {"iteratons": 5}}]}
     with pytest.raises(ConfigError, match="grid g, table 't': unknown training setting.*iteratons"):
@@ -291,7 +291,7 @@ def test_a_misspelt_training_setting_is_an_error_naming_the_table() -> None:
 
 
 def test_a_misspelt_evaluation_setting_is_an_error_naming_the_table() -> None:
-    from advmeta.tune.trial import EvalSettings
+    from advmeta.plan.trial import EvalSettings
 
     grid = {"tables": [{"name": "t", "methods": ["maml"], "k_shot": [1],
                         "evals": [{"scenario": "whitebox", "atacks": ["pgd"], "eps": ["8/255"]}]}]}

@@ -316,7 +316,7 @@ def test_flip_follows_the_dataset_unless_given() -> None:
 
 def test_l2l_params_are_documented() -> None:
     """``advmeta tune <trainer> --params`` shows each field's metadata doc (declared with ``hp``)."""
-    from advmeta.tune.space import describe_fields
+    from advmeta.plan.space import describe_fields
 
     docs = {f.name: f.metadata["doc"] for f in dataclasses.fields(L2LConfig)}
     assert docs["attacker_lr"] == "Adam learning rate of the attacker."

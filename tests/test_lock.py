@@ -32,8 +32,9 @@ def test_acquire_writes_the_holder_and_release_removes_it(tmp_path: Path) -> Non
 
 
 def test_a_live_holder_refuses_a_second_run(tmp_path: Path) -> None:
-    """Another live process holds it (here: a sleeping child whose record is in the lock)."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    """Another live process holds it (here: a child that waits on its stdin until the test ends,
+    whose record is in the lock)."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         folder = tmp_path / "sweep"
         folder.mkdir()
@@ -45,8 +46,7 @@ def test_a_live_holder_refuses_a_second_run(tmp_path: Path) -> None:
             acquire(folder, "advmeta sweep")
         assert read_lock(folder)["pid"] == child.pid  # untouched
     finally:
-        child.kill()
-        child.wait()
+        child.communicate()  # closing its stdin ends it
 
 
 @pytest.mark.parametrize("content", ["dead", "reused", "garbage"])

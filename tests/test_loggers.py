@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from advmeta.errors import ConfigError
-from advmeta.tune.budgets import get_budget
-from advmeta.tune.grids import expand
+from advmeta.plan.budgets import get_budget
+from advmeta.plan.grids import expand
 from advmeta.tune.loggers import check_loggers, trial_params
 from advmeta.tune.runner import SweepOptions, run_sweep
 

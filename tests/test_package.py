@@ -33,20 +33,40 @@ def test_no_top_level_tune_or_cli_package_is_installed() -> None:
 
 
 def test_core_import_does_not_pull_ray_or_typer() -> None:
-    """Every module of the core, its benchmark and experiment scripts included, imports with Ray,
-    Typer and the dev-only ``higher`` absent (their imports are blocked, so any attempt fails)."""
+    """Every module of the core — the planning package (``advmeta.plan``), the families, the
+    calibration and the benchmark and experiment scripts included — imports with Ray, Typer and the
+    dev-only ``higher`` absent (their imports are blocked, so any attempt fails)."""
     code = (
         "import sys; sys.modules.update(dict.fromkeys(('ray', 'typer', 'higher')));"
         "import advmeta, importlib, pkgutil;"
         "names = [m.name for m in pkgutil.walk_packages(advmeta.__path__, 'advmeta.')"
         " if m.name != 'advmeta.__main__'];"
         "[importlib.import_module(n) for n in names];"
-        "assert {'advmeta.benchmarks.sweep', 'advmeta.experiments.l2l', 'advmeta.learners.tafl'} <= set(names), names;"
+        "assert {'advmeta.benchmarks.sweep', 'advmeta.experiments.l2l', 'advmeta.learners.tafl', 'advmeta.plan.grids',"
+        " 'advmeta.plan.space', 'advmeta.plan.epsplan', 'advmeta.families.meta', 'advmeta.calibration.sweep'}"
+        " <= set(names), names;"
         "print(len(names))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO.parent)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert int(proc.stdout) > 80
+
+
+def test_every_module_under_tune_talks_to_ray() -> None:
+    """tune/ is the Ray layer and only that: each of its modules (the package face aside) imports
+    Ray; planning and a trial's own work live in the core (advmeta.plan, advmeta.families)."""
+    import ast
+
+    quiet = []
+    for path in sorted((REPO / "tune").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        names = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        names |= {str(node.module).split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        if "ray" not in names:
+            quiet.append(path.name)
+    assert quiet == [], f"modules under tune/ that do not use Ray (they belong in the core): {quiet}"
 
 
 def test_cli_entry_points_work() -> None:

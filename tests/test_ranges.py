@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from advmeta.errors import ConfigError
-from advmeta.ranges import Kind, ValueRange, as_list, kind_of, parse_values
+from advmeta.eps import Eps, EpsStep
+from advmeta.ranges import Kind, ValueRange, as_list, field_type, parse_values, typed_fields
 
 
 @pytest.mark.parametrize(
@@ -62,11 +65,26 @@ def test_bad_input_is_a_one_line_config_error(text: str, kind: Kind, message: st
     assert str(info.value).startswith("--x")
 
 
-def test_kind_of_reads_annotations_not_names() -> None:
-    assert kind_of("float") is Kind.FLOAT
-    assert kind_of("int") is Kind.INT
-    assert kind_of("bool") is Kind.BOOL
-    assert kind_of("str") is Kind.STR  # an ε is a type: a str named like one is a str
-    assert kind_of("Eps") is Kind.EPS
-    assert kind_of("Eps") is Kind.EPS
-    assert kind_of("str") is Kind.STR
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    rate: float = 0.1
+    steps: int = 1
+    flag: bool = False
+    eps_name: str = "8/255"  # named like an ε, typed str: a str
+    budget: Eps = "8/255"
+    step: EpsStep = "2/255"
+    maybe: int | None = None
+    many: tuple[float, ...] = ()
+
+
+def test_a_fields_kind_is_read_from_its_declared_type_not_its_text_or_name() -> None:
+    """typing.get_type_hints resolves a config's annotations (``from __future__ import annotations``
+    leaves them as text); the kind comes from the types: an ε is a type, a str named like one is a str."""
+    kinds = {n: f.type for n, f in typed_fields(_Config).items()}
+    assert kinds["rate"].kind is Kind.FLOAT and kinds["steps"].kind is Kind.INT and kinds["flag"].kind is Kind.BOOL
+    assert kinds["eps_name"].kind is Kind.STR and not kinds["eps_name"].budget
+    assert kinds["budget"].kind is Kind.EPS and kinds["budget"].budget and not kinds["budget"].step
+    assert kinds["step"].kind is Kind.EPS and kinds["step"].step and not kinds["step"].budget
+    assert kinds["maybe"].kind is Kind.INT and kinds["maybe"].optional and kinds["maybe"].scalar
+    assert kinds["many"].kind is Kind.FLOAT and not kinds["many"].scalar
+    assert field_type(str).kind is Kind.STR

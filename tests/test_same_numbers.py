@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 import torch
 
-from advmeta.tune.budgets import get_budget
-from advmeta.tune.families import RunContext, TrialOutput, get_family
-from advmeta.tune.space import tune_trials
-from advmeta.tune.trial import TrialSpec
+from advmeta.plan.budgets import get_budget
+from advmeta.families import RunContext, TrialOutput, get_family
+from advmeta.plan.space import tune_trials
+from advmeta.plan.trial import TrialSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

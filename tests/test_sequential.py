@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from advmeta.stats import SequentialRule, verdict
-from advmeta.tune.budgets import get_budget
+from advmeta.plan.budgets import get_budget
 
 N = 1000
 BOUND = 0.05 + 2 * math.sqrt(0.05 * 0.95 / N)  # 5 % plus two standard errors of the simulation

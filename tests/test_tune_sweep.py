@@ -20,9 +20,9 @@ import pytest
 
 from advmeta.errors import ResourceError
 from advmeta.results import EPISODE_COLUMNS, SUMMARY_COLUMNS
-from advmeta.tune.budgets import get_budget
-from advmeta.tune.grids import expand
-from advmeta.tune.ledger import Ledger
+from advmeta.plan.budgets import get_budget
+from advmeta.plan.grids import expand
+from advmeta.ledger import Ledger
 from advmeta.tune.runner import SweepOptions, run_sweep
 
 METRICS = ["acc", "acc_ci95", "loss"]
@@ -149,6 +149,31 @@ def _grid_file(tmp_path: Path, gate: Path) -> Path:
     return path
 
 
+def _wait_for_line(proc: subprocess.Popen[str], text: str) -> None:
+    """Read ``proc``'s stderr until a line holds ``text`` (an event the run itself announces; no
+    time window). Fails if the process ends first."""
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if text in line:
+            return
+    raise AssertionError(f"the run ended (exit {proc.wait()}) without printing {text!r}: {''.join(seen)[-2000:]}")
+
+
+def _session_processes(session: str) -> list[str]:
+    """The processes of a Ray session still alive once the resumed run has returned (it ends them
+    and waits; a zombie not yet reaped by init is not alive)."""
+    return [p for p in os.listdir("/proc") if p.isdigit() and session in _proc_cmdline(p) and not _zombie(p)]
+
+
+def _zombie(pid: str) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def _proc_cmdline(pid: str) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -161,13 +186,12 @@ def test_sigkill_of_the_driver_then_resume_runs_every_trial_once(ray_cluster: ob
     grid = _grid_file(tmp_path, gate)
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "advmeta", "sweep", "--grid", str(grid), "--budget", "smoke", "--dataset",
-           "glyphs", "--output", str(out), "--no-report", "--quiet"]
+           "glyphs", "--output", str(out), "--no-report"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(list(out.glob("trials/*/DONE.json"))) < 2:
-            time.sleep(0.2)
+        _wait_for_line(proc, "2/5 done")  # the driver's own progress line: two trials have written DONE.json
         os.kill(proc.pid, signal.SIGKILL)  # the driver dies without any cleanup
         proc.wait(timeout=30)
         done_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("trials/*/DONE.json")}
@@ -182,8 +206,7 @@ def test_sigkill_of_the_driver_then_resume_runs_every_trial_once(ray_cluster: ob
         resumed = subprocess.run([sys.executable, "-m", "advmeta", "sweep", "--resume", "--output", str(out),
                                   "--no-report", "--quiet"], capture_output=True, text=True, env=env, timeout=300)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
-        time.sleep(1.0)
-        left = [p for p in os.listdir("/proc") if p.isdigit() and session in _proc_cmdline(p)]
+        left = _session_processes(session)
         assert not left, f"processes of the killed run's Ray session survived: {left}"
         assert read_lock(out) is None  # the resumed run released the folder
     finally:
@@ -232,7 +255,7 @@ def test_ray_data_bank_matches_the_single_process_loop(ray_cluster: object, tmp_
     from advmeta.bank import BankSpec, EpisodeBank, episodes_pair, surrogate_key
     from advmeta.data import EpisodeSampler, EpisodeSpec, load_fewshot
     from advmeta.surrogate import SurrogateConfig, get_surrogate
-    from advmeta.tune.episodes import BankJob, generate
+    from advmeta.tune.banks import BankJob, generate
 
     ds = load_fewshot("glyphs", image_size=16)
     spec = BankSpec(dataset="glyphs", split="test", n_way=3, k_shot=2, q_query=2, seed=3, n_episodes=6,
@@ -267,9 +290,9 @@ def test_ray_data_training_bank_feeds_adml(ray_cluster: object, tmp_path: Path) 
 
     from advmeta.bank import BankSpec, EpisodeBank
     from advmeta.train import TrainConfig, train, training_bank_request
-    from advmeta.tune.episodes import BankJob, generate
-    from advmeta.tune.families import RunContext
-    from advmeta.tune.family_meta import train_bank_source
+    from advmeta.tune.banks import BankJob, generate
+    from advmeta.families import RunContext
+    from advmeta.families.meta import train_bank_source
 
     cfg = TrainConfig(method="adml", hparams={"inner_steps": 1, "test_inner_steps": 1, "train_eps": "8/255"},
                       dataset="glyphs", image_size=16, n_way=3, k_shot=1, q_query=2, meta_batch=2, iterations=3,
@@ -308,11 +331,9 @@ def test_a_second_sweep_on_a_busy_folder_is_refused_and_the_first_finishes(ray_c
     cmd = [sys.executable, "-m", "advmeta", "sweep", "--grid", str(grid), "--budget", "smoke", "--dataset",
            "glyphs", "--output", str(out), "--no-report", "--quiet"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = subprocess.Popen([*cmd[:-1]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (out / ".advmeta.lock").exists():
-            time.sleep(0.1)
+        _wait_for_line(first, "estimate:")  # it plans holding the folder's lock: the lock is taken
         second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
         assert second.returncode == 2, second.stderr
         assert "in use by another run" in second.stderr and f"pid {first.pid}" in second.stderr

@@ -10,11 +10,11 @@ import pytest
 from advmeta.errors import ConfigError, ResourceError
 from advmeta.ranges import ValueRange
 from advmeta.results import to_frame
-from advmeta.tune.budgets import get_budget
-from advmeta.tune.ledger import Ledger, error_row
+from advmeta.plan.budgets import get_budget
+from advmeta.ledger import Ledger, error_row
 from advmeta.tune.session import resolve_resources
-from advmeta.tune.space import parse_overrides, tune_trials
-from advmeta.tune.trial import TrialSpec
+from advmeta.plan.space import parse_overrides, tune_trials
+from advmeta.plan.trial import TrialSpec
 
 
 def test_resources_default_to_the_cluster() -> None:
@@ -127,8 +127,8 @@ def test_ledger_on_a_filesystem_uri(tmp_path: Path) -> None:
 def test_sweeps_make_small_training_banks_for_adml_only() -> None:
     """ADML / MAML-AD trials ask for a ``train`` bank of their doubled episodes; MAML does not;
     a bank too large to store is left to the trials."""
-    from advmeta.tune.banks import TRAIN_BANK_MAX_BYTES, bank_bytes, requirements
-    from advmeta.tune.grids import expand
+    from advmeta.bank import TRAIN_BANK_MAX_BYTES, bank_bytes, requirements
+    from advmeta.plan.grids import expand
 
     grid = {"tables": [{"name": "t", "methods": ["maml", "adml", "maml-ad"], "k_shot": [1],
                         "evals": [{"scenario": "whitebox", "attacks": ["fgsm"], "eps": ["2/255"]}]}]}
@@ -146,10 +146,10 @@ def test_sweeps_make_small_training_banks_for_adml_only() -> None:
 def test_cost_estimate_puts_the_longest_trials_first() -> None:
     """LPT order: TAFL (its training and the escalated attacks its claims read: 807 s in the committed
     quick run, the longest) first, Plain Net last; a trained trial only evaluates."""
-    from advmeta.tune.budgets import get_budget
-    from advmeta.tune.epsplan import TableEps
-    from advmeta.tune.grids import expand, load_grid
-    from advmeta.tune.estimate import trial_cost as cost_estimate
+    from advmeta.plan.budgets import get_budget
+    from advmeta.plan.epsplan import TableEps
+    from advmeta.plan.grids import expand, load_grid
+    from advmeta.plan.estimate import trial_cost as cost_estimate
 
     grid, data = load_grid("paper-tables")
     eps = {t: TableEps(("32/255",), "calibrated") for t in ("adml", "tafl", "rmaml", "adaptive", "l2l")}
@@ -210,7 +210,7 @@ def test_the_adaptive_table_pairs_every_column_on_the_support_attacks_episodes()
 
 
 def test_families_outside_the_package_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from advmeta.tune.families import all_methods, family_of, get_family
+    from advmeta.families import all_methods, family_of, get_family
 
     assert family_of("toy") == "toy"  # conftest registers the tests' fake family
     monkeypatch.delenv("ADVMETA_FAMILIES")
@@ -227,26 +227,30 @@ def test_families_outside_the_package_come_from_the_environment(monkeypatch: pyt
 def test_an_eps_is_a_type_not_a_name() -> None:
     """The CLI and the grids read a field as an ε (k/255 ranges, ``8/255`` values) because it is typed
     ``Eps``; every ε-looking field of every method's config is typed so (a new one typed ``str`` fails here)."""
-    import dataclasses
+    from typing import Any
 
-    from advmeta.ranges import Kind, kind_of
-    from advmeta.tune.families import all_methods, config_class
+    from advmeta.eps import Eps, EpsStep
+    from advmeta.families import all_methods, config_class
+    from advmeta.plan.space import training_eps_field
+    from advmeta.ranges import Kind, field_type, typed_fields
 
-    assert kind_of("str") is Kind.STR and kind_of("Eps") is Kind.EPS
-    assert kind_of("tuple[Eps, ...]") is Kind.EPS and kind_of("float") is Kind.FLOAT
-    looks_like_eps = [(m, f.name, f.type) for m in all_methods() for f in dataclasses.fields(config_class(m))
-                      if "eps" in f.name.split("_") or f.name.endswith("step_size")]
+    # read from the declared types (typing.get_type_hints), never from the annotation's text
+    assert field_type(str).kind is Kind.STR and field_type(Eps | None).optional and field_type(Eps | None).budget
+    assert field_type(Eps).budget and not field_type(Eps).step and field_type(EpsStep).step
+    assert field_type(tuple[Eps, ...]).kind is Kind.EPS and not field_type(tuple[Eps, ...]).scalar
+    assert field_type(float).kind is Kind.FLOAT and field_type(int | None).optional
+    assert field_type(int | None).kind is Kind.INT and field_type(bool).kind is Kind.BOOL
+    assert field_type(dict[str, Any]).scalar is False
+    looks_like_eps = [(m, name, f.type) for m in all_methods() for name, f in typed_fields(config_class(m)).items()
+                      if "eps" in name.split("_") or name.endswith("step_size")]
     assert len(looks_like_eps) >= 8
-    assert [x for x in looks_like_eps if kind_of(x[2]) is not Kind.EPS] == []
+    assert [x for x in looks_like_eps if x[2].kind is not Kind.EPS] == []
     # each method has at most one training budget (``--eps`` and a table's ε set it) and its steps are typed EpsStep
-    from advmeta.ranges import is_step
-    from advmeta.tune.space import training_eps_field
-
     for m in all_methods():
-        fields = {f.name: f for f in dataclasses.fields(config_class(m))}
-        budgets = [n for n, f in fields.items() if kind_of(f.type) is Kind.EPS and not is_step(f.type)]
+        fields = typed_fields(config_class(m))
+        budgets = [n for n, f in fields.items() if f.type.budget]
         assert len(budgets) <= 1 and training_eps_field(fields) == (budgets[0] if budgets else None), m
-        assert all(is_step(f.type) for n, f in fields.items() if n.endswith("step_size")), m
+        assert all(f.type.step for n, f in fields.items() if n.endswith("step_size")), m
 
 
 def test_every_family_implements_the_protocol() -> None:
@@ -254,7 +258,7 @@ def test_every_family_implements_the_protocol() -> None:
     of ``Family``, so the grids, the search space and the runner never branch on a family's name."""
     import inspect
 
-    from advmeta.tune.families import FAMILY_MEMBERS, SCENARIO_MEMBERS, get_family, registered
+    from advmeta.families import FAMILY_MEMBERS, SCENARIO_MEMBERS, get_family, registered
 
     assert {"train_settings", "budget_hparams", "search_evals", "train_cost", "run", "methods"} <= set(FAMILY_MEMBERS)
     for name in registered():
@@ -268,9 +272,10 @@ def test_every_family_implements_the_protocol() -> None:
         assert inspect.signature(module.run).parameters.keys() >= {"spec", "ctx", "report"}
     import pathlib
 
-    tune_dir = pathlib.Path(__file__).resolve().parents[1] / "tune"
-    for shared in ("grids.py", "space.py", "runner.py", "budgets.py"):
-        text = (tune_dir / shared).read_text()
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    for shared in ("advmeta/plan/grids.py", "advmeta/plan/space.py", "tune/runner.py", "advmeta/plan/budgets.py",
+                   "advmeta/plan/sweeps.py"):
+        text = (repo / shared).read_text()
         assert not any(f'family == "{f}"' in text or f'family != "{f}"' in text for f in ("meta", "l2l", "gail")), shared
 
 
@@ -278,8 +283,8 @@ def test_a_trials_training_settings_reach_the_train_config_or_fail() -> None:
     """Every TrainConfig field a grid's ``train`` may set reaches the run (none is dropped by a
     hand-written list), and an unknown one is an error naming it, not a silently ignored key."""
     from advmeta.learners import get_learner
-    from advmeta.tune.families import RunContext
-    from advmeta.tune.family_meta import train_config
+    from advmeta.families import RunContext
+    from advmeta.families.meta import train_config
 
     train = {"dataset": "glyphs", "seed": 3, "budget": "smoke", "iterations": 7, "surrogate_arch": "conv4",
              "bn_mode": "running", "meta_lr": 0.002, "width": 16}
@@ -293,7 +298,7 @@ def test_a_trials_training_settings_reach_the_train_config_or_fail() -> None:
 
 
 def test_train_settings_are_typed_and_read_as_the_mapping_of_what_is_set() -> None:
-    from advmeta.tune.trial import UNSET, TrainSettings
+    from advmeta.plan.trial import UNSET, TrainSettings
 
     t = TrainSettings.of({"k_shot": 5, "seed": 1, "image_size": None})
     assert t.k_shot == 5 and t.iterations is UNSET and dict(t) == {"seed": 1, "image_size": None, "k_shot": 5}
@@ -310,8 +315,8 @@ def test_every_trainers_run_settings_are_train_settings() -> None:
     import dataclasses
 
     from advmeta.train import RUN_ONLY_FIELDS, TrainConfig
-    from advmeta.tune import family_gail, family_l2l
-    from advmeta.tune.trial import TrainSettings
+    from advmeta.families import gail as family_gail, l2l as family_l2l
+    from advmeta.plan.trial import TrainSettings
 
     meta = {f.name for f in dataclasses.fields(TrainConfig)} - RUN_ONLY_FIELDS - {"method", "hparams"}
     assert meta | set(family_l2l.TRAIN_KEYS) | {"test_per_class"} | set(family_gail.TRAIN_KEYS) <= TrainSettings.names()
@@ -323,9 +328,9 @@ def test_a_trial_spec_travels_whole_and_its_config_is_parsed_once() -> None:
     hyper-parameter is an error when the spec is made, naming the method."""
     import pickle
 
-    from advmeta.tune.families import RunContext
-    from advmeta.tune.family_meta import train_config
-    from advmeta.tune.grids import expand, load_grid
+    from advmeta.families import RunContext
+    from advmeta.families.meta import train_config
+    from advmeta.plan.grids import expand, load_grid
 
     name, data = load_grid("paper-tables")
     specs = expand(name, data, get_budget("smoke", "omniglot"), dataset="omniglot", seed=0)

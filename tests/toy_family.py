@@ -81,7 +81,7 @@ def bank_requirements(spec: Any) -> list[dict[str, Any]]:
 
 def train_settings(budget: Any, method: str, axes: Mapping[str, Any]) -> dict[str, Any]:
     """The meta family's settings shape (a few-shot trial), not adversarially trained."""
-    from advmeta.tune.family_meta import episodic_settings
+    from advmeta.families.meta import episodic_settings
 
     return episodic_settings(budget, method, axes, adversarial=False)
 
@@ -112,7 +112,7 @@ def _curve(cfg: ToyConfig, seed: int, it: int) -> float:
 
 
 def run(spec: Any, ctx: Any, report: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """Train (resuming from ``ctx.work_dir``), report, evaluate; see :mod:`advmeta.tune.families`."""
+    """Train (resuming from ``ctx.work_dir``), report, evaluate; see :mod:`advmeta.families`."""
     # the spec the grid made reaches the trial whole: its parsed Config, and the resources the runner resolved
     assert isinstance(spec.config, ToyConfig) and spec.resources is not None and spec.resources.cpus_per_trial > 0
     cfg = spec.config

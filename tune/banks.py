@@ -1,53 +1,147 @@
-"""The episode banks a sweep needs, made once with Ray Data before its trials start.
+"""Episode banks made in parallel with Ray Data (ADML's surrogate protocol, computed once).
 
-Every meta-learning trial with a ``surrogate`` evaluation (ADML's tables) needs the same
-surrogate-attacked test episodes as every other trial of its episode shape. Instead of each
-trial attacking them again, the sweep makes one bank per distinct (dataset, image size, shape,
-seed, surrogate, ε) with :func:`advmeta.tune.episodes.make_bank_ray`, and the trials read it.
+What a bank is and where it is stored, and which banks a sweep's trials need, is
+:mod:`advmeta.bank`; this module makes them, once per sweep before its trials start
+(:func:`ensure_banks`), and the trials read them. Every meta-learning trial with a ``surrogate``
+evaluation (ADML's tables) reads the same surrogate-attacked test episodes as every other trial
+of its episode shape; ADML and MAML-AD trials read their pre-attacked *training* episodes from a
+``train`` bank when it is small enough to store (:data:`advmeta.bank.TRAIN_BANK_MAX_BYTES`);
+larger runs attack in the trial, with the same result.
 
-ADML and MAML-AD trials likewise read their pre-attacked *training* episodes from a ``train``
-bank (:func:`advmeta.train.training_bank_request`), made when it is small enough to store
-(:data:`TRAIN_BANK_MAX_BYTES`); larger runs attack in the trial, with the same result.
+``ray.data.range(n)`` → ``map_batches(EpisodeMaker, compute=ActorPoolStrategy(...))`` → Parquet
+with Arrow's standard fixed-shape tensor columns. Each actor loads the dataset and the cached
+surrogate once; each batch samples its episodes by index (a pure function of the index, so the
+output does not depend on which actor ran it or in which order) and attacks them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from advmeta.bank import BankSpec, find_bank, surrogate_key
+import numpy as np
+import pyarrow.fs as pafs
+
+from advmeta.bank import (MANIFEST, TRAIN_BANK_MAX_BYTES, BankSpec, EpisodeMaker, bank_bytes, filesystem, find_bank,
+                          requirements, surrogate_key, write_bank, write_manifest)
+from advmeta.errors import ConfigError
+from advmeta.plan.trial import TrialSpec
 from advmeta.surrogate import DEFAULT_ARCH
-from advmeta.tune.episodes import BankJob, generate
-from advmeta.tune.trial import TrialSpec
-
-# A training bank stores every (clean and attacked) image of iterations × meta_batch episodes:
-# at smoke and small quick budgets a few MB; at paper budgets terabytes, so those trials attack
-# their episodes themselves (the same images, computed per episode either way).
-TRAIN_BANK_MAX_BYTES = 256 * 2**20
 
 
-def bank_bytes(req: dict[str, Any], image_shape: Sequence[int]) -> int:
-    """Bytes of a bank's images (float32, clean and attacked, every ε)."""
-    c, h, w = image_shape
-    per_episode = req["n_way"] * (req["k_shot"] + req["q_query"]) * c * h * w * 4 * 2
-    return int(req["n_episodes"]) * int(per_episode) * len(req["eps"])
+@dataclass(frozen=True)
+class BankJob:
+    """How a bank is made.
+
+    Attributes:
+        spec: what the bank holds.
+        data_root: data folder.
+        surrogate_steps: the surrogate's training steps (part of its identity).
+        surrogate_arch: the surrogate's architecture.
+        batch_size: episodes per ``map_batches`` batch.
+        actors: size of the actor pool (0: a single-process loop, no Ray).
+        cpus_per_actor: CPUs each actor takes (0.5 on 2 cores: 1 starves Ray Data's own tasks).
+        gpus_per_actor: GPUs each actor takes (fractions share a GPU).
+        device: torch device in the actors.
+    """
+
+    spec: BankSpec
+    data_root: str | None = None
+    surrogate_steps: int = 1500
+    surrogate_arch: str = DEFAULT_ARCH
+    batch_size: int = 16
+    actors: int = 2
+    cpus_per_actor: float = 0.5
+    gpus_per_actor: float = 0.0
+    device: str = "auto"
 
 
-def requirements(specs: Sequence[TrialSpec]) -> list[dict[str, Any]]:
-    """The distinct banks the trials read (each family says which, :meth:`Family.bank_requirements`),
-    merged: one bank per episode shape, with every ε and the most episodes any trial asks for."""
-    from advmeta.tune.families import get_family
+def prepare_surrogate(job: BankJob) -> None:
+    """Train and cache the surrogate in this process, so that the actors only load it."""
+    from advmeta.data import load_fewshot
+    from advmeta.env import resolve_device
+    from advmeta.surrogate import SurrogateConfig, get_surrogate
 
-    needs: dict[str, dict[str, Any]] = {}
-    for spec in specs:
-        for req in get_family(spec.family).bank_requirements(spec):
-            key = json.dumps({k: v for k, v in req.items() if k not in ("eps", "n_episodes")}, sort_keys=True)
-            entry = needs.setdefault(key, {**req, "eps": [], "n_episodes": 0})
-            entry["eps"] += [e for e in req["eps"] if e not in entry["eps"]]
-            entry["n_episodes"] = max(entry["n_episodes"], int(req["n_episodes"]))
-    return list(needs.values())
+    ds = load_fewshot(job.spec.dataset, data_root=job.data_root, image_size=job.spec.image_size)
+    get_surrogate(ds, SurrogateConfig(arch=job.surrogate_arch, steps=job.surrogate_steps, seed=job.spec.seed),
+                  device=resolve_device("cpu" if job.gpus_per_actor == 0 else job.device), progress=False)
+
+
+def make_bank_local(path: str, job: BankJob) -> float:
+    """The single-process loop: the reference the Ray version is checked and timed against.
+
+    Returns:
+        Seconds spent making and writing the bank.
+    """
+    t0 = time.perf_counter()
+    maker = EpisodeMaker(job.spec, job.data_root, job.surrogate_steps, job.surrogate_arch, "cpu")
+    n, b = job.spec.n_episodes, job.batch_size
+    write_bank(path, job.spec, (maker({"id": np.arange(s, min(n, s + b))}) for s in range(0, n, b)))
+    return time.perf_counter() - t0
+
+
+def make_bank_ray(path: str, job: BankJob) -> float:
+    """Make the bank with Ray Data (Ray must be initialised, see :func:`advmeta.tune.session.ray_session`).
+
+    Returns:
+        Seconds spent making and writing the bank.
+
+    Raises:
+        ConfigError: an actor pool of size < 1, or a batch size < 1.
+    """
+    import ray
+    from ray.data import DataContext
+    from ray.data.extensions import FixedShapeTensorFormat
+
+    if job.actors < 1 or job.batch_size < 1:
+        raise ConfigError("--actors and --batch-size must be >= 1 for a Ray Data bank")
+    ctx = DataContext.get_current()
+    ctx.arrow_fixed_shape_tensor_format = FixedShapeTensorFormat.ARROW_NATIVE
+    ctx.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    fs, root = filesystem(path)
+    t0 = time.perf_counter()
+    device = job.device if job.gpus_per_actor > 0 else "cpu"
+    ds = ray.data.range(job.spec.n_episodes).map_batches(
+        EpisodeMaker,
+        fn_constructor_args=(job.spec, job.data_root, job.surrogate_steps, job.surrogate_arch, device),
+        batch_size=int(job.batch_size),
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=job.actors),
+        num_cpus=job.cpus_per_actor,
+        num_gpus=job.gpus_per_actor or None,
+    )
+    ds.write_parquet(path if "://" in path else root)
+    write_manifest(path, job.spec)  # last: a bank without a manifest is incomplete
+    return time.perf_counter() - t0
+
+
+def bank_exists(path: str) -> bool:
+    """Whether a complete bank (with its manifest) is at ``path``."""
+    fs, root = filesystem(path)
+    return bool(fs.get_file_info(f"{root}/{MANIFEST}").type == pafs.FileType.File)
+
+
+def generate(path: str, job: BankJob, *, overwrite: bool = False) -> dict[str, Any]:
+    """Make a bank at ``path`` (with Ray Data, or in-process when ``job.actors == 0``).
+
+    Returns:
+        ``{"path", "episodes", "rows", "seconds", "episodes_per_second"}``.
+    """
+    fs, root = filesystem(path)
+    if bank_exists(path) and not overwrite:
+        raise ConfigError(f"an episode bank already exists at {path} (use --overwrite)")
+    if fs.get_file_info(root).type != pafs.FileType.NotFound:
+        fs.delete_dir_contents(root, missing_dir_ok=True)
+    prepare_surrogate(job)
+    seconds = make_bank_local(path, job) if job.actors == 0 else make_bank_ray(path, job)
+    n = job.spec.n_episodes
+    return {"path": path, "episodes": n, "rows": n * len(job.spec.eps), "seconds": seconds,
+            "episodes_per_second": n / max(seconds, 1e-9)}
 
 
 def ensure_banks(specs: Sequence[TrialSpec], root: str, data_root: str | None, actors: int,

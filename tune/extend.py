@@ -31,10 +31,9 @@ from typing import Any
 
 import pandas as pd
 
-from advmeta.tune.families import RunContext, get_family
-from advmeta.tune.ledger import Ledger
-from advmeta.tune.session import Resources
-from advmeta.tune.trial import TrialSpec
+from advmeta.families import RunContext, get_family
+from advmeta.ledger import Ledger
+from advmeta.plan.trial import Resources, TrialSpec
 
 
 Finish = Callable[[list[dict[str, Any]], TrialSpec, str], list[dict[str, Any]]]

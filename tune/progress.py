@@ -35,7 +35,7 @@ class SweepProgress(Callback):
         enabled: draw at all (``--quiet`` turns it off).
         on_complete: called with the trial's config after each completed trial (the runner
             merges partial results there).
-        specs: trial id → its :class:`~advmeta.tune.trial.TrialSpec` (method and length of the
+        specs: trial id → its :class:`~advmeta.plan.trial.TrialSpec` (method and length of the
             running trials; Tune's configs name a trial by its id, ``{"id": …, "spec": …}``).
     """
 

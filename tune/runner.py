@@ -1,7 +1,7 @@
 """Run a sweep: the trials not yet finished go to a Ray Tune ``Tuner``; results are merged.
 
 "Every trial exactly once, nothing finished recomputed" comes from the completion ledger
-(:mod:`advmeta.tune.ledger`): each run starts a fresh Tuner over the trials without a
+(:mod:`advmeta.ledger`): each run starts a fresh Tuner over the trials without a
 ``DONE.json``, each of those resumes from its own checkpoints, and the merged tables hold each
 trial of the manifest once. This survives a SIGKILL of the driver at any moment, which a
 restore of Tune's experiment state (saved periodically) alone would not.
@@ -32,11 +32,12 @@ import pandas as pd
 
 from advmeta.env import provenance, set_threads
 from advmeta.errors import ConfigError
-from advmeta.tune.estimate import trial_cost
-from advmeta.tune.families import RunContext, TrialOutput, get_family
-from advmeta.tune.ledger import Ledger
-from advmeta.tune.session import Resources, precheck_gpus, ray_session, resolve_resources
-from advmeta.tune.trial import TrialSpec
+from advmeta.plan.estimate import trial_cost
+from advmeta.families import RunContext, TrialOutput, get_family
+from advmeta.ledger import Ledger
+from advmeta.plan.trial import Resources
+from advmeta.tune.session import precheck_gpus, ray_session, resolve_resources
+from advmeta.plan.trial import TrialSpec
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,8 @@ def _make_banks(specs: Sequence[TrialSpec], root: str, opts: SweepOptions, resou
     """Make the missing episode banks with Ray Data (one actor per CPU, half a CPU each)."""
     import sys
 
-    from advmeta.tune.banks import ensure_banks, requirements
+    from advmeta.bank import requirements
+    from advmeta.tune.banks import ensure_banks
 
     if not requirements(specs):
         return

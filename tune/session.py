@@ -9,9 +9,9 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from advmeta.errors import ConfigError, ResourceError
+from advmeta.plan.trial import Resources
 
 _QUIET_ENV = {
     # The new output engine prints its trial table even at verbose=0.
@@ -40,28 +40,6 @@ def quiet_environment(local_cluster: bool) -> None:
     # Tune logs failed trials at ERROR ("Trials did not complete"); the runner reports them itself.
     for name in ("ray", "ray.tune", "ray.data", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-@dataclass(frozen=True)
-class Resources:
-    """Per-trial resources and what the cluster offers."""
-
-    cpus_per_trial: float
-    gpus_per_trial: float
-    cluster_cpus: float
-    cluster_gpus: float
-
-    @property
-    def max_concurrent(self) -> int:
-        """How many trials fit on the cluster at once."""
-        by_cpu = self.cluster_cpus / self.cpus_per_trial if self.cpus_per_trial > 0 else float("inf")
-        by_gpu = self.cluster_gpus / self.gpus_per_trial if self.gpus_per_trial > 0 else float("inf")
-        n = min(by_cpu, by_gpu)
-        return max(1, int(n + 1e-9)) if n != float("inf") else 1
-
-    def as_tune(self) -> dict[str, float]:
-        """The ``tune.with_resources`` request."""
-        return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
 
 
 def resolve_resources(cpus_per_trial: float | None, gpus_per_trial: float | None,

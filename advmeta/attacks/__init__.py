@@ -27,7 +27,7 @@ from advmeta.attacks._losses import cross_entropy, kl_to_clean
 from advmeta.attacks._registry import ATTACKS, AttackInfo, attack_info, attack_names, get_attack, register_attack
 from advmeta.attacks._tasks import flatten_tasks, per_task, task_generator, task_generators, task_model_fn
 from advmeta.attacks.pgd import pgd_attack
-from advmeta.attacks.spec import AttackSpec, auto_step_size
+from advmeta.attacks.spec import AttackSpec, auto_step_size, configured, settings_of
 
 __all__ = [
     "ATTACKS",
@@ -38,6 +38,7 @@ __all__ = [
     "attack_info",
     "attack_names",
     "auto_step_size",
+    "configured",
     "cross_entropy",
     "flatten_tasks",
     "get_attack",
@@ -45,6 +46,7 @@ __all__ = [
     "per_task",
     "pgd_attack",
     "register_attack",
+    "settings_of",
     "task_generator",
     "task_generators",
     "task_model_fn",

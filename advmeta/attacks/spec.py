@@ -19,6 +19,7 @@ from torch import Tensor
 from advmeta.attacks._core import Gen, ModelFn
 from advmeta.attacks._registry import get_attack
 from advmeta.eps import Eps, format_eps, parse_eps
+from advmeta.errors import ConfigError
 
 
 def auto_step_size(eps: float) -> str:
@@ -38,13 +39,23 @@ class AttackSpec:
     Args:
         name: registered attack name (``pgd``, ``fgsm-rs``, ``mifgsm``, ``cw-linf``, ``apgd-ce``, …).
         eps: ε (``"8/255"`` or a float on the [0, 1] scale).
-        params: further keyword settings (``steps``, ``step_size``, ``random_start``, ``norm``, ``loss``…);
-            settings the attack does not accept are dropped (and not recorded).
+        params: further keyword settings (``steps``, ``step_size``, ``random_start``, ``norm``, ``loss``…),
+            each one the attack takes: a setting it does not take is an error naming it, never
+            silently dropped (a configured bundle of settings goes through :func:`configured`).
+
+    Raises:
+        ConfigError: an unknown attack, or a setting the attack does not take.
     """
 
     name: str
     eps: Eps
     params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.params) - set(settings_of(self.name)))
+        if bad and not _takes_any(self.name):
+            raise ConfigError(f"attack {self.name} does not take {', '.join(bad)}; its settings: "
+                              f"{', '.join(settings_of(self.name)) or 'none'}")
 
     @property
     def eps_float(self) -> float:
@@ -69,7 +80,7 @@ class AttackSpec:
             params["step_size"] = auto_step_size(self.eps_float)
         if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
             return params
-        return {k: v for k, v in params.items() if k in sig.parameters}
+        return {k: v for k, v in params.items() if k in sig.parameters}  # all of them (checked when made)
 
     def params_json(self) -> str:
         """JSON of the settings, ε excluded (it has its own columns)."""
@@ -86,3 +97,43 @@ class AttackSpec:
             kwargs["generator"] = generator
         with torch.enable_grad():
             return fn(model_fn, x.detach(), y, eps=self.eps, **kwargs).detach()
+
+
+_NOT_SETTINGS = ("model_fn", "x", "y", "eps", "generator")
+
+
+def settings_of(name: str) -> list[str]:
+    """The settings (keyword arguments) the attack ``name`` takes, ε and the generator aside.
+
+    Raises:
+        ConfigError: an unknown attack.
+    """
+    sig = inspect.signature(get_attack(name))
+    return [p for p, v in sig.parameters.items() if p not in _NOT_SETTINGS and v.kind is not v.VAR_KEYWORD]
+
+
+def _takes_any(name: str) -> bool:
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(get_attack(name)).parameters.values())
+
+
+def configured(name: str, settings: Mapping[str, tuple[str, Any, Any]]) -> dict[str, Any]:
+    """The settings of a configured bundle that the attack ``name`` takes.
+
+    A learner's training attack is configured by several fields (steps, step size, random start)
+    whatever attack is chosen; those the chosen attack does not take are left out — unless one was
+    set away from its default, which would change nothing: an error naming it.
+
+    Args:
+        settings: setting → (the config field that sets it, its value, the field's default).
+
+    Raises:
+        ConfigError: a setting the attack does not take, set away from its default.
+    """
+    if _takes_any(name):
+        return {k: v for k, (_, v, _) in settings.items()}
+    takes = set(settings_of(name))
+    ignored = [f"{k} ({field} = {v!r})" for k, (field, v, default) in settings.items() if k not in takes and v != default]
+    if ignored:
+        raise ConfigError(f"the training attack {name} does not take {', '.join(ignored)}: leave it at its default or "
+                          f"choose an attack that takes it (its settings: {', '.join(sorted(takes)) or 'none'})")
+    return {k: v for k, (_, v, _) in settings.items() if k in takes}

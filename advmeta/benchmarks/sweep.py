@@ -30,9 +30,9 @@ from pathlib import Path
 
 def sweep_efficiency(trials: int, workers: int, dataset: str, method: str, data_root: str | None) -> dict[str, float]:
     """Run ``trials`` real trials of ``method`` at the smoke budget on ``workers`` CPUs."""
-    from advmeta.tune.budgets import get_budget
-    from advmeta.tune.grids import expand
-    from advmeta.tune.ledger import Ledger
+    from advmeta.plan.budgets import get_budget
+    from advmeta.plan.grids import expand
+    from advmeta.ledger import Ledger
     from advmeta.tune.runner import SweepOptions, run_sweep
 
     grid = {"tables": [{"name": "bench", "methods": [method], "k_shot": [1],
@@ -70,7 +70,7 @@ def grid_slice(grid: str, methods: str, budget: str, dataset: str, data_root: st
     import sys
     import threading
 
-    from advmeta.tune.ledger import Ledger
+    from advmeta.ledger import Ledger
 
     samples: list[tuple[float, float, float]] = []
     stop = threading.Event()
@@ -121,7 +121,7 @@ def bank_throughput(episodes: int, actors: int, dataset: str, data_root: str | N
     """Episodes per second of a Ray Data bank versus the single-process loop."""
     from advmeta.bank import BankSpec, EpisodeBank, surrogate_key
     from advmeta.data import load_fewshot
-    from advmeta.tune.episodes import BankJob, make_bank_local, make_bank_ray, prepare_surrogate
+    from advmeta.tune.banks import BankJob, make_bank_local, make_bank_ray, prepare_surrogate
     from advmeta.tune.session import ray_session
 
     size, steps = 28, 100

@@ -13,7 +13,7 @@ from advmeta.attacks import AttackSpec, ModelFn
 from advmeta.learners._base import Learner, accuracy
 from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import LEARNERS, config_dict, get_learner, hp, hparams, learner_names, register_learner
-from advmeta.learners._tasks import Params, ce, forward, inner_loop
+from advmeta.learners.inner_loop import Params, ce, forward, inner_loop
 
 # What a learner of one's own needs (docs/plugins.md): the base classes and their config, the
 # field declaration, the registry, and the loss, accuracy and functional helpers the built-in

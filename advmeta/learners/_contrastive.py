@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advmeta.learners._tasks import Params, forward, head_names, map_tasks
+from advmeta.learners.inner_loop import Params, forward, head_names, map_tasks
 
 
 def augment(x: Tensor, generator: torch.Generator | None, max_shift: float = 0.1) -> Tensor:

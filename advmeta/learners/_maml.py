@@ -2,7 +2,7 @@
 
 Adversarial variants only override :meth:`MAMLBase.outer_loss` (what the adapted weights are
 scored on) or add a step around :meth:`MAMLBase.adapt`; there is one inner loop
-(:func:`advmeta.learners._tasks.inner_loop`), run per task or vectorised over tasks.
+(:func:`advmeta.learners.inner_loop.inner_loop`), run per task or vectorised over tasks.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import Tensor
 from advmeta.attacks import AttackSpec, ModelFn
 from advmeta.learners._base import Learner, accuracy
 from advmeta.learners._registry import hp, hparams
-from advmeta.learners._tasks import Params, ce, forward, head_names, inner_loop, map_tasks
+from advmeta.learners.inner_loop import Params, ce, forward, head_names, inner_loop, map_tasks
 
 if TYPE_CHECKING:
     from advmeta.data import Episodes

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from advmeta.attacks import ModelFn
 from advmeta.learners._base import Learner, accuracy
-from advmeta.learners._tasks import ce
+from advmeta.learners.inner_loop import ce
 
 if TYPE_CHECKING:
     from advmeta.data import Episodes

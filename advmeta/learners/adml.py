@@ -13,7 +13,7 @@ from advmeta.errors import ConfigError
 from advmeta.learners._base import accuracy, check_finite
 from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import hp, hparams, register_learner
-from advmeta.learners._tasks import Params, ce, split_per_class
+from advmeta.learners.inner_loop import Params, ce, split_per_class
 from advmeta.learners.aq import AQConfig, train_attack_spec
 from advmeta.surrogate import attack_per_episode
 

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor
 
-from advmeta.attacks import AttackSpec
+from advmeta.attacks import AttackSpec, configured
 from advmeta.eps import Eps, EpsStep
 from advmeta.learners._base import accuracy
 from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import hp, hparams, register_learner
-from advmeta.learners._tasks import Params, ce
+from advmeta.learners.inner_loop import Params, ce
 
 if TYPE_CHECKING:
     from advmeta.data import Episodes
@@ -34,10 +34,23 @@ class AQConfig(MAMLConfig):
 
 
 def train_attack_spec(cfg: Any) -> AttackSpec:
-    """The training attack a config describes."""
-    step_size = cfg.train_eps if cfg.train_step_size == "eps" else cfg.train_step_size
-    return AttackSpec(cfg.train_attack, cfg.train_eps, {
-        "steps": cfg.train_attack_steps, "step_size": step_size, "random_start": cfg.train_random_start})
+    """The training attack a config describes (the settings its attack takes; one it does not take,
+    set away from its default, is an error)."""
+    return AttackSpec(cfg.train_attack, cfg.train_eps, training_attack_settings(cfg))
+
+
+def training_attack_settings(cfg: Any, **more: Any) -> dict[str, Any]:
+    """The training attack's settings from a config's ``train_attack_steps``, ``train_step_size``
+    (``eps``: equal to ``train_eps``) and ``train_random_start`` (:func:`advmeta.attacks.configured`)."""
+    from advmeta.ranges import typed_fields
+
+    fields = typed_fields(type(cfg))
+    bundle = {"steps": "train_attack_steps", "step_size": "train_step_size", "random_start": "train_random_start"}
+    settings = {k: (f, getattr(cfg, f), fields[f].default) for k, f in bundle.items()}
+    out = configured(cfg.train_attack, settings)
+    if out.get("step_size") == "eps":
+        out["step_size"] = cfg.train_eps
+    return {**out, **more}
 
 
 @register_learner("aq")

@@ -16,7 +16,7 @@ from advmeta.eps import Eps, parse_eps
 from advmeta.learners._base import accuracy
 from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import hp, hparams, register_learner
-from advmeta.learners._tasks import Params, ce
+from advmeta.learners.inner_loop import Params, ce
 
 if TYPE_CHECKING:
     from advmeta.data import Episodes

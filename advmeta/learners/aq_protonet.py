@@ -12,7 +12,8 @@ from advmeta.attacks import AttackSpec, kl_to_clean
 from advmeta.eps import Eps, EpsStep
 from advmeta.learners._base import accuracy
 from advmeta.learners._registry import hp, hparams, register_learner
-from advmeta.learners._tasks import ce
+from advmeta.learners.aq import training_attack_settings
+from advmeta.learners.inner_loop import ce
 from advmeta.learners.protonet import ProtoNet, ProtoNetConfig
 
 if TYPE_CHECKING:
@@ -50,9 +51,8 @@ class AQProtoNet(ProtoNet):
         cfg = self.cfg
         sx, sy, qx, qy = episodes.support_x, episodes.support_y, episodes.query_x, episodes.query_y
         trades = cfg.loss == "trades"
-        spec = AttackSpec(cfg.train_attack, cfg.train_eps, {
-            "steps": cfg.train_attack_steps, "step_size": cfg.train_step_size,
-            "random_start": cfg.train_random_start, **({"loss": "kl"} if trades else {})})
+        spec = AttackSpec(cfg.train_attack, cfg.train_eps,
+                          training_attack_settings(cfg, **({"loss": "kl"} if trades else {})))
         sxd = sx.detach()
         x_adv = spec(lambda x: self.episode_logits(sxd, sy, x), qx, qy, generator)
         adv = self.episode_logits(sx, sy, x_adv)

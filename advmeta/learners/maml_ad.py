@@ -11,7 +11,7 @@ from advmeta.eps import Eps
 from advmeta.learners._base import accuracy
 from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import hp, hparams, register_learner
-from advmeta.learners._tasks import ce
+from advmeta.learners.inner_loop import ce
 from advmeta.learners.adml import surrogate_halves
 
 if TYPE_CHECKING:

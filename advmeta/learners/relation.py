@@ -8,7 +8,7 @@ from torch import Tensor
 
 from advmeta.learners._metric import MetricBase
 from advmeta.learners._registry import hp, hparams, register_learner
-from advmeta.learners._tasks import ce
+from advmeta.learners.inner_loop import ce
 
 
 @hparams

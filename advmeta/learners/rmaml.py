@@ -21,7 +21,7 @@ from advmeta.learners._base import accuracy
 from advmeta.learners._contrastive import contrastive_loss
 from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import hp, hparams, register_learner
-from advmeta.learners._tasks import Params, ce
+from advmeta.learners.inner_loop import Params, ce
 
 if TYPE_CHECKING:
     from advmeta.data import Episodes

@@ -10,7 +10,7 @@ from torch import Tensor
 from advmeta.attacks import cross_entropy
 from advmeta.learners._base import accuracy
 from advmeta.learners._registry import hp, hparams, register_learner
-from advmeta.learners._tasks import Params
+from advmeta.learners.inner_loop import Params
 from advmeta.learners.aq import AQ, AQConfig
 
 if TYPE_CHECKING:

@@ -17,13 +17,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from advmeta.tune.trial import TrialSpec
+from advmeta.plan.trial import TrialSpec
 
-SCALE = 0.92
+SCALE = 0.85
 """Measured ÷ modelled trial seconds (:func:`trial_cost`, less :data:`TRIAL_START` each): the 18
 trials of the committed quick paper-tables run on Omniglot (results/paper-tables-omniglot, commit
-db58f27) took 6850 s of trial processes against 7436 s modelled, per trial between 0.74 (AQ) and
-1.29 (Grad-L2L) of its model. The claims' further blocks, which depend on what the trials find, are
+78fa3dc) took 5642 s of trial processes against 6459 s modelled, per trial between 0.50
+(AQ-ProtoNet) and 1.33 (Grad-L2L) of its model. The claims' further blocks, which depend on what the trials find, are
 not in the estimate."""
 TRIAL_START = 8.0
 """Seconds a trial spends outside its training and attacks in a reused Ray worker (a smoke
@@ -35,16 +35,19 @@ TOO_MANY = 50
 
 # Evaluation costs on one CPU core at quick on Omniglot 28 px, 15 queries per class (training
 # costs: each family's ``train_cost``); an episode's cost scales with its queries.
-ATTACK_STEP_COST = 0.087
+ATTACK_STEP_COST = 0.048
 """One white-box attack step (forward and input gradient) on one 75-query episode: PGD-10 on 20
-episodes of quick MAML took 17.5 s (seconds, one core, measured)."""
-QUERY_COST = 0.017
-"""One forward of a 75-query episode: a Square query (seconds, quick AQ, measured)."""
+episodes of quick MAML took 17.5 s (seconds, one core, measured) before Conv4 ran channels-last on
+the CPU; the quick paper-tables' white-box attacks then took 0.55 of their time (1219 s against
+2221 s, the committed runs of db58f27 and 78fa3dc)."""
+QUERY_COST = 0.0085
+"""One forward of a 75-query episode: a Square query (seconds, quick AQ, measured; halved with
+channels-last: the Square check's 155 s against 314 s in the same two runs)."""
 ADAPTIVE_STEP_COST = 0.11
 """One step of PGD through the fine-tuning (the support scenarios; measured)."""
-SURROGATE_EPISODE_COST = 0.5
+SURROGATE_EPISODE_COST = 0.3
 """One episode of the surrogate table (its supports and queries; 100 episodes of quick MAML took
-49 s, measured)."""
+49 s, measured; 0.6 of that channels-last: the surrogate scenario's 195 s against 326 s)."""
 ORDER_OVERHEAD = 30.0
 """A per-trial constant of :func:`trial_cost` for ordering only (a cheap trial still starts)."""
 
@@ -75,7 +78,7 @@ def _escalated(spec: TrialSpec, ev: Mapping[str, Any], attacks: Sequence[str]) -
 
 def _runs(attack: str, ev: Mapping[str, Any], n_way: int) -> tuple[float, float]:
     """An attack's (gradient runs of its steps, forwards of its query budget) on one episode."""
-    from advmeta.tune.grids import queries_of
+    from advmeta.plan.grids import queries_of
 
     if attack == "autoattack":
         parts = list(dict(ev.get("attack_params", {})).get("autoattack", {}).get(
@@ -92,7 +95,7 @@ def trial_cost(spec: TrialSpec, trained: bool = False) -> float:
     attack that several evals run counted once, on the most episodes (the evaluation merges them)
     — the masking checks' Square, and the surrogate table. Also the order trials start in
     (longest first, so the last minutes of a sweep are not one long trial on one core)."""
-    from advmeta.tune.families import get_family
+    from advmeta.families import get_family
 
     t = spec.train
     size = (float(t.get("image_size") or 28) / 28.0) ** 2
@@ -156,7 +159,7 @@ def calibration_seconds(spec: TrialSpec | None, episodes: int) -> float:
     (usually three rungs of the bisection), the surrogate trained beside it."""
     if spec is None:
         return 0.0
-    from advmeta.tune.families import get_family
+    from advmeta.families import get_family
 
     return SCALE * (get_family(spec.family).train_cost(spec) + 3 * episodes * 20 * ATTACK_STEP_COST * 2)
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from advmeta.tune.families import Report, RunContext, TrialOutput
+from advmeta.families import Report, RunContext, TrialOutput
 
 NOT_TUNABLE = frozenset({"method", "dataset", "data_root", "device", "checkpoint_every", "eval_batches", "seed",
                          "image_size", "num_classes", "train_per_class", "test_per_class"})
@@ -91,7 +91,7 @@ def bank_requirements(spec: Any) -> list[dict[str, Any]]:
 
 def train_settings(budget: Any, method: str, axes: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's training settings: the budget's L2L numbers on the classification set of ``axes["dataset"]``."""
-    from advmeta.tune.grids import classification_dataset
+    from advmeta.plan.grids import classification_dataset
 
     train: dict[str, Any] = {
         "epochs": budget.l2l_epochs, "train_per_class": budget.l2l_train_per_class,
@@ -164,7 +164,7 @@ def run(spec: Any, ctx: RunContext, report: Report) -> TrialOutput:
 def _convergence(spec: Any) -> dict[str, Any]:
     """The budget's escalation settings (its masking checks' ``converge_tol`` / ``converge_cap``)."""
     from advmeta.checks import CheckSettings
-    from advmeta.tune.budgets import get_budget
+    from advmeta.plan.budgets import get_budget
 
     checks = CheckSettings(**dict(get_budget(spec.budget).checks))
     return {"converge_tol": checks.converge_tol, "converge_cap": checks.converge_cap}

@@ -1,10 +1,10 @@
 """The reference parts of ``docs/``, generated from the code and the data files they describe.
 
 Each generated part of a page sits between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->``:
-the claims (``tune/claims/*.toml``), every learner's hyper-parameters and per-dataset defaults
+the claims (``advmeta/plan/claims/*.toml``), every learner's hyper-parameters and per-dataset defaults
 (their ``Config``), the attacks and their declared facts (the registry), the papers' ε per table
-(``tune/grids/*.toml``), the calibration rule's constants, the budgets (``tune/budgets.py``) and
-the committed runs' wall times (``results/*/sweep.json``). ``python -m advmeta.tune.reference``
+(``advmeta/plan/grids/*.toml``), the calibration rule's constants, the budgets (``advmeta/plan/budgets.py``) and
+the committed runs' wall times (``results/*/sweep.json``). ``python -m advmeta.reference``
 rewrites them; ``--check`` exits 1 naming any that is out of date (a test runs it), so no
 number in those parts is typed by hand.
 """
@@ -41,7 +41,7 @@ def _built_in(module: str) -> bool:
 def claims_markdown() -> str:
     """Every shipped claim: its paper, the grid tables whose rows test it, the value and the threshold."""
     from advmeta.claims import load_claims
-    from advmeta.tune.grids import grid_names, load_grid
+    from advmeta.plan.grids import grid_names, load_grid
 
     grids_of: dict[str, list[str]] = {}
     for g in grid_names():
@@ -111,21 +111,21 @@ def attacks_markdown() -> str:
 
 
 def calibration_markdown() -> str:
-    """The calibration rules' constants (:mod:`advmeta.calibrate`)."""
-    from advmeta import calibrate as c
+    """The calibration rules' constants (:mod:`advmeta.calibration.search`)."""
+    from advmeta.calibration import search as c
 
     return "\n".join([
         "| constant | value | where |", "|---|---|---|",
-        f"| ladder of ε* | {', '.join(c.LADDER)} | `advmeta.calibrate.LADDER` |",
-        f"| MAML's accuracy under PGD below (%) | {c.THRESHOLD:g} | `advmeta.calibrate.THRESHOLD` |",
-        f"| surrogate rule: MAML's drop at least (points) | {c.SURROGATE_DROP:g} | `advmeta.calibrate.SURROGATE_DROP` |",
+        f"| ladder of ε* | {', '.join(c.LADDER)} | `advmeta.calibration.search.LADDER` |",
+        f"| MAML's accuracy under PGD below (%) | {c.THRESHOLD:g} | `advmeta.calibration.search.THRESHOLD` |",
+        f"| surrogate rule: MAML's drop at least (points) | {c.SURROGATE_DROP:g} | `advmeta.calibration.search.SURROGATE_DROP` |",
         f"| surrogate rule: factors of ε* tried | {', '.join(f'{x:g}' for x in c.SURROGATE_FACTORS)} "
-        "| `advmeta.calibrate.SURROGATE_FACTORS` |"])
+        "| `advmeta.calibration.search.SURROGATE_FACTORS` |"])
 
 
 def paper_eps_markdown() -> str:
     """The papers' ε of every shipped grid table, per dataset (``eps_paper``), and its calibration rule."""
-    from advmeta.tune.grids import grid_names, load_grid
+    from advmeta.plan.grids import grid_names, load_grid
 
     lines = ["| grid | table | ε on the papers' datasets | elsewhere |", "|---|---|---|---|"]
     for g in grid_names():
@@ -168,8 +168,8 @@ _BUDGET_ROWS = (
 
 
 def budgets_markdown() -> str:
-    """The budgets' main fields side by side (every field, with why: ``tune/budgets.py``)."""
-    from advmeta.tune.budgets import BUDGETS
+    """The budgets' main fields side by side (every field, with why: ``advmeta/plan/budgets.py``)."""
+    from advmeta.plan.budgets import BUDGETS
 
     names = list(BUDGETS)
     lines = ["| field | meaning | " + " | ".join(f"`{n}`" for n in names) + " |", "|" + "---|" * (2 + len(names))]
@@ -241,14 +241,14 @@ def sync(repo: Path = REPO, check: bool = False) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m advmeta.tune.reference [--check]``."""
+    """``python -m advmeta.reference [--check]``."""
     args = sys.argv[1:] if argv is None else argv
     check = "--check" in args
     stale = sync(check=check)
     for s in stale:
         print(("out of date: " if check else "rewrote: ") + s)
     if check and stale:
-        print("regenerate with: python -m advmeta.tune.reference")
+        print("regenerate with: python -m advmeta.reference")
     return 1 if check and stale else 0
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from advmeta.tune.families import Report, RunContext, TrialOutput
+from advmeta.families import Report, RunContext, TrialOutput
 
 NOT_TUNABLE = frozenset({"method", "seed", "dtype", "checkpoint_every", "iterations", "batch_steps", "n_envs"})
 """GAILConfig fields that are settings of the run (the budget's or the sweep's), not hyper-parameters."""

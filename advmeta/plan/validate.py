@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from advmeta.errors import ConfigError
+from advmeta.ranges import TypedField
 
 SUPPORTS = ("clean", "adv40", "adv")
 QUERIES = ("clean", "adv")
@@ -39,7 +40,7 @@ def check_eps_value(value: Any, what: str) -> None:
         ConfigError: a malformed or negative ε, or one above :data:`MAX_EPS`.
     """
     from advmeta.eps import parse_eps
-    from advmeta.tune.epsplan import PENDING, TABLE
+    from advmeta.plan.epsplan import PENDING, TABLE
 
     if value in (TABLE, PENDING):
         return
@@ -60,7 +61,7 @@ def check_eval(ev: Mapping[str, Any], table: str) -> None:
         ConfigError: an unknown scenario, attack, support or query, a malformed ε, or a
             non-positive count.
     """
-    from advmeta.tune.families import scenario_owners
+    from advmeta.families import scenario_owners
 
     owners = scenario_owners()
     scenario = str(ev.get("scenario", "whitebox"))
@@ -141,26 +142,25 @@ def check_axes(axes: Mapping[str, list[Any]], table: str) -> None:
         _positive_int(q, _where(table, "q_query"))
 
 
-def check_value(field: dataclasses.Field[Any], value: Any, what: str) -> None:
+def check_value(field: TypedField, value: Any, what: str) -> None:
     """A hyper-parameter value against its field: type, range (``low``/``high``) and choices.
 
     Raises:
         ConfigError: the wrong type (a string for a float, …) or a value outside the range.
     """
-    from advmeta.ranges import Kind, kind_of
+    from advmeta.ranges import Kind
 
-    annotation = str(field.type).replace(" ", "")
-    if value is None and "None" in annotation:
+    if value is None and field.type.optional:
         return
-    if any(t in annotation for t in ("tuple", "list", "dict", "Mapping", "Sequence")):
+    if not field.type.scalar:
         return  # structured values are checked by the learner itself
-    meta: Mapping[str, Any] = field.metadata or {}
+    meta: Mapping[str, Any] = field.metadata
     choices = meta.get("choices")
     if choices is not None:
         if value not in choices:
             raise ConfigError(f"{what} must be one of {', '.join(map(str, choices))}, got {value!r}")
         return
-    kind = kind_of(field.type)
+    kind = field.type.kind
     if kind is Kind.EPS:
         if isinstance(value, str) and value.strip() == "eps":
             return  # "eps": tied to the training ε (AQ-style step sizes)

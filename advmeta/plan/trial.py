@@ -5,7 +5,7 @@ A :class:`TrialSpec` is made once, when a grid or ``advmeta tune`` expands (its 
 process unchanged: it is the trial's Ray Tune config itself. Its JSON form (:meth:`TrialSpec.to_dict`)
 is written next to the trial's results and in the sweep's manifest (``--resume`` reads it back),
 and hashes to the same ``trial_id`` on every machine and on every re-run of a sweep — the key of
-the completion ledger (:mod:`advmeta.tune.ledger`).
+the completion ledger (:mod:`advmeta.ledger`).
 """
 
 from __future__ import annotations
@@ -15,14 +15,11 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from advmeta.eps import format_eps
 from advmeta.errors import ConfigError
 from advmeta.hparams import HParams
-
-if TYPE_CHECKING:
-    from advmeta.tune.session import Resources
 
 
 @functools.cache
@@ -139,7 +136,7 @@ class TrainSettings(_Settings):
 @dataclass(frozen=True, eq=False, repr=False)
 class EvalSettings(_Settings):
     """One evaluation of a trial (a grid's ``[[tables.evals]]`` with the budget's numbers filled
-    in, see :func:`advmeta.tune.grids.eval_settings`); the family turns it into its protocol."""
+    in, see :func:`advmeta.plan.grids.eval_settings`); the family turns it into its protocol."""
 
     _WHAT = "evaluation setting"
 
@@ -195,7 +192,7 @@ class TrialSpec:
             unknown key is a :class:`ConfigError`).
         budget: the budget level the numbers come from.
         table: names of the grid tables that asked for this trial.
-        resources: what the trial runs with (:class:`advmeta.tune.session.Resources`: the sweep's
+        resources: what the trial runs with (:class:`Resources`: the sweep's
             CPUs and GPUs per trial, resolved against the cluster by the runner before the trial
             starts; its process sets its threads from them). Not part of the trial's identity.
     """
@@ -211,7 +208,7 @@ class TrialSpec:
     resources: Resources | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        from advmeta.tune.families import get_family
+        from advmeta.families import get_family
 
         config_class = get_family(self.family).config_class(self.method)
         object.__setattr__(self, "hparams", HParams.of(config_class, self.hparams, self.method))
@@ -276,3 +273,25 @@ def _short(value: Any) -> str:
         except Exception:  # noqa: BLE001 - a label never fails
             return value
     return str(value)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per-trial resources and what the cluster offers."""
+
+    cpus_per_trial: float
+    gpus_per_trial: float
+    cluster_cpus: float
+    cluster_gpus: float
+
+    @property
+    def max_concurrent(self) -> int:
+        """How many trials fit on the cluster at once."""
+        by_cpu = self.cluster_cpus / self.cpus_per_trial if self.cpus_per_trial > 0 else float("inf")
+        by_gpu = self.cluster_gpus / self.gpus_per_trial if self.gpus_per_trial > 0 else float("inf")
+        n = min(by_cpu, by_gpu)
+        return max(1, int(n + 1e-9)) if n != float("inf") else 1
+
+    def as_tune(self) -> dict[str, float]:
+        """The ``tune.with_resources`` request."""
+        return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}

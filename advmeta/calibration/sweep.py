@@ -1,8 +1,8 @@
 """Before a sweep's trials: calibrate ε on the grid's own MAML, beside the surrogate's training.
 
-Where a table's ε is calibrated (:mod:`advmeta.tune.epsplan`), the sweep first trains the
+Where a table's ε is calibrated (:mod:`advmeta.plan.epsplan`), the sweep first trains the
 grid's MAML 5-way 1-shot trial, walks the ε ladder on validation episodes
-(:func:`advmeta.calibrate.calibrate`) and only then knows the trials (their ε is part of them).
+(:func:`advmeta.calibration.search.calibrate`) and only then knows the trials (their ε is part of them).
 That MAML is the grid's own trial: its checkpoint is handed to the trial, which then only
 evaluates. The fixed surrogate (ADML's protocol), which needs no ε, trains at the same time in
 a second process, so both cores work. The outcome is cached in ``<sweep>/calibration.json``
@@ -23,9 +23,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from advmeta.calibrate import LADDER, THRESHOLD, Calibration
-from advmeta.tune.families import RunContext
-from advmeta.tune.trial import TrialSpec
+from advmeta.calibration.search import LADDER, THRESHOLD, Calibration
+from advmeta.families import RunContext
+from advmeta.plan.trial import TrialSpec
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -42,7 +42,7 @@ class CalibrationJob:
     threads: int = 1
     q_query: int | None = None
     surrogate_drop: float | None = None
-    """Also calibrate the surrogate table's ε (:func:`advmeta.calibrate.calibrate_surrogate`): the
+    """Also calibrate the surrogate table's ε (:func:`advmeta.calibration.search.calibrate_surrogate`): the
     first of ε*·(1 … 2) at which this MAML loses this many points to the surrogate (None: no)."""
 
     def key(self) -> str:
@@ -68,7 +68,7 @@ def calibration_spec(specs: Sequence[TrialSpec]) -> TrialSpec | None:
 def job_for(spec: TrialSpec, ctx: RunContext, n_episodes: int, threads: int, q_query: int | None,
             surrogate_drop: float | None = None) -> CalibrationJob:
     """The :class:`CalibrationJob` of a MAML trial (``q_query``: the test episodes' queries)."""
-    from advmeta.tune.family_meta import train_config
+    from advmeta.families.meta import train_config
 
     cfg = train_config(spec, ctx)
     return CalibrationJob(train_config=cfg.to_dict(), n_episodes=n_episodes, threads=threads, q_query=q_query,
@@ -99,7 +99,7 @@ def _calibrate_worker(folder: str, job: CalibrationJob, progress: bool = False) 
     With ``progress`` it prints a line when training ends and one per rung (plain lines: the
     surrogate's process shares the terminal).
     """
-    from advmeta.calibrate import calibrate
+    from advmeta.calibration.search import calibrate
     from advmeta.env import set_threads
     from advmeta.train import TrainConfig, train
 
@@ -120,7 +120,7 @@ def _calibrate_worker(folder: str, job: CalibrationJob, progress: bool = False) 
 def _surrogate_calibrate_worker(checkpoint: str, start: str, job: CalibrationJob, progress: bool = False,
                                 ) -> dict[str, Any]:
     """The surrogate table's ε on the calibration's MAML (the surrogate is in the cache by now)."""
-    from advmeta.calibrate import calibrate_surrogate
+    from advmeta.calibration.search import calibrate_surrogate
     from advmeta.env import set_threads
 
     set_threads(job.threads)
@@ -147,7 +147,7 @@ def _surrogate_worker(train_config: dict[str, Any], threads: int) -> float:
 def surrogate_configs(specs: Sequence[TrialSpec], ctx: RunContext) -> list[dict[str, Any]]:
     """The distinct surrogates the trials need (training configs that name them), CPU only."""
     from advmeta.learners import get_learner, learner_names
-    from advmeta.tune.family_meta import train_config
+    from advmeta.families.meta import train_config
 
     out: dict[str, dict[str, Any]] = {}
     for s in specs:
@@ -228,8 +228,8 @@ def hand_over(folder: str, record: Mapping[str, Any], job: CalibrationJob, specs
     numbers). The trial's ``train`` then resumes at its last iteration and only evaluates.
     """
     from advmeta.train import RUN_ONLY_FIELDS
-    from advmeta.tune.family_meta import train_config
-    from advmeta.tune.ledger import Ledger
+    from advmeta.families.meta import train_config
+    from advmeta.ledger import Ledger
 
     ledger = Ledger(folder)
     src = Path(str(record.get("checkpoint", "")))

@@ -9,7 +9,7 @@ docs/protocols.md#epsilon-per-dataset: the papers' ε belong to their datasets. 
     eps = "table"              # the table's ε, resolved here
 
 On a dataset the table names, its ε is the papers' (source ``paper``). Elsewhere (Omniglot,
-glyphs, a user's dataset) it is calibrated (``calibrated``, :mod:`advmeta.calibrate`), and every
+glyphs, a user's dataset) it is calibrated (``calibrated``, :mod:`advmeta.calibration.search`), and every
 adversarial method of the table trains at it. ``--eps`` on the command line wins over both
 (``user``); an eval that lists its own ε keeps them (``grid``). The ``quick`` and ``smoke``
 budgets keep only each table's first ε (a second, smaller ε — ADML's 0.2/255 — moves nothing at
@@ -18,7 +18,7 @@ that budget); ``paper`` keeps them all, and on a calibrated dataset adds the tab
 
 A table with ``calibrate = "surrogate"`` (ADML's) is calibrated by its own question instead:
 its ε is the first of ε*·(1 … 2) at which the grid's MAML loses at least 10 points to the
-fixed surrogate's FGSM (:func:`advmeta.calibrate.calibrate_surrogate`), and the methods that
+fixed surrogate's FGSM (:func:`advmeta.calibration.search.calibrate_surrogate`), and the methods that
 train on the surrogate's images (ADML, MAML-AD) train at that ε in every table; the others
 keep ε*, so a trial shared by two tables stays one trial.
 """
@@ -174,13 +174,12 @@ def method_eps_overrides(fields: Mapping[str, Any], eps: str) -> dict[str, Any]:
     max(2/255, ε/4), so a multi-step attack still reaches the boundary of the larger ball.
     """
     from advmeta.attacks import auto_step_size
-    from advmeta.ranges import Kind, is_budget, kind_of
 
     step = PENDING if eps == PENDING else auto_step_size(parse_eps(eps))
     out: dict[str, Any] = {}
     for name, f in fields.items():
-        if is_budget(f.type):
+        if f.type.budget:
             out[name] = eps
-        elif kind_of(f.type) is Kind.EPS and getattr(f, "default", None) != "eps":  # a step size
+        elif f.type.step and f.default != "eps":  # a fixed step size
             out[name] = step
     return out

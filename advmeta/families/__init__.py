@@ -1,9 +1,9 @@
 """Method families: which core functions train and evaluate a method.
 
 - ``meta``: the few-shot learners of :mod:`advmeta.learners`, trained by :func:`advmeta.train.train`
-  and evaluated by :func:`advmeta.evaluate.evaluate` (:mod:`advmeta.tune.family_meta`).
-- ``l2l``: the L2L trainers of :mod:`advmeta.l2l` (:mod:`advmeta.tune.family_l2l`).
-- ``gail``: GAIL and L2L-GAIL of :mod:`advmeta.gail` (:mod:`advmeta.tune.family_gail`); their
+  and evaluated by :func:`advmeta.evaluate.evaluate` (:mod:`advmeta.families.meta`).
+- ``l2l``: the L2L trainers of :mod:`advmeta.l2l` (:mod:`advmeta.families.l2l`).
+- ``gail``: GAIL and L2L-GAIL of :mod:`advmeta.gail` (:mod:`advmeta.families.gail`); their
   rows are learning curves (the ``curves`` table), not accuracies.
 
 More families come from outside the package through ``ADVMETA_FAMILIES`` (``name=module``,
@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, Protocol, cast
 from advmeta.errors import ConfigError
 from advmeta.loop import Report as Report  # ``report(metrics, checkpoint_path_or_None)``, as the core's trainers call it
 
-_BUILT_IN = {"meta": "advmeta.tune.family_meta", "l2l": "advmeta.tune.family_l2l", "gail": "advmeta.tune.family_gail"}
+_BUILT_IN = {"meta": "advmeta.families.meta", "l2l": "advmeta.families.l2l", "gail": "advmeta.families.gail"}
 FAMILIES_ENV = "ADVMETA_FAMILIES"
 
 
@@ -73,7 +73,7 @@ class TrialOutput(NamedTuple):
 
 
 class Family(Protocol):
-    """What a family module (``tune/family_<name>.py``) provides; :func:`get_family` returns one.
+    """What a family module (``advmeta/families/<name>.py``) provides; :func:`get_family` returns one.
 
     Everything the Ray layer does differently per kind of trainer is here, so that grids, the
     search space and the runner never branch on a family's name.
@@ -212,5 +212,29 @@ def scenario_owners() -> dict[str, Family]:
 
 def config_class(method: str) -> type:
     """The hyper-parameter dataclass of ``method``."""
-    cls: type = get_family(family_of(method)).config_class(method)
-    return cls
+    return resolve(method).config_class
+
+
+@dataclass(frozen=True)
+class MethodRef:
+    """A method resolved once: its ``name``, its family's name (``family_name``) and module
+    (``family``) and its hyper-parameter dataclass (``config_class``). Planning resolves a method
+    when a request names it and passes this on."""
+
+    name: str
+    family_name: str
+    family: Family
+    config_class: type
+
+
+def resolve(method: str | MethodRef) -> MethodRef:
+    """``method`` resolved (a :class:`MethodRef` is returned as it is).
+
+    Raises:
+        ConfigError: an unknown method (the message lists every method).
+    """
+    if isinstance(method, MethodRef):
+        return method
+    name = family_of(method)
+    module = get_family(name)
+    return MethodRef(method, name, module, module.config_class(method))

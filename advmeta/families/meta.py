@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from advmeta.tune.families import Report, RunContext, TrialOutput
+from advmeta.families import Report, RunContext, TrialOutput
 
 
 def methods() -> list[str]:
@@ -118,7 +118,7 @@ def search_evals(budget: Any, attacks: list[str], test_eps: list[str] | None, sw
     """What ``advmeta tune`` evaluates: the white-box attacks at ``test_eps`` (default 2/255) on all of
     the budget's test episodes (not its white-box subset: a search compares trials by this row), with
     the budget's numbers as a grid gets them (attack steps, masking checks)."""
-    from advmeta.tune.grids import eval_settings
+    from advmeta.plan.grids import eval_settings
 
     evals = tuple(eval_settings({"name": sweep, "evals": [
         {"scenario": "whitebox", "attacks": list(attacks), "eps": list(test_eps or ["2/255"]), "support": ["clean"],

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from advmeta import __version__
 from advmeta.bank import filesystem
 from advmeta.results import hparam_columns, to_frame
-from advmeta.tune.trial import TrialSpec
+from advmeta.plan.trial import TrialSpec
 
 DONE, ERROR, SPEC, MANIFEST = "DONE.json", "ERROR.json", "spec.json", "sweep.json"
 

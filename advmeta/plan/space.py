@@ -8,7 +8,6 @@ field is declared ``log=True`` in the learner), and stepped by 1 in a grid.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -18,30 +17,24 @@ import numpy as np
 
 from advmeta.errors import ConfigError
 from advmeta.hparams import HParams
-from advmeta.ranges import Kind, ValueRange, Values, as_list, is_budget, kind_of, parse_values
-from advmeta.tune.budgets import Budget
-from advmeta.tune.families import config_class, family_of
-from advmeta.tune.trial import EvalSettings, TrainSettings, TrialSpec
+from advmeta.ranges import Kind, TypedField, ValueRange, Values, as_list, parse_values, typed_fields
+from advmeta.plan.budgets import Budget
+from advmeta.families import MethodRef, resolve
+from advmeta.plan.trial import EvalSettings, TrainSettings, TrialSpec
 
-def training_eps_field(fields: Mapping[str, dataclasses.Field[Any]]) -> str | None:
+def training_eps_field(fields: Mapping[str, TypedField]) -> str | None:
     """The method's training budget: its one field typed ``Eps`` (not ``EpsStep``), whatever its
     name (``train_eps``, L2L's ``eps``); ``--eps`` names it. None for a method without one."""
-    budgets = [n for n, f in fields.items() if is_budget(f.type)]
+    budgets = [n for n, f in fields.items() if f.type.budget]
     return budgets[0] if len(budgets) == 1 else None
 
 
-def tunable_fields(method: str) -> dict[str, dataclasses.Field[Any]]:
-    """The scalar fields of ``method``'s Config (tuples and dicts are not tunable from the CLI)."""
-    out = {}
-    for f in dataclasses.fields(config_class(method)):
-        text = str(f.type)
-        if any(t in text for t in ("tuple", "dict", "list", "Mapping", "Sequence")):
-            continue
-        out[f.name] = f
-    return out
+def tunable_fields(method: str | MethodRef) -> dict[str, TypedField]:
+    """The scalar fields of ``method``'s Config, typed (tuples and dicts are not tunable from the CLI)."""
+    return {n: f for n, f in typed_fields(resolve(method).config_class).items() if f.type.scalar}
 
 
-def describe_fields(method: str, dataset: str | None = None, budget: Budget | None = None) -> list[str]:
+def describe_fields(method: str | MethodRef, dataset: str | None = None, budget: Budget | None = None) -> list[str]:
     """One line per tunable field: ``--name (type, default X, range lo:hi): doc``.
 
     X is the value a trial runs with: with ``dataset``, the learner's per-dataset default where it
@@ -50,33 +43,34 @@ def describe_fields(method: str, dataset: str | None = None, budget: Budget | No
     miniimagenet; …``).
     """
     from advmeta.hparams import dataset_defaults
-    from advmeta.tune.families import get_family
 
-    fields = tunable_fields(method)
+    m = resolve(method)
+    fields = tunable_fields(m)
     where = f" on {dataset}" if dataset else ""
-    runs = {k: (v, f"on {dataset}") for k, v in dataset_defaults(config_class(method), dataset).items()}
+    runs = {k: (v, f"on {dataset}") for k, v in dataset_defaults(m.config_class, dataset).items()}
     if budget is not None:
         runs |= {k: (v, f"at budget {budget.name}{where}")
-                 for k, v in get_family(family_of(method)).budget_hparams(budget).items() if k in fields}
+                 for k, v in m.family.budget_hparams(budget).items() if k in fields}
     lines = []
     for name, f in fields.items():
-        meta = dict(f.metadata or {})
+        meta = dict(f.metadata)
         rng = f", range {meta['low']:g}:{meta['high']:g}" if meta.get("low") is not None else ""
         doc = meta.get("doc") or ""
         value, why = runs.get(name, (f.default, ""))
         default = f"{value!r} {why}; {f.default!r} elsewhere" if why and value != f.default else repr(f.default)
-        lines.append(f"--{name.replace('_', '-')} ({kind_of(f.type).value}, default {default}{rng}) {doc}")
+        lines.append(f"--{name.replace('_', '-')} ({f.type.kind.value}, default {default}{rng}) {doc}")
     return lines
 
 
-def parse_overrides(method: str, args: Sequence[str]) -> dict[str, Values]:
+def parse_overrides(method: str | MethodRef, args: Sequence[str]) -> dict[str, Values]:
     """Parse ``--field VALUES`` / ``--field=VALUES`` pairs for ``method``.
 
     Raises:
         ConfigError: an unknown field (the message lists the known ones), a missing value or a
             malformed range/list.
     """
-    fields = tunable_fields(method)
+    m = resolve(method)
+    fields = tunable_fields(m)
     out: dict[str, Values] = {}
     i = 0
     args = list(args)
@@ -96,11 +90,11 @@ def parse_overrides(method: str, args: Sequence[str]) -> dict[str, Values]:
             name = training_eps_field(fields) or name
         if name not in fields:
             known = ", ".join("--" + n.replace("_", "-") for n in fields)
-            raise ConfigError(f"{method} has no hyper-parameter --{key}; known: {known}")
+            raise ConfigError(f"{m.name} has no hyper-parameter --{key}; known: {known}")
         if name in out:
             raise ConfigError(f"--{key} given twice")
-        out[name] = parse_values(value, kind_of(fields[name].type), option=f"--{key}")
-        from advmeta.tune.validate import check_value
+        out[name] = parse_values(value, fields[name].type.kind, option=f"--{key}")
+        from advmeta.plan.validate import check_value
 
         values = out[name]
         ends: list[Any] = list(values) if not isinstance(values, ValueRange) else [values.lo, values.hi]
@@ -121,9 +115,9 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def _sample(values: Values, field: dataclasses.Field[Any], rng: np.random.Generator) -> Any:
+def _sample(values: Values, field: TypedField, rng: np.random.Generator) -> Any:
     if isinstance(values, ValueRange) and values.step is None and values.kind in (Kind.FLOAT, Kind.EPS):
-        meta: Mapping[str, Any] = field.metadata or {}
+        meta: Mapping[str, Any] = field.metadata
         log = bool(meta.get("log")) and values.lo > 0
         u = rng.uniform(math.log(values.lo), math.log(values.hi)) if log else rng.uniform(values.lo, values.hi)
         x = math.exp(u) if log else u
@@ -140,7 +134,7 @@ def _eps(x: float) -> str:
     return format_eps(round(x * 255, 4) / 255)
 
 
-def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *, dataset: str, seed: int,
+def tune_trials(method: str | MethodRef, overrides: Mapping[str, Values], budget: Budget, *, dataset: str, seed: int,
                 n_way: int = 5, k_shot: int = 1, search: str = "grid", samples: int = 1,
                 test_eps: Sequence[str] | None = None, attacks: Sequence[str] = ("pgd",),
                 sweep: str | None = None) -> list[TrialSpec]:
@@ -163,24 +157,23 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
     Raises:
         ConfigError: unknown search, ``samples`` < 1.
     """
-    from advmeta.tune.families import get_family
-    from advmeta.tune.grids import train_settings
+    from advmeta.plan.grids import train_settings
 
     if samples < 1:
         raise ConfigError("--samples must be >= 1")
-    family = family_of(method)
-    fields = tunable_fields(method)
-    sweep = sweep or f"tune-{method}"
+    m = resolve(method)
+    fields = tunable_fields(m)
+    sweep = sweep or f"tune-{m.name}"
     if test_eps is None:  # at the ε the search trains at, else the family's default
-        test_eps = sorted({v for k, vals in overrides.items() if is_budget(fields[k].type)
+        test_eps = sorted({v for k, vals in overrides.items() if fields[k].type.budget
                            for v in as_list(vals)}) or None
-    evals = get_family(family).search_evals(budget, list(attacks), list(test_eps) if test_eps is not None else None,
+    evals = m.family.search_evals(budget, list(attacks), list(test_eps) if test_eps is not None else None,
                                              sweep)
-    from advmeta.tune.validate import check_eval
+    from advmeta.plan.validate import check_eval
 
     for ev in evals:
         check_eval(ev, sweep)  # unknown attacks or a bad ε: an error before any trial
-    base = {k: v for k, v in get_family(family).budget_hparams(budget).items() if k in fields}
+    base = {k: v for k, v in m.family.budget_hparams(budget).items() if k in fields}
     combos: list[tuple[dict[str, Any], int]] = []
     if search == "grid":
         keys = list(overrides)
@@ -193,15 +186,16 @@ def tune_trials(method: str, overrides: Mapping[str, Values], budget: Budget, *,
             combos.append(({k: _sample(v, fields[k], rng) for k, v in overrides.items()}, seed))
     else:
         raise ConfigError(f"unknown search {search!r}; known: grid, random")
-    from advmeta.tune.validate import check_value
+    from advmeta.plan.validate import check_value
 
     for hp, _ in combos:  # a negative learning rate or count is an error here, not a failed trial
         for k, v in hp.items():
             check_value(fields[k], v, f"--{k.replace('_', '-')}")
     specs = []
     for hp, s in combos:
-        train = train_settings(budget, family, method, {"dataset": dataset, "n_way": n_way, "k_shot": k_shot}, s, {})
-        trial_hp = HParams.on_dataset(config_class(method), train.get("dataset"), base | hp, method)
-        specs.append(TrialSpec(sweep, family, method, trial_hp, TrainSettings.of(train),
+        train = train_settings(budget, m.family_name, m.name, {"dataset": dataset, "n_way": n_way, "k_shot": k_shot},
+                               s, {})
+        trial_hp = HParams.on_dataset(m.config_class, train.get("dataset"), base | hp, m.name)
+        specs.append(TrialSpec(sweep, m.family_name, m.name, trial_hp, TrainSettings.of(train),
                                tuple(EvalSettings.of(e) for e in evals), budget.name, ("tune",)))
     return list(dict((sp.trial_id, sp) for sp in specs).values())

@@ -6,7 +6,7 @@ step, PGD and the AutoAttack cascade on the query with the per-query worst case,
 the adaptation on the support and on support and query, every attack escalated to convergence,
 and the masking checks — plus the fixed surrogate's transfer attack on the query (the checks'
 ``transfer-not-better`` compares with it). The settings come from the grid and the budget
-(:mod:`advmeta.tune.budgets`) through the same code as a sweep's (:func:`advmeta.tune.family_meta.protocols`).
+(:mod:`advmeta.plan.budgets`) through the same code as a sweep's (:func:`advmeta.families.meta.protocols`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def default_eps(dataset: str) -> tuple[str, ...]:
     Raises:
         ConfigError: a dataset whose ε a sweep calibrates on its own MAML (Omniglot, …): give ``--eps``.
     """
-    from advmeta.tune.grids import load_grid
+    from advmeta.plan.grids import load_grid
 
     _, data = load_grid(GRID)
     table = next(t for t in data["tables"] if t.get("name") == GRID)
@@ -58,11 +58,11 @@ def budget_protocol(budget: str, dataset: str, eps: Sequence[str] | None, *, n_w
         name: the rows' ``sweep``.
     """
     from advmeta.eps import parse_eps
-    from advmeta.tune.budgets import get_budget
-    from advmeta.tune.epsplan import TableEps
-    from advmeta.tune.families import RunContext
-    from advmeta.tune.family_meta import protocols
-    from advmeta.tune.grids import expand, load_grid
+    from advmeta.plan.budgets import get_budget
+    from advmeta.plan.epsplan import TableEps
+    from advmeta.families import RunContext
+    from advmeta.families.meta import protocols
+    from advmeta.plan.grids import expand, load_grid
 
     b = get_budget(budget, dataset)
     eps = tuple(eps) if eps else default_eps(dataset)

@@ -1,6 +1,6 @@
 """Grids: TOML files that say which trials a sweep runs, expanded into :class:`TrialSpec` s.
 
-A grid file (``tune/grids/<name>.toml``, or any path given to ``--grid``) has a ``description``,
+A grid file (``advmeta/plan/grids/<name>.toml``, or any path given to ``--grid``) has a ``description``,
 optional ``[defaults]`` and a list of ``[[tables]]``. In a table, every list is an axis that is
 crossed with the others:
 
@@ -29,18 +29,19 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from advmeta.errors import ConfigError
 from advmeta.hparams import HParams
-from advmeta.tune.budgets import Budget
-from advmeta.tune.epsplan import TABLE, TableEps, as_list, method_eps_overrides, plan, table_rule
-from advmeta.tune.families import config_class, family_of, get_family, scenario_owners
-from advmeta.tune.trial import EvalSettings, TrainSettings, TrialSpec
-from advmeta.tune.validate import check_axes, check_eval, check_value
+from advmeta.plan.budgets import Budget
+from advmeta.plan.epsplan import TABLE, TableEps, as_list, method_eps_overrides, plan, table_rule
+from advmeta.families import MethodRef, config_class, family_of, get_family, resolve, scenario_owners
+from advmeta.plan.trial import EvalSettings, TrainSettings, TrialSpec
+from advmeta.plan.validate import check_axes, check_eval, check_value
+from advmeta.ranges import TypedField, typed_fields
 
 _TRAIN_AXES = ("dataset", "n_way", "k_shot", "q_query")
 _TABLE_KEYS = {"name", "title", "methods", "hparams", "method_hparams", "evals", "eval", "family", "train",
@@ -48,8 +49,8 @@ _TABLE_KEYS = {"name", "title", "methods", "hparams", "method_hparams", "evals",
 
 
 def grid_names() -> list[str]:
-    """Names of the grids shipped in ``advmeta/tune/grids``."""
-    folder = resources.files("advmeta.tune") / "grids"
+    """Names of the grids shipped in ``advmeta/plan/grids``."""
+    folder = resources.files("advmeta.plan") / "grids"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml") and not p.name.startswith("_"))
 
 
@@ -75,7 +76,7 @@ def load_grid(name_or_path: str) -> tuple[str, dict[str, Any]]:
     else:
         if name_or_path not in grid_names():
             raise ConfigError(f"unknown grid {name_or_path!r}; known: {', '.join(grid_names())} (or a path to a .toml file)")
-        text = (resources.files("advmeta.tune") / "grids" / f"{name_or_path}.toml").read_text()
+        text = (resources.files("advmeta.plan") / "grids" / f"{name_or_path}.toml").read_text()
         name = name_or_path
     try:
         data = tomllib.loads(text)
@@ -96,8 +97,8 @@ def uses_data(data: Mapping[str, Any]) -> bool:
     return False
 
 
-def _fields(method: str) -> dict[str, dataclasses.Field[Any]]:
-    return {f.name: f for f in dataclasses.fields(config_class(method))}
+def _fields(method: str) -> dict[str, TypedField]:
+    return typed_fields(config_class(method))
 
 
 def train_settings(budget: Budget, family: str, method: str, axes: Mapping[str, Any], seed: int,
@@ -194,7 +195,7 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
         seed: the sweep's seed (every trial's training seed and test-episode seed).
         methods: keep only these methods (``None``: all).
         sweep: the sweep's name (default: the grid's).
-        table_eps: the ε of each table (:func:`advmeta.tune.epsplan.plan`; default: planned
+        table_eps: the ε of each table (:func:`advmeta.plan.epsplan.plan`; default: planned
             here, a calibrated ε still pending). Where it is calibrated or the user's, the
             table's adversarial methods train at it too.
 
@@ -210,82 +211,100 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
     order: list[str] = []
     for table in data["tables"]:
         tname = str(table.get("name", "table"))
+        where = f"grid {name}, table {tname!r}"
         unknown = set(table) - _TABLE_KEYS
         if unknown:
-            raise ConfigError(f"grid {name}, table {tname!r}: unknown keys {sorted(unknown)}")
+            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
         table = {**defaults, **table}
-        hp_axes = {k: as_list(v) for k, v in dict(table.get("hparams", {})).items()}
-        per_method = dict(table.get("method_hparams", {}))
-        table_methods = as_list(table.get("methods", []))
-        if "*" in table_methods:  # every learner of the core, present and future
-
-            from advmeta.learners import learner_names
-
-            table_methods = [m for m in table_methods if m != "*"] + [m for m in learner_names() if m not in table_methods]
-        for m in per_method:
-            if m not in table_methods:
-                raise ConfigError(f"grid {name}, table {tname!r}: method_hparams for {m!r}, which is not in methods")
-        for field_name in hp_axes:
-            if not any(field_name in _fields(m) for m in table_methods):
-                raise ConfigError(f"grid {name}, table {tname!r}: no method has a hyper-parameter {field_name!r}")
+        table_methods = _table_methods(table, where)
         table_rule(table)  # (plan() checked it too, unless table_eps came from elsewhere)
         t_eps = table_eps.get(tname)
         try:
-            evals = [EvalSettings.of(e) for e in eval_settings(table, budget, t_eps)]
+            evals = tuple(EvalSettings.of(e) for e in eval_settings(table, budget, t_eps))
         except ConfigError as err:
-            raise ConfigError(f"grid {name}, table {tname!r}: {err}") from None
-        axes = {k: as_list(table[k]) for k in _TRAIN_AXES if k in table}
-        check_axes(axes, tname)
-        seeds = table.get("seeds", budget.seeds)
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise ConfigError(f"grid {name}, table {tname!r}: seeds must be a whole number >= 1 (trials per "
-                              f"setting, seeded --seed, --seed+1, …), got {seeds!r}")
-        if "k_shot" in axes:
-            kept = [k for k in axes["k_shot"] if budget.keeps_shot(int(k))]
-            axes["k_shot"] = kept or axes["k_shot"][:1]
+            raise ConfigError(f"{where}: {err}") from None
+        axes, seeds = _train_axes(table, budget, tname, where)
         for method in table_methods:
             if methods is not None and method not in methods:
                 continue
-            family = family_of(method)
-            fields = _fields(method)
-            fixed = dict(per_method.get(method, {}))
-            bad = [k for k in fixed if k not in fields]
-            if bad:
-                raise ConfigError(f"grid {name}, table {tname!r}: {method} has no hyper-parameter {bad[0]!r}; "
-                                  f"its fields: {', '.join(fields)}")
-            own_axes = {k: v for k, v in hp_axes.items() if k in fields}
-            for k, values in [*own_axes.items(), *((k, [v]) for k, v in fixed.items())]:
-                for v in values:
-                    check_value(fields[k], v, f"grid {name}, table {tname!r}: {method} {k}")
-            from_budget = {k: v for k, v in get_family(family).budget_hparams(budget).items() if k in fields}
-            from_eps: dict[str, Any] = {}
+            train_at = None
             if t_eps is not None and t_eps.trains_methods:
-                train_at = sur_eps.primary if sur_eps is not None and get_family(family).trains_on_surrogate(method) else t_eps.train_eps
-                from_eps = method_eps_overrides(fields, train_at) if train_at else {}
-            for combo in itertools.product(*own_axes.values()) if own_axes else [()]:
-                hp = from_budget | from_eps | dict(zip(own_axes, combo)) | fixed
-                for train_combo, rep in itertools.product(
-                        itertools.product(*axes.values()) if axes else [()], range(seeds)):
-                    ax = dict(zip(axes, train_combo))
-                    if ax.get("dataset") in (None, "auto"):
-                        ax["dataset"] = dataset
-                    train = train_settings(budget, family, method, ax, seed + rep, dict(table.get("train", {})))
-                    try:
-                        trial_hp = HParams.on_dataset(config_class(method), train.get("dataset"), hp, method)
-                        settings = TrainSettings.of(train)
-                    except ConfigError as err:
-                        raise ConfigError(f"grid {name}, table {tname!r}: {err}") from None
-                    spec = TrialSpec(sweep or name, family, method, trial_hp, settings, tuple(evals), budget.name,
-                                     (tname,))
-                    key = spec.with_evals(()).trial_id
-                    if key in merged:
-                        prev = merged[key]
-                        union = list(prev.evals) + [e for e in evals if e not in prev.evals]
-                        merged[key] = dataclasses.replace(prev, evals=tuple(union),
-                                                          table=tuple(dict.fromkeys(prev.table + (tname,))))
-                    else:
-                        merged[key] = spec
-                        order.append(key)
+                on_surrogate = sur_eps is not None and resolve(method).family.trains_on_surrogate(method)
+                train_at = sur_eps.primary if sur_eps is not None and on_surrogate else t_eps.train_eps
+            m = resolve(method)
+            for trial_hp, settings in _method_trials(m, table, where, budget, axes, seeds, dataset, seed, train_at):
+                spec = TrialSpec(sweep or name, m.family_name, m.name, trial_hp, settings, evals, budget.name, (tname,))
+                key = spec.with_evals(()).trial_id  # the same training from two tables: trained once
+                if key in merged:
+                    prev = merged[key]
+                    union = list(prev.evals) + [e for e in evals if e not in prev.evals]
+                    merged[key] = dataclasses.replace(prev, evals=tuple(union),
+                                                      table=tuple(dict.fromkeys(prev.table + (tname,))))
+                else:
+                    merged[key] = spec
+                    order.append(key)
     if not order:
         raise ConfigError(f"grid {name}: no trials (methods filter {list(methods or [])} matched nothing?)")
     return [merged[k] for k in order]
+
+
+def _table_methods(table: Mapping[str, Any], where: str) -> list[str]:
+    """A table's methods (``*``: every learner of the core), its per-method and axis hyper-parameters checked."""
+    table_methods = as_list(table.get("methods", []))
+    if "*" in table_methods:  # every learner of the core, present and future
+        from advmeta.learners import learner_names
+
+        table_methods = [m for m in table_methods if m != "*"] + [m for m in learner_names() if m not in table_methods]
+    for m in dict(table.get("method_hparams", {})):
+        if m not in table_methods:
+            raise ConfigError(f"{where}: method_hparams for {m!r}, which is not in methods")
+    for field_name in dict(table.get("hparams", {})):
+        if not any(field_name in _fields(m) for m in table_methods):
+            raise ConfigError(f"{where}: no method has a hyper-parameter {field_name!r}")
+    return [str(m) for m in table_methods]
+
+
+def _train_axes(table: Mapping[str, Any], budget: Budget, tname: str, where: str) -> tuple[dict[str, list[Any]], int]:
+    """A table's training axes (``k_shot``, ``n_way``, ``q_query``, ``dataset``; the shots a budget
+    leaves out dropped) and its seeds per setting."""
+    axes = {k: as_list(table[k]) for k in _TRAIN_AXES if k in table}
+    check_axes(axes, tname)
+    seeds = table.get("seeds", budget.seeds)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"{where}: seeds must be a whole number >= 1 (trials per setting, seeded --seed, "
+                          f"--seed+1, …), got {seeds!r}")
+    if "k_shot" in axes:
+        kept = [k for k in axes["k_shot"] if budget.keeps_shot(int(k))]
+        axes["k_shot"] = kept or axes["k_shot"][:1]
+    return axes, seeds
+
+
+def _method_trials(m: MethodRef, table: Mapping[str, Any], where: str, budget: Budget, axes: Mapping[str, list[Any]],
+                   seeds: int, dataset: str | None, seed: int,
+                   train_at: str | None) -> Iterator[tuple[HParams, TrainSettings]]:
+    """One method's trials of a table, as (hyper-parameters, training settings): every combination
+    of its hyper-parameter axes × training axes × seeds, over the budget's values and the table's ε."""
+    fields = _fields(m.name)
+    hp_axes = {k: as_list(v) for k, v in dict(table.get("hparams", {})).items() if k in fields}
+    fixed = dict(dict(table.get("method_hparams", {})).get(m.name, {}))
+    bad = [k for k in fixed if k not in fields]
+    if bad:
+        raise ConfigError(f"{where}: {m.name} has no hyper-parameter {bad[0]!r}; its fields: {', '.join(fields)}")
+    for k, values in [*hp_axes.items(), *((k, [v]) for k, v in fixed.items())]:
+        for v in values:
+            check_value(fields[k], v, f"{where}: {m.name} {k}")
+    from_budget = {k: v for k, v in m.family.budget_hparams(budget).items() if k in fields}
+    from_eps = method_eps_overrides(fields, train_at) if train_at else {}
+    for combo in itertools.product(*hp_axes.values()) if hp_axes else [()]:
+        hp = from_budget | from_eps | dict(zip(hp_axes, combo)) | fixed
+        for train_combo, rep in itertools.product(itertools.product(*axes.values()) if axes else [()], range(seeds)):
+            ax = dict(zip(axes, train_combo))
+            if ax.get("dataset") in (None, "auto"):
+                ax["dataset"] = dataset
+            train = train_settings(budget, m.family_name, m.name, ax, seed + rep, dict(table.get("train", {})))
+            try:
+                trial_hp = HParams.on_dataset(m.config_class, train.get("dataset"), hp, m.name)
+                settings = TrainSettings.of(train)
+            except ConfigError as err:
+                raise ConfigError(f"{where}: {err}") from None
+            yield trial_hp, settings

@@ -1,0 +1,28 @@
+"""Planning, without Ray: what a sweep or a search will run.
+
+A grid (:mod:`advmeta.plan.grids`, the shipped ones in ``grids/*.toml``) or a search over a
+method's hyper-parameters (:mod:`advmeta.plan.space`) becomes a list of
+:class:`~advmeta.plan.trial.TrialSpec` — every setting of a trial, its id a hash of them — under
+a budget (:mod:`advmeta.plan.budgets`) and an ε plan (:mod:`advmeta.plan.epsplan`), checked
+before anything runs (:mod:`advmeta.plan.validate`), with its cost (:mod:`advmeta.plan.estimate`).
+``advmeta evaluate``'s protocol at a budget is :mod:`advmeta.plan.evaluation`. The papers' claims
+about the tables ship beside the grids (``claims/*.toml``, read by :mod:`advmeta.claims`).
+
+Running the trials is :mod:`advmeta.tune` (Ray); one trial's work, in any process, is its family's
+(:mod:`advmeta.families`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["GridRequest", "Plan", "SearchRequest", "plan_grid", "plan_search"]
+
+
+def __getattr__(name: str) -> Any:
+    # the package face, loaded on first use: importing a planning module does not load the others
+    if name in __all__:
+        from advmeta.plan import sweeps
+
+        return getattr(sweeps, name)
+    raise AttributeError(f"module 'advmeta.plan' has no attribute {name!r}")
