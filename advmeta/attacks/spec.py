@@ -52,10 +52,13 @@ class AttackSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        bad = sorted(set(self.params) - set(settings_of(self.name)))
-        if bad and not _takes_any(self.name):
+        if _takes_any(self.name):
+            return
+        known = settings_of(self.name)
+        bad = sorted(set(self.params) - set(known))
+        if bad:
             raise ConfigError(f"attack {self.name} does not take {', '.join(bad)}; its settings: "
-                              f"{', '.join(settings_of(self.name)) or 'none'}")
+                              f"{', '.join(known) or 'none'}")
 
     @property
     def eps_float(self) -> float:
@@ -74,13 +77,10 @@ class AttackSpec:
         A ``step_size`` of ``"auto"`` becomes :func:`auto_step_size` of ε, so the recorded
         settings name the step that ran.
         """
-        sig = inspect.signature(self._fn())
-        params = dict(self.params)
+        params = dict(self.params)  # each one the attack takes (checked when the spec was made)
         if params.get("step_size") == "auto":
             params["step_size"] = auto_step_size(self.eps_float)
-        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-            return params
-        return {k: v for k, v in params.items() if k in sig.parameters}  # all of them (checked when made)
+        return params
 
     def params_json(self) -> str:
         """JSON of the settings, ε excluded (it has its own columns)."""

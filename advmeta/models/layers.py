@@ -184,11 +184,11 @@ class Conv2d(nn.Conv2d):
 
 
 def _patch_conv(x: Tensor, weight: Tensor, bias: Tensor | None, kernel: tuple[int, ...],
-                padding: tuple[int, ...] | str) -> Tensor:
+                padding: tuple[int, ...]) -> Tensor:
     """A stride-1 convolution as (patches × weights): the same function as ``F.conv2d``, the
     output channels-last. Shape: x (N, C, H, W), weight (O, C, kh, kw) -> (N, O, H', W')."""
     n, _, h, w = x.shape
-    ph, pw = (int(padding[0]), int(padding[1])) if not isinstance(padding, str) else (0, 0)
+    ph, pw = int(padding[0]), int(padding[1])
     ho, wo = h + 2 * ph - kernel[0] + 1, w + 2 * pw - kernel[1] + 1
     patches = F.unfold(x, tuple(kernel), padding=(ph, pw)).transpose(1, 2)  # (N, H'W', C·kh·kw)
     out = F.linear(patches, weight.flatten(1), bias)  # (N, H'W', O)

@@ -25,6 +25,7 @@ from typing import Any
 
 from advmeta.errors import ConfigError
 from advmeta.ledger import Ledger
+from advmeta.plan.budgets import Budget
 from advmeta.plan.trial import TrialSpec
 
 
@@ -276,7 +277,7 @@ def _grid_trials(req: GridRequest, folder: str, name: str, data: dict[str, Any],
     b = get_budget(req.budget, dataset)
     methods = list(req.methods) if req.methods else None
     ctx = RunContext(sweep_dir=folder, data_root=req.data_root, device=req.device)
-    cal = _calibration(req, folder, name, data, dataset, user_eps, ctx, dry_run=dry_run, progress=progress)
+    cal = _calibration(req, b, folder, name, data, dataset, user_eps, ctx, dry_run=dry_run, progress=progress)
     info = dict(cal.info)
     table_eps = plan(data, dataset, req.budget, user_eps, cal.eps, cal.surrogate_eps)
     grid_shots = sorted({int(k) for t in data["tables"] for k in as_list(t.get("k_shot", 1))})
@@ -302,7 +303,7 @@ def _grid_trials(req: GridRequest, folder: str, name: str, data: dict[str, Any],
     return specs, info
 
 
-def _calibration(req: GridRequest, folder: str, name: str, data: dict[str, Any], dataset: str,
+def _calibration(req: GridRequest, b: Budget, folder: str, name: str, data: dict[str, Any], dataset: str,
                  user_eps: Sequence[str] | None, ctx: Any, *, dry_run: bool, progress: bool) -> _Calibrated:
     """The grid's ε calibration: cached in the folder, run now (not on a dry run), or not needed.
 
@@ -311,7 +312,6 @@ def _calibration(req: GridRequest, folder: str, name: str, data: dict[str, Any],
     """
     from advmeta.calibration import sweep as calib
     from advmeta.calibration.search import SURROGATE_DROP, Calibration
-    from advmeta.plan.budgets import get_budget
     from advmeta.plan.epsplan import needs_calibration, surrogate_tables
     from advmeta.plan.grids import expand
     from advmeta.plan.validate import check_episode_shapes
@@ -319,7 +319,6 @@ def _calibration(req: GridRequest, folder: str, name: str, data: dict[str, Any],
     tables = needs_calibration(data, dataset, user_eps)
     if not tables:
         return _Calibrated()
-    b = get_budget(req.budget, dataset)
     provisional = expand(name, data, b, dataset=dataset, seed=req.seed)
     check_episode_shapes(provisional, req.data_root)  # before calibrating on them
     cal_spec = calib.calibration_spec(provisional)

@@ -95,9 +95,7 @@ def check_eval(ev: Mapping[str, Any], table: str) -> None:
 def _check_attack_params(value: Any, attacks: list[Any], where: str) -> None:
     """``attack_params = { autoattack = { components = [...] } }``: settings of the eval's own
     attacks, each a keyword of that attack, its values tried on a toy input up front."""
-    import inspect
-
-    from advmeta.attacks import get_attack
+    from advmeta.attacks import settings_of
 
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}: must be a table of attack = {{ setting = value }}")
@@ -106,8 +104,7 @@ def _check_attack_params(value: Any, attacks: list[Any], where: str) -> None:
             raise ConfigError(f"{where}: {attack!r} is not one of this eval's attacks ({', '.join(map(str, attacks))})")
         if not isinstance(settings, Mapping):
             raise ConfigError(f"{where}.{attack}: must be a table of setting = value")
-        known = [p for p in inspect.signature(get_attack(attack)).parameters if p not in ("model_fn", "x", "y", "eps",
-                                                                                           "generator")]
+        known = settings_of(attack)
         bad = sorted(set(settings) - set(known))
         if bad:
             raise ConfigError(f"{where}.{attack}: unknown setting(s) {bad}; known: {', '.join(known)}")
