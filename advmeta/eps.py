@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Annotated
+from typing import Annotated, Any
 
 from advmeta.errors import ConfigError
 
 EPS_BUDGET, EPS_STEP = "eps-budget", "eps-step"
-"""The roles an ε-typed field declares (:func:`advmeta.ranges.field_type` reads them)."""
+"""The roles an ε-typed field declares (:func:`advmeta.hparams.field_type` reads them)."""
 
 Eps = Annotated[float | int | str, EPS_BUDGET]
 """A perturbation budget: ``k/255`` text or a float on [0, 1]. A config field typed ``Eps`` is the
@@ -22,6 +22,12 @@ EpsStep = Annotated[float | int | str, EPS_STEP]
 """An attack's step size, written as an ε. The same values; a field typed ``EpsStep`` rather than
 ``Eps`` says it is a step, not a budget (``advmeta tune`` evaluates at the budgets a search trains
 at, never at its step sizes)."""
+
+
+TABLE = "table"
+"""A grid evaluation's ``eps = "table"``: the table's ε (:mod:`advmeta.plan.epsplan`)."""
+PENDING = "eps*"
+"""The ε of a table still to be calibrated (a dry run lists its trials at it)."""
 
 
 def parse_eps(eps: Eps) -> float:
@@ -73,3 +79,27 @@ def format_eps(eps: Eps) -> str:
             text = f"{r:.{digits}f}"
             return f"{text}/255"
     return f"{Fraction(k).limit_denominator(10**6)}/255"
+
+
+# The largest ε a run accepts: at 128/255 a perturbation may already move any pixel half-way
+# across [0, 1] (the masking checks' PGD at 4 × ε stops there too); 300/255 or 0.9 is a typo
+# (a k/255 read as k, or a missing /255), not an experiment.
+MAX_EPS = 128 / 255
+
+
+def check_eps_value(value: Any, what: str) -> None:
+    """``value`` is an ε (``k/255``, a number in [0, :data:`MAX_EPS`]) or the pending/table placeholders.
+
+    Raises:
+        ConfigError: a malformed or negative ε, or one above :data:`MAX_EPS`.
+    """
+    if value in (TABLE, PENDING):
+        return
+    try:
+        eps = parse_eps(value)
+    except ConfigError as err:
+        raise ConfigError(f"{what}: {err}") from None
+    if eps > MAX_EPS + 1e-12:
+        scaled = "" if str(value).strip().endswith("/255") else f" (= {eps * 255:g}/255)"
+        raise ConfigError(f"{what}: ε {value}{scaled} is above 128/255, the largest advmeta accepts "
+                          "(images are in [0, 1]; write ε as k/255, e.g. 8/255)")

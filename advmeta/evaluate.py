@@ -25,14 +25,13 @@ from advmeta.converge import Escalation, escalate, escalate_attack, worst_of
 from advmeta.env import configure_allocator, provenance, resolve_device
 from advmeta.errors import NonFiniteLossError
 from advmeta.eps import format_eps, parse_eps
-from advmeta.factory import build_learner
 from advmeta.attacks import cross_entropy
 from advmeta.learners import AttackSpec, Learner
 from advmeta.learners.tafl import l_ar
 from advmeta.protocol import ADAPTIVE_SCENARIOS, Bank, EvalProtocol
 from advmeta.results import hparam_columns
 from advmeta.stats import mean_ci95
-from advmeta.train import TrainConfig, load_dataset, make_surrogate
+from advmeta.train import TrainConfig, build_learner, load_dataset, make_surrogate
 
 if TYPE_CHECKING:
     from advmeta.data import Episodes

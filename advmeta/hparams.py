@@ -9,16 +9,24 @@ the parsed ``Config``: it is never rebuilt from the mapping along the way.
 Every ``Config`` (the learners', :class:`~advmeta.l2l.L2LConfig`, :class:`~advmeta.gail.GAILConfig`)
 declares its fields with :func:`hp`: each carries its documentation (and, optionally, a search
 range or a closed set of values) in ``field.metadata``, so ``dataclasses.fields(Config)`` is all a
-CLI needs to build help texts and search spaces.
+CLI needs to build help texts and search spaces. A field's kind (float, int, bool, text, ε) is
+read from its declared type (:func:`typed_fields`, with :func:`typing.get_type_hints`), and every
+value an :class:`HParams` is given is checked against it (:func:`check_value`).
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import functools
+import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
+from advmeta.eps import EPS_BUDGET, EPS_STEP
 from advmeta.errors import ConfigError
 
 
@@ -99,7 +107,8 @@ class HParams(Mapping[str, Any]):
         method: the method's name, for error messages.
 
     Raises:
-        ConfigError: a key that is not a field of ``config_class`` (the message lists the fields).
+        ConfigError: a key that is not a field of ``config_class`` (the message lists the fields),
+            or a value its field's declared type and metadata rule out (:func:`check_value`).
     """
 
     __slots__ = ("_given", "config")
@@ -110,6 +119,9 @@ class HParams(Mapping[str, Any]):
         if unknown:
             raise ConfigError(f"unknown hyper-parameter(s) {', '.join(map(str, unknown))}"
                               f"{' for ' + method if method else ''}; known: {', '.join(sorted(known))}")
+        typed = typed_fields(config_class)
+        for name, value in given.items():  # each value against its field's declared type and metadata
+            check_value(typed[name], value, f"{method + ' ' if method else ''}{name}")
         self._given: dict[str, Any] = dict(given)
         self.config: Any = config_class(**self._given)
 
@@ -180,3 +192,152 @@ def dataset_defaults(config_cls: type, dataset: str | None) -> dict[str, Any]:
         out.update(vars(klass).get("DATASET_DEFAULTS", {}).get(dataset or "", {}))
     fields = {f.name for f in dataclasses.fields(config_cls)}
     return {k: v for k, v in out.items() if k in fields}
+
+
+def check_value(field: Any, value: Any, what: str) -> None:
+    """A hyper-parameter value against its field (an :class:`advmeta.hparams.TypedField`): its declared
+    type, the sign its range (``low``/``high``) implies, its choices. What :class:`HParams` checks.
+
+    Raises:
+        ConfigError: the wrong type (a string for a float, …) or a value outside the range.
+    """
+    from advmeta.eps import check_eps_value
+
+    if value is None and field.type.optional:
+        return
+    if not field.type.scalar:
+        return  # structured values are checked by the learner itself
+    meta: Mapping[str, Any] = field.metadata
+    choices = meta.get("choices")
+    if choices is not None:
+        if value not in choices:
+            raise ConfigError(f"{what} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return
+    kind = field.type.kind
+    if kind is Kind.EPS:
+        if isinstance(value, str) and value.strip() == "eps":
+            return  # "eps": tied to the training ε (AQ-style step sizes)
+        check_eps_value(value, what)
+        return
+    if kind is Kind.BOOL:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{what} must be true or false, got {value!r}")
+        return
+    if kind in (Kind.INT, Kind.FLOAT):
+        ok = isinstance(value, int) if kind is Kind.INT else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok:
+            raise ConfigError(f"{what} must be {'a whole number' if kind is Kind.INT else 'a number'}, got {value!r}")
+        # The fields' low/high are search ranges, not limits; what they do rule out is the sign:
+        # a count whose range starts at 1 is >= 1, a value whose range starts at >= 0 is >= 0.
+        low = meta.get("low")
+        if low is not None and low >= 1 and kind is Kind.INT and value < 1:
+            raise ConfigError(f"{what} must be >= 1, got {value!r}")
+        if low is not None and low >= 0 and value < 0:
+            raise ConfigError(f"{what} must be >= 0, got {value!r}")
+        return
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be text, got {value!r}")
+
+
+class Kind(str, Enum):
+    """How the text of one value is read."""
+
+    FLOAT = "float"
+    INT = "int"
+    BOOL = "bool"
+    STR = "str"
+    EPS = "eps"
+
+
+@dataclass(frozen=True)
+class FieldType:
+    """What a config field's declared type says, read with :func:`typing.get_type_hints` (never
+    from the annotation's text).
+
+    Attributes:
+        kind: how one value of it is read (a tuple's: its items').
+        budget: an ε budget (typed :data:`advmeta.eps.Eps`), whatever the field's name.
+        step: an attack's step size written as an ε (typed :data:`advmeta.eps.EpsStep`).
+        optional: it may be None.
+        scalar: one value (a tuple, list or dict is not, and is not tunable from the command line).
+    """
+
+    kind: Kind
+    budget: bool = False
+    step: bool = False
+    optional: bool = False
+    scalar: bool = True
+
+
+@dataclass(frozen=True)
+class TypedField:
+    """A field of a config dataclass with its :class:`FieldType`, default (``dataclasses.MISSING``
+    when it has none) and metadata (``doc``, ``low``/``high``, ``choices``, ``log``)."""
+
+    name: str
+    type: FieldType
+    default: Any
+    metadata: Mapping[str, Any]
+
+
+def typed_fields(cls: type) -> dict[str, TypedField]:
+    """Every field of the dataclass ``cls``, typed (resolved once per class).
+
+    Raises:
+        ConfigError: a field annotation that does not resolve (a name its module does not define).
+    """
+    return dict(_typed_fields(cls))
+
+
+@functools.cache
+def _typed_fields(cls: type) -> tuple[tuple[str, TypedField], ...]:
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except NameError as err:
+        raise ConfigError(f"{cls.__qualname__}: a field's type does not resolve ({err})") from None
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default
+        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        out.append((f.name, TypedField(f.name, field_type(hints[f.name]), default, dict(f.metadata or {}))))
+    return tuple(out)
+
+
+def field_type(hint: Any) -> FieldType:
+    """The :class:`FieldType` of a resolved type hint (``Eps``, ``int | None``, ``tuple[float, ...]`` …)."""
+    roles: set[str] = set()
+    optional, scalar = False, True
+    while True:
+        origin = typing.get_origin(hint)
+        if origin is typing.Annotated:
+            hint, *meta = typing.get_args(hint)
+            roles |= {m for m in meta if isinstance(m, str)}
+        elif origin in (typing.Union, types.UnionType):
+            args = typing.get_args(hint)
+            rest = [a for a in args if a is not type(None)]
+            optional = optional or len(rest) < len(args)
+            if len(rest) == 1:
+                hint = rest[0]
+                continue
+            # a union of several types (ε's float | int | str): its role decides, else its first member
+            for a in rest:
+                if typing.get_origin(a) is typing.Annotated:
+                    roles |= {m for m in typing.get_args(a)[1:] if isinstance(m, str)}
+            hint = rest[0]
+            if typing.get_origin(hint) is typing.Annotated:
+                continue
+            break
+        elif origin in (tuple, list, set, frozenset, collections.abc.Sequence):
+            scalar = False
+            items = [a for a in typing.get_args(hint) if a is not Ellipsis]
+            hint = items[0] if items else str
+        elif origin in (dict, collections.abc.Mapping):
+            return FieldType(Kind.STR, optional=optional, scalar=False)
+        else:
+            break
+    if EPS_BUDGET in roles or EPS_STEP in roles:
+        return FieldType(Kind.EPS, budget=EPS_BUDGET in roles and EPS_STEP not in roles and scalar,
+                         step=EPS_STEP in roles, optional=optional, scalar=scalar)
+    kinds = {bool: Kind.BOOL, int: Kind.INT, float: Kind.FLOAT}
+    return FieldType(kinds.get(hint, Kind.STR), optional=optional, scalar=scalar)

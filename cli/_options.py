@@ -37,6 +37,14 @@ def output_option(default_name: str) -> Any:
     return typer.Option(None, "--output", "-o", help=f"Sweep folder (default: <storage>/{default_name}).")
 
 
+def sweep_dir(name: str, output: str | None, storage: str | None) -> str:
+    """The sweep's folder: ``--output``, else ``<storage>/<name>``, else ``results/<name>``."""
+    if output:
+        return output
+    root = storage or "results"
+    return root.rstrip("/") + "/" + name
+
+
 def check_run_options(*, device: str = "auto", cpus_per_trial: float | None = None,
                       gpus_per_trial: float | None = None, num_cpus: int | None = None,
                       max_failures: int = 0, seed: int = 0) -> None:

@@ -45,7 +45,8 @@ def episodes(
     from advmeta.bank import BankSpec, surrogate_key
     from advmeta.plan.sweeps import resolve_dataset
     from advmeta.errors import ConfigError, ResourceError
-    from advmeta.ranges import Kind, as_list, parse_values
+    from advmeta.hparams import Kind
+    from advmeta.plan.space import as_list, parse_values
     from advmeta.surrogate import DEFAULT_ARCH
     from advmeta.tune.banks import BankJob, generate
     from advmeta.tune.session import ray_session

@@ -55,7 +55,8 @@ def evaluate(
 
     from advmeta.errors import ConfigError
     from advmeta.model_eval import evaluate_checkpoint, evaluate_model
-    from advmeta.ranges import Kind, as_list, parse_values
+    from advmeta.hparams import Kind
+    from advmeta.plan.space import as_list, parse_values
     from advmeta.plan.budgets import get_budget
 
     opt.check_run_options(device=device, seed=seed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional
 
 import typer
@@ -45,12 +44,11 @@ def sweep(
     Re-running the same command (or --resume) continues an interrupted sweep: finished trials
     are never recomputed, unfinished ones resume from their last checkpoint.
     """
-    from advmeta.cli._command import plan_and_run, sweep_dir
     from advmeta.plan.budgets import get_budget
-    from advmeta.plan.grids import grid_names, load_grid
-    from advmeta.plan.sweeps import GridRequest, check_episodes, plan_grid, resume_plan
+    from advmeta.plan.grids import GridRequest, grid_names, load_grid
+    from advmeta.plan.sweeps import check_episodes, resume_plan
     from advmeta.tune.loggers import check_loggers
-    from advmeta.tune.runner import SweepOptions
+    from advmeta.tune.runner import SweepOptions, run
 
     if list_grids:
         for name in grid_names():
@@ -63,15 +61,12 @@ def sweep(
     loggers = tuple(check_loggers(logger or []))  # a missing package: one line, exit 2, before any work
     if not dry_run:
         opt.check_cluster(address, gpus_per_trial)  # a dead --address, GPUs on a machine without one
-    if resume:
-        name, _ = load_grid(grid)
-    else:  # the options parsed and checked now: a malformed value is an error before the folder is touched
-        request = GridRequest(grid=grid, budget=budget, dataset=dataset, seed=seed,
-                              methods=tuple(m.strip() for m in methods.split(",")) if methods is not None else None,
-                              eps=eps, episodes=tuple(e.strip() for e in episodes.split(",")) if episodes else (),
-                              data_root=data_root, device=device, cpus_per_trial=cpus_per_trial)
-        name = request.name
-    folder = sweep_dir(name, output, storage)
+    name, _ = load_grid(grid)  # the folder's default name; the request is parsed when it is planned
+    request = GridRequest(grid=grid, budget=budget, dataset=dataset, seed=seed,
+                          methods=tuple(m.strip() for m in methods.split(",")) if methods is not None else None,
+                          eps=eps, episodes=tuple(e.strip() for e in episodes.split(",")) if episodes else (),
+                          data_root=data_root, device=device, cpus_per_trial=cpus_per_trial)
+    folder = opt.sweep_dir(name, output, storage)
 
     def resumed() -> Any:
         plan = resume_plan(folder, ("grid", "method", "budget", "dataset", "seed", "table_eps", "calibration",
@@ -86,19 +81,12 @@ def sweep(
         check_episodes(plan.trials, list(recorded), recorded)
         return plan
 
-    def options(plan: Any) -> SweepOptions:
-        sources = tuple(plan.manifest.get("episodes") or ())
-        return SweepOptions(
-            address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_failures=max_failures,
-            num_cpus=num_cpus, data_root=data_root, device=device, progress=not quiet,
-            banks={"test": banks} if banks and not sources else {}, make_banks=make_banks and not sources,
-            episodes=sources, loggers=loggers, claim_looks=get_budget(plan.manifest.get("budget", budget)).claim_looks)
-
-    # planned holding the folder's lock (a calibration writes there); the request goes straight to the planner
-    make_plan = resumed if resume else functools.partial(plan_grid, request, folder, dry_run=dry_run, progress=not quiet)
-    code = plan_and_run(folder, make_plan, options, dry_run=dry_run, report=report,
-                        label=lambda s: f"{s.label}  [{', '.join(s.table)}]")
-    raise typer.Exit(code)
+    options = SweepOptions(
+        address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_failures=max_failures,
+        num_cpus=num_cpus, data_root=data_root, device=device, progress=not quiet,
+        banks={"test": banks} if banks else {}, make_banks=make_banks, loggers=loggers)
+    # the request goes to the one road as typed: planned there (holding the folder's lock), then run
+    raise typer.Exit(run(resumed if resume else request, folder, options, dry_run=dry_run, report=report))
 
 
 def register(app: typer.Typer) -> None:

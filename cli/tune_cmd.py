@@ -47,31 +47,30 @@ def tune_command(
     a list a,b,c; a range lo:hi (step 1 in a grid, continuous in a random search); a range lo:hi:step.
     ε also as k/255, e.g. --eps 2/255:8/255:2/255 (--eps names the training ε).
     """
-    from advmeta.cli._command import plan_and_run, sweep_dir
-    from advmeta.families import resolve
     from advmeta.plan.budgets import get_budget
-    from advmeta.plan.sweeps import SearchRequest, plan_search, resolve_dataset, resume_plan
+    from advmeta.plan.space import SearchRequest
+    from advmeta.plan.sweeps import resolve_dataset, resume_plan
     from advmeta.tune.loggers import check_loggers
-    from advmeta.tune.runner import SweepOptions
+    from advmeta.tune.runner import SweepOptions, run
 
-    ref = resolve(method)  # an unknown method is an error before anything else
     opt.check_run_options(device=device, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                           num_cpus=num_cpus, max_failures=max_failures, seed=seed)
     loggers = tuple(check_loggers(logger or []))  # a missing package: one line, exit 2, before any work
     if params:  # the values a trial on the dataset runs with (its per-dataset defaults shown as such)
+        from advmeta.families import resolve
         from advmeta.plan.space import describe_fields
 
+        ref = resolve(method)
         on = resolve_dataset(dataset, data_root) if ref.family.uses_dataset(method) else None
         for line in describe_fields(ref, on, get_budget(budget, on)):
             typer.echo(line)
         return
-    if not resume:  # the options parsed and checked now: a malformed value is an error before any work
-        request = SearchRequest(method=method, options=tuple(ctx.args), budget=budget, dataset=dataset, seed=seed,
-                                n_way=n_way, k_shot=k_shot, search=search, samples=samples, test_eps=test_eps,
-                                attacks=attacks, data_root=data_root, cpus_per_trial=cpus_per_trial)
+    request = SearchRequest(method=method, options=tuple(ctx.args), budget=budget, dataset=dataset, seed=seed,
+                            n_way=n_way, k_shot=k_shot, search=search, samples=samples, test_eps=test_eps,
+                            attacks=attacks, data_root=data_root, cpus_per_trial=cpus_per_trial)
     if not dry_run:
         opt.check_cluster(address, gpus_per_trial)  # a dead --address, GPUs on a machine without one
-    folder = sweep_dir(f"tune-{method}", output, storage)
+    folder = opt.sweep_dir(f"tune-{method}", output, storage)
 
     def resumed() -> Any:
         plan = resume_plan(folder, ("method", "budget", "dataset", "seed", "search", "samples", "estimate_seconds"))
@@ -82,16 +81,12 @@ def tune_command(
                          changing=("test_eps", "attacks", "n_way", "k_shot"), extra=ctx.args)
         return plan
 
-    def options(plan: Any) -> SweepOptions:
-        return SweepOptions(
-            address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_failures=max_failures,
-            num_cpus=num_cpus, data_root=data_root, device=device, scheduler=scheduler, metric=metric,
-            progress=not quiet, loggers=loggers)
-
-    # a search is planned before the folder is locked (an impossible shape is an error before it is touched)
-    make_plan = resumed if resume else plan_search(request, dry_run=dry_run, progress=not quiet)
-    code = plan_and_run(folder, make_plan, options, dry_run=dry_run, report=report, label=lambda s: s.label)
-    raise typer.Exit(code)
+    options = SweepOptions(
+        address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_failures=max_failures,
+        num_cpus=num_cpus, data_root=data_root, device=device, scheduler=scheduler, metric=metric,
+        progress=not quiet, loggers=loggers)
+    # the request goes to the one road as typed: planned there (before the folder is locked), then run
+    raise typer.Exit(run(resumed if resume else request, folder, options, dry_run=dry_run, report=report))
 
 
 def register(app: typer.Typer) -> None:

@@ -105,8 +105,8 @@ def test_only_the_budget_that_leaves_shots_out_says_so(monkeypatch: pytest.Monke
 
 def test_the_wall_time_line_mentions_a_calibration_only_when_one_ran(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from advmeta.cli._command import finish
-    from advmeta.tune.runner import SweepOutcome
+    from advmeta.outcome import finish
+    from advmeta.outcome import SweepOutcome
 
     outcome = SweepOutcome(pd.DataFrame({"status": []}), pd.DataFrame(), 1, 1, 0, 0, 0, 5.0, [5.0], None)
     for calibrated in (False, True):

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from advmeta.data import dataset_names
 from advmeta.hparams import dataset_defaults
 from advmeta.learners import get_learner, learner_names
-from advmeta.train_config import TrainConfig
+from advmeta.train import TrainConfig
 from advmeta.plan.budgets import get_budget
 from advmeta.families import RunContext, get_family
 from advmeta.families.meta import train_config

@@ -8,7 +8,8 @@ import pytest
 
 from advmeta.errors import ConfigError
 from advmeta.eps import Eps, EpsStep
-from advmeta.ranges import Kind, ValueRange, as_list, field_type, parse_values, typed_fields
+from advmeta.hparams import Kind, field_type, typed_fields
+from advmeta.plan.space import ValueRange, as_list, parse_values
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from advmeta.errors import ConfigError, ResourceError
-from advmeta.ranges import ValueRange
+from advmeta.plan.space import ValueRange
 from advmeta.results import to_frame
 from advmeta.plan.budgets import get_budget
 from advmeta.ledger import Ledger, error_row
@@ -232,7 +232,7 @@ def test_an_eps_is_a_type_not_a_name() -> None:
     from advmeta.eps import Eps, EpsStep
     from advmeta.families import all_methods, config_class
     from advmeta.plan.space import training_eps_field
-    from advmeta.ranges import Kind, field_type, typed_fields
+    from advmeta.hparams import Kind, field_type, typed_fields
 
     # read from the declared types (typing.get_type_hints), never from the annotation's text
     assert field_type(str).kind is Kind.STR and field_type(Eps | None).optional and field_type(Eps | None).budget

@@ -17,27 +17,33 @@ recomputed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import os
+import shlex
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from advmeta.env import provenance, set_threads
 from advmeta.errors import ConfigError
 from advmeta.plan.estimate import trial_cost
 from advmeta.families import RunContext, TrialOutput, get_family
 from advmeta.ledger import Ledger
-from advmeta.plan.trial import Resources
+from advmeta.outcome import SweepOutcome
+from advmeta.plan.trial import Resources, TrialSpec
 from advmeta.tune.session import precheck_gpus, ray_session, resolve_resources
-from advmeta.plan.trial import TrialSpec
+
+if TYPE_CHECKING:
+    from advmeta.plan.grids import GridRequest
+    from advmeta.plan.space import SearchRequest
+    from advmeta.plan.sweeps import Plan
 
 
 @dataclass(frozen=True)
@@ -90,27 +96,6 @@ class SweepOptions:
     claim_looks: int = 1
 
 
-@dataclass
-class SweepOutcome:
-    """What a run of a sweep did."""
-
-    summary: pd.DataFrame
-    episodes: pd.DataFrame
-    total: int
-    done: int
-    failed: int
-    stopped: int
-    pending: int
-    wall_seconds: float
-    trial_seconds: list[float]
-    resources: Resources | None
-
-    @property
-    def complete(self) -> bool:
-        """Every trial finished or recorded as failed."""
-        return self.pending == 0
-
-
 def _throttled(fn: Any, seconds: float) -> Any:
     """``fn`` called at most once per ``seconds`` (partial results while a long sweep runs)."""
     last = [-float("inf")]
@@ -144,6 +129,63 @@ def _error_text(err: BaseException | None) -> str:
     return f"{type(inner).__name__}: {text}"[:2000]
 
 
+def run(source: GridRequest | SearchRequest | Callable[[], Plan], folder: str, opts: SweepOptions, *,
+        dry_run: bool = False, report: bool = True) -> int:
+    """The one road of ``advmeta sweep`` and ``advmeta tune``, and the Python API that runs what they run.
+
+    Plans ``source`` (:func:`advmeta.plan.plan_grid` holding the folder's lock — a calibration
+    writes there; :func:`advmeta.plan.plan_search` before taking it — an impossible shape is an
+    error before the folder is touched; a callable: a plan read back for ``--resume``), then,
+    holding the lock, lists the trials (``dry_run``) or runs them (:func:`run_sweep`) and finishes
+    (:func:`advmeta.outcome.finish`: wall time, report, summary lines). Returns the exit code
+    (0 done, 1 some failed, 130 interrupted)::
+
+        from advmeta.plan import GridRequest
+        from advmeta.tune.runner import SweepOptions, run
+        run(GridRequest("paper-tables", budget="smoke"), "results/smoke", SweepOptions())
+
+    Raises:
+        ConfigError: a bad request (an unknown grid, method or option; a malformed value), or a
+            folder another run holds.
+    """
+    from advmeta.lock import folder_lock
+    from advmeta.outcome import finish
+    from advmeta.plan.grids import GridRequest, plan_grid
+    from advmeta.plan.space import SearchRequest, plan_search
+
+    started = time.time()
+    with contextlib.ExitStack() as held:
+
+        def hold() -> None:  # the folder's lock, from the moment the request is parsed to the summary
+            held.enter_context(folder_lock(folder, enabled=not dry_run))  # another run's: exit 2 naming it
+
+        if isinstance(source, SearchRequest):
+            plan = plan_search(source, dry_run=dry_run, progress=opts.progress)
+            hold()
+        elif isinstance(source, GridRequest):  # held before the calibration reads or writes the folder
+            plan = plan_grid(source, folder, dry_run=dry_run, progress=opts.progress, hold=hold)
+        else:
+            hold()
+            plan = source()
+        if dry_run:
+            for spec in plan.trials:  # a grid's trials also name their tables
+                tables = f"  [{', '.join(spec.table)}]" if spec.table != ("tune",) else ""
+                print(f"{spec.trial_id}  {spec.label}{tables}")
+            print(f"{len(plan.trials)} trials -> {folder}")
+            return 0
+        sources = tuple(plan.manifest.get("episodes") or ())
+        if sources:  # standard episodes: no surrogate banks (they hold the seed's episodes)
+            opts = dataclasses.replace(opts, episodes=sources, banks={}, make_banks=False)
+        opts = dataclasses.replace(opts, claim_looks=plan.claim_looks)
+        local = "://" not in folder
+        previous = float((Ledger(folder).read_manifest() or {}).get("wall_seconds_total", 0.0) or 0.0) if local else 0.0
+        info = {**plan.manifest, "command": shlex.join(["advmeta", *sys.argv[1:]]), "cwd": os.getcwd(),
+                "started_at": started}
+        outcome = run_sweep(plan.name, plan.trials, folder, opts, info)
+        # the report is written inside the lock
+        return finish(plan.name, folder, outcome, started, previous, report=report, calibrated=plan.calibrated_now)
+
+
 def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: SweepOptions,
               info: dict[str, Any] | None = None) -> SweepOutcome:
     """Run (or continue) a sweep of ``specs`` whose results live in ``sweep_dir``.
@@ -162,7 +204,7 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
         ResourceError: GPUs requested where the cluster has none (before any trial starts).
     """
     precheck_gpus(opts.gpus_per_trial, opts.address)  # before Ray is even imported
-    from advmeta.tune.loggers import callbacks as logger_callbacks, check_loggers, trial_params
+    from advmeta.tune.loggers import check_loggers
 
     check_loggers(opts.loggers)  # a missing package is an error before anything runs
     from ray import tune
@@ -200,37 +242,8 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
             progress = SweepProgress(name, len(specs), len(specs) - len(pending), resources.max_concurrent,
                                      enabled=opts.progress,
                                      on_complete=_throttled(lambda: ledger.merge(specs), 30.0), specs=by_id)
-            max_t = max(int(s.train.get("iterations", s.train.get("epochs", 1))) for s in pending)
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"trial": tune.grid_search([trial_params(s) for s in pending])},
-                tune_config=tune.TuneConfig(
-                    num_samples=1, scheduler=_scheduler(opts, max_t), reuse_actors=opts.reuse_actors,
-                    # the run name in TensorBoard, MLflow, W&B: what the trial is, then its id
-                    trial_name_creator=lambda t: f"{by_id[t.config['trial']['id']].label} {t.config['trial']['id']}",
-                    trial_dirname_creator=lambda t: t.config["trial"]["id"],
-                ),
-                run_config=tune.RunConfig(
-                    name="run-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"),
-                    storage_path=_ray_storage(ledger), verbose=0,
-                    callbacks=[progress, *logger_callbacks(opts.loggers, name, ledger.root, ledger.local)],
-                    failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                ),
-            )
-            grid = tuner.fit()
-            for result in grid:  # type: ignore[attr-defined]  # ray: ResultGrid iterates by __getitem__/__len__, has no __iter__
-                spec = by_id.get(str((result.config or {}).get("trial", {}).get("id")))
-                if spec is None:
-                    continue
-                metrics = result.metrics or {}
-                if "trial_seconds" in metrics:
-                    trial_seconds.append(float(metrics["trial_seconds"]))
-                if result.error is not None and not ledger.is_done(spec.trial_id):
-                    ledger.write_error(spec, _error_text(result.error))
-                elif opts.scheduler != "none" and not ledger.is_done(spec.trial_id) and metrics:
-                    it = metrics.get("training_iteration", "?")
-                    ledger.write_error(spec, f"stopped early by ASHA after {it} reports", status="stopped")
+            grid = _tuner(name, trainable, pending, opts, ledger, progress, by_id).fit()
+            trial_seconds = _record_results(grid, by_id, ledger, opts)
             if opts.claim_looks > 1:  # claims decided, not only tested: more paired episodes where needed
                 from advmeta.tune.extend import extend_for_claims
 
@@ -240,6 +253,53 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
     return SweepOutcome(summary, episodes, len(specs), status.count("ok"), status.count("error"),
                         status.count("stopped"), status.count("pending"), time.perf_counter() - t0,
                         trial_seconds, resources)
+
+
+def _tuner(name: str, trainable: Any, pending: Sequence[TrialSpec], opts: SweepOptions, ledger: Ledger,
+           progress: Any, by_id: dict[str, TrialSpec]) -> Any:
+    """The Ray Tune ``Tuner`` of the ``pending`` trials: one grid point per trial (its id and the
+    parameters the loggers record), named after the trial, stored under the ledger's Ray folder."""
+    from ray import tune
+
+    from advmeta.tune.loggers import callbacks as logger_callbacks, trial_params
+
+    max_t = max(int(s.train.get("iterations", s.train.get("epochs", 1))) for s in pending)
+    return tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search([trial_params(s) for s in pending])},
+        tune_config=tune.TuneConfig(
+            num_samples=1, scheduler=_scheduler(opts, max_t), reuse_actors=opts.reuse_actors,
+            # the run name in TensorBoard, MLflow, W&B: what the trial is, then its id
+            trial_name_creator=lambda t: f"{by_id[t.config['trial']['id']].label} {t.config['trial']['id']}",
+            trial_dirname_creator=lambda t: t.config["trial"]["id"],
+        ),
+        run_config=tune.RunConfig(
+            name="run-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"),
+            storage_path=_ray_storage(ledger), verbose=0,
+            callbacks=[progress, *logger_callbacks(opts.loggers, name, ledger.root, ledger.local)],
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+
+
+def _record_results(grid: Any, by_id: dict[str, TrialSpec], ledger: Ledger, opts: SweepOptions) -> list[float]:
+    """Record what Tune's ``grid`` says of each trial that did not record itself (an error, an
+    early stop by ASHA); the finished trials' own seconds."""
+    trial_seconds: list[float] = []
+    for result in grid:  # a ResultGrid (it iterates by __getitem__ and __len__)
+        spec = by_id.get(str((result.config or {}).get("trial", {}).get("id")))
+        if spec is None:
+            continue
+        metrics = result.metrics or {}
+        if "trial_seconds" in metrics:
+            trial_seconds.append(float(metrics["trial_seconds"]))
+        if result.error is not None and not ledger.is_done(spec.trial_id):
+            ledger.write_error(spec, _error_text(result.error))
+        elif opts.scheduler != "none" and not ledger.is_done(spec.trial_id) and metrics:
+            it = metrics.get("training_iteration", "?")
+            ledger.write_error(spec, f"stopped early by ASHA after {it} reports", status="stopped")
+    return trial_seconds
 
 
 def _make_banks(specs: Sequence[TrialSpec], root: str, opts: SweepOptions, resources: Resources) -> None:

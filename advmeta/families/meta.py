@@ -118,7 +118,7 @@ def search_evals(budget: Any, attacks: list[str], test_eps: list[str] | None, sw
     """What ``advmeta tune`` evaluates: the white-box attacks at ``test_eps`` (default 2/255) on all of
     the budget's test episodes (not its white-box subset: a search compares trials by this row), with
     the budget's numbers as a grid gets them (attack steps, masking checks)."""
-    from advmeta.plan.grids import eval_settings
+    from advmeta.plan.settings import eval_settings
 
     evals = tuple(eval_settings({"name": sweep, "evals": [
         {"scenario": "whitebox", "attacks": list(attacks), "eps": list(test_eps or ["2/255"]), "support": ["clean"],

@@ -42,7 +42,7 @@ def train_attack_spec(cfg: Any) -> AttackSpec:
 def training_attack_settings(cfg: Any, **more: Any) -> dict[str, Any]:
     """The training attack's settings from a config's ``train_attack_steps``, ``train_step_size``
     (``eps``: equal to ``train_eps``) and ``train_random_start`` (:func:`advmeta.attacks.configured`)."""
-    from advmeta.ranges import typed_fields
+    from advmeta.hparams import typed_fields
 
     fields = typed_fields(type(cfg))
     bundle = {"steps": "train_attack_steps", "step_size": "train_step_size", "random_start": "train_random_start"}

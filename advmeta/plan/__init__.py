@@ -22,7 +22,9 @@ __all__ = ["GridRequest", "Plan", "SearchRequest", "plan_grid", "plan_search"]
 def __getattr__(name: str) -> Any:
     # the package face, loaded on first use: importing a planning module does not load the others
     if name in __all__:
-        from advmeta.plan import sweeps
+        import importlib
 
-        return getattr(sweeps, name)
+        module = {"GridRequest": "grids", "plan_grid": "grids", "SearchRequest": "space", "plan_search": "space",
+                  "Plan": "sweeps"}[name]
+        return getattr(importlib.import_module(f"advmeta.plan.{module}"), name)
     raise AttributeError(f"module 'advmeta.plan' has no attribute {name!r}")

@@ -29,15 +29,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from advmeta.eps import format_eps, parse_eps
+from advmeta.eps import PENDING, TABLE, format_eps, parse_eps
 from advmeta.errors import ConfigError
 
 RULES = ("pgd", "surrogate")
 """How a table's ε is calibrated: MAML's PGD-20 below 40 % (ε*), or MAML's drop under the surrogate."""
-TABLE = "table"
-"""The ``eps`` value of an eval that takes its table's ε."""
-PENDING = "eps*"
-"""Stands for a calibrated ε not known yet (``--dry-run`` before the first run)."""
 
 
 @dataclass(frozen=True)

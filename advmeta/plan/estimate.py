@@ -78,7 +78,7 @@ def _escalated(spec: TrialSpec, ev: Mapping[str, Any], attacks: Sequence[str]) -
 
 def _runs(attack: str, ev: Mapping[str, Any], n_way: int) -> tuple[float, float]:
     """An attack's (gradient runs of its steps, forwards of its query budget) on one episode."""
-    from advmeta.plan.grids import queries_of
+    from advmeta.plan.settings import queries_of
 
     if attack == "autoattack":
         parts = list(dict(ev.get("attack_params", {})).get("autoattack", {}).get(

@@ -22,26 +22,40 @@ crossed with the others:
 Trials with the same training settings from different tables are trained once and evaluated
 with the union of their protocols. Budget values (iterations, episodes, …) fill what a table
 does not set itself.
+
+Planning a grid sweep is here too: ``advmeta sweep``'s options, as typed, make a
+:class:`GridRequest` (the grid read, ``--eps`` parsed and checked at once); :func:`plan_grid`
+gives every table its ε (:mod:`advmeta.plan.epsplan`, calibrated first where a table needs it:
+:mod:`advmeta.calibration`) and expands the grid into the :class:`~advmeta.plan.sweeps.Plan`
+that :func:`advmeta.tune.runner.run` runs::
+
+    from advmeta.plan import GridRequest, plan_grid
+    plan = plan_grid(GridRequest("paper-tables", dataset="omniglot"), dry_run=True)
+    [t.trial_id for t in plan.trials]
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import sys
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from advmeta.errors import ConfigError
-from advmeta.hparams import HParams
+from advmeta.families import MethodRef, config_class, family_of, get_family, resolve
+from advmeta.hparams import HParams, TypedField, typed_fields
 from advmeta.plan.budgets import Budget
-from advmeta.plan.epsplan import TABLE, TableEps, as_list, method_eps_overrides, plan, table_rule
-from advmeta.families import MethodRef, config_class, family_of, get_family, resolve, scenario_owners
+from advmeta.plan.epsplan import TableEps, as_list, method_eps_overrides, plan, table_rule
+from advmeta.plan.settings import eval_settings, train_settings
+from advmeta.plan.space import parse_eps_option
+from advmeta.plan.sweeps import Plan, check_episodes, estimate_of, resolve_dataset, say_estimate
 from advmeta.plan.trial import EvalSettings, TrainSettings, TrialSpec
-from advmeta.plan.validate import check_axes, check_eval, check_value
-from advmeta.ranges import TypedField, typed_fields
+from advmeta.plan.validate import check_axes
 
 _TRAIN_AXES = ("dataset", "n_way", "k_shot", "q_query")
 _TABLE_KEYS = {"name", "title", "methods", "hparams", "method_hparams", "evals", "eval", "family", "train",
@@ -99,87 +113,6 @@ def uses_data(data: Mapping[str, Any]) -> bool:
 
 def _fields(method: str) -> dict[str, TypedField]:
     return typed_fields(config_class(method))
-
-
-def train_settings(budget: Budget, family: str, method: str, axes: Mapping[str, Any], seed: int,
-                   extra: Mapping[str, Any]) -> dict[str, Any]:
-    """Training settings of a trial: the seed, the family's settings from the budget under the
-    table's axes (:meth:`Family.train_settings`), then the table's own ``train`` values."""
-    train: dict[str, Any] = {"seed": seed, "budget": budget.name}
-    train.update(get_family(family).train_settings(budget, method, axes))
-    train.update(extra)
-    return train
-
-
-def classification_dataset(fewshot: str | None) -> str:
-    """The plain classification set an L2L trainer uses alongside a few-shot dataset.
-
-    CIFAR-10 (the L2L paper's) when its files are found; else the classification view its
-    dataset record names (Omniglot → ``omniglot-cls``, mini-ImageNet → ``miniimagenet-64``).
-    """
-    from advmeta.data.catalog import classification_names, find, records
-
-    if fewshot is not None and fewshot in classification_names():
-        return fewshot
-    if find("cifar10") is not None:
-        return "cifar10"
-    views = {r.name: r.classification for r in records() if r.classification is not None}
-    return views.get(str(fewshot), "cifar10")
-
-
-def queries_of(attack: str) -> int:
-    """The query budget an attack declares (``n_queries`` of its test settings: Square's forwards
-    per episode, the cost that dominates it); 0 for attacks whose cost is their steps."""
-    from advmeta.attacks import attack_info, attack_names
-
-    return int(dict(attack_info(attack).test_params).get("n_queries", 0)) if attack in attack_names() else 0
-
-
-def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps | None = None) -> list[dict[str, Any]]:
-    """A table's ``evals`` with the budget's numbers filled in (episodes, attack steps, masking
-    checks), validated; what a grid and ``advmeta tune`` evaluate with."""
-    evals = as_list(table.get("evals", table.get("eval", [])))
-    out = []
-    for ev in evals:
-        if not isinstance(ev, Mapping):
-            raise ConfigError(f"table {table.get('name')!r}: each eval must be a table of settings")
-        check_eval(ev, str(table.get("name", "table")))
-        full: dict[str, Any] = {"episodes": budget.test_episodes, "attack_steps": budget.attack_steps, "split": "test",
-                "n_test": budget.l2l_test_images}
-        if ev.get("scenario") in ("whitebox", "support", "support+query") and budget.whitebox_episodes:
-            full["episodes"] = budget.whitebox_episodes
-        attacks = as_list(ev.get("attacks", []))
-        heavy = ev.get("scenario") in ("support", "support+query") or any(queries_of(a) for a in attacks)
-        if heavy and budget.adaptive_episodes:
-            full["episodes"] = budget.adaptive_episodes
-        scenario = str(ev.get("scenario", "whitebox"))
-        owner = scenario_owners()[scenario]
-        full.update(owner.eval_defaults(budget, scenario))
-        full.update(ev)
-        own = {str(a): dict(p) for a, p in dict(ev.get("attack_params", {})).items()}
-        by_budget = {a: {k: list(v) if isinstance(v, tuple) else v for k, v in p}
-                     for a, p in budget.attack_params if a in attacks}
-        if own or by_budget:  # the budget's settings of an attack, the grid's own winning
-            full["attack_params"] = {a: {**by_budget.get(a, {}), **own.get(a, {})} for a in sorted({*own, *by_budget})}
-        if full.get("scenario", "whitebox") == "whitebox":
-            # The masking checks of every white-box evaluation, sized by the budget (a grid's
-            # `checks = false` turns them off, a table of CheckSettings fields overrides).
-            own = ev.get("checks", {})
-            full["checks"] = False if own is False else {**dict(budget.checks), **dict(own)}
-        if full.get("eps") == TABLE:
-            if table_eps is None or not table_eps.eps:
-                raise ConfigError(f"table {table.get('name')!r}: eps = \"table\" but the table's ε is unknown")
-            full["eps"] = list(table_eps.eps)
-            full["eps_source"] = table_eps.source
-        elif "eps" in full:
-            full["eps_source"] = "grid"
-        for key in ("attacks", "eps", "support", "query"):
-            if key in full:
-                full[key] = as_list(full[key])
-        if "attacks" in full:
-            full["attacks"] = owner.budget_attacks(budget, scenario, full["attacks"])
-        out.append(full)
-    return out
 
 
 def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str | None, seed: int,
@@ -290,9 +223,6 @@ def _method_trials(m: MethodRef, table: Mapping[str, Any], where: str, budget: B
     bad = [k for k in fixed if k not in fields]
     if bad:
         raise ConfigError(f"{where}: {m.name} has no hyper-parameter {bad[0]!r}; its fields: {', '.join(fields)}")
-    for k, values in [*hp_axes.items(), *((k, [v]) for k, v in fixed.items())]:
-        for v in values:
-            check_value(fields[k], v, f"{where}: {m.name} {k}")
     from_budget = {k: v for k, v in m.family.budget_hparams(budget).items() if k in fields}
     from_eps = method_eps_overrides(fields, train_at) if train_at else {}
     for combo in itertools.product(*hp_axes.values()) if hp_axes else [()]:
@@ -308,3 +238,205 @@ def _method_trials(m: MethodRef, table: Mapping[str, Any], where: str, budget: B
             except ConfigError as err:
                 raise ConfigError(f"{where}: {err}") from None
             yield trial_hp, settings
+
+
+@dataclass(frozen=True)
+class GridRequest:
+    """A grid sweep as asked for (``advmeta sweep``'s options, as typed).
+
+    Attributes:
+        grid: a shipped grid's name or a ``.toml`` path.
+        budget: ``smoke`` | ``quick`` | ``paper``.
+        dataset: the few-shot dataset; None or ``auto``: the first real one found.
+        seed: the trials' seed.
+        methods: only these methods (None: all).
+        eps: ``--eps`` as typed (a list ``a,b`` or a range ``lo:hi:step``, each ``k/255`` or a
+            float; the first is the training ε), or None for the tables' own.
+        episodes: ``--episodes``: standard test-episode manifests (files or built-in names).
+        data_root, device, cpus_per_trial: as the run will use them.
+
+    A record of text: :func:`plan_grid` parses and checks it, first (a malformed value is an
+    error before the sweep's folder is touched).
+    """
+
+    grid: str = "paper-tables"
+    budget: str = "quick"
+    dataset: str | None = None
+    seed: int = 0
+    methods: tuple[str, ...] | None = None
+    eps: str | None = None
+    episodes: tuple[str, ...] = ()
+    data_root: str | None = None
+    device: str = "auto"
+    cpus_per_trial: float | None = None
+
+
+def _parse_request(req: GridRequest) -> tuple[str, dict[str, Any], list[str] | None]:
+    """The grid's name and data, and ``--eps`` as canonical ``k/255`` (None: not given).
+
+    Raises:
+        ConfigError: an unknown grid, budget or method, a malformed ``eps``.
+    """
+    from advmeta.plan.budgets import get_budget
+
+    get_budget(req.budget)
+    user_eps = parse_eps_option(req.eps, "--eps") if req.eps is not None else None
+    name, data = load_grid(req.grid)
+    for m in req.methods or ():
+        if not m:
+            raise ConfigError(f"--methods {','.join(req.methods or ())!r}: empty method name; give a "
+                              "comma-separated list, e.g. maml,adml")
+        family_of(m)  # an unknown method is an error, not an empty sweep
+    return name, data, user_eps
+
+
+def plan_grid(req: GridRequest, folder: str = "", *, dry_run: bool = False, progress: bool = True,
+              hold: Callable[[], Any] | None = None) -> Plan:
+    """The trials of a grid at a budget, every table's ε resolved (calibrated first where needed;
+    the calibration is cached in the sweep ``folder``).
+
+    ``hold``: called once the request is parsed and checked, before anything reads or writes the
+    folder (:func:`advmeta.tune.runner.run` takes the folder's lock there).
+
+    Raises:
+        ConfigError: an unknown grid, budget, method or dataset; a malformed ``eps``; an episode
+            shape a dataset cannot give.
+    """
+    from advmeta.plan.budgets import get_budget
+
+    name, data, user_eps = _parse_request(req)
+    if hold is not None:
+        hold()
+    # A grid of simulators (GAIL) reads no dataset: none is chosen or announced.
+    ds = (resolve_dataset(req.dataset, req.data_root) if uses_data(data) or req.dataset not in (None, "auto")
+          else "none")
+    specs, info = _grid_trials(req, folder, name, data, ds, user_eps, dry_run=dry_run, progress=progress)
+    sources = check_episodes(specs, list(req.episodes))
+    calibrated = bool(info.pop("calibrated_now", False))
+    manifest = {"grid": req.grid, "budget": req.budget, "dataset": ds, "seed": req.seed, **info}
+    if sources:
+        manifest["episodes"] = sources
+    return Plan(name, specs, manifest, calibrated, get_budget(req.budget).claim_looks)
+
+
+@dataclass
+class _Calibrated:
+    """What planning a grid learnt of the ε calibration: the record (None: not calibrated yet), the
+    job, ε* and the surrogate rule's ε, and the manifest's facts."""
+
+    record: dict[str, Any] | None = None
+    job: Any = None
+    eps: str | None = None
+    surrogate_eps: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    now: bool = False
+
+
+def _grid_trials(req: GridRequest, folder: str, name: str, data: dict[str, Any], dataset: str,
+                 user_eps: Sequence[str] | None, *, dry_run: bool = False,
+                 progress: bool = True) -> tuple[list[TrialSpec], dict[str, Any]]:
+    """The trials of a grid with every table's ε resolved (calibrating first where needed).
+
+    Where a table's ε must be calibrated (:mod:`advmeta.plan.epsplan`) and ``folder`` holds
+    no calibration for this grid's MAML yet, the calibration runs now (not on ``dry_run``: the
+    listing then shows the pending ε as ``eps*``).
+
+    Returns:
+        The trials and the facts for the manifest: ``table_eps`` (ε and source per table),
+        ``calibration`` (the curve and choice, when calibrated), ``estimate_seconds``.
+    """
+    from advmeta.calibration import sweep as calib
+    from advmeta.families import RunContext
+    from advmeta.plan.budgets import get_budget
+    from advmeta.plan.epsplan import as_list, plan
+
+    b = get_budget(req.budget, dataset)
+    methods = list(req.methods) if req.methods else None
+    ctx = RunContext(sweep_dir=folder, data_root=req.data_root, device=req.device)
+    cal = _calibration(req, b, folder, name, data, dataset, user_eps, ctx, dry_run=dry_run, progress=progress)
+    info = dict(cal.info)
+    table_eps = plan(data, dataset, req.budget, user_eps, cal.eps, cal.surrogate_eps)
+    grid_shots = sorted({int(k) for t in data["tables"] for k in as_list(t.get("k_shot", 1))})
+    dropped = [k for k in grid_shots if not b.keeps_shot(k)]
+    if dropped:
+        info["dropped_shots"] = dropped
+        if progress or dry_run:
+            print(f"budget {req.budget}: {', '.join(map(str, dropped))}-shot trials left out "
+                  f"(--budget paper runs every shot)", file=sys.stderr)
+    specs = expand(name, data, b, dataset=dataset, seed=req.seed, methods=methods, table_eps=table_eps)
+    if cal.record is not None and cal.job is not None and not dry_run:
+        calib.hand_over(folder, cal.record, cal.job, specs, ctx)
+    info["table_eps"] = {k: v.to_dict() for k, v in table_eps.items()}
+    # the calibration counts where this run does it (or a dry run's would); a cached one costs nothing
+    cal_spec = calib.calibration_spec(specs) if cal.job is not None and (cal.record is None or cal.now) else None
+    info["estimate_seconds"] = estimate_of(specs, req.cpus_per_trial, cal_spec, b.calibration_episodes).seconds
+    if dry_run or (progress and not cal.now):  # (a calibrating run said it before calibrating)
+        say_estimate(specs, req.cpus_per_trial, cal_spec, b.calibration_episodes, b.claim_looks)
+    if progress or dry_run:
+        _say_table_eps(table_eps, dataset, calibrated=cal.eps is not None)
+    if cal.now:
+        info["calibrated_now"] = True  # for finish()'s wall-time line; popped before the manifest
+    return specs, info
+
+
+def _calibration(req: GridRequest, b: Budget, folder: str, name: str, data: dict[str, Any], dataset: str,
+                 user_eps: Sequence[str] | None, ctx: Any, *, dry_run: bool, progress: bool) -> _Calibrated:
+    """The grid's ε calibration: cached in the folder, run now (not on a dry run), or not needed.
+
+    Raises:
+        ConfigError: a table needs a calibrated ε but the grid has no MAML trial on ``dataset``.
+    """
+    from advmeta.calibration import sweep as calib
+    from advmeta.calibration.search import SURROGATE_DROP, Calibration
+    from advmeta.plan.epsplan import needs_calibration, surrogate_tables
+    from advmeta.plan.validate import check_episode_shapes
+
+    tables = needs_calibration(data, dataset, user_eps)
+    if not tables:
+        return _Calibrated()
+    provisional = expand(name, data, b, dataset=dataset, seed=req.seed)
+    check_episode_shapes(provisional, req.data_root)  # before calibrating on them
+    cal_spec = calib.calibration_spec(provisional)
+    if cal_spec is None:
+        raise ConfigError(f"tables {', '.join(tables)} need an ε calibrated on the grid's MAML, but the grid has "
+                          f"no MAML trial on {dataset}; pass --eps k/255")
+    threads = max(1, int(req.cpus_per_trial or 1))
+    drop = SURROGATE_DROP if surrogate_tables(data, dataset, user_eps) else None
+    out = _Calibrated(job=calib.job_for(cal_spec, ctx, b.calibration_episodes, threads, b.q_query, surrogate_drop=drop))
+    out.record = calib.cached(folder, out.job)
+    if out.record is None and not dry_run:
+        keep = [s for s in provisional if not req.methods or s.method in req.methods]
+        if progress:  # the cost first, then the calibration's own lines
+            say_estimate(keep, req.cpus_per_trial, cal_spec, b.calibration_episodes, b.claim_looks)
+        _, out.record = calib.run(folder, out.job, calib.surrogate_configs(keep, ctx), progress=progress)
+        out.now = True
+    if out.record is not None:
+        cal = Calibration.from_dict(out.record["calibration"])
+        out.eps = cal.eps
+        out.info["calibration"] = {**cal.to_dict(), "maml_trial_val_acc": out.record.get("val_acc"),
+                                   "seconds": out.record.get("seconds"), "wall_seconds": out.record.get("wall_seconds")}
+        if "surrogate" in out.record:
+            out.surrogate_eps = str(out.record["surrogate"]["eps"])
+            out.info["calibration"]["surrogate"] = dict(out.record["surrogate"])
+    return out
+
+
+def _say_table_eps(table_eps: Mapping[str, Any], dataset: str, calibrated: bool) -> None:
+    """Each table's ε and where it comes from (stderr)."""
+    from advmeta.calibration.search import SURROGATE_DROP
+    from advmeta.eps import PENDING
+
+    for tname, te in table_eps.items():
+        if te.source == "grid":
+            continue
+        why = {"paper": f"the papers' ε on {dataset}", "user": "--eps",
+               "calibrated": (f"calibrated on {dataset}" if calibrated else
+                              "calibrated when the sweep starts (listed as eps*)")}[te.source]
+        if te.source == "calibrated" and te.rule == "surrogate":
+            why += (f": the first of ε*·(1 … 2) at which MAML loses ≥ {SURROGATE_DROP:g} points to the "
+                    "surrogate's FGSM; ADML and MAML-AD train at it")
+        print(f"ε of table {tname}: {', '.join(te.eps)} ({why})", file=sys.stderr)
+    if any(te.eps == (PENDING,) for te in table_eps.values()):
+        print(f"trial ids: those of trials at {PENDING} are provisional (ε is part of a trial's identity); the run "
+              "lists its own once ε is calibrated, and a dry run of a folder holding that calibration lists the "
+              "run's ids", file=sys.stderr)

@@ -4,23 +4,199 @@
 draws of a random search (seeded, so re-running the command draws the same trials and resumes).
 Ranges without a step are sampled continuously by the random search (log-uniformly where the
 field is declared ``log=True`` in the learner), and stepped by 1 in a grid.
+
+``advmeta tune``'s options, as typed, make a :class:`SearchRequest` (the method resolved once and
+each value parsed by its field's declared type, at once); :func:`plan_search` makes the trials,
+the :class:`~advmeta.plan.sweeps.Plan` that :func:`advmeta.tune.runner.run` runs.
+
+The syntax of a value on the command line, for any field (its kind read from its declared type,
+:func:`advmeta.hparams.typed_fields`):
+
+- a list ``a,b,c`` — exactly those values;
+- a range ``lo:hi:step`` — ``lo, lo+step, …`` up to and including ``hi`` (within rounding);
+- a range ``lo:hi`` — the same with step 1 for a grid, or the continuous interval [lo, hi]
+  when a search algorithm samples it (:attr:`ValueRange.step` is then ``None``).
+
+ε accepts ``k/255`` in every position: ``2/255:8/255:2/255`` is 2/255, 4/255, 6/255, 8/255.
+Malformed input raises :class:`~advmeta.errors.ConfigError` with one line naming the option and
+the problem.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from advmeta.eps import format_eps, parse_eps
 from advmeta.errors import ConfigError
 from advmeta.hparams import HParams
-from advmeta.ranges import Kind, TypedField, ValueRange, Values, as_list, parse_values, typed_fields
+from advmeta.hparams import Kind, TypedField, typed_fields
 from advmeta.plan.budgets import Budget
 from advmeta.families import MethodRef, resolve
+from advmeta.plan.sweeps import Plan, estimate_of, resolve_dataset, say_estimate
 from advmeta.plan.trial import EvalSettings, TrainSettings, TrialSpec
+
+_MAX_VALUES = 10_000
+"""A range longer than this is almost surely a typo (e.g. a step of 1e-6)."""
+
+
+
+@dataclass(frozen=True)
+class ValueRange:
+    """A numeric interval ``[lo, hi]``, stepped by ``step`` (``None``: continuous, grid step 1)."""
+
+    lo: float
+    hi: float
+    step: float | None
+    kind: Kind
+
+    def grid(self) -> list[Any]:
+        """The values ``lo, lo+step, …, ≤ hi`` (step 1 when none was given), typed after ``kind``."""
+        step = 1.0 if self.step is None else self.step
+        n = int(math.floor((self.hi - self.lo) / step + 1e-9)) + 1
+        if n > _MAX_VALUES:
+            raise ConfigError(f"range {self.describe()} has {n} values (more than {_MAX_VALUES})")
+        values = [self.lo + i * step for i in range(n)]
+        return [_typed(round(v, 12), self.kind) for v in values]
+
+    def describe(self) -> str:
+        """The range as the user would write it."""
+        fmt: Callable[[float], str] = format_eps if self.kind is Kind.EPS else (lambda v: f"{v:g}")
+        parts = [fmt(self.lo), fmt(self.hi)] + ([] if self.step is None else [fmt(self.step)])
+        return ":".join(parts)
+
+
+Values = list[Any] | ValueRange
+
+
+def _typed(value: float, kind: Kind) -> Any:
+    if kind is Kind.INT:
+        return int(round(value))
+    if kind is Kind.EPS:
+        return format_eps(value)
+    return float(value)
+
+
+def parse_scalar(text: str, kind: Kind, option: str = "value") -> Any:
+    """One value typed after ``kind``; ε comes back as its canonical ``k/255`` string."""
+    text = text.strip()
+    if not text:
+        raise ConfigError(f"{option}: empty value")
+    try:
+        if kind is Kind.EPS:
+            return format_eps(parse_eps(text))
+        if kind is Kind.INT:
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if kind is Kind.FLOAT:
+            number = float(text)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
+        if kind is Kind.BOOL:
+            lowered = text.lower()
+            if lowered in {"true", "1", "yes", "on"}:
+                return True
+            if lowered in {"false", "0", "no", "off"}:
+                return False
+            raise ValueError
+    except ConfigError as err:
+        raise ConfigError(f"{option}: {err}") from None
+    except ValueError:
+        raise ConfigError(f"{option}: {text!r} is not a valid {kind.value}") from None
+    return text
+
+
+def _number(text: str, kind: Kind, option: str) -> float:
+    try:
+        if kind is Kind.EPS:
+            return parse_eps(text)
+        value = float(text)
+    except (ConfigError, ValueError):
+        raise ConfigError(f"{option}: {text!r} in range is not a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{option}: {text!r} in range is not finite")
+    return value
+
+
+def parse_values(text: str, kind: Kind = Kind.FLOAT, option: str = "value") -> Values:
+    """Parse ``a,b,c``, ``lo:hi`` or ``lo:hi:step`` (see the module docstring).
+
+    Args:
+        text: what the user wrote.
+        kind: how each value is read.
+        option: the option's name for error messages (``--gamma``).
+
+    Returns:
+        A list of typed values, or a :class:`ValueRange`.
+
+    Raises:
+        ConfigError: malformed input — a zero or negative step, ``lo > hi``, a non-number in a
+            range, a range over a boolean or string field, an empty item.
+
+    Examples:
+        >>> parse_values("0.1,1,10")
+        [0.1, 1.0, 10.0]
+        >>> parse_values("0:5").grid()
+        [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        >>> parse_values("2/255:8/255:2/255", Kind.EPS).grid()
+        ['2/255', '4/255', '6/255', '8/255']
+    """
+    text = text.strip()
+    if not text:
+        raise ConfigError(f"{option}: empty value")
+    if ":" in text and kind not in (Kind.STR,):
+        if "," in text:
+            raise ConfigError(f"{option}: {text!r} mixes a range (:) and a list (,); use one")
+        if kind is Kind.BOOL:
+            raise ConfigError(f"{option}: a boolean takes a list (true,false), not a range")
+        parts = text.split(":")
+        if len(parts) not in (2, 3):
+            raise ConfigError(f"{option}: {text!r} is not lo:hi or lo:hi:step")
+        lo, hi = (_number(p, kind, option) for p in parts[:2])
+        step = _number(parts[2], kind, option) if len(parts) == 3 else None
+        if step is not None and step <= 0:
+            raise ConfigError(f"{option}: step of {text!r} must be > 0")
+        if lo > hi:
+            raise ConfigError(f"{option}: {text!r} has lo > hi")
+        rng = ValueRange(lo, hi, step, kind)
+        try:
+            rng.grid()  # validates the length now, not when a trial is built
+        except ConfigError as err:
+            raise ConfigError(f"{option}: {err}") from None
+        return rng
+    items = text.split(",")
+    if any(not i.strip() for i in items):
+        raise ConfigError(f"{option}: {text!r} has an empty item")
+    values = [parse_scalar(i, kind, option) for i in items]
+    return list(dict.fromkeys(values))  # drop repeats, keep order
+
+
+def as_list(values: Values) -> list[Any]:
+    """The values of a list or the grid of a range."""
+    return values.grid() if isinstance(values, ValueRange) else list(values)
+
+
+def parse_eps_option(text: str, option: str) -> list[str]:
+    """An ε option as typed — a list ``a,b`` or a range ``lo:hi:step``, each ``k/255`` or a float —
+    as canonical ``k/255`` strings, each checked (> 0, at most the largest ε advmeta accepts)."""
+    from advmeta.eps import check_eps_value
+
+    values = [str(v) for v in as_list(parse_values(text, Kind.EPS, option))]
+    for e in values:
+        check_eps_value(e, option)
+        if parse_eps(e) <= 0:
+            raise ConfigError(f"{option} {e}: ε must be > 0")
+    return values
+
 
 def training_eps_field(fields: Mapping[str, TypedField]) -> str | None:
     """The method's training budget: its one field typed ``Eps`` (not ``EpsStep``), whatever its
@@ -94,7 +270,7 @@ def parse_overrides(method: str | MethodRef, args: Sequence[str]) -> dict[str, V
         if name in out:
             raise ConfigError(f"--{key} given twice")
         out[name] = parse_values(value, fields[name].type.kind, option=f"--{key}")
-        from advmeta.plan.validate import check_value
+        from advmeta.hparams import check_value
 
         values = out[name]
         ends: list[Any] = list(values) if not isinstance(values, ValueRange) else [values.lo, values.hi]
@@ -157,7 +333,7 @@ def tune_trials(method: str | MethodRef, overrides: Mapping[str, Values], budget
     Raises:
         ConfigError: unknown search, ``samples`` < 1.
     """
-    from advmeta.plan.grids import train_settings
+    from advmeta.plan.settings import train_settings
 
     if samples < 1:
         raise ConfigError("--samples must be >= 1")
@@ -186,11 +362,6 @@ def tune_trials(method: str | MethodRef, overrides: Mapping[str, Values], budget
             combos.append(({k: _sample(v, fields[k], rng) for k, v in overrides.items()}, seed))
     else:
         raise ConfigError(f"unknown search {search!r}; known: grid, random")
-    from advmeta.plan.validate import check_value
-
-    for hp, _ in combos:  # a negative learning rate or count is an error here, not a failed trial
-        for k, v in hp.items():
-            check_value(fields[k], v, f"--{k.replace('_', '-')}")
     specs = []
     for hp, s in combos:
         train = train_settings(budget, m.family_name, m.name, {"dataset": dataset, "n_way": n_way, "k_shot": k_shot},
@@ -199,3 +370,80 @@ def tune_trials(method: str | MethodRef, overrides: Mapping[str, Values], budget
         specs.append(TrialSpec(sweep, m.family_name, m.name, trial_hp, TrainSettings.of(train),
                                tuple(EvalSettings.of(e) for e in evals), budget.name, ("tune",)))
     return list(dict((sp.trial_id, sp) for sp in specs).values())
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A search over one method's hyper-parameters as asked for (``advmeta tune``'s options).
+
+    A record of text: :func:`plan_search` parses and checks it, first (the method resolved once,
+    each value by its field's declared type; a malformed value is an error before any work).
+
+    Attributes:
+        method: the learner or trainer.
+        options: the hyper-parameter options as typed, e.g. ``("--gamma", "0:5", "--k=0.1,1,10")``.
+        search: ``grid`` (every combination × ``samples`` seeds) or ``random`` (``samples`` draws).
+        test_eps: ``--test-eps`` as typed (a list or a range), or None (the training ε tried).
+        attacks: the evaluation's white-box attacks, comma-separated.
+        Others: as :class:`GridRequest`.
+    """
+
+    method: str
+    options: tuple[str, ...] = ()
+    budget: str = "quick"
+    dataset: str | None = None
+    seed: int = 0
+    n_way: int = 5
+    k_shot: int = 1
+    search: str = "grid"
+    samples: int = 1
+    test_eps: str | None = None
+    attacks: str = "pgd"
+    data_root: str | None = None
+    cpus_per_trial: float | None = None
+
+
+def _parse_request(req: SearchRequest) -> tuple[MethodRef, dict[str, Values], list[str] | None]:
+    """The method resolved, the hyper-parameter options parsed by their fields' declared types, and
+    ``--test-eps`` as canonical ``k/255`` (None: not given).
+
+    Raises:
+        ConfigError: an unknown method, option or budget; a malformed value; an impossible shape.
+    """
+    from advmeta.plan.budgets import get_budget
+
+    ref = resolve(req.method)  # once; an unknown method is an error first
+    if req.k_shot < 1 or req.n_way < 2:
+        raise ConfigError(f"--k-shot must be >= 1 and --n-way >= 2, got {req.k_shot} and {req.n_way}")
+    overrides = parse_overrides(ref, req.options)
+    get_budget(req.budget)
+    return ref, overrides, parse_eps_option(req.test_eps, "--test-eps") if req.test_eps else None
+
+
+def plan_search(req: SearchRequest, *, dry_run: bool = False, progress: bool = True) -> Plan:
+    """The trials of a search over ``req.method``'s hyper-parameters.
+
+    Raises:
+        ConfigError: an unknown method, option, budget or dataset; a malformed value; an impossible
+            episode shape.
+    """
+    from advmeta.plan.budgets import get_budget
+    from advmeta.plan.validate import check_episode_shapes
+
+    method, overrides, test_eps = _parse_request(req)
+    name = f"tune-{req.method}"
+    if not overrides and req.search == "grid" and req.samples == 1 and progress:
+        print(f"note: no hyper-parameter given; running the defaults once (see `advmeta tune {req.method} --params`)",
+              file=sys.stderr)
+    simulated = not method.family.uses_dataset(req.method)  # GAIL: no dataset chosen or announced
+    ds = "none" if simulated and req.dataset in (None, "auto") else resolve_dataset(req.dataset, req.data_root)
+    specs = tune_trials(method, overrides, get_budget(req.budget, ds), dataset=ds, seed=req.seed, n_way=req.n_way,
+                        k_shot=req.k_shot, search=req.search, samples=req.samples, test_eps=test_eps,
+                        attacks=[a.strip() for a in req.attacks.split(",") if a.strip()], sweep=name)
+    check_episode_shapes(specs, req.data_root)  # --n-way 5000: an error now, not a failed trial
+    manifest: dict[str, Any] = {"method": req.method, "budget": req.budget, "dataset": ds, "seed": req.seed,
+                                "search": req.search, "samples": req.samples}
+    manifest["estimate_seconds"] = estimate_of(specs, req.cpus_per_trial).seconds
+    if dry_run or progress:
+        say_estimate(specs, req.cpus_per_trial)
+    return Plan(name, specs, manifest)

@@ -136,7 +136,7 @@ class TrainSettings(_Settings):
 @dataclass(frozen=True, eq=False, repr=False)
 class EvalSettings(_Settings):
     """One evaluation of a trial (a grid's ``[[tables.evals]]`` with the budget's numbers filled
-    in, see :func:`advmeta.plan.grids.eval_settings`); the family turns it into its protocol."""
+    in, see :func:`advmeta.plan.settings.eval_settings`); the family turns it into its protocol."""
 
     _WHAT = "evaluation setting"
 
@@ -184,8 +184,8 @@ class TrialSpec:
         method: learner or trainer name.
         hparams: the method's hyper-parameters the trial sets (:class:`~advmeta.hparams.HParams`:
             read as the mapping of what is set, which the id hashes; ``hparams.config`` is the
-            method's typed ``Config``, parsed here once — a mapping is converted, and an unknown
-            field is a :class:`ConfigError`).
+            method's typed ``Config``, parsed once — where the planner made the ``HParams``, or
+            here from a mapping, where an unknown field is a :class:`ConfigError`).
         train: training settings (:class:`TrainSettings`; a mapping is converted, and an unknown
             key is a :class:`ConfigError`).
         evals: evaluation protocols (:class:`EvalSettings`; mappings are converted, and an
@@ -208,10 +208,11 @@ class TrialSpec:
     resources: Resources | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        from advmeta.families import get_family
+        if not isinstance(self.hparams, HParams):  # a mapping (a spec read back): its Config parsed once, here
+            from advmeta.families import get_family
 
-        config_class = get_family(self.family).config_class(self.method)
-        object.__setattr__(self, "hparams", HParams.of(config_class, self.hparams, self.method))
+            config_class = get_family(self.family).config_class(self.method)
+            object.__setattr__(self, "hparams", HParams(config_class, self.hparams, self.method))
         object.__setattr__(self, "train", TrainSettings.of(self.train))
         object.__setattr__(self, "evals", tuple(EvalSettings.of(e) for e in self.evals))
 

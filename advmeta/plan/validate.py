@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from advmeta.errors import ConfigError
-from advmeta.ranges import TypedField
+from advmeta.eps import check_eps_value
 
 SUPPORTS = ("clean", "adv40", "adv")
 QUERIES = ("clean", "adv")
@@ -25,33 +25,6 @@ def _where(table: str, what: str) -> str:
 def _positive_int(value: Any, what: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{what} must be a whole number >= 1, got {value!r}")
-
-
-# The largest ε a run accepts: at 128/255 a perturbation may already move any pixel half-way
-# across [0, 1] (the masking checks' PGD at 4 × ε stops there too); 300/255 or 0.9 is a typo
-# (a k/255 read as k, or a missing /255), not an experiment.
-MAX_EPS = 128 / 255
-
-
-def check_eps_value(value: Any, what: str) -> None:
-    """``value`` is an ε (``k/255``, a number in [0, :data:`MAX_EPS`]) or the pending/table placeholders.
-
-    Raises:
-        ConfigError: a malformed or negative ε, or one above :data:`MAX_EPS`.
-    """
-    from advmeta.eps import parse_eps
-    from advmeta.plan.epsplan import PENDING, TABLE
-
-    if value in (TABLE, PENDING):
-        return
-    try:
-        eps = parse_eps(value)
-    except ConfigError as err:
-        raise ConfigError(f"{what}: {err}") from None
-    if eps > MAX_EPS + 1e-12:
-        scaled = "" if str(value).strip().endswith("/255") else f" (= {eps * 255:g}/255)"
-        raise ConfigError(f"{what}: ε {value}{scaled} is above 128/255, the largest advmeta accepts "
-                          "(images are in [0, 1]; write ε as k/255, e.g. 8/255)")
 
 
 def check_eval(ev: Mapping[str, Any], table: str) -> None:
@@ -139,53 +112,8 @@ def check_axes(axes: Mapping[str, list[Any]], table: str) -> None:
         _positive_int(q, _where(table, "q_query"))
 
 
-def check_value(field: TypedField, value: Any, what: str) -> None:
-    """A hyper-parameter value against its field: type, range (``low``/``high``) and choices.
-
-    Raises:
-        ConfigError: the wrong type (a string for a float, …) or a value outside the range.
-    """
-    from advmeta.ranges import Kind
-
-    if value is None and field.type.optional:
-        return
-    if not field.type.scalar:
-        return  # structured values are checked by the learner itself
-    meta: Mapping[str, Any] = field.metadata
-    choices = meta.get("choices")
-    if choices is not None:
-        if value not in choices:
-            raise ConfigError(f"{what} must be one of {', '.join(map(str, choices))}, got {value!r}")
-        return
-    kind = field.type.kind
-    if kind is Kind.EPS:
-        if isinstance(value, str) and value.strip() == "eps":
-            return  # "eps": tied to the training ε (AQ-style step sizes)
-        check_eps_value(value, what)
-        return
-    if kind is Kind.BOOL:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{what} must be true or false, got {value!r}")
-        return
-    if kind in (Kind.INT, Kind.FLOAT):
-        ok = isinstance(value, int) if kind is Kind.INT else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok:
-            raise ConfigError(f"{what} must be {'a whole number' if kind is Kind.INT else 'a number'}, got {value!r}")
-        # The fields' low/high are search ranges, not limits; what they do rule out is the sign:
-        # a count whose range starts at 1 is >= 1, a value whose range starts at >= 0 is >= 0.
-        low = meta.get("low")
-        if low is not None and low >= 1 and kind is Kind.INT and value < 1:
-            raise ConfigError(f"{what} must be >= 1, got {value!r}")
-        if low is not None and low >= 0 and value < 0:
-            raise ConfigError(f"{what} must be >= 0, got {value!r}")
-        return
-    if not isinstance(value, str):
-        raise ConfigError(f"{what} must be text, got {value!r}")
-
-
 def _check_checks(value: Any, where: str) -> None:
     """An eval's ``checks``: ``false`` or a table of :class:`advmeta.checks.CheckSettings` fields."""
-    import dataclasses
 
     from advmeta.checks import CheckSettings
 

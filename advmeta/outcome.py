@@ -1,76 +1,48 @@
-"""What ``advmeta sweep`` and ``advmeta tune`` share once their options are parsed into a request:
-plan it (:mod:`advmeta.plan.sweeps`), then — holding the folder's lock — list it (``--dry-run``)
-or run it (:func:`advmeta.tune.runner.run_sweep`) and print the summary (:func:`plan_and_run`).
+"""What a run of a sweep did, and how it is told: the :class:`SweepOutcome`, the summary lines
+and the report written at the end (:func:`finish`), the exit code (:func:`exit_code`).
 
-Kept out of the Typer modules so that it can be tested and reused without a command line.
+Plain Python over the sweep's folder: :func:`advmeta.tune.runner.run` calls it when the trials
+are done; nothing here talks to Ray.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 import time
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from advmeta.ledger import Ledger
-from advmeta.plan.sweeps import Plan
-from advmeta.plan.trial import TrialSpec
-from advmeta.tune.runner import SweepOutcome
 
 
-def plan_and_run(folder: str, make_plan: Plan | Callable[[], Plan], options: Callable[[Plan], Any], *,
-                 dry_run: bool, report: bool, label: Callable[[TrialSpec], str]) -> int:
-    """The one road of ``sweep`` and ``tune`` after parsing: take the folder's lock, plan
-    (``make_plan``: :func:`advmeta.plan.plan_grid` or a resumed plan, called holding the lock; or a
-    :class:`~advmeta.plan.sweeps.Plan` made before, as a search is), then list the trials
-    (``dry_run``) or run them with ``options(plan)`` (the :class:`advmeta.tune.runner.SweepOptions`)
-    and finish. Returns the exit code."""
-    from advmeta.lock import folder_lock
+@dataclass
+class SweepOutcome:
+    """What a run of a sweep did."""
 
-    started = time.time()
-    with folder_lock(folder, enabled=not dry_run):  # a second run on this folder exits 2 naming this one
-        plan = make_plan if isinstance(make_plan, Plan) else make_plan()
-        if dry_run:
-            list_trials(plan.trials, folder, label)
-            return 0
-        from advmeta.tune.runner import run_sweep
+    summary: pd.DataFrame
+    episodes: pd.DataFrame
+    total: int
+    done: int
+    failed: int
+    stopped: int
+    pending: int
+    wall_seconds: float
+    trial_seconds: list[float]
+    resources: Any
+    """The :class:`~advmeta.plan.trial.Resources` the trials ran with (None: none ran)."""
 
-        run_info, previous = begin(folder, {**plan.manifest, "started_at": started})
-        outcome = run_sweep(plan.name, plan.trials, folder, options(plan), run_info)
-        # the report is written inside the lock
-        return finish(plan.name, folder, outcome, run_info["started_at"], previous, report=report,
-                      calibrated=plan.calibrated_now)
-
-
-def sweep_dir(name: str, output: str | None, storage: str | None) -> str:
-    """The sweep's folder: ``--output``, else ``<storage>/<name>``, else ``results/<name>``."""
-    if output:
-        return output
-    root = storage or "results"
-    return root.rstrip("/") + "/" + name
-
-
-def list_trials(specs: Sequence[TrialSpec], folder: str, label: Callable[[TrialSpec], str]) -> None:
-    """``--dry-run``: one line per trial (its id and ``label(spec)``), then the count."""
-    for spec in specs:
-        print(f"{spec.trial_id}  {label(spec)}")
-    print(f"{len(specs)} trials -> {folder}")
-
-
-def begin(folder: str, info: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    """Before :func:`advmeta.tune.runner.run_sweep`: its manifest facts (``info`` plus the command
-    line, the working folder and the start time) and the wall seconds of earlier runs of ``folder``."""
-    previous = (Ledger(folder).read_manifest() or {}).get("wall_seconds_total", 0.0) if "://" not in folder else 0.0
-    return ({**info, "command": shlex.join(["advmeta", *sys.argv[1:]]), "cwd": os.getcwd(),
-             "started_at": float(info.get("started_at") or time.time())}, float(previous or 0.0))
+    @property
+    def complete(self) -> bool:
+        """Every trial finished or recorded as failed."""
+        return self.pending == 0
 
 
 def finish(name: str, folder: str, outcome: SweepOutcome, started_at: float, previous_wall: float,
            report: bool = True, calibrated: bool = False) -> int:
-    """After :func:`advmeta.tune.runner.run_sweep`: record the wall time (this run's from
+    """After the trials (:func:`advmeta.tune.runner.run_sweep`): record the wall time (this run's from
     ``started_at``, and with earlier runs' ``previous_wall``), write the report, print the summary
     lines; return the exit code (:func:`exit_code`). ``calibrated``: this run calibrated ε (its
     wall time says so)."""
