@@ -30,6 +30,43 @@ PENDING = "eps*"
 """The ε of a table still to be calibrated (a dry run lists its trials at it)."""
 
 
+class Epsilon(float):
+    """A perturbation budget as one value: the float on [0, 1] images and its canonical ``k/255``
+    text (:attr:`text`, also ``str()``), made once from what was typed (``"16/255"``, ``"0.0627"``,
+    a number) and carried as it is from the option to the attack's projection. It is a float
+    wherever arithmetic needs one; wherever a budget is named (a trial's id, a row's ``eps_str``, a
+    message) its text is written.
+
+    Examples:
+        >>> e = Epsilon("16/255")
+        >>> e == 16 / 255, e.text, str(e)
+        (True, '16/255', '16/255')
+        >>> Epsilon(e) is e
+        True
+    """
+
+    text: str
+
+    __slots__ = ("text",)
+
+    def __new__(cls, value: Eps | Epsilon) -> Epsilon:
+        if isinstance(value, Epsilon):
+            return value
+        text = format_eps(value)
+        made = super().__new__(cls, parse_eps(text))  # the float its canonical text names, exactly
+        made.text = text
+        return made
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"Epsilon({self.text!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Epsilon, (self.text,))
+
+
 def parse_eps(eps: Eps) -> float:
     """ε as a float on the [0, 1] scale.
 
@@ -42,6 +79,8 @@ def parse_eps(eps: Eps) -> float:
         >>> parse_eps(0.5)
         0.5
     """
+    if isinstance(eps, Epsilon):
+        return eps
     if isinstance(eps, bool):
         raise ConfigError(f"malformed epsilon {eps!r}")
     if isinstance(eps, (int, float)):
@@ -72,6 +111,8 @@ def format_eps(eps: Eps) -> str:
         >>> format_eps("0.2/255")
         '0.2/255'
     """
+    if isinstance(eps, Epsilon):
+        return eps.text
     k = parse_eps(eps) * 255
     for digits in range(0, 7):
         r = round(k, digits)

@@ -24,7 +24,7 @@ from advmeta.checks import MaskingChecks
 from advmeta.converge import Escalation, escalate, escalate_attack, worst_of
 from advmeta.env import configure_allocator, provenance, resolve_device
 from advmeta.errors import NonFiniteLossError
-from advmeta.eps import format_eps, parse_eps
+from advmeta.eps import Epsilon, format_eps
 from advmeta.attacks import cross_entropy
 from advmeta.learners import AttackSpec, Learner
 from advmeta.learners.tafl import l_ar
@@ -131,7 +131,7 @@ def _whitebox(learner: Learner, fn: Any, ep: Episodes, step: int, protocol: Eval
     clean_ok, clean_ce = clean
     first: dict[str, Tensor] = {}
     for eps in protocol.eps:
-        e, es = parse_eps(eps), format_eps(eps)
+        e, es = eps, eps.text  # an Epsilon: the float and its k/255
         worst_ok, worst_ce = clean_ok.clone(), clean_ce.clone()
         t_all, efforts = 0.0, []
         for name in protocol.attacks:
@@ -187,7 +187,7 @@ def _adaptive(learner: Learner, ep: Episodes, steps: int, protocol: EvalProtocol
     """The attacks through adaptation (``support``, ``support+query``) at the last fine-tune step,
     escalated to convergence as the white-box attacks are."""
     for eps in protocol.eps:
-        e, es = parse_eps(eps), format_eps(eps)
+        e, es = eps, eps.text  # an Epsilon: the float and its k/255
         # PGD's settings as the white-box PGD runs them (step size "auto" resolved against ε).
         pgd = AttackSpec("pgd", eps, protocol.params_of("pgd")).accepted()
         params = json.dumps({**pgd, "through": "adaptation"}, sort_keys=True)
@@ -231,10 +231,10 @@ def surrogate_params(cfg: TrainConfig) -> str:
                        "classes": cfg.surrogate_classes, "labels": labels}, sort_keys=True)
 
 
-def _surrogate(learner: Learner, ep_clean: Any, ep_adv: Any, eps: float, steps: int, k_shot: int,
+def _surrogate(learner: Learner, ep_clean: Any, ep_adv: Any, eps: Epsilon, steps: int, k_shot: int,
                protocol: EvalProtocol, acc: _Acc, params: str, clean_fns: list[Any] | None = None) -> None:
     """ADML's table at one ε; ``clean_fns``: the clean support's adapted models, when already computed."""
-    es = format_eps(eps)
+    es = eps.text
     supports = {"clean": ep_clean.support_x, "adv": ep_adv.support_x}
     if "adv40" in protocol.surrogate_supports and k_shot >= 5:
         supports["adv40"] = mix_support(ep_clean.support_x, ep_adv.support_x, ep_clean.support_y, round(0.4 * k_shot))
@@ -319,7 +319,7 @@ def evaluate_learner(learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
     acc = _Acc()
     checks, transfer = None, None
     if protocol.checks is not None and protocol.masking_checks and "whitebox" in protocol.scenarios and protocol.eps:
-        e0 = parse_eps(protocol.eps[0])
+        e0 = protocol.eps[0]
         checks = MaskingChecks(protocol.checks, n_way, protocol.eps[0], AttackSpec("pgd", e0, protocol.params_of("pgd")).accepted(),
                                protocol.params_of("square"), transductive=cfg.bn_mode == "batch")
         transfer = _transfer_source(protocol, bank, surrogate, e0)
@@ -347,8 +347,7 @@ def evaluate_learner(learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
             if last and any(sc in protocol.scenarios for sc in ADAPTIVE_SCENARIOS):
                 _adaptive(learner, ep, step, protocol, seed, acc)
         if "surrogate" in protocol.scenarios:
-            for eps in protocol.surrogate_eps:
-                e = parse_eps(eps)
+            for e in protocol.surrogate_eps:
                 if bank is not None:
                     ep_c, ep_a = bank(idx, e)
                     ep_c, ep_a = ep_c.to(device), ep_a.to(device)
@@ -377,7 +376,7 @@ def evaluate_learner(learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
 def _transfer_source(protocol: EvalProtocol, bank: Bank | None, surrogate: Any, eps: float) -> Any:
     """``(ep, m) -> (adversarial queries of ep's first m episodes, note)`` from the trial's surrogate
     attack at ``eps``, or ``None`` when the trial has none at that ε."""
-    if "surrogate" not in protocol.scenarios or not any(abs(parse_eps(e) - eps) < 1e-12 for e in protocol.surrogate_eps):
+    if "surrogate" not in protocol.scenarios or not any(abs(e - eps) < 1e-12 for e in protocol.surrogate_eps):
         return None
 
     def source(ep: Episodes, m: int) -> tuple[Tensor | None, str]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from advmeta.eps import EPS_BUDGET, EPS_STEP
+from advmeta.eps import EPS_BUDGET, EPS_STEP, Epsilon
 from advmeta.errors import ConfigError
 
 
@@ -122,7 +122,8 @@ class HParams(Mapping[str, Any]):
         typed = typed_fields(config_class)
         for name, value in given.items():  # each value against its field's declared type and metadata
             check_value(typed[name], value, f"{method + ' ' if method else ''}{name}")
-        self._given: dict[str, Any] = dict(given)
+        # an ε is set as its canonical k/255 text: what the trial's id names and a checkpoint stores
+        self._given: dict[str, Any] = {k: v.text if isinstance(v, Epsilon) else v for k, v in given.items()}
         self.config: Any = config_class(**self._given)
 
     @classmethod

@@ -194,7 +194,7 @@ def _run(learner: Any, cfg: Any, ds: Any, p: EvalProtocol, counted: nn.Module, m
     from advmeta.evaluate import evaluate_learner
     from advmeta.external import count_forwards
 
-    ident = json.dumps({**model_facts, "dataset": cfg.dataset, "eps": list(p.eps), "budget": budget,
+    ident = json.dumps({**model_facts, "dataset": cfg.dataset, "eps": [str(e) for e in p.eps], "budget": budget,
                         "episodes": p.episodes.hash if p.episodes is not None else p.seed}, sort_keys=True, default=str)
     trial_id = "eval-" + hashlib.sha256(ident.encode()).hexdigest()[:12]
     p = dataclasses.replace(p, trial_id=trial_id)

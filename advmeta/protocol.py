@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from advmeta.checks import CheckSettings
-from advmeta.eps import Eps
+from advmeta.eps import Epsilon
 from advmeta.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -82,11 +82,11 @@ class EvalProtocol:
     finetune_steps: int | None = None
     scenarios: tuple[str, ...] = ("finetune", "whitebox")
     attacks: tuple[str, ...] = ("pgd",)
-    eps: tuple[Eps, ...] = ("8/255",)
+    eps: tuple[Epsilon, ...] = (Epsilon("8/255"),)
     attack_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     worst: bool = True
     attack_every_step: bool = False
-    surrogate_eps: tuple[Eps, ...] = ("2/255", "0.2/255")
+    surrogate_eps: tuple[Epsilon, ...] = (Epsilon("2/255"), Epsilon("0.2/255"))
     surrogate_supports: tuple[str, ...] = ("clean", "adv40", "adv")
     l_ar_delta: float = 1e-3
     checks: CheckSettings | None = CheckSettings()
@@ -111,6 +111,9 @@ class EvalProtocol:
         bad = [s for s in self.surrogate_supports if s not in ("clean", "adv40", "adv")]
         if bad:
             raise ConfigError(f"unknown surrogate support(s) {bad}; known: clean, adv40, adv")
+        # each ε an Epsilon, made once here (an Epsilon given is kept): the attacks get it as it is
+        object.__setattr__(self, "eps", tuple(Epsilon(e) for e in self.eps))
+        object.__setattr__(self, "surrogate_eps", tuple(Epsilon(e) for e in self.surrogate_eps))
 
     def escalation(self, attack: str | None = None) -> tuple[float, int]:
         """``(converge_tol, converge_cap)`` of the escalation of ``attack`` (a white-box attack, or

@@ -19,7 +19,7 @@ def _fake_evaluate(curve: dict[str, float], calls: list[str]) -> Any:
     """An ``evaluate`` whose PGD accuracy at each ε is ``curve[ε]`` (clean 90 %)."""
 
     def evaluate(checkpoint: Any, proto: Any, progress: bool = False) -> Evaluation:
-        eps = proto.eps[0]
+        eps = proto.eps[0].text  # an Epsilon, named by its k/255
         calls.append(eps)
         assert proto.checks is None  # the calibration only reads a curve: no masking checks
         base = {"finetune_step": 1, "acc_ci95": 1.0}
@@ -95,8 +95,8 @@ def _fake_surrogate_evaluate(drops: dict[str, list[float]], calls: list[Any]) ->
         calls.append(proto)
         eps_rows = []
         for eps in proto.surrogate_eps:
-            for i, d in enumerate(drops[eps]):
-                base = {"scenario": "surrogate", "support": "clean", "eps_str": eps, "episode_index": i}
+            for i, d in enumerate(drops[eps.text]):
+                base = {"scenario": "surrogate", "support": "clean", "eps_str": eps.text, "episode_index": i}
                 eps_rows += [{**base, "query": "clean", "acc": 90.0}, {**base, "query": "adv", "acc": 90.0 - d}]
         return Evaluation([], eps_rows, [])
 
@@ -114,7 +114,7 @@ def test_surrogate_rule_picks_the_first_rung_with_the_drop(monkeypatch: pytest.M
     monkeypatch.setattr("advmeta.evaluate.evaluate", _fake_surrogate_evaluate(drops, calls))
     out = cal_mod.calibrate_surrogate("unused.pt", "32/255", drop=10.0, n_episodes=2)
     assert out.eps == expected and out.reached == (first_hit is not None)
-    assert len(calls) == 1 and calls[0].surrogate_eps == rungs and calls[0].split == "val"  # one evaluation
+    assert len(calls) == 1 and tuple(map(str, calls[0].surrogate_eps)) == rungs and calls[0].split == "val"  # one evaluation
     assert calls[0].surrogate_supports == ("clean",)
     assert [round(p.drop, 6) for p in out.curve] == [12.0 if first_hit is not None and i >= first_hit else 6.0
                                                       for i in range(5)]

@@ -78,13 +78,13 @@ def test_tune_overrides_any_field_and_rejects_unknown() -> None:
     assert parsed["first_order"] == [True, False] and "train_eps" in parsed
     specs = tune_trials("tafl", parsed, get_budget("smoke"), dataset="glyphs", seed=0)
     assert len(specs) == 6 * 3 * 2 * 2
-    assert specs[0].evals[0]["eps"] == ["2/255", "4/255"]  # evaluated at every training ε tried
+    assert list(map(str, specs[0].evals[0]["eps"])) == ["2/255", "4/255"]  # evaluated at every training ε tried
     # a step size is typed EpsStep: searching it is not a reason to test there (PGM's --eps is its budget)
     steps = tune_trials("pgm", parse_overrides("pgm", ["--pgd-step-size", "1/255,2/255"]), get_budget("smoke"),
                         dataset="glyphs", seed=0)
-    assert len(steps) == 2 and steps[0].evals[0]["eps"] == ["8/255"]
+    assert len(steps) == 2 and list(map(str, steps[0].evals[0]["eps"])) == ["8/255"]
     budgets = tune_trials("pgm", parse_overrides("pgm", ["--eps", "4/255"]), get_budget("smoke"), dataset="glyphs", seed=0)
-    assert budgets[0].hparams["eps"] == "4/255" and budgets[0].evals[0]["eps"] == ["4/255"]
+    assert budgets[0].hparams["eps"] == "4/255" and list(map(str, budgets[0].evals[0]["eps"])) == ["4/255"]
     with pytest.raises(ConfigError, match="no hyper-parameter --colour"):
         parse_overrides("tafl", ["--colour", "1"])
     with pytest.raises(ConfigError, match="given twice"):

@@ -1,4 +1,6 @@
-"""Run a sweep: the trials not yet finished go to a Ray Tune ``Tuner``; results are merged.
+"""Run a sweep: :func:`run` is the one road of ``advmeta sweep`` and ``advmeta tune`` (plan the
+request, hold the folder's lock, run, finish); :func:`run_sweep` hands the trials not yet finished
+to a Ray Tune ``Tuner`` and merges the results.
 
 "Every trial exactly once, nothing finished recomputed" comes from the completion ledger
 (:mod:`advmeta.ledger`): each run starts a fresh Tuner over the trials without a

@@ -11,14 +11,14 @@ import inspect
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from advmeta.attacks._core import Gen, ModelFn
 from advmeta.attacks._registry import get_attack
-from advmeta.eps import Eps, format_eps, parse_eps
+from advmeta.eps import Eps, Epsilon, format_eps
 from advmeta.errors import ConfigError
 
 
@@ -38,7 +38,8 @@ class AttackSpec:
 
     Args:
         name: registered attack name (``pgd``, ``fgsm-rs``, ``mifgsm``, ``cw-linf``, ``apgd-ce``, …).
-        eps: ε (``"8/255"`` or a float on the [0, 1] scale).
+        eps: ε (``"8/255"``, a float on the [0, 1] scale, or an :class:`~advmeta.eps.Epsilon`: it
+            becomes one, which the attack function receives).
         params: further keyword settings (``steps``, ``step_size``, ``random_start``, ``norm``, ``loss``…),
             each one the attack takes: a setting it does not take is an error naming it, never
             silently dropped (a configured bundle of settings goes through :func:`configured`).
@@ -52,6 +53,7 @@ class AttackSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "eps", Epsilon(self.eps))  # parsed once; the attack gets this Epsilon
         if _takes_any(self.name):
             return
         known = settings_of(self.name)
@@ -62,11 +64,11 @@ class AttackSpec:
 
     @property
     def eps_float(self) -> float:
-        return parse_eps(self.eps)
+        return cast(Epsilon, self.eps)
 
     @property
     def eps_str(self) -> str:
-        return format_eps(self.eps)
+        return cast(Epsilon, self.eps).text
 
     def _fn(self) -> Callable[..., Tensor]:
         return get_attack(self.name)

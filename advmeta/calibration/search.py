@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from advmeta.eps import format_eps, parse_eps
+from advmeta.eps import Epsilon, format_eps, parse_eps
 from advmeta.errors import ConfigError
 
 LADDER: tuple[str, ...] = ("2/255", "4/255", "8/255", "16/255", "32/255", "64/255")
@@ -131,7 +131,7 @@ def calibrate(checkpoint: str | Path, ladder: Sequence[str] = LADDER, threshold:
 
     def measure(eps: str) -> CalibrationPoint:
         proto = EvalProtocol(split=split, n_episodes=n_episodes, q_query=q_query, scenarios=("whitebox",),
-                             attacks=("pgd",), eps=(eps,), attack_params=params, worst=False, device=device,
+                             attacks=("pgd",), eps=(Epsilon(eps),), attack_params=params, worst=False, device=device,
                              chunk=min(50, n_episodes), checks=None)
         rows = evaluate(checkpoint, proto, progress=False).rows
         last = max(r["finetune_step"] for r in rows)
@@ -257,7 +257,7 @@ def calibrate_surrogate(checkpoint: str | Path, start: str, drop: float = SURROG
 
     rungs = surrogate_rungs(start, factors)
     proto = EvalProtocol(split=split, n_episodes=n_episodes, q_query=q_query, scenarios=("surrogate",),
-                         surrogate_eps=rungs, surrogate_supports=("clean",), device=device, chunk=min(50, n_episodes))
+                         surrogate_eps=tuple(Epsilon(r) for r in rungs), surrogate_supports=("clean",), device=device, chunk=min(50, n_episodes))
     episodes = evaluate(checkpoint, proto, progress=False).episodes
     per: dict[tuple[str, str], dict[int, float]] = {}
     for r in episodes:

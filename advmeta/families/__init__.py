@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol, cast
 
+from advmeta.eps import Epsilon
 from advmeta.errors import ConfigError
 from advmeta.loop import Report as Report  # ``report(metrics, checkpoint_path_or_None)``, as the core's trainers call it
 
@@ -125,7 +126,7 @@ class Family(Protocol):
         """Hyper-parameters the budget sets (applied where a method has the field)."""
         ...
 
-    def search_evals(self, budget: Any, attacks: list[str], test_eps: list[str] | None,
+    def search_evals(self, budget: Any, attacks: list[str], test_eps: list[Epsilon] | None,
                      sweep: str) -> tuple[dict[str, Any], ...]:
         """What ``advmeta tune`` evaluates (``test_eps`` None: the family's default ε)."""
         ...

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from advmeta.eps import Epsilon
 from advmeta.families import Report, RunContext, TrialOutput
 
 NOT_TUNABLE = frozenset({"method", "seed", "dtype", "checkpoint_every", "iterations", "batch_steps", "n_envs"})
@@ -82,7 +83,7 @@ def budget_hparams(budget: Any) -> dict[str, Any]:
     return {}
 
 
-def search_evals(budget: Any, attacks: list[str], test_eps: list[str] | None, sweep: str) -> tuple[dict[str, Any], ...]:
+def search_evals(budget: Any, attacks: list[str], test_eps: list[Epsilon] | None, sweep: str) -> tuple[dict[str, Any], ...]:
     """None: a GAIL run's result is its learning curve."""
     return ()
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from advmeta.eps import Epsilon
 from advmeta.families import Report, RunContext, TrialOutput
 
 NOT_TUNABLE = frozenset({"method", "dataset", "data_root", "device", "checkpoint_every", "eval_batches", "seed",
@@ -113,12 +114,12 @@ def budget_hparams(budget: Any) -> dict[str, Any]:
     return out
 
 
-def search_evals(budget: Any, attacks: list[str], test_eps: list[str] | None, sweep: str) -> tuple[dict[str, Any], ...]:
+def search_evals(budget: Any, attacks: list[str], test_eps: list[Epsilon] | None, sweep: str) -> tuple[dict[str, Any], ...]:
     """What ``advmeta tune`` evaluates: the L2L table (attacks named with their steps, pgd-20) at the
     first ε (default 8/255, the paper's), a PGD-20 curve over the rest."""
     l2l_attacks = [a if a != "pgd" else "pgd-20" for a in attacks]
     return ({"scenario": "l2l", "attacks": ["none", *[a for a in l2l_attacks if a != "none"]],
-             "eps": list(test_eps or ["8/255"]), "n_test": budget.l2l_test_images},)
+             "eps": list(test_eps or [Epsilon("8/255")]), "n_test": budget.l2l_test_images},)
 
 
 def train_cost(spec: Any) -> float:

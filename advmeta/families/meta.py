@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from advmeta.eps import Epsilon
 from advmeta.families import Report, RunContext, TrialOutput
 
 
@@ -114,14 +115,14 @@ def budget_hparams(budget: Any) -> dict[str, Any]:
     return out
 
 
-def search_evals(budget: Any, attacks: list[str], test_eps: list[str] | None, sweep: str) -> tuple[dict[str, Any], ...]:
+def search_evals(budget: Any, attacks: list[str], test_eps: list[Epsilon] | None, sweep: str) -> tuple[dict[str, Any], ...]:
     """What ``advmeta tune`` evaluates: the white-box attacks at ``test_eps`` (default 2/255) on all of
     the budget's test episodes (not its white-box subset: a search compares trials by this row), with
     the budget's numbers as a grid gets them (attack steps, masking checks)."""
     from advmeta.plan.settings import eval_settings
 
     evals = tuple(eval_settings({"name": sweep, "evals": [
-        {"scenario": "whitebox", "attacks": list(attacks), "eps": list(test_eps or ["2/255"]), "support": ["clean"],
+        {"scenario": "whitebox", "attacks": list(attacks), "eps": list(test_eps or [Epsilon("2/255")]), "support": ["clean"],
          "query": ["clean", "adv"], "episodes": budget.test_episodes, "split": "test"}]}, budget))
     for ev in evals:
         ev.pop("n_test", None)
@@ -160,7 +161,7 @@ def bank_requirements(spec: Any) -> list[dict[str, Any]]:
                         "k_shot": int(t.get("k_shot", 1)), "q_query": int(ev.get("q_query", t.get("q_query", 15))),
                         "seed": int(t.get("seed", 0)), "image_size": t.get("image_size"),
                         "surrogate_steps": int(t.get("surrogate_steps", 1500)),
-                        "eps": list(ev.get("eps", [])), "n_episodes": int(ev.get("episodes", 100))})
+                        "eps": [str(e) for e in ev.get("eps", [])], "n_episodes": int(ev.get("episodes", 100))})
     return out
 
 
@@ -341,7 +342,6 @@ def run(spec: Any, ctx: RunContext, report: Report) -> TrialOutput:
     """Train (resuming from ``ctx.work_dir``), then evaluate every protocol of the trial."""
     import dataclasses
 
-    from advmeta.eps import format_eps
     from advmeta.evaluate import evaluate
     from advmeta.train import train
 
@@ -357,7 +357,7 @@ def run(spec: Any, ctx: RunContext, report: Report) -> TrialOutput:
     for protocol in protocols(spec, ctx):
         if protocol.checks is not None and "whitebox" in protocol.scenarios and protocol.eps:
             # Two tables' white-box evaluations at one ε would check the same model twice.
-            first = format_eps(protocol.eps[0])
+            first = protocol.eps[0].text
             if first in checked:
                 protocol = dataclasses.replace(protocol, masking_checks=False)  # escalation still runs
             checked.add(first)
@@ -406,7 +406,6 @@ def _block_protocol(protocol: Any, keys: Sequence[Mapping[str, Any]], start: int
     import json
 
     from advmeta.attacks import AttackSpec
-    from advmeta.eps import format_eps
     from advmeta.protocol import ADAPTIVE_SCENARIOS
 
     scenarios: list[str] = []
@@ -414,7 +413,7 @@ def _block_protocol(protocol: Any, keys: Sequence[Mapping[str, Any]], start: int
     eps: list[Any] = []
     for key in keys:
         scenario, attack, es = str(key["scenario"]), str(key["attack"]), str(key["eps_str"])
-        on = [e for e in protocol.eps if format_eps(e) == es]
+        on = [e for e in protocol.eps if e.text == es]
         if scenario == "whitebox" and "whitebox" in protocol.scenarios:
             if attack == "none":
                 hit: list[str] = []

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from advmeta.eps import PENDING, TABLE, format_eps, parse_eps
+from advmeta.eps import PENDING, TABLE, Epsilon
 from advmeta.errors import ConfigError
 
 RULES = ("pgd", "surrogate")
@@ -41,22 +41,22 @@ class TableEps:
     """The ε of one table.
 
     Attributes:
-        eps: the ε values, primary first (``k/255``); ``(PENDING,)`` until calibrated.
+        eps: the ε values, primary first (:class:`~advmeta.eps.Epsilon` s); ``(PENDING,)`` until calibrated.
         source: ``paper`` | ``calibrated`` | ``user`` | ``grid``.
     """
 
-    eps: tuple[str, ...]
+    eps: tuple[Epsilon | str, ...]
     source: str
     rule: str = "pgd"
-    train: str | None = None
+    train: Epsilon | None = None
 
     @property
-    def primary(self) -> str:
+    def primary(self) -> Epsilon | str:
         """The first ε (the one the surrogate-trained methods train at under the surrogate rule)."""
         return self.eps[0]
 
     @property
-    def train_eps(self) -> str | None:
+    def train_eps(self) -> Epsilon | str | None:
         """The ε the table's PGD-trained methods train at: ε* under the surrogate rule, else the
         first (None for a table whose evals list their own ε)."""
         return self.train or (self.eps[0] if self.eps else None)
@@ -67,7 +67,9 @@ class TableEps:
         return self.source in ("calibrated", "user")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"eps": list(self.eps), "source": self.source, "rule": self.rule, "train_eps": self.train_eps}
+        train = self.train_eps
+        return {"eps": [str(e) for e in self.eps], "source": self.source, "rule": self.rule,
+                "train_eps": str(train) if train is not None else None}
 
 
 def table_rule(table: Mapping[str, Any]) -> str:
@@ -82,7 +84,7 @@ def table_rule(table: Mapping[str, Any]) -> str:
     return rule
 
 
-def surrogate_tables(data: Mapping[str, Any], dataset: str, user_eps: Sequence[str] | None) -> list[str]:
+def surrogate_tables(data: Mapping[str, Any], dataset: str, user_eps: Sequence[Epsilon | str] | None) -> list[str]:
     """Names of the tables whose ε is calibrated by the surrogate rule on ``dataset``."""
     cal = set(needs_calibration(data, dataset, user_eps))
     return [str(t.get("name", "table")) for t in data["tables"]
@@ -95,7 +97,7 @@ def _uses_table_eps(table: Mapping[str, Any]) -> bool:
     return any(isinstance(ev, Mapping) and ev.get("eps") == TABLE for ev in evals)
 
 
-def needs_calibration(data: Mapping[str, Any], dataset: str, user_eps: Sequence[str] | None) -> list[str]:
+def needs_calibration(data: Mapping[str, Any], dataset: str, user_eps: Sequence[Epsilon | str] | None) -> list[str]:
     """Names of the tables whose ε must be calibrated on ``dataset``."""
     if user_eps:
         return []
@@ -107,7 +109,7 @@ def needs_calibration(data: Mapping[str, Any], dataset: str, user_eps: Sequence[
     return out
 
 
-def plan(data: Mapping[str, Any], dataset: str, budget: str, user_eps: Sequence[str] | None = None,
+def plan(data: Mapping[str, Any], dataset: str, budget: str, user_eps: Sequence[Epsilon | str] | None = None,
          calibrated: str | None = None, surrogate: str | None = None) -> dict[str, TableEps]:
     """The ε of every table of a grid.
 
@@ -124,7 +126,7 @@ def plan(data: Mapping[str, Any], dataset: str, budget: str, user_eps: Sequence[
     Raises:
         ConfigError: a malformed ``eps_paper`` or ``calibrated_ratios``, or a bad ε.
     """
-    user = tuple(format_eps(e) for e in user_eps) if user_eps else ()
+    user = tuple(Epsilon(e) for e in user_eps) if user_eps else ()
     out: dict[str, TableEps] = {}
     for table in data["tables"]:
         name = str(table.get("name", "table"))
@@ -135,22 +137,23 @@ def plan(data: Mapping[str, Any], dataset: str, budget: str, user_eps: Sequence[
         if not _uses_table_eps(table):
             out[name] = TableEps((), "grid")
             continue
+        values: tuple[Epsilon | str, ...]
         if user:
             values, source = user, "user"
         elif dataset in paper:
-            values, source = tuple(format_eps(e) for e in as_list(paper[dataset])), "paper"
+            values, source = tuple(Epsilon(e) for e in as_list(paper[dataset])), "paper"
         elif calibrated is None:
             values, source = (PENDING,), "calibrated"
         else:
             ratios = [float(r) for r in as_list(table.get("calibrated_ratios", [1.0]))]
             if not ratios or ratios[0] != 1.0 or any(r <= 0 for r in ratios):
                 raise ConfigError(f"table {name!r}: calibrated_ratios must start with 1 and be > 0")
-            star = parse_eps(surrogate if rule == "surrogate" and surrogate is not None else calibrated)
-            values, source = tuple(format_eps(star * r) for r in ratios), "calibrated"
+            star = Epsilon(surrogate if rule == "surrogate" and surrogate is not None else calibrated)
+            values, source = tuple(Epsilon(star * r) for r in ratios), "calibrated"
         if budget != "paper":
             values = values[:1]
         if source == "calibrated" and rule == "surrogate" and calibrated is not None:
-            out[name] = TableEps(values, source, rule, format_eps(parse_eps(calibrated)))
+            out[name] = TableEps(values, source, rule, Epsilon(calibrated))
         else:
             out[name] = TableEps(values, source, rule if source == "calibrated" else "pgd")
     return out
@@ -161,7 +164,7 @@ def as_list(v: Any) -> list[Any]:
     return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
-def method_eps_overrides(fields: Mapping[str, Any], eps: str) -> dict[str, Any]:
+def method_eps_overrides(fields: Mapping[str, Any], eps: Epsilon | str) -> dict[str, Any]:
     """The hyper-parameters that make a method train at ``eps`` (calibrated or user ε).
 
     The method's training budget — its field typed ``Eps`` (``train_eps`` of the meta-learners,
@@ -171,7 +174,7 @@ def method_eps_overrides(fields: Mapping[str, Any], eps: str) -> dict[str, Any]:
     """
     from advmeta.attacks import auto_step_size
 
-    step = PENDING if eps == PENDING else auto_step_size(parse_eps(eps))
+    step = PENDING if eps == PENDING else auto_step_size(Epsilon(eps))
     out: dict[str, Any] = {}
     for name, f in fields.items():
         if f.type.budget:

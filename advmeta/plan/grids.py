@@ -46,6 +46,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from advmeta.eps import Epsilon
 from advmeta.errors import ConfigError
 from advmeta.families import MethodRef, config_class, family_of, get_family, resolve
 from advmeta.hparams import HParams, TypedField, typed_fields
@@ -214,7 +215,7 @@ def _train_axes(table: Mapping[str, Any], budget: Budget, tname: str, where: str
 
 def _method_trials(m: MethodRef, table: Mapping[str, Any], where: str, budget: Budget, axes: Mapping[str, list[Any]],
                    seeds: int, dataset: str | None, seed: int,
-                   train_at: str | None) -> Iterator[tuple[HParams, TrainSettings]]:
+                   train_at: Epsilon | str | None) -> Iterator[tuple[HParams, TrainSettings]]:
     """One method's trials of a table, as (hyper-parameters, training settings): every combination
     of its hyper-parameter axes × training axes × seeds, over the budget's values and the table's ε."""
     fields = _fields(m.name)
@@ -271,7 +272,7 @@ class GridRequest:
     cpus_per_trial: float | None = None
 
 
-def _parse_request(req: GridRequest) -> tuple[str, dict[str, Any], list[str] | None]:
+def _parse_request(req: GridRequest) -> tuple[str, dict[str, Any], list[Epsilon] | None]:
     """The grid's name and data, and ``--eps`` as canonical ``k/255`` (None: not given).
 
     Raises:
@@ -333,7 +334,7 @@ class _Calibrated:
 
 
 def _grid_trials(req: GridRequest, folder: str, name: str, data: dict[str, Any], dataset: str,
-                 user_eps: Sequence[str] | None, *, dry_run: bool = False,
+                 user_eps: Sequence[Epsilon | str] | None, *, dry_run: bool = False,
                  progress: bool = True) -> tuple[list[TrialSpec], dict[str, Any]]:
     """The trials of a grid with every table's ε resolved (calibrating first where needed).
 
@@ -380,7 +381,7 @@ def _grid_trials(req: GridRequest, folder: str, name: str, data: dict[str, Any],
 
 
 def _calibration(req: GridRequest, b: Budget, folder: str, name: str, data: dict[str, Any], dataset: str,
-                 user_eps: Sequence[str] | None, ctx: Any, *, dry_run: bool, progress: bool) -> _Calibrated:
+                 user_eps: Sequence[Epsilon | str] | None, ctx: Any, *, dry_run: bool, progress: bool) -> _Calibrated:
     """The grid's ε calibration: cached in the folder, run now (not on a dry run), or not needed.
 
     Raises:
@@ -435,7 +436,7 @@ def _say_table_eps(table_eps: Mapping[str, Any], dataset: str, calibrated: bool)
         if te.source == "calibrated" and te.rule == "surrogate":
             why += (f": the first of ε*·(1 … 2) at which MAML loses ≥ {SURROGATE_DROP:g} points to the "
                     "surrogate's FGSM; ADML and MAML-AD train at it")
-        print(f"ε of table {tname}: {', '.join(te.eps)} ({why})", file=sys.stderr)
+        print(f"ε of table {tname}: {', '.join(map(str, te.eps))} ({why})", file=sys.stderr)
     if any(te.eps == (PENDING,) for te in table_eps.values()):
         print(f"trial ids: those of trials at {PENDING} are provisional (ε is part of a trial's identity); the run "
               "lists its own once ε is calibrated, and a dry run of a folder holding that calibration lists the "

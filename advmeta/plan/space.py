@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from advmeta.eps import format_eps, parse_eps
+from advmeta.eps import Epsilon, format_eps, parse_eps
 from advmeta.errors import ConfigError
 from advmeta.hparams import HParams
 from advmeta.hparams import Kind, TypedField, typed_fields
@@ -79,18 +79,18 @@ def _typed(value: float, kind: Kind) -> Any:
     if kind is Kind.INT:
         return int(round(value))
     if kind is Kind.EPS:
-        return format_eps(value)
+        return Epsilon(value)
     return float(value)
 
 
 def parse_scalar(text: str, kind: Kind, option: str = "value") -> Any:
-    """One value typed after ``kind``; ε comes back as its canonical ``k/255`` string."""
+    """One value typed after ``kind``; ε comes back as an :class:`~advmeta.eps.Epsilon`."""
     text = text.strip()
     if not text:
         raise ConfigError(f"{option}: empty value")
     try:
         if kind is Kind.EPS:
-            return format_eps(parse_eps(text))
+            return Epsilon(text)
         if kind is Kind.INT:
             number = float(text)
             if not number.is_integer():
@@ -148,7 +148,7 @@ def parse_values(text: str, kind: Kind = Kind.FLOAT, option: str = "value") -> V
         >>> parse_values("0:5").grid()
         [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
         >>> parse_values("2/255:8/255:2/255", Kind.EPS).grid()
-        ['2/255', '4/255', '6/255', '8/255']
+        [Epsilon('2/255'), Epsilon('4/255'), Epsilon('6/255'), Epsilon('8/255')]
     """
     text = text.strip()
     if not text:
@@ -185,15 +185,16 @@ def as_list(values: Values) -> list[Any]:
     return values.grid() if isinstance(values, ValueRange) else list(values)
 
 
-def parse_eps_option(text: str, option: str) -> list[str]:
+def parse_eps_option(text: str, option: str) -> list[Epsilon]:
     """An ε option as typed — a list ``a,b`` or a range ``lo:hi:step``, each ``k/255`` or a float —
-    as canonical ``k/255`` strings, each checked (> 0, at most the largest ε advmeta accepts)."""
+    as :class:`~advmeta.eps.Epsilon` s, each checked (> 0, at most the largest ε advmeta accepts):
+    the one parse of ``--eps`` and ``--test-eps``."""
     from advmeta.eps import check_eps_value
 
-    values = [str(v) for v in as_list(parse_values(text, Kind.EPS, option))]
+    values: list[Epsilon] = as_list(parse_values(text, Kind.EPS, option))
     for e in values:
         check_eps_value(e, option)
-        if parse_eps(e) <= 0:
+        if e <= 0:
             raise ConfigError(f"{option} {e}: ε must be > 0")
     return values
 
@@ -304,15 +305,13 @@ def _sample(values: Values, field: TypedField, rng: np.random.Generator) -> Any:
     return choices[int(rng.integers(len(choices)))]
 
 
-def _eps(x: float) -> str:
-    from advmeta.eps import format_eps
-
-    return format_eps(round(x * 255, 4) / 255)
+def _eps(x: float) -> Epsilon:
+    return Epsilon(round(x * 255, 4) / 255)
 
 
 def tune_trials(method: str | MethodRef, overrides: Mapping[str, Values], budget: Budget, *, dataset: str, seed: int,
                 n_way: int = 5, k_shot: int = 1, search: str = "grid", samples: int = 1,
-                test_eps: Sequence[str] | None = None, attacks: Sequence[str] = ("pgd",),
+                test_eps: Sequence[Epsilon | str] | None = None, attacks: Sequence[str] = ("pgd",),
                 sweep: str | None = None) -> list[TrialSpec]:
     """The trials of ``advmeta tune``.
 
@@ -340,11 +339,11 @@ def tune_trials(method: str | MethodRef, overrides: Mapping[str, Values], budget
     m = resolve(method)
     fields = tunable_fields(m)
     sweep = sweep or f"tune-{m.name}"
-    if test_eps is None:  # at the ε the search trains at, else the family's default
-        test_eps = sorted({v for k, vals in overrides.items() if fields[k].type.budget
-                           for v in as_list(vals)}) or None
-    evals = m.family.search_evals(budget, list(attacks), list(test_eps) if test_eps is not None else None,
-                                             sweep)
+    if test_eps is None:  # at the ε the search trains at (in the order of their text), else the family's default
+        test_eps = sorted({Epsilon(v) for k, vals in overrides.items() if fields[k].type.budget
+                           for v in as_list(vals)}, key=str) or None
+    evals = m.family.search_evals(budget, list(attacks), [Epsilon(e) for e in test_eps] if test_eps is not None else None,
+                                  sweep)
     from advmeta.plan.validate import check_eval
 
     for ev in evals:
@@ -403,7 +402,7 @@ class SearchRequest:
     cpus_per_trial: float | None = None
 
 
-def _parse_request(req: SearchRequest) -> tuple[MethodRef, dict[str, Values], list[str] | None]:
+def _parse_request(req: SearchRequest) -> tuple[MethodRef, dict[str, Values], list[Epsilon] | None]:
     """The method resolved, the hyper-parameter options parsed by their fields' declared types, and
     ``--test-eps`` as canonical ``k/255`` (None: not given).
 

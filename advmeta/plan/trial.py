@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
-from advmeta.eps import format_eps
+from advmeta.eps import PENDING, Epsilon, format_eps
 from advmeta.errors import ConfigError
 from advmeta.hparams import HParams
 
@@ -144,7 +144,7 @@ class EvalSettings(_Settings):
     """whitebox | surrogate | support | support+query | l2l."""
     attacks: list[str] = UNSET
     eps: list[Any] = UNSET
-    """ε of the evaluation (k/255 strings)."""
+    """ε of the evaluation (:class:`~advmeta.eps.Epsilon` s; a dry run's pending calibration: ``"eps*"``)."""
     eps_source: str = UNSET
     """Where the ε came from: paper | calibrated | grid | user."""
     support: list[str] = UNSET
@@ -161,9 +161,17 @@ class EvalSettings(_Settings):
     eps_curve: list[Any] = UNSET
     steps_curve: list[int] = UNSET
 
+    def __post_init__(self) -> None:
+        for name in ("eps", "eps_curve"):  # each ε made an Epsilon once, here (its id hashes the text)
+            values = getattr(self, name)
+            if values is not UNSET:
+                object.__setattr__(self, name, [v if v == PENDING else Epsilon(v) for v in values])
+
 
 def _canonical(value: Any) -> Any:
     """Sort dict keys recursively and turn tuples into lists, so equal specs hash equally."""
+    if isinstance(value, Epsilon):
+        return value.text  # an ε is named by its canonical k/255
     if isinstance(value, Mapping):
         return {str(k): _canonical(value[k]) for k in sorted(value)}
     if isinstance(value, (list, tuple)):
@@ -266,6 +274,8 @@ class TrialSpec:
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, Epsilon):
+        return value.text
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, str) and "/" in value:

@@ -1,0 +1,71 @@
+"""One ε type from the option to the attack's projection (advmeta.eps.Epsilon): parsed once, the
+float and its canonical k/255 together, named by its text wherever it is written."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from advmeta.attacks import AttackSpec
+from advmeta.eps import Epsilon, format_eps, parse_eps
+from advmeta.errors import ConfigError
+from advmeta.hparams import HParams
+from advmeta.learners import get_learner
+from advmeta.plan.space import parse_eps_option
+from advmeta.plan.trial import EvalSettings, TrialSpec
+from advmeta.protocol import EvalProtocol
+
+
+def test_an_epsilon_is_its_float_and_its_canonical_text() -> None:
+    e = Epsilon("16/255")
+    assert e == 16 / 255 and isinstance(e, float)
+    assert (e.text, str(e), f"{e}", repr(e)) == ("16/255", "16/255", "16/255", "Epsilon('16/255')")
+    assert Epsilon(e) is e and parse_eps(e) is e and format_eps(e) == "16/255"
+    # the float is the one its text names, exactly (a range's 2/255 + 2/255 is 4/255, not 4/255 ± 1 ulp)
+    assert float(Epsilon(2 / 255 + 2 / 255)) == 4 / 255 and Epsilon(0.2 / 255).text == "0.2/255"
+    assert pickle.loads(pickle.dumps(e)) == e and pickle.loads(pickle.dumps(e)).text == "16/255"
+    with pytest.raises(ConfigError, match="banana"):
+        Epsilon("banana")
+
+
+def test_the_option_is_parsed_once_into_epsilons() -> None:
+    values = parse_eps_option("4/255:16/255:4/255", "--eps")
+    assert all(isinstance(v, Epsilon) for v in values)
+    assert [v.text for v in values] == ["4/255", "8/255", "12/255", "16/255"]
+    with pytest.raises(ConfigError, match="128/255"):
+        parse_eps_option("200/255", "--eps")
+
+
+def test_the_attack_gets_the_same_epsilon_object() -> None:
+    (e,) = parse_eps_option("16/255", "--eps")
+    settings = EvalSettings.of({"scenario": "whitebox", "attacks": ["pgd"], "eps": [e]})
+    assert settings["eps"][0] is e
+    protocol = EvalProtocol(scenarios=("whitebox",), eps=tuple(settings["eps"]))
+    assert protocol.eps[0] is e
+    spec = AttackSpec("pgd", protocol.eps[0], {"steps": 2})
+    assert spec.eps is e and spec.eps_str == "16/255"
+    seen: list[object] = []
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :3]
+
+    x = torch.rand(2, 1, 2, 2)
+    adv = spec(model, x, torch.tensor([0, 1]))
+    seen.append(spec.eps)
+    assert float((adv - x).abs().max()) <= 16 / 255 + 1e-7 and seen == [e]
+
+
+def test_an_epsilon_is_named_by_its_text_in_ids_configs_and_records() -> None:
+    """Epsilons and the k/255 text they replace give the same trial (ids of earlier runs hold)."""
+    train = {"seed": 0, "dataset": "glyphs", "n_way": 5, "k_shot": 1}
+    as_text = TrialSpec("s", "meta", "aq", {"train_eps": "8/255"}, train,
+                        ({"scenario": "whitebox", "attacks": ["pgd"], "eps": ["8/255", "16/255"]},))
+    as_eps = TrialSpec("s", "meta", "aq", HParams(get_learner("aq").Config, {"train_eps": Epsilon("8/255")}), train,
+                       ({"scenario": "whitebox", "attacks": ["pgd"], "eps": [Epsilon("8/255"), Epsilon("16/255")]},))
+    assert as_eps.trial_id == as_text.trial_id
+    assert as_eps.hparams["train_eps"] == "8/255"  # a config holds the text a checkpoint stores
+    assert json.loads(json.dumps(as_eps.to_dict()))["evals"][0]["eps"] == ["8/255", "16/255"]
+    assert TrialSpec.from_dict(as_eps.to_dict()).evals[0]["eps"][1].text == "16/255"
