@@ -46,7 +46,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from advmeta.eps import Epsilon
+from advmeta.eps import TABLE, Epsilon
 from advmeta.errors import ConfigError
 from advmeta.families import MethodRef, config_class, family_of, get_family, resolve
 from advmeta.hparams import HParams, TypedField, typed_fields
@@ -154,7 +154,7 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
         table_rule(table)  # (plan() checked it too, unless table_eps came from elsewhere)
         t_eps = table_eps.get(tname)
         try:
-            evals = tuple(EvalSettings.of(e) for e in eval_settings(table, budget, t_eps))
+            evals = tuple(EvalSettings.of(_table_eps(e, t_eps)) for e in eval_settings(table, budget))
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}") from None
         axes, seeds = _train_axes(table, budget, tname, where)
@@ -180,6 +180,19 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
     if not order:
         raise ConfigError(f"grid {name}: no trials (methods filter {list(methods or [])} matched nothing?)")
     return [merged[k] for k in order]
+
+
+def _table_eps(ev: dict[str, Any], table_eps: TableEps | None) -> dict[str, Any]:
+    """An eval at ``eps = "table"`` at the table's ε (its Epsilons, and where they came from).
+
+    Raises:
+        ConfigError: the table's ε is not known.
+    """
+    if ev.get("eps") != TABLE:
+        return ev
+    if table_eps is None or not table_eps.eps:
+        raise ConfigError('eps = "table" but the table\'s ε is unknown')
+    return {**ev, "eps": list(table_eps.eps), "eps_source": table_eps.source}
 
 
 def _table_methods(table: Mapping[str, Any], where: str) -> list[str]:

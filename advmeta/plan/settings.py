@@ -14,7 +14,7 @@ from advmeta.eps import TABLE
 from advmeta.errors import ConfigError
 from advmeta.families import get_family, scenario_owners
 from advmeta.plan.budgets import Budget
-from advmeta.plan.epsplan import TableEps, as_list
+from advmeta.plan.epsplan import as_list
 from advmeta.plan.validate import check_eval
 
 
@@ -52,9 +52,10 @@ def queries_of(attack: str) -> int:
     return int(dict(attack_info(attack).test_params).get("n_queries", 0)) if attack in attack_names() else 0
 
 
-def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps | None = None) -> list[dict[str, Any]]:
+def eval_settings(table: Mapping[str, Any], budget: Budget) -> list[dict[str, Any]]:
     """A table's ``evals`` with the budget's numbers filled in (episodes, attack steps, masking
-    checks), validated; what a grid and ``advmeta tune`` evaluate with."""
+    checks), validated; what a grid and ``advmeta tune`` evaluate with. An eval at ``eps = "table"``
+    keeps it: the grid puts the table's ε in (:func:`advmeta.plan.grids.expand`)."""
     evals = as_list(table.get("evals", table.get("eval", [])))
     out = []
     for ev in evals:
@@ -83,15 +84,10 @@ def eval_settings(table: Mapping[str, Any], budget: Budget, table_eps: TableEps 
             # `checks = false` turns them off, a table of CheckSettings fields overrides).
             own = ev.get("checks", {})
             full["checks"] = False if own is False else {**dict(budget.checks), **dict(own)}
-        if full.get("eps") == TABLE:
-            if table_eps is None or not table_eps.eps:
-                raise ConfigError(f"table {table.get('name')!r}: eps = \"table\" but the table's ε is unknown")
-            full["eps"] = list(table_eps.eps)
-            full["eps_source"] = table_eps.source
-        elif "eps" in full:
+        if "eps" in full and full["eps"] != TABLE:  # (the table's ε: its grid puts it in, with its source)
             full["eps_source"] = "grid"
         for key in ("attacks", "eps", "support", "query"):
-            if key in full:
+            if key in full and full[key] != TABLE:
                 full[key] = as_list(full[key])
         if "attacks" in full:
             full["attacks"] = owner.budget_attacks(budget, scenario, full["attacks"])
