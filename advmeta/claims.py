@@ -590,7 +590,9 @@ def _evaluate(claim: dict[str, Any], rows: pd.DataFrame, manifest: Mapping[str, 
                     "reliable": not reasons and len(used) > 0 and not math.isnan(res["value"]), "decided_by": _decided_by(res, used, rule),
                     "n_seeds": res.get("n_seeds") or (used["seed"].nunique() if len(used) else None),
                     "attack_iterations": None if its is None or its.isna().all() else int(its.max()),
-                    "trial_ids": " ".join(sorted(set(used["trial_id"].astype(str)))) if len(used) else "",
+                    # rows of a results folder written before trials had ids (the L2L script's) name none
+                    "trial_ids": " ".join(sorted({t for t in used["trial_id"] if isinstance(t, str) and t}))
+                    if len(used) and "trial_id" in used else "",
                     "row_keys": row_keys(used),
                     **{k: res[k] for k in ("rows", "value", "ci95", "ci_method")},
                     "detail": "; ".join(n for n in notes if n)})

@@ -227,3 +227,13 @@ def test_the_omniglot_report_in_headless_chromium(tmp_path: Path) -> None:
 
     with Image.open(shot) as im:
         assert im.size[0] == 1280 and im.size[1] >= 2000
+
+
+@pytest.mark.parametrize("folder", ["l2l-omniglot", "l2l-miniimagenet"])
+def test_a_folder_whose_rows_name_no_trial_reports(folder: str, tmp_path: Path) -> None:
+    """The L2L script's committed folders (rows written before trials had ids) report; their claims name no trial."""
+    from advmeta.report import write_report
+
+    paths = write_report(str(REPO / "results" / folder), str(tmp_path))
+    assert sum(paths["verdicts"].values()) > 0 and Path(paths["markdown"]).read_text()
+    assert pd.read_parquet(tmp_path / "claims.parquet")["trial_ids"].eq("").all()
