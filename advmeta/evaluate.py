@@ -317,12 +317,7 @@ def evaluate_learner(learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
         surrogate = make_surrogate(cfg, ds, device, progress)
     sur_params = surrogate_params(cfg)
     acc = _Acc()
-    checks, transfer = None, None
-    if protocol.checks is not None and protocol.masking_checks and "whitebox" in protocol.scenarios and protocol.eps:
-        e0 = protocol.eps[0]
-        checks = MaskingChecks(protocol.checks, n_way, protocol.eps[0], AttackSpec("pgd", e0, protocol.params_of("pgd")).accepted(),
-                               protocol.params_of("square"), transductive=cfg.bn_mode == "batch")
-        transfer = _transfer_source(protocol, bank, surrogate, e0)
+    checks, transfer = _masking_checks(protocol, cfg, n_way, bank, surrogate)
     t_start = time.perf_counter()
     begin, end = protocol.episode_start, protocol.episode_start + protocol.n_episodes
     for start in range(begin, end, protocol.chunk):
@@ -332,20 +327,8 @@ def evaluate_learner(learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
         fns = learner.adapted(ep.support_x, ep.support_y, steps)
         adapt_s = time.perf_counter() - t0
         for step, fn in enumerate(fns):
-            with torch.no_grad():
-                clean = query_scores(fn(ep.query_x), ep.query_y)
-            if "finetune" in protocol.scenarios:
-                acc.add(("finetune", "clean", "clean", "none", "0/255", step), *clean, ep.index, "{}", 0.0,
-                        seconds=adapt_s / len(fns))
-            last = step == len(fns) - 1
-            if "whitebox" in protocol.scenarios and (last or protocol.attack_every_step):
-                if last:
-                    acc.add(("whitebox", "clean", "clean", "none", "0/255", step), *clean, ep.index, "{}", 0.0)
-                first = _whitebox(learner, fn, ep, step, protocol, seed, acc, clean, last, checks if last else None)
-                if last and checks is not None:
-                    _checks(learner, checks, fn, ep, step, seed, first, transfer)
-            if last and any(sc in protocol.scenarios for sc in ADAPTIVE_SCENARIOS):
-                _adaptive(learner, ep, step, protocol, seed, acc)
+            _adaptation_step(learner, fn, ep, step, step == len(fns) - 1, adapt_s / len(fns), protocol, seed, acc,
+                             checks, transfer)
         if "surrogate" in protocol.scenarios:
             for e in protocol.surrogate_eps:
                 if bank is not None:
@@ -371,6 +354,37 @@ def evaluate_learner(learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
         {"sweep": protocol.sweep, "trial_id": protocol.trial_id, "method": name, "dataset": cfg.dataset,
          "split": protocol.split, "seed": seed})
     return Evaluation(rows, episode_rows, check_rows)
+
+
+def _masking_checks(protocol: EvalProtocol, cfg: TrainConfig, n_way: int, bank: Bank | None,
+                    surrogate: Any) -> tuple[MaskingChecks | None, Any]:
+    """The masking checks of the white-box evaluation at its first ε, and the transfer source they
+    compare with; ``(None, None)`` without them."""
+    if protocol.checks is None or not protocol.masking_checks or "whitebox" not in protocol.scenarios or not protocol.eps:
+        return None, None
+    e0 = protocol.eps[0]
+    checks = MaskingChecks(protocol.checks, n_way, e0, AttackSpec("pgd", e0, protocol.params_of("pgd")).accepted(),
+                           protocol.params_of("square"), transductive=cfg.bn_mode == "batch")
+    return checks, _transfer_source(protocol, bank, surrogate, e0)
+
+
+def _adaptation_step(learner: Learner, fn: Any, ep: Episodes, step: int, last: bool, seconds: float,
+                     protocol: EvalProtocol, seed: int, acc: _Acc, checks: MaskingChecks | None, transfer: Any) -> None:
+    """The rows of one fine-tune step's adapted model ``fn``: clean (``finetune``), white-box (the
+    last step, or every one with ``attack_every_step``) with the masking checks, and the adaptive
+    scenarios at the last step."""
+    with torch.no_grad():
+        clean = query_scores(fn(ep.query_x), ep.query_y)
+    if "finetune" in protocol.scenarios:
+        acc.add(("finetune", "clean", "clean", "none", "0/255", step), *clean, ep.index, "{}", 0.0, seconds=seconds)
+    if "whitebox" in protocol.scenarios and (last or protocol.attack_every_step):
+        if last:
+            acc.add(("whitebox", "clean", "clean", "none", "0/255", step), *clean, ep.index, "{}", 0.0)
+        first = _whitebox(learner, fn, ep, step, protocol, seed, acc, clean, last, checks if last else None)
+        if last and checks is not None:
+            _checks(learner, checks, fn, ep, step, seed, first, transfer)
+    if last and any(sc in protocol.scenarios for sc in ADAPTIVE_SCENARIOS):
+        _adaptive(learner, ep, step, protocol, seed, acc)
 
 
 def _transfer_source(protocol: EvalProtocol, bank: Bank | None, surrogate: Any, eps: float) -> Any:

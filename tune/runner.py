@@ -385,6 +385,34 @@ def _restore_tune_checkpoint(work: Path) -> None:
                 shutil.copy2(path, target)
 
 
+def _reporter(ledger: Ledger, tid: str, work: Path, last_step: list[int]) -> Any:
+    """The ``report(metrics, checkpoint_path)`` a trial's trainer calls: its metrics to Tune (the
+    scalars, with the trainer's iteration as ``timesteps_total``, kept in ``last_step``) and, with a
+    checkpoint, the work folder synced to the ledger and the checkpoint handed to Tune."""
+    from ray import tune
+
+    def report(metrics: dict[str, Any], ckpt_path: Path | None) -> None:
+        clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
+        clean["trial_id"] = tid
+        step = clean.get("iteration")
+        if isinstance(step, int):  # the loggers' x axis: the trainer's own iteration / epoch
+            clean["timesteps_total"] = step
+            last_step[:] = [step]
+        if ckpt_path is None:
+            tune.report(clean)
+            return
+        ledger.sync_work(tid, str(work), upload=True)
+        with tempfile.TemporaryDirectory(prefix="advmeta-ckpt-") as tmp:
+            src = Path(ckpt_path)
+            if src.is_dir():
+                shutil.copytree(src, Path(tmp) / src.name)
+            else:
+                shutil.copy2(src, Path(tmp) / src.name)
+            tune.report(clean, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    return report
+
+
 def run_trial(config: dict[str, Any], ctx: RunContext, specs: dict[str, TrialSpec]) -> None:
     """Ray Tune function trainable for one trial.
 
@@ -412,26 +440,8 @@ def run_trial(config: dict[str, Any], ctx: RunContext, specs: dict[str, TrialSpe
     ledger.sync_work(tid, str(work), upload=False)
     _restore_tune_checkpoint(work)
 
-    last_step: list[int] = []
-
-    def report(metrics: dict[str, Any], ckpt_path: Path | None) -> None:
-        clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
-        clean["trial_id"] = tid
-        step = clean.get("iteration")
-        if isinstance(step, int):  # the loggers' x axis: the trainer's own iteration / epoch
-            clean["timesteps_total"] = step
-            last_step[:] = [step]
-        if ckpt_path is None:
-            tune.report(clean)
-            return
-        ledger.sync_work(tid, str(work), upload=True)
-        with tempfile.TemporaryDirectory(prefix="advmeta-ckpt-") as tmp:
-            src = Path(ckpt_path)
-            if src.is_dir():
-                shutil.copytree(src, Path(tmp) / src.name)
-            else:
-                shutil.copy2(src, Path(tmp) / src.name)
-            tune.report(clean, checkpoint=tune.Checkpoint.from_directory(tmp))
+    last_step: list[int] = []  # the trainer's last reported iteration (the loggers' x axis)
+    report = _reporter(ledger, tid, work, last_step)
 
     device = ctx.device
     if device == "auto":
