@@ -64,7 +64,15 @@ class Epsilon(float):
         return f"Epsilon({self.text!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Epsilon, (self.text,))
+        # another process (a trial's, through Ray's object store) gets the same float and text, not a re-parse
+        return (_epsilon, (float(self), self.text))
+
+
+def _epsilon(value: float, text: str) -> Epsilon:
+    """An unpickled :class:`Epsilon`: its float and text as they were."""
+    made = float.__new__(Epsilon, value)
+    made.text = text
+    return made
 
 
 def parse_eps(eps: Eps) -> float:
