@@ -123,3 +123,27 @@ def test_sweep_list() -> None:
     result = runner.invoke(app, ["sweep", "--list"])
     assert result.exit_code == 0
     assert "paper-tables:" in result.output and "tafl:" in result.output
+
+
+@pytest.mark.parametrize("argv, request_", [
+    (["tune", "tafl", "--gamma", "0:5", "--k", "0.1,1", "--budget", "smoke", "--dataset", "glyphs"],
+     ("search", dict(method="tafl", options=("--gamma", "0:5", "--k", "0.1,1"), budget="smoke", dataset="glyphs"))),
+    (["sweep", "--grid", "tafl", "--budget", "smoke", "--dataset", "glyphs", "--eps", "16/255"],
+     ("grid", dict(grid="tafl", budget="smoke", dataset="glyphs", eps="16/255"))),
+])
+def test_the_python_api_runs_what_the_command_runs(argv: list[str], request_: tuple[str, dict[str, object]],
+                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """advmeta.tune.runner.run of a request is the command's own road: the same trials, ids and labels."""
+    from advmeta.plan import GridRequest, SearchRequest
+    from advmeta.tune.runner import SweepOptions, run
+
+    folder = str(tmp_path / "out")
+    monkeypatch.setattr(sys, "argv", ["advmeta", *argv, "--dry-run", "--output", folder])
+    main()  # returns (exit 0)
+    by_command = capsys.readouterr().out
+    kind, fields = request_
+    request = SearchRequest(**fields) if kind == "search" else GridRequest(**fields)  # type: ignore[arg-type]
+    assert run(request, folder, SweepOptions(progress=False), dry_run=True) == 0
+    by_api = capsys.readouterr().out
+    assert by_api == by_command and by_api.count("\n") > 2
