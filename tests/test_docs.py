@@ -93,3 +93,14 @@ def test_links_between_the_docs_resolve() -> None:
                                              ("Ray: a quiet start", "ray-a-quiet-start")])
 def test_slug_follows_githubs_rule(heading: str, anchor: str) -> None:
     assert slug(heading) == anchor
+
+
+def test_every_module_the_readme_and_docs_name_exists() -> None:
+    """A road or a layout that names a module names one that is there (a moved module is renamed in the prose)."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    missing = []
+    for page in pages:
+        for path in re.findall(r"`((?:advmeta|tune|cli|tests)/[\w/]+\.(?:py|toml))`", page.read_text()):
+            if not (REPO / path).exists():
+                missing.append(f"{page.name}: {path}")
+    assert missing == [], missing
