@@ -104,6 +104,14 @@ def autoattack(
     if x.dim() == 3:  # one image
         return autoattack(lambda xi: model_fn(xi.squeeze(0)).unsqueeze(0), x.unsqueeze(0), y.unsqueeze(0),
                           generator=generator, **kw).squeeze(0)
+    return _cascade(model_fn, x, y, e, steps, n_queries, p_init, tuple(components), generator)
+
+
+def _cascade(model_fn: ModelFn, x: Tensor, y: Tensor, e: float, steps: int, n_queries: int, p_init: float,
+             components: tuple[str, ...], generator: Gen) -> Tensor:
+    """The cascade on a batch of images (B, C, H, W): each component attacks the images still
+    classified correctly; an image keeps the first adversarial version that broke it, else the last
+    component's output."""
     adv = x.clone()
     with torch.no_grad():
         logits = model_fn(adv)

@@ -191,10 +191,28 @@ def train_config(spec: Any, ctx: RunContext) -> Any:
 
 def protocols(spec: Any, ctx: RunContext) -> list[Any]:
     """The trial's ``evals`` as EvalProtocols, merged where compatible."""
-    from advmeta.attacks import attack_info
-    from advmeta.checks import CheckSettings
-    from advmeta.protocol import EvalProtocol
+    groups = _eval_groups(spec)
+    # An attack that two groups run with the same settings runs once, on the larger group: the
+    # smaller's episodes are the first of the larger's (same split, queries and seed; each
+    # episode's attack draws from its own index), and the report reads them per episode.
+    for g in groups:
+        for h in groups:
+            if (h is not g and h["n_episodes"] > g["n_episodes"]
+                    and (h["split"], h["q_query"], h["steps"]) == (g["split"], g["q_query"], g["steps"])
+                    and "whitebox" in h["scenarios"] and set(g["eps"]) <= set(h["eps"])):
+                g["attacks"] = [a for a in g["attacks"]
+                                if a not in h["attacks"] or g["settings"].get(a) != h["settings"].get(a)]
+        if "whitebox" in g["scenarios"] and not g["attacks"]:
+            g["scenarios"].remove("whitebox")
+    return [_protocol(g, spec, ctx) for g in groups]
 
+
+def _eval_groups(spec: Any) -> list[dict[str, Any]]:
+    """The trial's evals grouped by split, episodes, attack steps and queries: each group's
+    scenarios, attacks, ε (white-box and adaptive; surrogate apart), supports and attack settings."""
+    from advmeta.eps import Epsilon
+
+    default_eps = [Epsilon("2/255")]
     groups: dict[str, dict[str, Any]] = {}
     for ev in spec.evals:
         scenario = str(ev.get("scenario", "whitebox"))
@@ -212,51 +230,46 @@ def protocols(spec: Any, ctx: RunContext) -> list[Any]:
         if scenario == "whitebox":
             g.setdefault("checks", ev.get("checks", {}))  # the first white-box table's masking checks
             g["attacks"] += [a for a in ev.get("attacks", ["pgd"]) if a not in g["attacks"] and a != "none"]
-            g["eps"] += [e for e in ev.get("eps", ["2/255"]) if e not in g["eps"]]
+            g["eps"] += [e for e in ev.get("eps", default_eps) if e not in g["eps"]]
         elif scenario in ("support", "support+query"):  # PGD through the adaptation, at the table's ε
-            g["eps"] += [e for e in ev.get("eps", ["2/255"]) if e not in g["eps"]]
+            g["eps"] += [e for e in ev.get("eps", default_eps) if e not in g["eps"]]
             g["adaptive"] = True
         elif scenario == "surrogate":
-            g["surrogate_eps"] += [e for e in ev.get("eps", ["2/255"]) if e not in g["surrogate_eps"]]
+            g["surrogate_eps"] += [e for e in ev.get("eps", default_eps) if e not in g["surrogate_eps"]]
             g["surrogate_supports"] += [s for s in ev.get("support", ["clean"]) if s not in g["surrogate_supports"]]
-    # An attack that two groups run with the same settings runs once, on the larger group: the
-    # smaller's episodes are the first of the larger's (same split, queries and seed; each
-    # episode's attack draws from its own index), and the report reads them per episode.
-    for g in groups.values():
-        for h in groups.values():
-            if (h is not g and h["n_episodes"] > g["n_episodes"]
-                    and (h["split"], h["q_query"], h["steps"]) == (g["split"], g["q_query"], g["steps"])
-                    and "whitebox" in h["scenarios"] and set(g["eps"]) <= set(h["eps"])):
-                g["attacks"] = [a for a in g["attacks"]
-                                if a not in h["attacks"] or g["settings"].get(a) != h["settings"].get(a)]
-        if "whitebox" in g["scenarios"] and not g["attacks"]:
-            g["scenarios"].remove("whitebox")
-    out = []
-    for g in groups.values():
-        params = {a: {"steps": int(g["steps"])} for a in g["attacks"] if attack_info(a).iterative and g["steps"]}
-        if g.get("adaptive") and g["steps"]:
-            params.setdefault("pgd", {"steps": int(g["steps"])})
-        for attack, settings in g["settings"].items():
-            params[attack] = {**params.get(attack, {}), **settings}
-        kwargs: dict[str, Any] = {"split": g["split"], "n_episodes": g["n_episodes"], "scenarios": tuple(g["scenarios"]),
-                                  "q_query": None if g["q_query"] is None else int(g["q_query"]),
-                                  "chunk": min(50, g["n_episodes"]), "device": ctx.device, "sweep": spec.sweep,
-                                  "trial_id": spec.trial_id, "attack_params": params}
-        checks = g.get("checks", {})
-        kwargs["checks"] = None if checks is False else CheckSettings(**dict(checks or {}))
-        if kwargs["checks"] is not None and kwargs["checks"].converge_scope == "claims":
-            from advmeta.claims import claimed_attacks
+    return list(groups.values())
 
-            kwargs["escalate_only"] = claimed_attacks(spec.method, g["attacks"])
-        if g["attacks"]:
-            kwargs.update(attacks=tuple(g["attacks"]))
-        if g["eps"]:
-            kwargs.update(eps=tuple(g["eps"]))
-        if g["surrogate_eps"]:
-            kwargs.update(surrogate_eps=tuple(g["surrogate_eps"]), surrogate_supports=tuple(g["surrogate_supports"]))
-        kwargs.update(episodes_kwargs(spec, ctx, g["split"], g["n_episodes"]))
-        out.append(EvalProtocol(**kwargs))
-    return out
+
+def _protocol(g: Mapping[str, Any], spec: Any, ctx: RunContext) -> Any:
+    """One group's :class:`~advmeta.protocol.EvalProtocol` (its attacks' settings: the budget's steps,
+    then the grid's own)."""
+    from advmeta.attacks import attack_info
+    from advmeta.checks import CheckSettings
+    from advmeta.protocol import EvalProtocol
+
+    params = {a: {"steps": int(g["steps"])} for a in g["attacks"] if attack_info(a).iterative and g["steps"]}
+    if g.get("adaptive") and g["steps"]:
+        params.setdefault("pgd", {"steps": int(g["steps"])})
+    for attack, settings in g["settings"].items():
+        params[attack] = {**params.get(attack, {}), **settings}
+    kwargs: dict[str, Any] = {"split": g["split"], "n_episodes": g["n_episodes"], "scenarios": tuple(g["scenarios"]),
+                              "q_query": None if g["q_query"] is None else int(g["q_query"]),
+                              "chunk": min(50, g["n_episodes"]), "device": ctx.device, "sweep": spec.sweep,
+                              "trial_id": spec.trial_id, "attack_params": params}
+    checks = g.get("checks", {})
+    kwargs["checks"] = None if checks is False else CheckSettings(**dict(checks or {}))
+    if kwargs["checks"] is not None and kwargs["checks"].converge_scope == "claims":
+        from advmeta.claims import claimed_attacks
+
+        kwargs["escalate_only"] = claimed_attacks(spec.method, g["attacks"])
+    if g["attacks"]:
+        kwargs.update(attacks=tuple(g["attacks"]))
+    if g["eps"]:
+        kwargs.update(eps=tuple(g["eps"]))
+    if g["surrogate_eps"]:
+        kwargs.update(surrogate_eps=tuple(g["surrogate_eps"]), surrogate_supports=tuple(g["surrogate_supports"]))
+    kwargs.update(episodes_kwargs(spec, ctx, g["split"], g["n_episodes"]))
+    return EvalProtocol(**kwargs)
 
 
 def episodes_kwargs(spec: Any, ctx: RunContext, split: str, n_episodes: int) -> dict[str, Any]:
