@@ -1,10 +1,12 @@
 """Planning, without Ray: what a sweep or a search will run.
 
-A grid (:mod:`advmeta.plan.grids`, the shipped ones in ``grids/*.toml``) or a search over a
-method's hyper-parameters (:mod:`advmeta.plan.space`) becomes a list of
-:class:`~advmeta.plan.trial.TrialSpec` — every setting of a trial, its id a hash of them — under
-a budget (:mod:`advmeta.plan.budgets`) and an ε plan (:mod:`advmeta.plan.epsplan`), checked
-before anything runs (:mod:`advmeta.plan.validate`), with its cost (:mod:`advmeta.plan.estimate`).
+A grid (:mod:`advmeta.plan.grids`: a :class:`GridRequest` to :func:`plan_grid`, the shipped grids
+in ``grids/*.toml``) or a search over a method's hyper-parameters (:mod:`advmeta.plan.space`: a
+:class:`SearchRequest` to :func:`plan_search`) becomes a :class:`Plan` (:mod:`advmeta.plan.sweeps`,
+with what both share) — a list of :class:`~advmeta.plan.trial.TrialSpec`, every setting of a trial,
+its id a hash of them — under a budget (:mod:`advmeta.plan.budgets`, a trial's settings at it:
+:mod:`advmeta.plan.settings`) and an ε plan (:mod:`advmeta.plan.epsplan`), checked before anything
+runs (:mod:`advmeta.plan.validate`), with its cost (:mod:`advmeta.plan.estimate`).
 ``advmeta evaluate``'s protocol at a budget is :mod:`advmeta.plan.evaluation`. The papers' claims
 about the tables ship beside the grids (``claims/*.toml``, read by :mod:`advmeta.claims`).
 
