@@ -67,12 +67,18 @@ class BankSpec:
     q_query: int
     seed: int
     n_episodes: int
-    eps: tuple[str, ...]
+    eps: tuple[Any, ...]
     attack: str = "fgsm"
     attack_params: Mapping[str, Any] = field(default_factory=dict)
     surrogate: str = ""
     image_shape: tuple[int, int, int] = (1, 28, 28)
     image_size: int | None = None
+
+    def __post_init__(self) -> None:
+        from advmeta.eps import format_eps
+
+        # a bank names its ε by their canonical k/255 (its rows' key; an Epsilon given is written as its text)
+        object.__setattr__(self, "eps", tuple(format_eps(e) for e in self.eps))
 
     def to_json(self) -> str:
         """The manifest text."""

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 from torch import nn
 
 from advmeta.data.manifest import Manifest, read_manifest
+from advmeta.eps import Eps
 from advmeta.errors import ConfigError
 from advmeta.leaderboard import RECORD_FORMAT, summarize, write_record
 from advmeta.protocol import EvalProtocol
@@ -72,7 +73,7 @@ def _manifest(episodes: str | Path | Manifest | None) -> Manifest | None:
     return episodes if isinstance(episodes, Manifest) or episodes is None else read_manifest(episodes)
 
 
-def _protocol(protocol: EvalProtocol | None, budget: str, dataset: str, eps: Sequence[str] | None, n_way: int,
+def _protocol(protocol: EvalProtocol | None, budget: str, dataset: str, eps: Sequence[Eps] | None, n_way: int,
               k_shot: int, seed: int, device: str, manifest: Manifest | None) -> tuple[EvalProtocol, int]:
     """The protocol and the surrogate's training steps (the budget's)."""
     if protocol is not None:
@@ -96,7 +97,7 @@ def _shape(manifest: Manifest | None, n_way: int | None, k_shot: int | None) -> 
 
 
 def evaluate_model(model: nn.Module, adapt: str = "protonet", *, dataset: str, n_way: int | None = None,
-                   k_shot: int | None = None, eps: Sequence[str] | None = None, budget: str = "smoke",
+                   k_shot: int | None = None, eps: Sequence[Eps] | None = None, budget: str = "smoke",
                    protocol: EvalProtocol | None = None, steps: int | None = None, lr: float = 0.01,
                    normalize: str | None = None, episodes: str | Path | Manifest | None = None, name: str | None = None,
                    factory: str = "", weights: str | Path | None = None, data_root: str | None = None,
@@ -159,7 +160,7 @@ def evaluate_model(model: nn.Module, adapt: str = "protonet", *, dataset: str, n
                 reported_source, progress, out, external=True)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, *, eps: Sequence[str] | None = None, budget: str = "smoke",
+def evaluate_checkpoint(checkpoint: str | Path, *, eps: Sequence[Eps] | None = None, budget: str = "smoke",
                         protocol: EvalProtocol | None = None, episodes: str | Path | Manifest | None = None,
                         n_way: int | None = None, k_shot: int | None = None, name: str | None = None,
                         seed: int | None = None, device: str = "auto", reported: str | Mapping[str, Any] | None = None,

@@ -45,8 +45,7 @@ def episodes(
     from advmeta.bank import BankSpec, surrogate_key
     from advmeta.plan.sweeps import resolve_dataset
     from advmeta.errors import ConfigError, ResourceError
-    from advmeta.hparams import Kind
-    from advmeta.plan.space import as_list, parse_values
+    from advmeta.plan.space import parse_eps_option
     from advmeta.surrogate import DEFAULT_ARCH
     from advmeta.tune.banks import BankJob, generate
     from advmeta.tune.session import ray_session
@@ -69,7 +68,7 @@ def episodes(
         check_cluster(address, gpus_per_actor, "--gpus-per-actor")  # before the surrogate trains
     if split not in ("train", "val", "test"):
         raise ConfigError(f"unknown split {split!r}; known: train, val, test")
-    eps_list = tuple(as_list(parse_values(eps, Kind.EPS, "--eps")))
+    eps_list = tuple(parse_eps_option(eps, "--eps"))
     ds = resolve_dataset(dataset, data_root)
     from advmeta.data import load_fewshot
 

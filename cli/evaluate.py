@@ -55,9 +55,8 @@ def evaluate(
 
     from advmeta.errors import ConfigError
     from advmeta.model_eval import evaluate_checkpoint, evaluate_model
-    from advmeta.hparams import Kind
-    from advmeta.plan.space import as_list, parse_values
     from advmeta.plan.budgets import get_budget
+    from advmeta.plan.space import parse_eps_option
 
     opt.check_run_options(device=device, seed=seed)
     get_budget(budget)
@@ -65,7 +64,7 @@ def evaluate(
         raise ConfigError("give --model PKG.MODULE:FACTORY or --checkpoint PATH (one of them)")
     if (Path(output) / "record.json").exists() and not overwrite:
         raise ConfigError(f"{output} already holds an evaluation (record.json); use --overwrite or another --output")
-    eps_list = [str(e) for e in as_list(parse_values(eps, Kind.EPS, "--eps"))] if eps else None
+    eps_list = parse_eps_option(eps, "--eps") if eps else None  # one syntax and one check for every --eps
     common = dict(eps=eps_list, budget=budget, episodes=episodes, n_way=n_way, k_shot=k_shot, device=device,
                   reported=reported, reported_source=reported_source, progress=not quiet)
     if checkpoint is not None:

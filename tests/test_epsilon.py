@@ -69,3 +69,13 @@ def test_an_epsilon_is_named_by_its_text_in_ids_configs_and_records() -> None:
     assert as_eps.hparams["train_eps"] == "8/255"  # a config holds the text a checkpoint stores
     assert json.loads(json.dumps(as_eps.to_dict()))["evals"][0]["eps"] == ["8/255", "16/255"]
     assert TrialSpec.from_dict(as_eps.to_dict()).evals[0]["eps"][1].text == "16/255"
+
+
+def test_a_bank_names_its_epsilons_by_their_text() -> None:
+    """A bank's rows are keyed by ε's k/255 (an Epsilon given, as `advmeta episodes --eps` parses it, is written so)."""
+    from advmeta.bank import BankSpec
+
+    spec = BankSpec(dataset="glyphs", split="test", n_way=2, k_shot=1, q_query=1, seed=0, n_episodes=2,
+                    eps=tuple(parse_eps_option("2/255,0.2/255", "--eps")))
+    assert spec.eps == ("2/255", "0.2/255")
+    assert BankSpec.from_json(spec.to_json()).eps == ("2/255", "0.2/255")

@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from advmeta.eps import Eps, Epsilon
 from advmeta.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def default_eps(dataset: str) -> tuple[str, ...]:
     return tuple(str(e) for e in paper[dataset])
 
 
-def budget_protocol(budget: str, dataset: str, eps: Sequence[str] | None, *, n_way: int, k_shot: int, seed: int = 0,
+def budget_protocol(budget: str, dataset: str, eps: Sequence[Eps] | None, *, n_way: int, k_shot: int, seed: int = 0,
                     device: str = "auto", manifest: Manifest | None = None, surrogate: bool = True,
                     name: str = "evaluate") -> tuple[EvalProtocol, Any]:
     """The protocol of one model's evaluation at ``budget``, and the budget (as it runs on ``dataset``).
@@ -57,7 +58,6 @@ def budget_protocol(budget: str, dataset: str, eps: Sequence[str] | None, *, n_w
         surrogate: add the fixed surrogate's transfer attack on the query at every ε.
         name: the rows' ``sweep``.
     """
-    from advmeta.eps import parse_eps
     from advmeta.plan.budgets import get_budget
     from advmeta.plan.epsplan import TableEps
     from advmeta.families import RunContext
@@ -65,13 +65,13 @@ def budget_protocol(budget: str, dataset: str, eps: Sequence[str] | None, *, n_w
     from advmeta.plan.grids import expand, load_grid
 
     b = get_budget(budget, dataset)
-    eps = tuple(eps) if eps else default_eps(dataset)
-    for e in eps:
-        if parse_eps(e) <= 0:
+    budgets = tuple(Epsilon(e) for e in (eps or default_eps(dataset)))  # each an Epsilon, made once here
+    for e in budgets:
+        if e <= 0:
             raise ConfigError(f"--eps {e}: ε must be > 0")
     grid, data = load_grid(GRID)
     specs = expand(grid, data, b, dataset=dataset, seed=seed, methods=["maml"],
-                   table_eps={GRID: TableEps(eps, "user")})
+                   table_eps={GRID: TableEps(budgets, "user")})
     found = protocols(specs[0], RunContext(sweep_dir="", device=device))
     if len(found) != 1:
         raise RuntimeError(f"the {GRID} grid gave {len(found)} protocols at budget {budget}; expected one")
@@ -80,7 +80,7 @@ def budget_protocol(budget: str, dataset: str, eps: Sequence[str] | None, *, n_w
     p = dataclasses.replace(found[0], n_way=n_way, k_shot=k_shot, seed=seed, sweep=name, trial_id="",
                             escalate_only=None)
     if surrogate:
-        p = dataclasses.replace(p, scenarios=(*p.scenarios, "surrogate"), surrogate_eps=eps,
+        p = dataclasses.replace(p, scenarios=(*p.scenarios, "surrogate"), surrogate_eps=budgets,
                                 surrogate_supports=("clean",))
     if manifest is not None:
         n = min(p.n_episodes, len(manifest))
