@@ -71,6 +71,20 @@ def find(name: str, data_root: str | Path | None = None) -> Path | None:
     return None
 
 
+def classification_dataset(fewshot: str | None) -> str:
+    """The plain classification set an L2L trainer uses alongside a few-shot dataset.
+
+    CIFAR-10 (the L2L paper's) when its files are found; else the classification view its
+    dataset record names (Omniglot → ``omniglot-cls``, mini-ImageNet → ``miniimagenet-64``).
+    """
+    if fewshot is not None and fewshot in classification_names():
+        return fewshot
+    if find("cifar10") is not None:
+        return "cifar10"
+    views = {r.name: r.classification for r in records() if r.classification is not None}
+    return views.get(str(fewshot), "cifar10")
+
+
 def resolve_default_dataset(data_root: str | Path | None = None) -> tuple[str, str | None]:
     """The dataset a run uses when none is named: the first real few-shot one found by rank, else glyphs.
 

@@ -92,7 +92,7 @@ def bank_requirements(spec: Any) -> list[dict[str, Any]]:
 
 def train_settings(budget: Any, method: str, axes: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's training settings: the budget's L2L numbers on the classification set of ``axes["dataset"]``."""
-    from advmeta.plan.settings import classification_dataset
+    from advmeta.data.catalog import classification_dataset
 
     train: dict[str, Any] = {
         "epochs": budget.l2l_epochs, "train_per_class": budget.l2l_train_per_class,

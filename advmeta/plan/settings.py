@@ -28,22 +28,6 @@ def train_settings(budget: Budget, family: str, method: str, axes: Mapping[str, 
     return train
 
 
-def classification_dataset(fewshot: str | None) -> str:
-    """The plain classification set an L2L trainer uses alongside a few-shot dataset.
-
-    CIFAR-10 (the L2L paper's) when its files are found; else the classification view its
-    dataset record names (Omniglot → ``omniglot-cls``, mini-ImageNet → ``miniimagenet-64``).
-    """
-    from advmeta.data.catalog import classification_names, find, records
-
-    if fewshot is not None and fewshot in classification_names():
-        return fewshot
-    if find("cifar10") is not None:
-        return "cifar10"
-    views = {r.name: r.classification for r in records() if r.classification is not None}
-    return views.get(str(fewshot), "cifar10")
-
-
 def queries_of(attack: str) -> int:
     """The query budget an attack declares (``n_queries`` of its test settings: Square's forwards
     per episode, the cost that dominates it); 0 for attacks whose cost is their steps."""
