@@ -161,11 +161,11 @@ def expand(name: str, data: Mapping[str, Any], budget: Budget, *, dataset: str |
         for method in table_methods:
             if methods is not None and method not in methods:
                 continue
+            m = resolve(method)  # once per method of the table
             train_at = None
             if t_eps is not None and t_eps.trains_methods:
-                on_surrogate = sur_eps is not None and resolve(method).family.trains_on_surrogate(method)
+                on_surrogate = sur_eps is not None and m.family.trains_on_surrogate(method)
                 train_at = sur_eps.primary if sur_eps is not None and on_surrogate else t_eps.train_eps
-            m = resolve(method)
             for trial_hp, settings in _method_trials(m, table, where, budget, axes, seeds, dataset, seed, train_at):
                 spec = TrialSpec(sweep or name, m.family_name, m.name, trial_hp, settings, evals, budget.name, (tname,))
                 key = spec.with_evals(()).trial_id  # the same training from two tables: trained once
@@ -245,7 +245,7 @@ def _method_trials(m: MethodRef, table: Mapping[str, Any], where: str, budget: B
             ax = dict(zip(axes, train_combo))
             if ax.get("dataset") in (None, "auto"):
                 ax["dataset"] = dataset
-            train = train_settings(budget, m.family_name, m.name, ax, seed + rep, dict(table.get("train", {})))
+            train = train_settings(budget, m, ax, seed + rep, dict(table.get("train", {})))
             try:
                 trial_hp = HParams.on_dataset(m.config_class, train.get("dataset"), hp, m.name)
                 settings = TrainSettings.of(train)

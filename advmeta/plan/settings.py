@@ -12,18 +12,18 @@ from typing import Any
 
 from advmeta.eps import TABLE
 from advmeta.errors import ConfigError
-from advmeta.families import get_family, scenario_owners
+from advmeta.families import MethodRef, scenario_owners
 from advmeta.plan.budgets import Budget
 from advmeta.plan.epsplan import as_list
 from advmeta.plan.validate import check_eval
 
 
-def train_settings(budget: Budget, family: str, method: str, axes: Mapping[str, Any], seed: int,
+def train_settings(budget: Budget, method: MethodRef, axes: Mapping[str, Any], seed: int,
                    extra: Mapping[str, Any]) -> dict[str, Any]:
     """Training settings of a trial: the seed, the family's settings from the budget under the
     table's axes (:meth:`Family.train_settings`), then the table's own ``train`` values."""
     train: dict[str, Any] = {"seed": seed, "budget": budget.name}
-    train.update(get_family(family).train_settings(budget, method, axes))
+    train.update(method.family.train_settings(budget, method.name, axes))
     train.update(extra)
     return train
 

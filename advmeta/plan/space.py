@@ -199,6 +199,12 @@ def parse_eps_option(text: str, option: str) -> list[Epsilon]:
     return values
 
 
+def _ref(method: str | MethodRef) -> MethodRef:
+    """The method resolved: a :class:`~advmeta.families.MethodRef` as given (a request's, resolved once),
+    a name looked up."""
+    return method if isinstance(method, MethodRef) else resolve(method)
+
+
 def training_eps_field(fields: Mapping[str, TypedField]) -> str | None:
     """The method's training budget: its one field typed ``Eps`` (not ``EpsStep``), whatever its
     name (``train_eps``, L2L's ``eps``); ``--eps`` names it. None for a method without one."""
@@ -208,7 +214,7 @@ def training_eps_field(fields: Mapping[str, TypedField]) -> str | None:
 
 def tunable_fields(method: str | MethodRef) -> dict[str, TypedField]:
     """The scalar fields of ``method``'s Config, typed (tuples and dicts are not tunable from the CLI)."""
-    return {n: f for n, f in typed_fields(resolve(method).config_class).items() if f.type.scalar}
+    return {n: f for n, f in typed_fields(_ref(method).config_class).items() if f.type.scalar}
 
 
 def describe_fields(method: str | MethodRef, dataset: str | None = None, budget: Budget | None = None) -> list[str]:
@@ -221,7 +227,7 @@ def describe_fields(method: str | MethodRef, dataset: str | None = None, budget:
     """
     from advmeta.hparams import dataset_defaults
 
-    m = resolve(method)
+    m = _ref(method)
     fields = tunable_fields(m)
     where = f" on {dataset}" if dataset else ""
     runs = {k: (v, f"on {dataset}") for k, v in dataset_defaults(m.config_class, dataset).items()}
@@ -246,7 +252,7 @@ def parse_overrides(method: str | MethodRef, args: Sequence[str]) -> dict[str, V
         ConfigError: an unknown field (the message lists the known ones), a missing value or a
             malformed range/list.
     """
-    m = resolve(method)
+    m = _ref(method)
     fields = tunable_fields(m)
     out: dict[str, Values] = {}
     i = 0
@@ -336,7 +342,7 @@ def tune_trials(method: str | MethodRef, overrides: Mapping[str, Values], budget
 
     if samples < 1:
         raise ConfigError("--samples must be >= 1")
-    m = resolve(method)
+    m = _ref(method)
     fields = tunable_fields(m)
     sweep = sweep or f"tune-{m.name}"
     if test_eps is None:  # at the ε the search trains at (in the order of their text), else the family's default
@@ -363,7 +369,7 @@ def tune_trials(method: str | MethodRef, overrides: Mapping[str, Values], budget
         raise ConfigError(f"unknown search {search!r}; known: grid, random")
     specs = []
     for hp, s in combos:
-        train = train_settings(budget, m.family_name, m.name, {"dataset": dataset, "n_way": n_way, "k_shot": k_shot},
+        train = train_settings(budget, m, {"dataset": dataset, "n_way": n_way, "k_shot": k_shot},
                                s, {})
         trial_hp = HParams.on_dataset(m.config_class, train.get("dataset"), base | hp, m.name)
         specs.append(TrialSpec(sweep, m.family_name, m.name, trial_hp, TrainSettings.of(train),
