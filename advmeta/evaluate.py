@@ -330,17 +330,7 @@ def evaluate_learner(learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
             _adaptation_step(learner, fn, ep, step, step == len(fns) - 1, adapt_s / len(fns), protocol, seed, acc,
                              checks, transfer)
         if "surrogate" in protocol.scenarios:
-            for e in protocol.surrogate_eps:
-                if bank is not None:
-                    ep_c, ep_a = bank(idx, e)
-                    ep_c, ep_a = ep_c.to(device), ep_a.to(device)
-                else:
-                    assert surrogate is not None  # made above whenever there is no bank
-                    ep_c, ep_a = ep, surrogate.attack_episodes(ep, e, protocol.split)
-                # The clean support was adapted to above: reuse it (same episodes, same weights).
-                same = ep_c is ep or (torch.equal(ep_c.support_x, ep.support_x)
-                                      and torch.equal(ep_c.support_y, ep.support_y))
-                _surrogate(learner, ep_c, ep_a, e, steps, k_shot, protocol, acc, sur_params, fns if same else None)
+            _surrogate_scenario(learner, ep, idx, fns, steps, k_shot, protocol, acc, sur_params, bank, surrogate, device)
         if progress:
             sys.stderr.write(f"\reval {name}: {idx[-1] + 1 - begin}/{protocol.n_episodes} episodes "
                              f"({time.perf_counter() - t_start:.0f} s)   ")
@@ -354,6 +344,24 @@ def evaluate_learner(learner: Learner, cfg: TrainConfig, state: dict[str, Any], 
         {"sweep": protocol.sweep, "trial_id": protocol.trial_id, "method": name, "dataset": cfg.dataset,
          "split": protocol.split, "seed": seed})
     return Evaluation(rows, episode_rows, check_rows)
+
+
+def _surrogate_scenario(learner: Learner, ep: Episodes, idx: list[int], fns: list[Any], steps: int, k_shot: int,
+                        protocol: EvalProtocol, acc: _Acc, params: str, bank: Bank | None, surrogate: Any,
+                        device: torch.device) -> None:
+    """ADML's table on the episodes ``idx`` at every surrogate ε: their surrogate-attacked version
+    from the bank, else from the surrogate; ``fns``: the clean support's adapted models, reused
+    where the bank's clean episodes are these."""
+    for e in protocol.surrogate_eps:
+        if bank is not None:
+            ep_c, ep_a = bank(idx, e)
+            ep_c, ep_a = ep_c.to(device), ep_a.to(device)
+        else:
+            assert surrogate is not None  # made whenever there is no bank
+            ep_c, ep_a = ep, surrogate.attack_episodes(ep, e, protocol.split)
+        # The clean support was adapted to above: reuse it (same episodes, same weights).
+        same = ep_c is ep or (torch.equal(ep_c.support_x, ep.support_x) and torch.equal(ep_c.support_y, ep.support_y))
+        _surrogate(learner, ep_c, ep_a, e, steps, k_shot, protocol, acc, params, fns if same else None)
 
 
 def _masking_checks(protocol: EvalProtocol, cfg: TrainConfig, n_way: int, bank: Bank | None,

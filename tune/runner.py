@@ -216,11 +216,7 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
     specs = list(dict((s.trial_id, s) for s in specs).values())
     ledger = Ledger(sweep_dir)
     ledger.write_manifest({"name": name, **(info or {}), "sequential": {"looks": opts.claim_looks}}, specs)
-    # Failed trials are retried by a new run; finished and early-stopped ones are final.
-    pending = [s for s in specs if ledger.status_of(s.trial_id) not in ("ok", "stopped")]
-    trained = {s.trial_id for s in pending if ledger.local and (Path(ledger.work_dir(s.trial_id)) / "checkpoint.pt").is_file()}
-    # stable: equal costs keep the grid's order
-    pending.sort(key=lambda s: trial_cost(s, s.trial_id in trained), reverse=True)
+    pending = _pending(specs, ledger)
     t0 = time.perf_counter()
     trial_seconds: list[float] = []
     resources: Resources | None = None
@@ -255,6 +251,15 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
     return SweepOutcome(summary, episodes, len(specs), status.count("ok"), status.count("error"),
                         status.count("stopped"), status.count("pending"), time.perf_counter() - t0,
                         trial_seconds, resources)
+
+
+def _pending(specs: Sequence[TrialSpec], ledger: Ledger) -> list[TrialSpec]:
+    """The trials to run, longest first: failed trials are retried by a new run, finished and
+    early-stopped ones are final; a trial with a checkpoint costs what is left of it."""
+    pending = [s for s in specs if ledger.status_of(s.trial_id) not in ("ok", "stopped")]
+    trained = {s.trial_id for s in pending if ledger.local and (Path(ledger.work_dir(s.trial_id)) / "checkpoint.pt").is_file()}
+    # stable: equal costs keep the grid's order
+    return sorted(pending, key=lambda s: trial_cost(s, s.trial_id in trained), reverse=True)
 
 
 def _tuner(name: str, trainable: Any, pending: Sequence[TrialSpec], opts: SweepOptions, ledger: Ledger,
