@@ -4,6 +4,8 @@ longest first onto the concurrent slots and counts a calibration still to run.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from advmeta.plan.budgets import get_budget
@@ -43,3 +45,24 @@ def test_a_dry_run_says_the_cost_and_warns_of_many_trials(monkeypatch: pytest.Mo
     code, text = run_main(["tune", "tafl", "--gamma", "0:5:0.1", "--dataset", "glyphs", "--dry-run", "--output",
                            "/tmp/advmeta-estimate-test"], monkeypatch, capsys)
     assert code == 0 and f"(more than {TOO_MANY})" in text and "51 trials" in text
+
+
+def test_the_estimate_leaves_out_the_trials_a_folder_holds_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A re-run says what it will run: the finished trials of its folder are neither run nor estimated."""
+    from advmeta.ledger import Ledger
+    from advmeta.plan.sweeps import estimate_of, say_estimate
+
+    grid, data = load_grid("tafl")
+    specs = expand(grid, data, get_budget("smoke"), dataset="glyphs", seed=0)
+    done = {specs[0].trial_id}
+    monkeypatch.setattr(Ledger, "status_of", lambda self, tid: "ok" if tid in done else "pending")
+    fresh = estimate_of(specs, 1, folder=str(tmp_path / "new"))  # no folder yet: every trial
+    rerun = estimate_of(specs, 1, folder=str(tmp_path))
+    assert (fresh.trials, rerun.trials) == (len(specs), len(specs) - 1) and rerun.seconds < fresh.seconds
+    say_estimate(specs, 1, folder=str(tmp_path))
+    assert f"the other 1 of its {len(specs)} trials are done in {tmp_path}" in capsys.readouterr().err
+    done.update(s.trial_id for s in specs)
+    assert estimate_of(specs, 1, folder=str(tmp_path)).seconds == 0.0
+    say_estimate(specs, 1, folder=str(tmp_path))
+    assert f"nothing to run, the {len(specs)} trials are done" in capsys.readouterr().err

@@ -162,7 +162,7 @@ def run(source: GridRequest | SearchRequest | Callable[[], Plan], folder: str, o
             held.enter_context(folder_lock(folder, enabled=not dry_run))  # another run's: exit 2 naming it
 
         if isinstance(source, SearchRequest):
-            plan = plan_search(source, dry_run=dry_run, progress=opts.progress)
+            plan = plan_search(source, folder, dry_run=dry_run, progress=opts.progress)
             hold()
         elif isinstance(source, GridRequest):  # held before the calibration reads or writes the folder
             plan = plan_grid(source, folder, dry_run=dry_run, progress=opts.progress, hold=hold)

@@ -173,4 +173,5 @@ def estimate(specs: Sequence[TrialSpec], slots: int, calibration: TrialSpec | No
     for cost in sorted((trial_seconds(s) for s in specs), reverse=True):
         heapq.heappush(finish, heapq.heappop(finish) + cost)
     cal = calibration_seconds(calibration, calibration_episodes)
-    return Estimate(len(specs), max(1, slots), cal + max(finish) + START_SECONDS, cal)
+    start = START_SECONDS if specs else 0.0  # nothing to run starts no cluster
+    return Estimate(len(specs), max(1, slots), cal + max(finish) + start, cal)

@@ -425,8 +425,9 @@ def _parse_request(req: SearchRequest) -> tuple[MethodRef, dict[str, Values], li
     return ref, overrides, parse_eps_option(req.test_eps, "--test-eps") if req.test_eps else None
 
 
-def plan_search(req: SearchRequest, *, dry_run: bool = False, progress: bool = True) -> Plan:
-    """The trials of a search over ``req.method``'s hyper-parameters.
+def plan_search(req: SearchRequest, folder: str = "", *, dry_run: bool = False, progress: bool = True) -> Plan:
+    """The trials of a search over ``req.method``'s hyper-parameters (``folder``: the sweep's, whose
+    finished trials the estimate leaves out).
 
     Raises:
         ConfigError: an unknown method, option, budget or dataset; a malformed value; an impossible
@@ -448,7 +449,7 @@ def plan_search(req: SearchRequest, *, dry_run: bool = False, progress: bool = T
     check_episode_shapes(specs, req.data_root)  # --n-way 5000: an error now, not a failed trial
     manifest: dict[str, Any] = {"method": req.method, "budget": req.budget, "dataset": ds, "seed": req.seed,
                                 "search": req.search, "samples": req.samples}
-    manifest["estimate_seconds"] = estimate_of(specs, req.cpus_per_trial).seconds
+    manifest["estimate_seconds"] = estimate_of(specs, req.cpus_per_trial, folder=folder).seconds
     if dry_run or progress:
-        say_estimate(specs, req.cpus_per_trial)
+        say_estimate(specs, req.cpus_per_trial, folder=folder)
     return Plan(name, specs, manifest)

@@ -80,22 +80,39 @@ def resumed_specs(folder: str) -> tuple[str, list[TrialSpec], dict[str, Any]]:
     return str(manifest.get("name", "sweep")), specs, manifest
 
 
+def still_to_run(specs: Sequence[TrialSpec], folder: str = "") -> list[TrialSpec]:
+    """The trials a run of the sweep in ``folder`` will run: those its ledger does not hold as
+    finished or stopped (all of them for a new folder, or none given)."""
+    if not folder or "://" in folder or not os.path.isdir(folder):
+        return list(specs)
+    ledger = Ledger(folder)
+    return [s for s in specs if ledger.status_of(s.trial_id) not in ("ok", "stopped")]
+
+
 def estimate_of(specs: Sequence[TrialSpec], cpus_per_trial: float | None, calibration: TrialSpec | None = None,
-                calibration_episodes: int = 20) -> Any:
-    """The sweep's estimated wall time on this machine (:mod:`advmeta.plan.estimate`)."""
+                calibration_episodes: int = 20, folder: str = "") -> Any:
+    """The estimated wall time on this machine of what a run will do (:mod:`advmeta.plan.estimate`):
+    the trials still to run in ``folder`` (:func:`still_to_run`), after the calibration when it is due."""
     from advmeta.plan.estimate import estimate
 
     slots = max(1, int((os.cpu_count() or 1) // max(1.0, float(cpus_per_trial or 1))))
-    return estimate(specs, slots, calibration, calibration_episodes)
+    return estimate(still_to_run(specs, folder), slots, calibration, calibration_episodes)
 
 
 def say_estimate(specs: Sequence[TrialSpec], cpus_per_trial: float | None, calibration: TrialSpec | None = None,
-                 calibration_episodes: int = 20, looks: int = 1) -> None:
+                 calibration_episodes: int = 20, looks: int = 1, folder: str = "") -> None:
     """Print the estimate (stderr), and a warning when the sweep has many trials. ``looks``: the
-    claims' planned looks (their further blocks, after the trials, are not in the estimate)."""
+    claims' planned looks (their further blocks, after the trials, are not in the estimate);
+    ``folder``: the sweep's, whose finished trials are not run again (nor estimated)."""
     from advmeta.plan.estimate import TOO_MANY
 
-    text = estimate_of(specs, cpus_per_trial, calibration, calibration_episodes).text(os.cpu_count() or 1)
+    found = estimate_of(specs, cpus_per_trial, calibration, calibration_episodes, folder)
+    if found.trials == 0 and not found.calibration:
+        print(f"estimate: nothing to run, the {len(specs)} trials are done in {folder}", file=sys.stderr)
+        return
+    text = found.text(os.cpu_count() or 1)
+    if found.trials < len(specs):
+        text += f"; the other {len(specs) - found.trials} of its {len(specs)} trials are done in {folder}"
     if looks > 1:
         text += (f"; not in it: up to {looks - 1} further block(s) of episodes for the claims still undecided "
                  "after the trials")
