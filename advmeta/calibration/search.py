@@ -12,7 +12,7 @@ trains at ε* and every table is evaluated there.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,23 @@ def check_ladder(ladder: Sequence[str]) -> tuple[str, ...]:
     return tuple(format_eps(v) for v in values)
 
 
+def _first_below(rungs: Sequence[str], below: Callable[[str], bool], search: str) -> int | None:
+    """The index of the first rung ``below`` holds for (None: none), measuring up from the smallest
+    (``linear``) or by bisection (``bisect``: ⌈log₂ n⌉ + 1 measurements; the same rung whenever the
+    measured curve is monotone)."""
+    if search == "linear":
+        return next((i for i, e in enumerate(rungs) if below(e)), None)
+    hi = None  # the lowest rung measured below the threshold; all below `left` are above it
+    left, right = 0, len(rungs) - 1
+    while left <= right:
+        mid = (left + right) // 2
+        if below(rungs[mid]):
+            hi, right = mid, mid - 1
+        else:
+            left = mid + 1
+    return hi
+
+
 def calibrate(checkpoint: str | Path, ladder: Sequence[str] = LADDER, threshold: float = THRESHOLD,
               n_episodes: int = 100, steps: int = 20, split: str = "val", q_query: int | None = None,
               device: str = "auto", progress: bool = False, search: str = "bisect") -> Calibration:
@@ -146,17 +163,7 @@ def calibrate(checkpoint: str | Path, ladder: Sequence[str] = LADDER, threshold:
                   f"(clean {point.clean_acc:.1f}%)", file=sys.stderr, flush=True)
         return point
 
-    if search == "linear":
-        hi = next((i for i, e in enumerate(rungs) if measure(e).acc < threshold), None)
-    else:
-        hi = None  # the lowest rung measured below the threshold; all below `left` are above it
-        left, right = 0, len(rungs) - 1
-        while left <= right:
-            mid = (left + right) // 2
-            if measure(rungs[mid]).acc < threshold:
-                hi, right = mid, mid - 1
-            else:
-                left = mid + 1
+    hi = _first_below(rungs, lambda e: measure(e).acc < threshold, search)
     chosen, below = (rungs[hi], True) if hi is not None else (rungs[-1], False)
     ordered = tuple(curve[e] for e in rungs if e in curve)
     return Calibration(chosen, below, ordered, float(threshold), {"attack": "pgd", "search": search, **params["pgd"]},
