@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from advmeta.eps import EPS_BUDGET, EPS_STEP, Epsilon
+from advmeta.eps import EPS_BUDGET, EPS_STEP, Epsilon, check_eps_value
 from advmeta.errors import ConfigError
 
 
@@ -195,15 +195,13 @@ def dataset_defaults(config_cls: type, dataset: str | None) -> dict[str, Any]:
     return {k: v for k, v in out.items() if k in fields}
 
 
-def check_value(field: Any, value: Any, what: str) -> None:
-    """A hyper-parameter value against its field (an :class:`advmeta.hparams.TypedField`): its declared
-    type, the sign its range (``low``/``high``) implies, its choices. What :class:`HParams` checks.
+def check_value(field: TypedField, value: Any, what: str) -> None:
+    """A hyper-parameter value against its field: its declared type, the sign its range
+    (``low``/``high``) implies, its choices. What :class:`HParams` checks.
 
     Raises:
         ConfigError: the wrong type (a string for a float, …) or a value outside the range.
     """
-    from advmeta.eps import check_eps_value
-
     if value is None and field.type.optional:
         return
     if not field.type.scalar:

@@ -196,6 +196,11 @@ class Ledger:
         path = self.trial_path(tid, ERROR)
         return str(self._read_json(path).get("status", "error")) if self._exists(path) else "pending"
 
+    def to_run(self, specs: Iterable[TrialSpec]) -> list[TrialSpec]:
+        """The trials a run of this sweep runs, in their order: failed ones are retried, finished and
+        early-stopped ones are final."""
+        return [s for s in specs if self.status_of(s.trial_id) not in ("ok", "stopped")]
+
     # -- merged tables ---------------------------------------------------------------------
     def _read_frame(self, path: str) -> pd.DataFrame:
         return pq.read_table(path, filesystem=self.fs).to_pandas()

@@ -11,11 +11,11 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from advmeta.ledger import Ledger
+from advmeta.plan.trial import Resources
 
 
 @dataclass
@@ -31,8 +31,8 @@ class SweepOutcome:
     pending: int
     wall_seconds: float
     trial_seconds: list[float]
-    resources: Any
-    """The :class:`~advmeta.plan.trial.Resources` the trials ran with (None: none ran)."""
+    resources: Resources | None
+    """What the trials ran with (None: none ran)."""
 
     @property
     def complete(self) -> bool:

@@ -254,9 +254,9 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
 
 
 def _pending(specs: Sequence[TrialSpec], ledger: Ledger) -> list[TrialSpec]:
-    """The trials to run, longest first: failed trials are retried by a new run, finished and
-    early-stopped ones are final; a trial with a checkpoint costs what is left of it."""
-    pending = [s for s in specs if ledger.status_of(s.trial_id) not in ("ok", "stopped")]
+    """The trials to run (:meth:`Ledger.to_run`), longest first; a trial with a checkpoint costs
+    what is left of it."""
+    pending = ledger.to_run(specs)
     trained = {s.trial_id for s in pending if ledger.local and (Path(ledger.work_dir(s.trial_id)) / "checkpoint.pt").is_file()}
     # stable: equal costs keep the grid's order
     return sorted(pending, key=lambda s: trial_cost(s, s.trial_id in trained), reverse=True)

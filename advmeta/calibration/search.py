@@ -264,7 +264,8 @@ def calibrate_surrogate(checkpoint: str | Path, start: str, drop: float = SURROG
 
     rungs = surrogate_rungs(start, factors)
     proto = EvalProtocol(split=split, n_episodes=n_episodes, q_query=q_query, scenarios=("surrogate",),
-                         surrogate_eps=tuple(Epsilon(r) for r in rungs), surrogate_supports=("clean",), device=device, chunk=min(50, n_episodes))
+                         surrogate_eps=tuple(Epsilon(r) for r in rungs), surrogate_supports=("clean",), device=device,
+                         chunk=min(50, n_episodes))
     episodes = evaluate(checkpoint, proto, progress=False).episodes
     per: dict[tuple[str, str], dict[int, float]] = {}
     for r in episodes:

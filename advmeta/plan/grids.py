@@ -24,7 +24,7 @@ with the union of their protocols. Budget values (iterations, episodes, …) fil
 does not set itself.
 
 Planning a grid sweep is here too: ``advmeta sweep``'s options, as typed, make a
-:class:`GridRequest` (the grid read, ``--eps`` parsed and checked at once); :func:`plan_grid`
+:class:`GridRequest`; :func:`plan_grid` parses it (the grid read, ``--eps`` parsed and checked),
 gives every table its ε (:mod:`advmeta.plan.epsplan`, calibrated first where a table needs it:
 :mod:`advmeta.calibration`) and expands the grid into the :class:`~advmeta.plan.sweeps.Plan`
 that :func:`advmeta.tune.runner.run` runs::
@@ -286,7 +286,7 @@ class GridRequest:
 
 
 def _parse_request(req: GridRequest) -> tuple[str, dict[str, Any], list[Epsilon] | None]:
-    """The grid's name and data, and ``--eps`` as canonical ``k/255`` (None: not given).
+    """The grid's name and data, and ``--eps`` as :class:`~advmeta.eps.Epsilon` s (None: not given).
 
     Raises:
         ConfigError: an unknown grid, budget or method, a malformed ``eps``.

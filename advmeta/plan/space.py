@@ -5,9 +5,9 @@ draws of a random search (seeded, so re-running the command draws the same trial
 Ranges without a step are sampled continuously by the random search (log-uniformly where the
 field is declared ``log=True`` in the learner), and stepped by 1 in a grid.
 
-``advmeta tune``'s options, as typed, make a :class:`SearchRequest` (the method resolved once and
-each value parsed by its field's declared type, at once); :func:`plan_search` makes the trials,
-the :class:`~advmeta.plan.sweeps.Plan` that :func:`advmeta.tune.runner.run` runs.
+``advmeta tune``'s options, as typed, make a :class:`SearchRequest`; :func:`plan_search` parses it
+(the method resolved once, each value by its field's declared type) and makes the trials, the
+:class:`~advmeta.plan.sweeps.Plan` that :func:`advmeta.tune.runner.run` runs.
 
 The syntax of a value on the command line, for any field (its kind read from its declared type,
 :func:`advmeta.hparams.typed_fields`):
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from advmeta.eps import Epsilon, format_eps, parse_eps
+from advmeta.eps import Epsilon, check_eps_value, format_eps, parse_eps
 from advmeta.errors import ConfigError
 from advmeta.hparams import HParams
 from advmeta.hparams import Kind, TypedField, typed_fields
@@ -44,7 +44,6 @@ from advmeta.plan.trial import EvalSettings, TrainSettings, TrialSpec
 
 _MAX_VALUES = 10_000
 """A range longer than this is almost surely a typo (e.g. a step of 1e-6)."""
-
 
 
 @dataclass(frozen=True)
@@ -189,8 +188,6 @@ def parse_eps_option(text: str, option: str) -> list[Epsilon]:
     """An ε option as typed — a list ``a,b`` or a range ``lo:hi:step``, each ``k/255`` or a float —
     as :class:`~advmeta.eps.Epsilon` s, each checked (> 0, at most the largest ε advmeta accepts):
     the one parse of ``--eps`` and ``--test-eps``."""
-    from advmeta.eps import check_eps_value
-
     values: list[Epsilon] = as_list(parse_values(text, Kind.EPS, option))
     for e in values:
         check_eps_value(e, option)
@@ -410,7 +407,7 @@ class SearchRequest:
 
 def _parse_request(req: SearchRequest) -> tuple[MethodRef, dict[str, Values], list[Epsilon] | None]:
     """The method resolved, the hyper-parameter options parsed by their fields' declared types, and
-    ``--test-eps`` as canonical ``k/255`` (None: not given).
+    ``--test-eps`` as :class:`~advmeta.eps.Epsilon` s (None: not given).
 
     Raises:
         ConfigError: an unknown method, option or budget; a malformed value; an impossible shape.

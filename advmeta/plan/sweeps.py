@@ -81,12 +81,11 @@ def resumed_specs(folder: str) -> tuple[str, list[TrialSpec], dict[str, Any]]:
 
 
 def still_to_run(specs: Sequence[TrialSpec], folder: str = "") -> list[TrialSpec]:
-    """The trials a run of the sweep in ``folder`` will run: those its ledger does not hold as
-    finished or stopped (all of them for a new folder, or none given)."""
+    """The trials a run of the sweep in ``folder`` will run (:meth:`Ledger.to_run`; all of them for a
+    new folder, or none given)."""
     if not folder or "://" in folder or not os.path.isdir(folder):
         return list(specs)
-    ledger = Ledger(folder)
-    return [s for s in specs if ledger.status_of(s.trial_id) not in ("ok", "stopped")]
+    return Ledger(folder).to_run(specs)
 
 
 def estimate_of(specs: Sequence[TrialSpec], cpus_per_trial: float | None, calibration: TrialSpec | None = None,
