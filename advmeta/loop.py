@@ -159,19 +159,8 @@ def run(trainer: Trainer, out_dir: str | Path, identity: Identity, schedule: Sch
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / CHECKPOINT_NAME
-    start, history, seconds = 0, [], 0.0
-    metrics: dict[str, Any] = {}
-    if resume and path.exists():
-        saved = load_checkpoint(path, trainer.kind, map_location)
-        if saved["identity"] != identity.result:
-            changed = sorted(k for k in set(saved["identity"]) | set(identity.result)
-                             if saved["identity"].get(k) != identity.result.get(k))
-            raise ConfigError(f"{path} was written by another configuration (differs in {', '.join(changed)}); "
-                              "use another folder or resume=False")
-        trainer.load_state(saved["state"])
-        ckpt_io.set_rng_state(saved["rng"])
-        start, history, seconds = int(saved["step"]), list(saved["history"]), float(saved["train_seconds"])
-        metrics = dict(saved["metrics"])
+    start, history, seconds, metrics = (_restore(trainer, path, identity, map_location) if resume and path.exists()
+                                        else (0, [], 0.0, {}))
     bar = _Progress(schedule.total, label, progress)
     units: list[dict[str, float]] = []
     for i in range(start, schedule.total):
@@ -188,13 +177,7 @@ def run(trainer: Trainer, out_dir: str | Path, identity: Identity, schedule: Sch
             metrics = {**metrics, "train_seconds": seconds}
             if validate_now:
                 history.append(dict(metrics))
-            written = None
-            if save_now:
-                written = ckpt_io.save_atomic({
-                    "format": ckpt_io.FORMAT, "kind": trainer.kind, "config": identity.config,
-                    "identity": identity.result, **identity.extra, "step": done, "state": trainer.state(),
-                    "rng": ckpt_io.rng_state(), "history": history, "metrics": metrics,
-                    "train_seconds": metrics["train_seconds"]}, path)
+            written = _save(trainer, path, identity, done, history, metrics) if save_now else None
             if report is not None:
                 report(dict(metrics), written)
         bar.update(done, start, describe(stats, metrics) if describe is not None else "")
@@ -202,3 +185,32 @@ def run(trainer: Trainer, out_dir: str | Path, identity: Identity, schedule: Sch
     if not path.is_file():
         raise RuntimeError(f"training finished without a checkpoint at {path}")  # a schedule of 0 units
     return path, metrics, history
+
+
+def _restore(trainer: Trainer, path: Path, identity: Identity,
+             map_location: Any) -> tuple[int, list[dict[str, Any]], float, dict[str, Any]]:
+    """Load ``path`` into ``trainer`` and the random streams; the units done, the history, the
+    training seconds and the latest metrics it holds.
+
+    Raises:
+        ConfigError: the checkpoint was written by another configuration or trainer.
+    """
+    saved = load_checkpoint(path, trainer.kind, map_location)
+    if saved["identity"] != identity.result:
+        changed = sorted(k for k in set(saved["identity"]) | set(identity.result)
+                         if saved["identity"].get(k) != identity.result.get(k))
+        raise ConfigError(f"{path} was written by another configuration (differs in {', '.join(changed)}); "
+                          "use another folder or resume=False")
+    trainer.load_state(saved["state"])
+    ckpt_io.set_rng_state(saved["rng"])
+    return int(saved["step"]), list(saved["history"]), float(saved["train_seconds"]), dict(saved["metrics"])
+
+
+def _save(trainer: Trainer, path: Path, identity: Identity, done: int, history: list[dict[str, Any]],
+          metrics: dict[str, Any]) -> Path:
+    """Write the checkpoint after ``done`` units, atomically: everything :func:`_restore` reads back."""
+    return ckpt_io.save_atomic({
+        "format": ckpt_io.FORMAT, "kind": trainer.kind, "config": identity.config,
+        "identity": identity.result, **identity.extra, "step": done, "state": trainer.state(),
+        "rng": ckpt_io.rng_state(), "history": history, "metrics": metrics,
+        "train_seconds": metrics["train_seconds"]}, path)

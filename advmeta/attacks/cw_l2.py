@@ -60,25 +60,7 @@ def cw_l2(
     best = x.clone()
     w0 = torch.atanh((2 * x - 1).clamp_(-1 + 1e-6, 1 - 1e-6))
     for _ in range(search_steps):
-        w = w0.clone().requires_grad_(True)
-        opt = torch.optim.Adam([w], lr=lr)
-        success = torch.zeros(samples, dtype=torch.bool, device=x.device)
-        for _ in range(steps):
-            with torch.enable_grad():
-                x_adv = (torch.tanh(w) + 1) / 2
-                logits = model_fn(x_adv)
-                m = margin(logits, y)
-                l2sq = (x_adv - x).square().flatten(-3).sum(-1)
-                objective = l2sq + c * (-m).clamp(min=-kappa)
-                (w.grad,) = torch.autograd.grad(objective.sum(), w)
-            check_finite_step(w.grad, objective.detach(), logits.detach())  # NaN would never count as a hit
-            with torch.no_grad():
-                hit = m.detach() > kappa if kappa > 0 else m.detach() > 0
-                better = hit & (l2sq.detach() < best_l2)
-                best_l2 = torch.where(better, l2sq.detach(), best_l2)
-                best = torch.where(better[..., None, None, None], x_adv.detach(), best)
-                success |= hit
-            opt.step()
+        success, best, best_l2 = _adam_run(model_fn, x, y, w0, c, best, best_l2, steps=steps, lr=lr, kappa=kappa)
         hi = torch.where(success, torch.minimum(hi, c), hi)
         lo = torch.where(success, lo, torch.maximum(lo, c))
         c = torch.where(torch.isinf(hi), c * 10, (lo + hi) / 2)
@@ -88,3 +70,31 @@ def cw_l2(
     return best
 
 
+def _adam_run(model_fn: ModelFn, x: Tensor, y: Tensor, w0: Tensor, c: Tensor, best: Tensor, best_l2: Tensor, *,
+              steps: int, lr: float, kappa: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``steps`` Adam steps on the objective at the constants ``c``, from ``w0`` (tanh space).
+
+    Returns:
+        Which samples were misclassified (by more than κ) at some step, and the best images and
+        their squared ℓ2 distances: ``best`` and ``best_l2`` replaced where a step found a closer hit.
+    """
+    w = w0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=lr)
+    success = torch.zeros(x.shape[:-3], dtype=torch.bool, device=x.device)
+    for _ in range(steps):
+        with torch.enable_grad():
+            x_adv = (torch.tanh(w) + 1) / 2
+            logits = model_fn(x_adv)
+            m = margin(logits, y)
+            l2sq = (x_adv - x).square().flatten(-3).sum(-1)
+            objective = l2sq + c * (-m).clamp(min=-kappa)
+            (w.grad,) = torch.autograd.grad(objective.sum(), w)
+        check_finite_step(w.grad, objective.detach(), logits.detach())  # NaN would never count as a hit
+        with torch.no_grad():
+            hit = m.detach() > kappa if kappa > 0 else m.detach() > 0
+            better = hit & (l2sq.detach() < best_l2)
+            best_l2 = torch.where(better, l2sq.detach(), best_l2)
+            best = torch.where(better[..., None, None, None], x_adv.detach(), best)
+            success |= hit
+        opt.step()
+    return success, best, best_l2

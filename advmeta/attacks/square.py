@@ -51,6 +51,30 @@ def _margin(model_fn: ModelFn, x: Tensor, y: Tensor) -> Tensor:
     return loss
 
 
+def _proposal(x: Tensor, best: Tensor, eps: float, side: int, generator: Gen) -> Tensor:
+    """``best`` with one square of ``side`` pixels, at a random place, set to a random vertex of the
+    ε-ball in every channel (clipped to [0, 1]); where that changes nothing, the opposite vertex."""
+    lead, (c, h, w) = tuple(x.shape[:-3]), tuple(x.shape[-3:])
+    rows = torch.arange(h, device=x.device)
+    cols = torch.arange(w, device=x.device)
+    u = _draw((*lead, 2 + c), generator, x, normal=False)
+    top = (u[..., 0] * (h - side + 1)).long().clamp_(max=h - side)
+    left = (u[..., 1] * (w - side + 1)).long().clamp_(max=w - side)
+    in_h = (rows >= top.unsqueeze(-1)) & (rows < (top + side).unsqueeze(-1))
+    in_w = (cols >= left.unsqueeze(-1)) & (cols < (left + side).unsqueeze(-1))
+    window = (in_h.unsqueeze(-1) & in_w.unsqueeze(-2)).unsqueeze(-3)  # (..., 1, H, W)
+    colour = _signs(u[..., 2:], eps)[..., None, None]  # (..., C, 1, 1)
+    current = best - x
+    proposal = (x + torch.where(window, colour, current)).clamp(0.0, 1.0)
+    # A square that changes nothing wastes a query: take the opposite colour instead
+    # (the authors' code redraws until the window changes).
+    same = (proposal == best).flatten(-3).all(-1)
+    if bool(same.any()):
+        flipped = (x + torch.where(window, -colour, current)).clamp(0.0, 1.0)
+        proposal = torch.where(same[..., None, None, None], flipped, proposal)
+    return proposal
+
+
 @register_attack("square", norms=("linf",), stochastic=True, gradient_free=True, test_params=(("n_queries", 1000),))
 def square(
     model_fn: ModelFn,
@@ -91,8 +115,6 @@ def square(
     if e == 0:
         return x.clone()
     lead, (c, h, w) = tuple(x.shape[:-3]), tuple(x.shape[-3:])
-    rows = torch.arange(h, device=x.device)
-    cols = torch.arange(w, device=x.device)
     with torch.no_grad():
         # Vertical stripes: one sign per (channel, column).
         delta = _signs(_draw((*lead, c, 1, w), generator, x, normal=False), e).expand(*lead, c, h, w)
@@ -104,21 +126,7 @@ def square(
                 break
             side = max(int(round(math.sqrt(p_schedule(p_init, it, n_queries) * h * w))), 1)
             side = min(side, max(h - 1, 1), max(w - 1, 1))
-            u = _draw((*lead, 2 + c), generator, x, normal=False)
-            top = (u[..., 0] * (h - side + 1)).long().clamp_(max=h - side)
-            left = (u[..., 1] * (w - side + 1)).long().clamp_(max=w - side)
-            in_h = (rows >= top.unsqueeze(-1)) & (rows < (top + side).unsqueeze(-1))
-            in_w = (cols >= left.unsqueeze(-1)) & (cols < (left + side).unsqueeze(-1))
-            window = (in_h.unsqueeze(-1) & in_w.unsqueeze(-2)).unsqueeze(-3)  # (..., 1, H, W)
-            colour = _signs(u[..., 2:], e)[..., None, None]  # (..., C, 1, 1)
-            current = best - x
-            proposal = (x + torch.where(window, colour, current)).clamp(0.0, 1.0)
-            # A square that changes nothing wastes a query: take the opposite colour instead
-            # (the authors' code redraws until the window changes).
-            same = (proposal == best).flatten(-3).all(-1)
-            if bool(same.any()):
-                flipped = (x + torch.where(window, -colour, current)).clamp(0.0, 1.0)
-                proposal = torch.where(same[..., None, None, None], flipped, proposal)
+            proposal = _proposal(x, best, e, side, generator)
             new_loss = _margin(model_fn, proposal, y)
             take = active & (new_loss < loss)
             best = torch.where(take[..., None, None, None], proposal, best)

@@ -57,7 +57,7 @@ from advmeta.env import resolve_device, set_threads
 from advmeta.eps import format_eps, parse_eps
 
 if TYPE_CHECKING:
-    from advmeta.l2l import L2LData, L2LEvalProtocol
+    from advmeta.l2l import L2LConfig, L2LData, L2LEvalProtocol
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -126,6 +126,39 @@ def cached_evaluation(ckpt: Path, protocol: L2LEvalProtocol, data: L2LData | Non
     return rows
 
 
+def _config(a: argparse.Namespace, method: str) -> L2LConfig:
+    """The :class:`~advmeta.l2l.L2LConfig` of ``method`` under the command's options."""
+    from advmeta.l2l import L2LConfig
+
+    step_size = format_eps(parse_eps(a.eps) / 4) if a.pgd_step_size == "auto" else a.pgd_step_size
+    return L2LConfig(method=method, attacker=a.attacker, dataset=a.dataset, data_root=a.data_root,
+                     image_size=a.image_size, num_classes=a.classes or None,
+                     train_per_class=a.train_per_class or None, test_per_class=a.test_per_class or None,
+                     classifier_kwargs={"depth": a.depth, "widen": a.widen}, eps=a.eps, epochs=a.epochs,
+                     batch_size=a.batch_size, lr=a.lr, pgd_step_size=step_size,
+                     flip={"auto": None, "yes": True, "no": False}[a.flip],
+                     lr_milestones=tuple(float(m) for m in a.milestones.split(",") if m), seed=a.seed,
+                     device=a.device, eval_batches=0, checkpoint_every=a.epochs)
+
+
+def _print_table(summary: dict[str, dict[str, float]], step_s: dict[str, float]) -> None:
+    """The accuracy table (± half-widths), each trainer's seconds per epoch (and per batch, interleaved,
+    where measured), and each learned-attacker trainer's time against PGM Net's."""
+    cols = [c for c in summary[next(iter(summary))] if c != "epoch_s" and not c.endswith("_ci")]
+    step_hdr = f"{'s/batch (interl.)':>19}" if step_s else ""
+    print(f"{'trainer':<16}" + "".join(f"{c:>16}" for c in cols) + f"{'time/epoch (s)':>16}{step_hdr}")
+    for name, s in summary.items():
+        cells = "".join(f"{s[c]:>9.1f} ± {s[c + '_ci']:<4.1f}" for c in cols)
+        step_cell = f"{step_s[name]:>19.3f}" if step_s else ""
+        print(f"{name:<16}{cells}{s['epoch_s']:>16.1f}{step_cell}")
+    if "pgm" in summary:
+        for n in summary:
+            if n not in ("pgm", "plain"):
+                ratio = summary[n]["epoch_s"] / summary["pgm"]["epoch_s"]
+                inter = f", per batch interleaved {step_s[n] / step_s['pgm']:.2f}" if step_s else ""
+                print(f"time {n} / pgm: per epoch {ratio:.2f}{inter}")
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Train and evaluate every trainer; print the table.
 
@@ -133,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         {trainer: {attack: acc, attack + "_ci": half-width, "epoch_s": mean training seconds per
         epoch}}, plus ``"_step_seconds"``: {trainer: median seconds per minibatch, interleaved}.
     """
-    from advmeta.l2l import L2LConfig, L2LEvalProtocol, blackbox_matrix, blackbox_table, load_l2l_data, train_l2l
+    from advmeta.l2l import L2LEvalProtocol, blackbox_matrix, blackbox_table, load_l2l_data, train_l2l
     from advmeta.results import to_frame, write_parquet_atomic
 
     a = _args(argv)
@@ -150,16 +183,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         eps_curve=tuple(e for e in a.eps_curve.split(",") if e), steps_curve=tuple(int(k) for k in a.steps_curve.split(",") if k),
         worst_row=len(a.attacks.split(",")) > 2,
     )
-    step_size = format_eps(parse_eps(a.eps) / 4) if a.pgd_step_size == "auto" else a.pgd_step_size
     rows, summary, ckpts, cfgs = [], {}, {}, []
     for method in a.methods.split(","):
-        cfg = L2LConfig(method=method, attacker=a.attacker, dataset=a.dataset, data_root=a.data_root,
-                        image_size=a.image_size, num_classes=a.classes or None,
-                        train_per_class=a.train_per_class or None, test_per_class=a.test_per_class or None,
-                        classifier_kwargs={"depth": a.depth, "widen": a.widen}, eps=a.eps, epochs=a.epochs,
-                        batch_size=a.batch_size, lr=a.lr, pgd_step_size=step_size, flip={"auto": None, "yes": True, "no": False}[a.flip],
-                        lr_milestones=tuple(float(m) for m in a.milestones.split(",") if m), seed=a.seed, device=a.device, eval_batches=0,
-                        checkpoint_every=a.epochs)
+        cfg = _config(a, method)
         cfgs.append(cfg)
         # resume: a finished run in --out is reused, and so is a finished evaluation of it
         ckpt, metrics = train_l2l(cfg, out / cfg.name, resume=True, progress=True, data=data)
@@ -185,21 +211,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         step_s = interleaved_step_seconds(cfgs, to_float(data.train_x[:n_batch]), data.train_y[:n_batch], data.num_classes,
                                           a.timing_rounds, resolve_device(a.device))
 
-    cols = [c for c in summary[next(iter(summary))] if c != "epoch_s" and not c.endswith("_ci")]
     print(f"\nPer-image accuracy (%) on {len(data.test_y)} held-out images, ± binomial 95% half-width; "
           f"eps={a.eps}, PGD step 0.003·(eps/(8/255)), worst of seeds {a.seeds}")
-    step_hdr = f"{'s/batch (interl.)':>19}" if step_s else ""
-    print(f"{'trainer':<16}" + "".join(f"{c:>16}" for c in cols) + f"{'time/epoch (s)':>16}{step_hdr}")
-    for name, s in summary.items():
-        cells = "".join(f"{s[c]:>9.1f} ± {s[c + '_ci']:<4.1f}" for c in cols)
-        step_cell = f"{step_s[name]:>19.3f}" if step_s else ""
-        print(f"{name:<16}{cells}{s['epoch_s']:>16.1f}{step_cell}")
-    if "pgm" in summary:
-        for n in summary:
-            if n not in ("pgm", "plain"):
-                ratio = summary[n]["epoch_s"] / summary["pgm"]["epoch_s"]
-                inter = f", per batch interleaved {step_s[n] / step_s['pgm']:.2f}" if step_s else ""
-                print(f"time {n} / pgm: per epoch {ratio:.2f}{inter}")
+    _print_table(summary, step_s)
     if a.blackbox and len(ckpts) > 1:
         print("\nBlack-box PGD-20 accuracy (%): rows = source network, columns = target network")
         print(blackbox_matrix(bb).round(1).to_string())
