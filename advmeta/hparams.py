@@ -152,6 +152,12 @@ class HParams(Mapping[str, Any]):
     def __repr__(self) -> str:
         return f"HParams({self._given!r})"
 
+    def __copy__(self) -> HParams:
+        return self  # immutable: a copy (``dataclasses.asdict`` of a run's config) is the same, not parsed again
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> HParams:
+        return self
+
     def __reduce__(self) -> tuple[Any, ...]:
         # By the Config class's name, parsed again on loading (the same frozen Config): a learner
         # from a plugin file (ADVMETA_PLUGINS) is imported first where the loading process has not yet.

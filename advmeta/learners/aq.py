@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -33,9 +35,11 @@ class AQConfig(MAMLConfig):
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {"omniglot": {"train_eps": "16/255"}}
 
 
+@functools.lru_cache(maxsize=64)
 def train_attack_spec(cfg: Any) -> AttackSpec:
     """The training attack a config describes (the settings its attack takes; one it does not take,
-    set away from its default, is an error)."""
+    set away from its default, is an error). Made once per config (configs are frozen, and so is
+    the spec), not at every meta-step: its ε is parsed once."""
     return AttackSpec(cfg.train_attack, cfg.train_eps, training_attack_settings(cfg))
 
 
