@@ -366,16 +366,25 @@ def trace(value: str, dataset: str, folder: str) -> Road:
 def main(argv: list[str] | None = None) -> int:
     """Trace the roads asked for; print each."""
     p = argparse.ArgumentParser(prog="python -m advmeta.benchmarks.road", description=__doc__.split("\n")[0])
-    p.add_argument("values", nargs="*", choices=["eps", "gamma", []], default=[])
+    p.add_argument("values", nargs="*", metavar="eps|gamma", help="the roads to trace (default: both)")
     p.add_argument("--dataset", default="glyphs", help="few-shot dataset of the commands (glyphs: no files needed)")
     a = p.parse_args(argv)
     todo = a.values or ["eps", "gamma"]
+    if set(todo) - {"eps", "gamma"}:
+        p.error(f"unknown road(s) {', '.join(sorted(set(todo) - {'eps', 'gamma'}))}; known: eps, gamma")
+    from advmeta.errors import AdvmetaError
+
     titles = {"eps": "ε of `advmeta sweep --grid tafl --budget smoke --eps 16/255`",
               "gamma": "γ of `advmeta tune tafl --gamma 0:5 --budget smoke` (the trial at γ = 3)"}
     with tempfile.TemporaryDirectory(prefix="advmeta-road-") as tmp:
         for name in todo:
             t0 = time.perf_counter()
-            show(titles[name], trace(name, a.dataset, f"{tmp}/{name}"))
+            try:
+                road = trace(name, a.dataset, f"{tmp}/{name}")
+            except (AdvmetaError, RuntimeError) as err:  # the command's own error, one line
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+            show(titles[name], road)
             print(f"  traced in {time.perf_counter() - t0:.0f} s\n")
     return 0
 
