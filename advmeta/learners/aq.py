@@ -36,11 +36,11 @@ class AQConfig(MAMLConfig):
 
 
 @functools.lru_cache(maxsize=64)
-def train_attack_spec(cfg: Any) -> AttackSpec:
-    """The training attack a config describes (the settings its attack takes; one it does not take,
-    set away from its default, is an error). Made once per config (configs are frozen, and so is
-    the spec), not at every meta-step: its ε is parsed once."""
-    return AttackSpec(cfg.train_attack, cfg.train_eps, training_attack_settings(cfg))
+def train_attack_spec(cfg: Any, **more: Any) -> AttackSpec:
+    """The training attack a config describes (the settings its attack takes, and ``more``; one it
+    does not take, set away from its default, is an error). Made once per config (configs are
+    frozen, and so is the spec), not at every meta-step: its ε is parsed once."""
+    return AttackSpec(cfg.train_attack, cfg.train_eps, training_attack_settings(cfg, **more))
 
 
 def training_attack_settings(cfg: Any, **more: Any) -> dict[str, Any]:

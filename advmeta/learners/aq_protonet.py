@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from advmeta.attacks import AttackSpec, kl_to_clean
+from advmeta.attacks import kl_to_clean
 from advmeta.eps import Eps, EpsStep
 from advmeta.learners._base import accuracy
 from advmeta.learners._registry import hp, hparams, register_learner
-from advmeta.learners.aq import training_attack_settings
+from advmeta.learners.aq import train_attack_spec
 from advmeta.learners.inner_loop import ce
 from advmeta.learners.protonet import ProtoNet, ProtoNetConfig
 
@@ -51,8 +51,7 @@ class AQProtoNet(ProtoNet):
         cfg = self.cfg
         sx, sy, qx, qy = episodes.support_x, episodes.support_y, episodes.query_x, episodes.query_y
         trades = cfg.loss == "trades"
-        spec = AttackSpec(cfg.train_attack, cfg.train_eps,
-                          training_attack_settings(cfg, **({"loss": "kl"} if trades else {})))
+        spec = train_attack_spec(cfg, **({"loss": "kl"} if trades else {}))
         sxd = sx.detach()
         x_adv = spec(lambda x: self.episode_logits(sxd, sy, x), qx, qy, generator)
         adv = self.episode_logits(sx, sy, x_adv)
