@@ -8,6 +8,7 @@ mode as the evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -424,9 +425,7 @@ class Evaluation(NamedTuple):
 
 def _rows(acc: _Acc, learner: Learner, cfg: TrainConfig, state: dict[str, Any], protocol: EvalProtocol,
           device: torch.device, shape: tuple[int, int, int], seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from advmeta.learners import config_dict
-
-    hp = config_dict(learner.cfg)
+    hp = dataclasses.asdict(learner.cfg)
     base = {
         "sweep": protocol.sweep, "trial_id": protocol.trial_id, "status": "ok", "error": "",
         "method": cfg.method, **hparam_columns(hp), "dataset": cfg.dataset, "split": protocol.split,

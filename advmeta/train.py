@@ -23,7 +23,7 @@ from advmeta import loop
 from advmeta.env import configure_allocator, resolve_device, set_threads
 from advmeta.errors import ConfigError
 from advmeta.hparams import HParams, dataset_defaults
-from advmeta.learners import Learner, config_dict, get_learner
+from advmeta.learners import Learner, get_learner
 from advmeta.loop import Identity, Report
 from advmeta.protocol import Bank
 from advmeta.stats import mean_ci95
@@ -383,7 +383,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
                                  seed=cfg.seed)
     trainer = _MetaTrainer(cfg, learner, train_sampler, val_sampler, device)
     identity = Identity(cfg.to_dict(), cfg.result_dict(),
-                        {"method": cfg.method, "hparams": config_dict(learner.cfg), "image_shape": tuple(ds.image_shape)})
+                        {"method": cfg.method, "hparams": dataclasses.asdict(learner.cfg), "image_shape": tuple(ds.image_shape)})
 
     last_val: list[float] = []
 
@@ -397,4 +397,4 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
                                                     cfg.checkpoint_every),
                                       resume=resume, report=report, progress=progress, label=cfg.method,
                                       describe=describe, map_location=device)
-    return path, {**metrics, "history": history, "hparams": config_dict(learner.cfg)}
+    return path, {**metrics, "history": history, "hparams": dataclasses.asdict(learner.cfg)}

@@ -11,7 +11,7 @@ from advmeta.benchmarks.road import tally, trace
 
 # The counts `python -m advmeta.benchmarks.road` prints today: a change that lengthens a road fails here
 # (shorten the road, or raise the number and say why in the change).
-MOST = {"eps": 15, "gamma": 11}
+MOST = {"eps": 15, "gamma": 10}
 SPINE = {
     "eps": ["cli/sweep.py", "tune/runner.py", "advmeta/plan/grids.py", "advmeta/plan/space.py", "advmeta/eps.py",
             "advmeta/plan/trial.py", "advmeta/families/meta.py", "advmeta/evaluate.py", "advmeta/attacks/spec.py",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from advmeta.attacks import AttackSpec, ModelFn
 from advmeta.learners._base import Learner, accuracy
 from advmeta.learners._maml import MAMLBase, MAMLConfig
-from advmeta.learners._registry import LEARNERS, config_dict, get_learner, hp, hparams, learner_names, register_learner
+from advmeta.learners._registry import LEARNERS, get_learner, hp, hparams, learner_names, register_learner
 from advmeta.learners.inner_loop import Params, ce, forward, inner_loop
 
 # What a learner of one's own needs (docs/plugins.md): the base classes and their config, the
@@ -28,7 +28,6 @@ __all__ = [
     "Params",
     "accuracy",
     "ce",
-    "config_dict",
     "forward",
     "get_learner",
     "hp",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from advmeta.hparams import hp as hp  # re-exported: declared in advmeta.hparams, imported from here by the learners
 from advmeta.learners._base import Learner
@@ -46,11 +46,6 @@ def hparams(cls: type[C]) -> type[C]:
         lines.append(f"    {f.name} (default {f.default!r}): {f.metadata.get('doc', '')}")
     cls.__doc__ = "\n".join(lines)
     return cls
-
-
-def config_dict(cfg: Any) -> dict[str, Any]:
-    """A learner config as a plain dict (the ``hparams`` of result rows and checkpoints)."""
-    return dataclasses.asdict(cfg)
 
 
 def get_learner(name: str) -> type[Learner]:
