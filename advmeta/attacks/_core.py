@@ -202,8 +202,3 @@ def gradient_step_(
     else:
         x_adv.add_(step, alpha=step_size)
     return ball.project_(x_adv)
-
-
-def as_eps(eps: Eps) -> float:
-    """ε as a float (raises :class:`ConfigError` for negative or malformed values)."""
-    return parse_eps(eps)

@@ -20,12 +20,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from advmeta.attacks._core import Gen, ModelFn, as_eps, check_inputs, check_steps, parse_norm
+from advmeta.attacks._core import Gen, ModelFn, check_inputs, check_steps, parse_norm
 from advmeta.attacks._registry import register_attack
 from advmeta.attacks.apgd_ce import apgd_ce
 from advmeta.attacks.apgd_dlr import apgd_dlr
 from advmeta.attacks.square import square
-from advmeta.eps import Eps
+from advmeta.eps import Eps, parse_eps
 from advmeta.errors import ConfigError
 
 COMPONENTS = ("apgd-ce", "apgd-t", "square")
@@ -83,7 +83,7 @@ def autoattack(
     """
     parse_norm(norm, ("linf",))
     check_inputs(x, y)
-    e = as_eps(eps)
+    e = parse_eps(eps)
     steps = check_steps(steps)
     n_queries = check_steps(n_queries, "n_queries")
     unknown = [c for c in components if c not in COMPONENTS]

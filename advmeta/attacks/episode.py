@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from advmeta.attacks._core import Ball, Gen, Norm, as_eps, check_inputs, check_step_size, check_steps, random_delta
+from advmeta.attacks._core import Ball, Gen, Norm, check_inputs, check_step_size, check_steps, random_delta
+from advmeta.eps import parse_eps
 from advmeta.errors import ConfigError, NonFiniteLossError
 
 EpisodeFn = Callable[[Tensor, Tensor], Tensor]  # (support_x, query_x) -> query logits (T, B, N)
@@ -64,7 +65,7 @@ def episode_pgd(
         raise ConfigError("episode_pgd: attack the support, the query or both")
     if support_x.shape[0] != query_x.shape[0]:
         raise ConfigError(f"support and query have {support_x.shape[0]} and {query_x.shape[0]} tasks")
-    e = as_eps(eps)
+    e = parse_eps(eps)
     steps = check_steps(steps)
     size = check_step_size(step_size, max(2 / 255, e / 4))
     sx, qx = support_x.detach(), query_x.detach()

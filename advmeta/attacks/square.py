@@ -20,10 +20,10 @@ import math
 import torch
 from torch import Tensor
 
-from advmeta.attacks._core import Gen, ModelFn, _draw, as_eps, check_inputs, check_steps, parse_norm
+from advmeta.attacks._core import Gen, ModelFn, _draw, check_inputs, check_steps, parse_norm
 from advmeta.attacks._losses import margin as cw_margin
 from advmeta.attacks._registry import register_attack
-from advmeta.eps import Eps
+from advmeta.eps import Eps, parse_eps
 from advmeta.errors import ConfigError, NonFiniteLossError
 
 # Iterations (out of 10 000) after which p is halved again: the published schedule, rescaled
@@ -107,7 +107,7 @@ def square(
     """
     parse_norm(norm, ("linf",))
     check_inputs(x, y)
-    e = as_eps(eps)
+    e = parse_eps(eps)
     n_queries = check_steps(n_queries, "n_queries")
     if isinstance(p_init, bool) or not isinstance(p_init, (int, float)) or not 0 < p_init <= 1:
         raise ConfigError(f"p_init must be in (0, 1], got {p_init!r}")
