@@ -382,8 +382,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     val_sampler = EpisodeSampler(ds, "val", EpisodeSpec(n_way=cfg.n_way, k_shot=cfg.k_shot, q_query=cfg.q_query),
                                  seed=cfg.seed)
     trainer = _MetaTrainer(cfg, learner, train_sampler, val_sampler, device)
+    learner_hp = dataclasses.asdict(learner.cfg)
     identity = Identity(cfg.to_dict(), cfg.result_dict(),
-                        {"method": cfg.method, "hparams": dataclasses.asdict(learner.cfg), "image_shape": tuple(ds.image_shape)})
+                        {"method": cfg.method, "hparams": learner_hp, "image_shape": tuple(ds.image_shape)})
 
     last_val: list[float] = []
 
@@ -397,4 +398,4 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
                                                     cfg.checkpoint_every),
                                       resume=resume, report=report, progress=progress, label=cfg.method,
                                       describe=describe, map_location=device)
-    return path, {**metrics, "history": history, "hparams": dataclasses.asdict(learner.cfg)}
+    return path, {**metrics, "history": history, "hparams": learner_hp}

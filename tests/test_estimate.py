@@ -60,9 +60,10 @@ def test_the_estimate_leaves_out_the_trials_a_folder_holds_done(tmp_path: Path, 
     fresh = estimate_of(specs, 1, folder=str(tmp_path / "new"))  # no folder yet: every trial
     rerun = estimate_of(specs, 1, folder=str(tmp_path))
     assert (fresh.trials, rerun.trials) == (len(specs), len(specs) - 1) and rerun.seconds < fresh.seconds
-    say_estimate(specs, 1, folder=str(tmp_path))
+    say_estimate(rerun, len(specs), str(tmp_path))
     assert f"the other 1 of its {len(specs)} trials are done in {tmp_path}" in capsys.readouterr().err
     done.update(s.trial_id for s in specs)
-    assert estimate_of(specs, 1, folder=str(tmp_path)).seconds == 0.0
-    say_estimate(specs, 1, folder=str(tmp_path))
+    nothing = estimate_of(specs, 1, folder=str(tmp_path))
+    assert nothing.seconds == 0.0
+    say_estimate(nothing, len(specs), str(tmp_path))
     assert f"nothing to run, the {len(specs)} trials are done" in capsys.readouterr().err

@@ -51,12 +51,11 @@ def _margin(model_fn: ModelFn, x: Tensor, y: Tensor) -> Tensor:
     return loss
 
 
-def _proposal(x: Tensor, best: Tensor, eps: float, side: int, generator: Gen) -> Tensor:
+def _proposal(x: Tensor, best: Tensor, eps: float, side: int, rows: Tensor, cols: Tensor, generator: Gen) -> Tensor:
     """``best`` with one square of ``side`` pixels, at a random place, set to a random vertex of the
-    ε-ball in every channel (clipped to [0, 1]); where that changes nothing, the opposite vertex."""
+    ε-ball in every channel (clipped to [0, 1]); where that changes nothing, the opposite vertex.
+    ``rows``, ``cols``: the pixel indices ``0 … H−1`` and ``0 … W−1``."""
     lead, (c, h, w) = tuple(x.shape[:-3]), tuple(x.shape[-3:])
-    rows = torch.arange(h, device=x.device)
-    cols = torch.arange(w, device=x.device)
     u = _draw((*lead, 2 + c), generator, x, normal=False)
     top = (u[..., 0] * (h - side + 1)).long().clamp_(max=h - side)
     left = (u[..., 1] * (w - side + 1)).long().clamp_(max=w - side)
@@ -115,6 +114,7 @@ def square(
     if e == 0:
         return x.clone()
     lead, (c, h, w) = tuple(x.shape[:-3]), tuple(x.shape[-3:])
+    rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)  # made once, not per query
     with torch.no_grad():
         # Vertical stripes: one sign per (channel, column).
         delta = _signs(_draw((*lead, c, 1, w), generator, x, normal=False), e).expand(*lead, c, h, w)
@@ -126,7 +126,7 @@ def square(
                 break
             side = max(int(round(math.sqrt(p_schedule(p_init, it, n_queries) * h * w))), 1)
             side = min(side, max(h - 1, 1), max(w - 1, 1))
-            proposal = _proposal(x, best, e, side, generator)
+            proposal = _proposal(x, best, e, side, rows, cols, generator)
             new_loss = _margin(model_fn, proposal, y)
             take = active & (new_loss < loss)
             best = torch.where(take[..., None, None, None], proposal, best)

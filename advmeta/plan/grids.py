@@ -383,9 +383,10 @@ def _grid_trials(req: GridRequest, folder: str, name: str, data: dict[str, Any],
     info["table_eps"] = {k: v.to_dict() for k, v in table_eps.items()}
     # the calibration counts where this run does it (or a dry run's would); a cached one costs nothing
     cal_spec = calib.calibration_spec(specs) if cal.job is not None and (cal.record is None or cal.now) else None
-    info["estimate_seconds"] = estimate_of(specs, req.cpus_per_trial, cal_spec, b.calibration_episodes, folder).seconds
+    found = estimate_of(specs, req.cpus_per_trial, cal_spec, b.calibration_episodes, folder)
+    info["estimate_seconds"] = found.seconds
     if dry_run or (progress and not cal.now):  # (a calibrating run said it before calibrating)
-        say_estimate(specs, req.cpus_per_trial, cal_spec, b.calibration_episodes, b.claim_looks, folder)
+        say_estimate(found, len(specs), folder, b.claim_looks)
     if progress or dry_run:
         _say_table_eps(table_eps, dataset, calibrated=cal.eps is not None)
     if cal.now:
@@ -421,7 +422,8 @@ def _calibration(req: GridRequest, b: Budget, folder: str, name: str, data: dict
     if out.record is None and not dry_run:
         keep = [s for s in provisional if not req.methods or s.method in req.methods]
         if progress:  # the cost first, then the calibration's own lines
-            say_estimate(keep, req.cpus_per_trial, cal_spec, b.calibration_episodes, b.claim_looks, folder)
+            say_estimate(estimate_of(keep, req.cpus_per_trial, cal_spec, b.calibration_episodes, folder), len(keep),
+                         folder, b.claim_looks)
         _, out.record = calib.run(folder, out.job, calib.surrogate_configs(keep, ctx), progress=progress)
         out.now = True
     if out.record is not None:

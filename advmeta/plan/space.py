@@ -446,7 +446,8 @@ def plan_search(req: SearchRequest, folder: str = "", *, dry_run: bool = False, 
     check_episode_shapes(specs, req.data_root)  # --n-way 5000: an error now, not a failed trial
     manifest: dict[str, Any] = {"method": req.method, "budget": req.budget, "dataset": ds, "seed": req.seed,
                                 "search": req.search, "samples": req.samples}
-    manifest["estimate_seconds"] = estimate_of(specs, req.cpus_per_trial, folder=folder).seconds
+    found = estimate_of(specs, req.cpus_per_trial, folder=folder)
+    manifest["estimate_seconds"] = found.seconds
     if dry_run or progress:
-        say_estimate(specs, req.cpus_per_trial, folder=folder)
+        say_estimate(found, len(specs), folder)
     return Plan(name, specs, manifest)

@@ -13,11 +13,14 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advmeta.errors import ConfigError
 from advmeta.ledger import Ledger
 from advmeta.plan.trial import TrialSpec
+
+if TYPE_CHECKING:
+    from advmeta.plan.estimate import Estimate
 
 
 @dataclass
@@ -89,7 +92,7 @@ def still_to_run(specs: Sequence[TrialSpec], folder: str = "") -> list[TrialSpec
 
 
 def estimate_of(specs: Sequence[TrialSpec], cpus_per_trial: float | None, calibration: TrialSpec | None = None,
-                calibration_episodes: int = 20, folder: str = "") -> Any:
+                calibration_episodes: int = 20, folder: str = "") -> Estimate:
     """The estimated wall time on this machine of what a run will do (:mod:`advmeta.plan.estimate`):
     the trials still to run in ``folder`` (:func:`still_to_run`), after the calibration when it is due."""
     from advmeta.plan.estimate import estimate
@@ -98,26 +101,25 @@ def estimate_of(specs: Sequence[TrialSpec], cpus_per_trial: float | None, calibr
     return estimate(still_to_run(specs, folder), slots, calibration, calibration_episodes)
 
 
-def say_estimate(specs: Sequence[TrialSpec], cpus_per_trial: float | None, calibration: TrialSpec | None = None,
-                 calibration_episodes: int = 20, looks: int = 1, folder: str = "") -> None:
-    """Print the estimate (stderr), and a warning when the sweep has many trials. ``looks``: the
-    claims' planned looks (their further blocks, after the trials, are not in the estimate);
-    ``folder``: the sweep's, whose finished trials are not run again (nor estimated)."""
+def say_estimate(found: Estimate, total: int, folder: str = "", looks: int = 1) -> None:
+    """Print ``found`` (:func:`estimate_of` of a sweep's ``total`` trials; stderr), and a warning when
+    the sweep has many trials. ``looks``: the claims' planned looks (their further blocks, after the
+    trials, are not in the estimate); ``folder``: the sweep's, whose finished trials are not run again
+    (nor estimated)."""
     from advmeta.plan.estimate import TOO_MANY
 
-    found = estimate_of(specs, cpus_per_trial, calibration, calibration_episodes, folder)
     if found.trials == 0 and not found.calibration:
-        print(f"estimate: nothing to run, the {len(specs)} trials are done in {folder}", file=sys.stderr)
+        print(f"estimate: nothing to run, the {total} trials are done in {folder}", file=sys.stderr)
         return
     text = found.text(os.cpu_count() or 1)
-    if found.trials < len(specs):
-        text += f"; the other {len(specs) - found.trials} of its {len(specs)} trials are done in {folder}"
+    if found.trials < total:
+        text += f"; the other {total - found.trials} of its {total} trials are done in {folder}"
     if looks > 1:
         text += (f"; not in it: up to {looks - 1} further block(s) of episodes for the claims still undecided "
                  "after the trials")
     print(f"estimate: {text}", file=sys.stderr)
-    if len(specs) > TOO_MANY:
-        print(f"warning: {len(specs)} trials (more than {TOO_MANY}); narrow the ranges or lists, or use --samples with "
+    if total > TOO_MANY:
+        print(f"warning: {total} trials (more than {TOO_MANY}); narrow the ranges or lists, or use --samples with "
               "--search random, if that is not what you meant", file=sys.stderr)
 
 
