@@ -30,27 +30,31 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-ROOTS = {"advmeta": Path(__file__).resolve().parents[1]}
 TRIAL_ENTRY = "tune/runner.py"
 
 
 def _roots() -> dict[str, str]:
     """Source folder → the prefix its modules are named by (``advmeta/``, ``tune/``, ``cli/``)."""
-    core = ROOTS["advmeta"]
-    out = {str(core) + os.sep: "advmeta/"}
-    for sub in ("tune", "cli"):
-        import importlib
+    import importlib
 
-        mod = importlib.import_module(f"advmeta.{sub}")
-        folder = Path(mod.__file__ or "").resolve().parent
-        out[str(folder) + os.sep] = f"{sub}/"
+    out = {}
+    for package, prefix in (("advmeta", "advmeta/"), ("advmeta.tune", "tune/"), ("advmeta.cli", "cli/")):
+        folder = Path(importlib.import_module(package).__file__ or "").resolve().parent
+        out[str(folder) + os.sep] = prefix
     return out
+
+
+def _outwards(frame: FrameType | None) -> Iterator[FrameType]:
+    """``frame`` and its callers, innermost first."""
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
 
 
 @dataclass
@@ -107,24 +111,15 @@ class Tracer:
         run of its frames); in parentheses where none of its frames there holds the value in an
         argument (on the stack for the control flow only: it called on an object that keeps the value)."""
         mods: list[tuple[str, bool]] = []
-        while frame is not None:
-            m = self.module(frame.f_code.co_filename)
+        for f in _outwards(frame):
+            m = self.module(f.f_code.co_filename)
             if m is not None:
-                carries = self.carries(frame)
+                carries = self.carries(f)
                 if mods and mods[-1][0] == m:
                     mods[-1] = (m, mods[-1][1] or carries)
                 else:
                     mods.append((m, carries))
-            frame = frame.f_back
         return [m if carries else f"({m})" for m, carries in mods[::-1]]
-
-    @staticmethod
-    def _frames(frame: FrameType | None) -> list[FrameType]:
-        out = []
-        while frame is not None:
-            out.append(frame)
-            frame = frame.f_back
-        return out
 
     def carries(self, frame: FrameType) -> bool:
         """Whether an argument of ``frame``'s call holds the value."""
@@ -135,12 +130,10 @@ class Tracer:
 
     def caller(self, frame: FrameType, module: str) -> str:
         """``module:function`` of the nearest project frame below ``frame`` in another module."""
-        up = frame.f_back
-        while up is not None:
+        for up in _outwards(frame.f_back):
             m = self.module(up.f_code.co_filename)
             if m is not None and m != module:
                 return f"{m}:{up.f_code.co_name}"
-            up = up.f_back
         return ""
 
     def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
@@ -158,7 +151,7 @@ class Tracer:
         for moment, (mod, fn, test) in self.moments.items():
             if moment not in self.road.stacks and m == mod and code.co_name == fn and test(frame):
                 self.road.stacks[moment] = self.stack(frame)
-                self.road.frames[moment] = self._frames(frame.f_back)
+                self.road.frames[moment] = list(_outwards(frame.f_back))
                 self.road.order.append(moment)
                 self.road.at[moment] = len(self.road.carried)
 
@@ -265,11 +258,7 @@ def _tune_gamma(dataset: str, folder: str) -> Road:
 
 
 def _under(frame: FrameType | None, function: str) -> bool:
-    while frame is not None:
-        if frame.f_code.co_name == function:
-            return True
-        frame = frame.f_back
-    return False
+    return any(f.f_code.co_name == function for f in _outwards(frame))
 
 
 def _trace(args: list[str], holds: Callable[[Any], bool], moments: Mapping[str, Any], folder: str,

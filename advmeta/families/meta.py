@@ -210,8 +210,6 @@ def protocols(spec: Any, ctx: RunContext) -> list[Any]:
 def _eval_groups(spec: Any) -> list[dict[str, Any]]:
     """The trial's evals grouped by split, episodes, attack steps and queries: each group's
     scenarios, attacks, ε (white-box and adaptive; surrogate apart), supports and attack settings."""
-    from advmeta.eps import Epsilon
-
     default_eps = [Epsilon("2/255")]
     groups: dict[str, dict[str, Any]] = {}
     for ev in spec.evals:
