@@ -9,7 +9,7 @@ import pickle
 import pytest
 import torch
 
-from advmeta.attacks import AttackSpec
+from advmeta.attacks import AttackSpec, get_attack
 from advmeta.eps import Epsilon, format_eps, parse_eps
 from advmeta.errors import ConfigError
 from advmeta.hparams import HParams
@@ -39,7 +39,7 @@ def test_the_option_is_parsed_once_into_epsilons() -> None:
         parse_eps_option("200/255", "--eps")
 
 
-def test_the_attack_gets_the_same_epsilon_object() -> None:
+def test_the_attack_gets_the_same_epsilon_object(monkeypatch: pytest.MonkeyPatch) -> None:
     (e,) = parse_eps_option("16/255", "--eps")
     settings = EvalSettings.of({"scenario": "whitebox", "attacks": ["pgd"], "eps": [e]})
     assert settings["eps"][0] is e
@@ -47,15 +47,22 @@ def test_the_attack_gets_the_same_epsilon_object() -> None:
     assert protocol.eps[0] is e
     spec = AttackSpec("pgd", protocol.eps[0], {"steps": 2})
     assert spec.eps is e and spec.eps_str == "16/255"
-    seen: list[object] = []
+    seen: list[object] = []  # the eps the attack function itself is called with
+    real = get_attack("pgd")
+
+    def recording(*args: object, eps: object, **kwargs: object) -> torch.Tensor:
+        seen.append(eps)
+        return real(*args, eps=eps, **kwargs)
+
+    monkeypatch.setattr("advmeta.attacks.spec.get_attack", lambda name: recording)
 
     def model(x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1)[:, :3]
 
     x = torch.rand(2, 1, 2, 2)
     adv = spec(model, x, torch.tensor([0, 1]))
-    seen.append(spec.eps)
-    assert float((adv - x).abs().max()) <= 16 / 255 + 1e-7 and seen == [e]
+    assert len(seen) == 1 and seen[0] is e
+    assert float((adv - x).abs().max()) <= 16 / 255 + 1e-7
 
 
 def test_an_epsilon_is_named_by_its_text_in_ids_configs_and_records() -> None:
