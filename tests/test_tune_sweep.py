@@ -219,6 +219,10 @@ def test_sigkill_of_the_driver_then_resume_runs_every_trial_once(ray_cluster: ob
     ids = {t["trial_id"] for t in manifest["trials"]}
     assert len(ids) == 5
     assert set(summary["trial_id"]) == ids
+    from advmeta.tune.runner import checkpoint_stage
+
+    # a trial killed while it handed Tune a checkpoint left its copy; the resumed trial removed it
+    assert not [t for t in ids if checkpoint_stage(str(out), t).exists()]
     assert (summary.groupby("trial_id").size() == 2).all()  # clean + pgd, once per trial
     assert (summary["status"] == "ok").all()
     for tid, stamp in done_before.items():  # finished trials were not recomputed

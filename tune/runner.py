@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -407,15 +408,28 @@ def _reporter(ledger: Ledger, tid: str, work: Path, last_step: list[int]) -> Any
             tune.report(clean)
             return
         ledger.sync_work(tid, str(work), upload=True)
-        with tempfile.TemporaryDirectory(prefix="advmeta-ckpt-") as tmp:
+        stage = checkpoint_stage(ledger.path, tid)
+        shutil.rmtree(stage, ignore_errors=True)  # what a killed run of this trial left there
+        stage.mkdir(parents=True)
+        try:
             src = Path(ckpt_path)
             if src.is_dir():
-                shutil.copytree(src, Path(tmp) / src.name)
+                shutil.copytree(src, stage / src.name)
             else:
-                shutil.copy2(src, Path(tmp) / src.name)
-            tune.report(clean, checkpoint=tune.Checkpoint.from_directory(tmp))
+                shutil.copy2(src, stage / src.name)
+            tune.report(clean, checkpoint=tune.Checkpoint.from_directory(str(stage)))
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
     return report
+
+
+def checkpoint_stage(root: str, tid: str) -> Path:
+    """The folder a trial's checkpoint is copied to for Tune, one per trial of a sweep folder (in the
+    system's temporary folder): a trial killed while it reports leaves one copy, which its next
+    report (the resumed trial's) removes — not one more copy in the temporary folder at every kill."""
+    key = uuid.uuid5(uuid.NAMESPACE_URL, f"{root}#{tid}").hex[:16]
+    return Path(tempfile.gettempdir()) / f"advmeta-ckpt-{key}"
 
 
 def run_trial(config: dict[str, Any], ctx: RunContext, specs: dict[str, TrialSpec]) -> None:
@@ -432,6 +446,7 @@ def run_trial(config: dict[str, Any], ctx: RunContext, specs: dict[str, TrialSpe
     spec: TrialSpec = specs[config["trial"]["id"]]
     ledger = Ledger(ctx.sweep_dir)
     tid = spec.trial_id
+    shutil.rmtree(checkpoint_stage(ledger.path, tid), ignore_errors=True)  # a killed run's copy, if any
     if ledger.is_done(tid):
         # Finished in an earlier run whose driver died before it could record the fact.
         tune.report({**ledger.final_metrics(tid), "trial_id": tid, "done": 1})
