@@ -346,3 +346,21 @@ def test_a_trial_spec_travels_whole_and_its_config_is_parsed_once() -> None:
     assert tafl.config.inner_lr == 0.4  # Omniglot's α (the learner's DATASET_DEFAULTS), set on the trial
     with pytest.raises(ConfigError, match="unknown hyper-parameter.*gama.*for tafl"):
         TrialSpec("s", "meta", "tafl", {"gama": 2.0}, {"dataset": "glyphs"})
+
+
+def test_rays_start_up_log_is_removed_when_ray_starts_and_kept_when_it_fails(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import tempfile
+
+    from advmeta.tune.session import _stderr_to_log
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with open(tmp_path / "stderr", "w") as err:  # a real descriptor 2 (pytest's capture has none)
+        monkeypatch.setattr(sys, "stderr", err)
+        with _stderr_to_log() as log:
+            assert Path(log).parent == tmp_path
+        assert not Path(log).exists()  # a started Ray leaves nothing behind (one file per command before)
+        with pytest.raises(ConnectionError), _stderr_to_log() as log:
+            raise ConnectionError("no cluster")
+        assert Path(log).exists()  # named in the error, for the user to read

@@ -86,27 +86,32 @@ def precheck_gpus(gpus_per_trial: float | None, address: str | None) -> None:
 
 
 @contextlib.contextmanager
-def _stderr_to_log() -> Iterator[None]:
-    """Send file descriptor 2 to a log file while Ray's C++ core starts (it logs there directly)."""
+def _stderr_to_log() -> Iterator[str]:
+    """Send file descriptor 2 to a log file while Ray's C++ core starts (it logs there directly).
+    Yields the log's path; the log is removed when the start succeeds and kept when it fails."""
     import sys
     import tempfile
 
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # pytest capture, notebooks: nothing to redirect
-        yield
+        yield ""
         return
     sys.stderr.flush()
     saved = os.dup(fd)
     log = tempfile.NamedTemporaryFile(prefix="advmeta-ray-init-", suffix=".log", delete=False)
+    ok = False
     try:
         os.dup2(log.fileno(), fd)
-        yield
+        yield log.name
+        ok = True
     finally:
         sys.stderr.flush()
         os.dup2(saved, fd)
         os.close(saved)
         log.close()
+        if ok:
+            os.unlink(log.name)
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -167,11 +172,13 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
     else:
         check_address(address)
         kwargs["address"] = address
+    log = ""
     try:
-        with _stderr_to_log():
+        with _stderr_to_log() as log:
             ray.init(**kwargs)  # type: ignore[arg-type]
     except ConnectionError as err:
-        raise ResourceError(f"cannot join the Ray cluster at {address!r}: {err}") from None
+        where = f" (Ray's start-up log: {log})" if log else ""
+        raise ResourceError(f"cannot join the Ray cluster at {address!r}: {err}{where}") from None
     if address is None:
         # A local cluster is ours: name it in the folder's lock, so that a run taking the folder
         # over after this driver is killed (-9) ends what it leaves behind (advmeta.lock).
