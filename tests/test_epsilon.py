@@ -86,3 +86,23 @@ def test_a_bank_names_its_epsilons_by_their_text() -> None:
                     eps=tuple(parse_eps_option("2/255,0.2/255", "--eps")))
     assert spec.eps == ("2/255", "0.2/255")
     assert BankSpec.from_json(spec.to_json()).eps == ("2/255", "0.2/255")
+
+
+def test_a_step_size_written_as_text_is_parsed_once_per_spec_and_recorded_as_written(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    steps: list[object] = []  # the step size the attack function itself is called with
+    real = get_attack("pgd")
+
+    def recording(*args: object, step_size: object, **kwargs: object) -> torch.Tensor:
+        steps.append(step_size)
+        return real(*args, step_size=step_size, **kwargs)
+
+    monkeypatch.setattr("advmeta.attacks.spec.get_attack", lambda name: recording)
+    x, y = torch.rand(2, 1, 2, 2), torch.tensor([0, 1])
+    for given, text in (("3/255", "3/255"), ("auto", "4/255")):  # auto at 16/255: ε/4
+        spec = AttackSpec("pgd", "16/255", {"steps": 2, "step_size": given})
+        for _ in range(2):
+            spec(lambda v: v.flatten(1)[:, :3], x, y)
+        assert type(steps[-1]) is float and steps[-1] == parse_eps(text)  # what check_step_size made of the text
+        assert steps[-1] is steps[-2]  # the same float at every call: parsed once, not per call
+        assert json.loads(spec.params_json())["step_size"] == text  # the record names the step as written

@@ -7,6 +7,7 @@ on a logits callable, and record it (``attack_params`` JSON of the result rows).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from collections.abc import Callable, Mapping
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from advmeta.attacks._core import Gen, ModelFn
 from advmeta.attacks._registry import get_attack
-from advmeta.eps import Eps, Epsilon, format_eps
+from advmeta.eps import Eps, Epsilon, format_eps, parse_eps
 from advmeta.errors import ConfigError
 
 
@@ -89,12 +90,21 @@ class AttackSpec:
         return json.dumps({k: (format_eps(v) if k == "step_size" and isinstance(v, (int, float)) else v)
                            for k, v in self.accepted().items()}, sort_keys=True, default=str)
 
+    @functools.cached_property
+    def _run_settings(self) -> dict[str, Any]:
+        """:meth:`accepted` as the attack function is called with it: a step size written as text
+        (``"2/255"``, or ``"auto"`` made ``k/255``) made its float once per spec, not at every call."""
+        kwargs = self.accepted()
+        if isinstance(kwargs.get("step_size"), str):
+            kwargs["step_size"] = parse_eps(kwargs["step_size"])
+        return kwargs
+
     def __call__(self, model_fn: ModelFn, x: Tensor, y: Tensor, generator: Gen = None) -> Tensor:
         """The adversarial version of ``x`` (detached). Shape: x (..., C, H, W), y (...)."""
         if self.eps_float == 0.0 or self.name == "none":
             return x.detach()
         fn = self._fn()
-        kwargs = self.accepted()
+        kwargs = dict(self._run_settings)
         if "generator" in inspect.signature(fn).parameters:
             kwargs["generator"] = generator
         with torch.enable_grad():
