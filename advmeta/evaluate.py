@@ -8,7 +8,6 @@ mode as the evaluation.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -26,6 +25,7 @@ from advmeta.converge import Escalation, escalate, escalate_attack, worst_of
 from advmeta.env import configure_allocator, provenance, resolve_device
 from advmeta.errors import NonFiniteLossError
 from advmeta.eps import Epsilon, format_eps
+from advmeta.hparams import config_values
 from advmeta.attacks import cross_entropy
 from advmeta.learners import AttackSpec, Learner
 from advmeta.learners.tafl import l_ar
@@ -425,7 +425,7 @@ class Evaluation(NamedTuple):
 
 def _rows(acc: _Acc, learner: Learner, cfg: TrainConfig, state: dict[str, Any], protocol: EvalProtocol,
           device: torch.device, shape: tuple[int, int, int], seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    hp = dataclasses.asdict(learner.cfg)
+    hp = config_values(learner.cfg)
     base = {
         "sweep": protocol.sweep, "trial_id": protocol.trial_id, "status": "ok", "error": "",
         "method": cfg.method, **hparam_columns(hp), "dataset": cfg.dataset, "split": protocol.split,

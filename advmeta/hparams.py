@@ -111,27 +111,31 @@ class HParams(Mapping[str, Any]):
             or a value its field's declared type and metadata rule out (:func:`check_value`).
     """
 
-    __slots__ = ("_given", "config")
+    __slots__ = ("_given", "_values", "config")
 
     def __init__(self, config_class: type, given: Mapping[str, Any], method: str = "") -> None:
+        # The Config gets the values as given: an Epsilon (the option's, the ε plan's) stays one, down to
+        # the training attack, which parses nothing. The mapping names an ε by its canonical k/255 text:
+        # what the trial's id hashes and a checkpoint stores.
+        values = _values(given)
         known = [f.name for f in dataclasses.fields(config_class)]
-        unknown = sorted(set(given) - set(known))
+        unknown = sorted(set(values) - set(known))
         if unknown:
             raise ConfigError(f"unknown hyper-parameter(s) {', '.join(map(str, unknown))}"
                               f"{' for ' + method if method else ''}; known: {', '.join(sorted(known))}")
         typed = typed_fields(config_class)
-        for name, value in given.items():  # each value against its field's declared type and metadata
+        for name, value in values.items():  # each value against its field's declared type and metadata
             check_value(typed[name], value, f"{method + ' ' if method else ''}{name}")
-        # an ε is set as its canonical k/255 text: what the trial's id names and a checkpoint stores
-        self._given: dict[str, Any] = {k: v.text if isinstance(v, Epsilon) else v for k, v in given.items()}
-        self.config: Any = config_class(**self._given)
+        self._values: dict[str, Any] = values
+        self._given: dict[str, Any] = {k: v.text if isinstance(v, Epsilon) else v for k, v in values.items()}
+        self.config: Any = config_class(**self._values)
 
     @classmethod
     def on_dataset(cls, config_class: type, dataset: str | None, given: Mapping[str, Any],
                    method: str = "") -> HParams:
         """``given`` over ``config_class``'s defaults on ``dataset`` (:func:`dataset_defaults`), which a
         trial then sets explicitly (its identity names them: α = 0.4 on Omniglot, docs/methods.md#maml)."""
-        return cls(config_class, dataset_defaults(config_class, dataset) | dict(given), method)
+        return cls(config_class, dataset_defaults(config_class, dataset) | _values(given), method)
 
     @classmethod
     def of(cls, config_class: type, given: Mapping[str, Any], method: str = "") -> HParams:
@@ -162,7 +166,18 @@ class HParams(Mapping[str, Any]):
         # By the Config class's name, parsed again on loading (the same frozen Config): a learner
         # from a plugin file (ADVMETA_PLUGINS) is imported first where the loading process has not yet.
         cls = type(self.config)
-        return (_hparams_of, (cls.__module__, cls.__qualname__, self._given))
+        return (_hparams_of, (cls.__module__, cls.__qualname__, self._values))  # an Epsilon goes as one
+
+
+def _values(given: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``given`` sets, an ε as the Epsilon it was given as (an HParams' mapping names it by its text)."""
+    return dict(given._values) if isinstance(given, HParams) else dict(given)
+
+
+def config_values(config: Any) -> dict[str, Any]:
+    """A ``Config``'s fields as plain values, each ε as its ``k/255`` text: what a checkpoint stores
+    (it holds no advmeta type, so that loading it runs no code of ours) and a result row records."""
+    return {k: v.text if isinstance(v, Epsilon) else v for k, v in dataclasses.asdict(config).items()}
 
 
 def _hparams_of(module: str, qualname: str, given: dict[str, Any]) -> HParams:

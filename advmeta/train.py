@@ -22,7 +22,7 @@ import torch
 from advmeta import loop
 from advmeta.env import configure_allocator, resolve_device, set_threads
 from advmeta.errors import ConfigError
-from advmeta.hparams import HParams, dataset_defaults
+from advmeta.hparams import HParams, config_values, dataset_defaults
 from advmeta.learners import Learner, get_learner
 from advmeta.loop import Identity, Report
 from advmeta.protocol import Bank
@@ -382,7 +382,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     val_sampler = EpisodeSampler(ds, "val", EpisodeSpec(n_way=cfg.n_way, k_shot=cfg.k_shot, q_query=cfg.q_query),
                                  seed=cfg.seed)
     trainer = _MetaTrainer(cfg, learner, train_sampler, val_sampler, device)
-    learner_hp = dataclasses.asdict(learner.cfg)
+    learner_hp = config_values(learner.cfg)
     identity = Identity(cfg.to_dict(), cfg.result_dict(),
                         {"method": cfg.method, "hparams": learner_hp, "image_shape": tuple(ds.image_shape)})
 

@@ -106,3 +106,31 @@ def test_a_step_size_written_as_text_is_parsed_once_per_spec_and_recorded_as_wri
         assert type(steps[-1]) is float and steps[-1] == parse_eps(text)  # what check_step_size made of the text
         assert steps[-1] is steps[-2]  # the same float at every call: parsed once, not per call
         assert json.loads(spec.params_json())["step_size"] == text  # the record names the step as written
+
+
+def test_the_training_attack_gets_the_options_epsilon_and_what_is_stored_names_it_by_its_text() -> None:
+    from advmeta.hparams import config_values
+    from advmeta.learners.aq import train_attack_spec
+
+    (e,) = parse_eps_option("16/255", "--eps")
+    hp = HParams(get_learner("aq").Config, {"train_eps": e}, "aq")
+    assert dict(hp) == {"train_eps": "16/255"}  # the mapping (the trial's id, the checkpoint) names it by its text
+    assert hp.config.train_eps is e  # the Config gets the Epsilon itself
+    assert HParams.on_dataset(type(hp.config), "omniglot", hp).config.train_eps is e  # and keeps it when re-made
+    again = pickle.loads(pickle.dumps(hp))  # as a trial's process gets it through Ray: an Epsilon, not text
+    assert type(again.config.train_eps) is Epsilon and again.config.train_eps.text == "16/255"
+    spec = train_attack_spec(hp.config)
+    assert spec.eps is e and spec.params["step_size"] is e  # AQ's step of ε: the same object, nothing parsed
+    values = config_values(hp.config)  # what a checkpoint stores and a row records
+    assert values["train_eps"] == "16/255" and values["train_step_size"] == "eps"
+
+
+def test_an_epsilon_setting_equal_to_its_text_default_is_not_away_from_it() -> None:
+    from advmeta.learners.aq import train_attack_spec
+
+    config = get_learner("aq-protonet").Config  # train_step_size defaults to "2/255"; FGSM takes no step size
+    spec = train_attack_spec(HParams(config, {"train_attack": "fgsm", "train_attack_steps": 7,
+                                              "train_step_size": Epsilon("2/255")}).config)
+    assert spec.params == {}
+    with pytest.raises(ConfigError, match=r"step_size \(train_step_size = '3/255'\)"):
+        train_attack_spec(HParams(config, {"train_attack": "fgsm", "train_step_size": Epsilon("3/255")}).config)

@@ -128,6 +128,17 @@ def _takes_any(name: str) -> bool:
     return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(get_attack(name)).parameters.values())
 
 
+def _away(value: Any, default: Any) -> bool:
+    """Whether a setting is away from its default; an ε by its value (an Epsilon and the text that
+    names it are one setting)."""
+    if isinstance(value, Epsilon) and not isinstance(default, Epsilon):
+        try:
+            return bool(value != Epsilon(default))
+        except ConfigError:  # a default that is no ε ("eps": tied to the training ε)
+            return True
+    return bool(value != default)
+
+
 def configured(name: str, settings: Mapping[str, tuple[str, Any, Any]]) -> dict[str, Any]:
     """The settings of a configured bundle that the attack ``name`` takes.
 
@@ -144,7 +155,8 @@ def configured(name: str, settings: Mapping[str, tuple[str, Any, Any]]) -> dict[
     if _takes_any(name):
         return {k: v for k, (_, v, _) in settings.items()}
     takes = set(settings_of(name))
-    ignored = [f"{k} ({field} = {v!r})" for k, (field, v, default) in settings.items() if k not in takes and v != default]
+    ignored = [f"{k} ({field} = {str(v)!r})" if isinstance(v, Epsilon) else f"{k} ({field} = {v!r})"
+               for k, (field, v, default) in settings.items() if k not in takes and _away(v, default)]
     if ignored:
         raise ConfigError(f"the training attack {name} does not take {', '.join(ignored)}: leave it at its default or "
                           f"choose an attack that takes it (its settings: {', '.join(sorted(takes)) or 'none'})")
