@@ -163,7 +163,7 @@ class HParams(Mapping[str, Any]):
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # By the Config class's name, parsed again on loading (the same frozen Config): a learner
+        # By the Config class's name, made and checked again on loading (the same frozen Config): a learner
         # from a plugin file (ADVMETA_PLUGINS) is imported first where the loading process has not yet.
         cls = type(self.config)
         return (_hparams_of, (cls.__module__, cls.__qualname__, self._values))  # an Epsilon goes as one
