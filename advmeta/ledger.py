@@ -11,7 +11,8 @@ Layout of a sweep folder (local path or any pyarrow filesystem URI)::
     trials/<trial_id>/ERROR.json    the trial failed after its retries (cleared by a success)
     trials/<trial_id>/work/         training state (checkpoints) of a local sweep
     summary.parquet, episodes.parquet, checks.parquet, curves.parquet   the merged tables (rewritten atomically)
-    ray/                            Ray Tune's own experiment folders
+    ray/                            Ray Tune's own experiment folders: one per run, its logs (Tune's copies of
+                                    the checkpoints are removed when the run is over: the trials' work/ holds them)
 
 A trial is finished exactly when its ``DONE.json`` exists. It is written after the rows and
 by rename, so a SIGKILL at any instant leaves either a finished trial (never recomputed) or an

@@ -108,6 +108,8 @@ def test_crashes_are_retried_from_checkpoint_then_recorded(ray_cluster: object, 
     progress = next((tmp_path / "ray").glob(f"run-*/{once[0].trial_id}/progress.csv"))
     iterations = pd.read_csv(progress)["iteration"].dropna().tolist()
     assert iterations.count(3.0) == 1 and 6.0 in iterations
+    # Tune's copies of the checkpoints are gone once its run is over (the trial folders hold them)
+    assert not list((tmp_path / "ray").glob("run-*/*/checkpoint_*")) and list(tmp_path.glob("trials/*/work/*.json"))
     # the trial that kept failing is in the results, with its error, not dropped
     assert (Path(Ledger(str(tmp_path)).work_dir(always[0].trial_id)) / "crashes").read_text() == "2"
     summary = pd.read_parquet(tmp_path / "summary.parquet")
@@ -223,6 +225,7 @@ def test_sigkill_of_the_driver_then_resume_runs_every_trial_once(ray_cluster: ob
 
     # a trial killed while it handed Tune a checkpoint left its copy; the resumed trial removed it
     assert not [t for t in ids if checkpoint_stage(str(out), t).exists()]
+    assert len(list(out.glob("ray/run-*"))) == 2 and not list(out.glob("ray/run-*/*/checkpoint_*"))  # the killed run's too
     assert (summary.groupby("trial_id").size() == 2).all()  # clean + pgd, once per trial
     assert (summary["status"] == "ok").all()
     for tid, stamp in done_before.items():  # finished trials were not recomputed

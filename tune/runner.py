@@ -243,6 +243,7 @@ def run_sweep(name: str, specs: Sequence[TrialSpec], sweep_dir: str, opts: Sweep
                                      on_complete=_throttled(lambda: ledger.merge(specs), 30.0), specs=by_id)
             grid = _tuner(name, trainable, pending, opts, ledger, progress, by_id).fit()
             trial_seconds = _record_results(grid, by_id, ledger, opts)
+            _drop_tune_checkpoints(ledger)
             if opts.claim_looks > 1:  # claims decided, not only tested: more paired episodes where needed
                 from advmeta.tune.extend import extend_for_claims
 
@@ -289,6 +290,31 @@ def _tuner(name: str, trainable: Any, pending: Sequence[TrialSpec], opts: SweepO
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
+
+
+def _drop_tune_checkpoints(ledger: Ledger) -> None:
+    """Remove Tune's copies of the trials' checkpoints from every run of the sweep folder, once this
+    run is over (their logs stay).
+
+    They serve a trial Tune retries within its run; a later run starts a fresh Tuner, whose trials
+    resume from the checkpoints in the sweep's own trial folders. Kept, they doubled the folder and
+    grew it by another copy at every resume (a killed run's copies go at the next run's end).
+    """
+    import pyarrow.fs as pafs
+
+    from advmeta.bank import filesystem
+
+    fs, root = filesystem(_ray_storage(ledger))
+
+    def folders(path: str) -> list[Any]:
+        return [i for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+                if i.type == pafs.FileType.Directory]
+
+    for run in folders(root):
+        for trial in folders(run.path):
+            for entry in folders(trial.path):
+                if entry.base_name.startswith("checkpoint_"):
+                    fs.delete_dir(entry.path)
 
 
 def _record_results(grid: Any, by_id: dict[str, TrialSpec], ledger: Ledger, opts: SweepOptions) -> list[float]:
