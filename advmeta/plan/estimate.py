@@ -19,15 +19,18 @@ from typing import Any
 
 from advmeta.plan.trial import TrialSpec
 
-SCALE = 0.85
+SCALE = 0.865
 """Measured ÷ modelled trial seconds (:func:`trial_cost`, less :data:`TRIAL_START` each): the 18
 trials of the committed quick paper-tables run on Omniglot (results/paper-tables-omniglot, commit
-78fa3dc) took 5642 s of trial processes against 6459 s modelled, per trial between 0.50
-(AQ-ProtoNet) and 1.33 (Grad-L2L) of its model. The claims' further blocks, which depend on what the trials find, are
-not in the estimate."""
-TRIAL_START = 8.0
-"""Seconds a trial spends outside its training and attacks in a reused Ray worker (a smoke
-paper-tables run: 31 trials in about 110 s on 2 slots, measured)."""
+78fa3dc) took 5642 s of trial processes against 6459 s modelled — (5642 − 18 × 3) / 6459 —, per
+trial between 0.50 (AQ-ProtoNet) and 1.33 (Grad-L2L) of its model. The claims' further blocks,
+which depend on what the trials find, are not in the estimate."""
+TRIAL_START = 3.0
+"""Seconds a trial takes beyond its modelled training and attacks in a reused Ray worker (loading its
+data, building its learner, recording): the larger of two smoke paper-tables runs of 31 trials on 2
+slots (at c6af70b), each trial's share of the slots' time less its modelled seconds × :data:`SCALE`
+— 0.7 s on Omniglot (trials from 23 s to 91 s of the run), 3.1 s on mini-ImageNet (27 s to 133 s).
+(It was 8 s: one whole run's 110 s over its trials, counting in the start, banks, merge and report.)"""
 START_SECONDS = 45.0
 """Ray's start, the episode banks and the final merge and report of a sweep (quick, measured)."""
 TOO_MANY = 50
