@@ -111,7 +111,7 @@ class HParams(Mapping[str, Any]):
             or a value its field's declared type and metadata rule out (:func:`check_value`).
     """
 
-    __slots__ = ("_given", "_values", "config")
+    __slots__ = ("_values", "config")
 
     def __init__(self, config_class: type, given: Mapping[str, Any], method: str = "") -> None:
         # The Config gets the values as given: an Epsilon (the option's, the ε plan's) stays one, down to
@@ -127,8 +127,7 @@ class HParams(Mapping[str, Any]):
         for name, value in values.items():  # each value against its field's declared type and metadata
             check_value(typed[name], value, f"{method + ' ' if method else ''}{name}")
         self._values: dict[str, Any] = values
-        self._given: dict[str, Any] = {k: v.text if isinstance(v, Epsilon) else v for k, v in values.items()}
-        self.config: Any = config_class(**self._values)
+        self.config: Any = config_class(**values)
 
     @classmethod
     def on_dataset(cls, config_class: type, dataset: str | None, given: Mapping[str, Any],
@@ -145,16 +144,16 @@ class HParams(Mapping[str, Any]):
         return cls(config_class, given, method)
 
     def __getitem__(self, key: str) -> Any:
-        return self._given[key]
+        return _as_written(self._values[key])
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._given)
+        return iter(self._values)
 
     def __len__(self) -> int:
-        return len(self._given)
+        return len(self._values)
 
     def __repr__(self) -> str:
-        return f"HParams({self._given!r})"
+        return f"HParams({dict(self)!r})"
 
     def __copy__(self) -> HParams:
         return self  # immutable: a copy (``dataclasses.asdict`` of a run's config) is the same, not parsed again
@@ -174,10 +173,15 @@ def _values(given: Mapping[str, Any]) -> dict[str, Any]:
     return dict(given._values) if isinstance(given, HParams) else dict(given)
 
 
+def _as_written(value: Any) -> Any:
+    """A value as a trial's id, a checkpoint and a result row name it: an ε as its ``k/255`` text."""
+    return value.text if isinstance(value, Epsilon) else value
+
+
 def config_values(config: Any) -> dict[str, Any]:
     """A ``Config``'s fields as plain values, each ε as its ``k/255`` text: what a checkpoint stores
     (it holds no advmeta type, so that loading it runs no code of ours) and a result row records."""
-    return {k: v.text if isinstance(v, Epsilon) else v for k, v in dataclasses.asdict(config).items()}
+    return {k: _as_written(v) for k, v in dataclasses.asdict(config).items()}
 
 
 def _hparams_of(module: str, qualname: str, given: dict[str, Any]) -> HParams:
