@@ -43,13 +43,14 @@ def train_attack_spec(cfg: Any, **more: Any) -> AttackSpec:
 
 
 def training_attack_settings(cfg: Any, **more: Any) -> dict[str, Any]:
-    """The training attack's settings from a config's ``train_attack_steps``, ``train_step_size``
-    (``eps``: equal to ``train_eps``) and ``train_random_start`` (:func:`advmeta.attacks.configured`)."""
+    """The training attack's settings from those of a config's ``train_attack_steps``,
+    ``train_step_size`` (``eps``: equal to ``train_eps``) and ``train_random_start`` it declares
+    (:func:`advmeta.attacks.configured`; R-MAML's declare none: the attack's own defaults)."""
     from advmeta.hparams import typed_fields
 
     fields = typed_fields(type(cfg))
     bundle = {"steps": "train_attack_steps", "step_size": "train_step_size", "random_start": "train_random_start"}
-    settings = {k: (f, getattr(cfg, f), fields[f].default) for k, f in bundle.items()}
+    settings = {k: (f, getattr(cfg, f), fields[f].default) for k, f in bundle.items() if f in fields}
     out = configured(cfg.train_attack, settings)
     if out.get("step_size") == "eps":
         out["step_size"] = cfg.train_eps

@@ -9,8 +9,7 @@ images of the task's real classes). All three offer the auxiliary contrastive lo
 
 from __future__ import annotations
 
-import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +21,7 @@ from advmeta.learners._base import accuracy
 from advmeta.learners._contrastive import contrastive_loss
 from advmeta.learners._maml import MAMLBase, MAMLConfig
 from advmeta.learners._registry import hp, hparams, register_learner
+from advmeta.learners.aq import train_attack_spec
 from advmeta.learners.inner_loop import Params, ce
 
 if TYPE_CHECKING:
@@ -64,16 +64,9 @@ class RMAMLTradesConfig(RMAMLConfig):
                           low=0, high=50)
 
 
-@functools.lru_cache(maxsize=64)
-def _training_attack(cfg: Any, loss: str | None = None) -> AttackSpec:
-    """The training attack at the config's ε, its ``loss`` where given: made once per config (frozen,
-    as the spec is), not at every meta-step."""
-    return AttackSpec(cfg.train_attack, cfg.train_eps, {"loss": loss} if loss else {})
-
-
 class _RMAMLBase(MAMLBase):
     def attack_spec(self) -> AttackSpec:
-        return _training_attack(self.cfg)
+        return train_attack_spec(self.cfg)
 
     def with_contrastive(self, loss: Tensor, fast: Params, episodes: Episodes, generator: torch.Generator | None,
                          stats: dict[str, float]) -> tuple[Tensor, dict[str, float]]:
@@ -143,7 +136,7 @@ class RMAMLTrades(_RMAMLBase):
         if episodes.unlabeled_x is not None and self.cfg.n_unlabeled > 0:
             parts.append(episodes.unlabeled_x)
         x_all = torch.cat(parts, dim=1)
-        spec = _training_attack(self.cfg, "kl")
+        spec = train_attack_spec(self.cfg, loss="kl")
         x_adv = self.attack(spec, fast, x_all, None, generator)  # type: ignore[arg-type]
         clean_all, adv_all = self.logits(fast, x_all), self.logits(fast, x_adv)
         kl = kl_to_clean(adv_all, F.log_softmax(clean_all, -1)).mean()
